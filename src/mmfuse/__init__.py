@@ -1,0 +1,7 @@
+"""mmfuse: multimodal fusion on temporal streams."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

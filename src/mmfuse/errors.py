@@ -1,0 +1,35 @@
+"""Exceptions and warnings raised by mmfuse.
+
+Every error names the parameter or place, the owner, what was expected and what came, e.g.
+``The 'rate' parameter of grid_timeline must be a positive number. Got -3 instead.``
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DataError",
+    "MmfuseError",
+    "MmfuseWarning",
+    "NotFittedError",
+    "StreamError",
+]
+
+
+class MmfuseError(Exception):
+    """Base class of every error mmfuse raises on purpose."""
+
+
+class StreamError(MmfuseError, ValueError):
+    """A stream is malformed: NaN/inf, unsorted or duplicate timestamps, empty, wrong shape."""
+
+
+class DataError(MmfuseError, ValueError):
+    """A data set or file is malformed, truncated, corrupt or inconsistent."""
+
+
+class NotFittedError(MmfuseError, AttributeError):
+    """A stateful object (normaliser, calibrator, monitor) was used before ``fit``."""
+
+
+class MmfuseWarning(UserWarning):
+    """Base class of the warnings mmfuse emits (coverage, gaps, dropped data)."""
