@@ -1,0 +1,299 @@
+"""Built-in data set ``mosi-utterance``: CMU-MOSI utterance-level text/audio/video features (Poria et al. 2017).
+
+Raw files (CSV, no header) come from ``<data_dir>/mosi-utterance/`` (``data_dir`` or ``$MMFUSE_DATA_DIR``) or
+from a pinned download of declare-lab/contextual-utterance-level-multimodal-sentiment-analysis at commit
+3874cf25a7fb; both are verified against ``checksums/mosi-utterance.json``.
+
+* ``transcripts.csv``: utterance id ``<video id>_<utterance number>``, transcript, video number, label;
+* ``text_{train,test}.csv``: 0-based row into ``transcripts.csv`` + 100 text features (identifies the rows);
+* ``{text,audio,video}/<m>_{train,test}0.csv``: features + label; row k is the same utterance in every file of
+  one split, and the same one as row k of ``text_<split>.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmfuse.data._spec import ModalitySpec, SequenceRecord, TaskSpec
+from mmfuse.data.download import fetch, sha256_file
+from mmfuse.data.format import write_dataset
+from mmfuse.data.registry import register_dataset
+from mmfuse.errors import DataError
+from mmfuse.types import LabelLevel, TaskType
+
+__all__ = ["MOSI_DIMS", "mosi_pins", "mosi_source_dir"]
+
+log = logging.getLogger(__name__)
+
+NAME = "mosi-utterance"
+MOSI_DIMS: dict[str, int] = {"audio": 73, "text": 100, "video": 100}
+"""Feature size of each modality."""
+_VAL_FRACTION = 0.2
+_TEXT_AGREE_ATOL = 1e-4  # text_<split>.csv repeats text/text_<split>0.csv at lower precision
+
+_DESCRIPTION = (
+    "CMU-MOSI utterance-level features as released with Poria et al. (ACL 2017): 2,199 opinion utterances "
+    "from 93 YouTube videos. Each video is one sequence of its utterances in order; every utterance has a "
+    "binary sentiment label (step-level classification). Modalities: text (100, text-CNN), audio (73, "
+    "openSMILE-derived), video (100, 3D-CNN). Speaker-independent train (62 videos) / test (31) split; 'val' "
+    "is 20% of the train videos (seed 0). Timestamps are utterance indices (the source has no times)."
+)
+_CITATION = (
+    "Poria, S., Cambria, E., Hazarika, D., Majumder, N., Zadeh, A., Morency, L.-P. (2017). Context-Dependent "
+    "Sentiment Analysis in User-Generated Videos. ACL 2017. Corpus: Zadeh, A., Zellers, R., Pincus, E., "
+    "Morency, L.-P. (2016). MOSI: Multimodal Corpus of Sentiment Intensity and Subjectivity Analysis in Online "
+    "Opinion Videos. IEEE Intelligent Systems."
+)
+_HOMEPAGE = "https://github.com/declare-lab/contextual-utterance-level-multimodal-sentiment-analysis"
+
+
+def mosi_pins() -> dict[str, Any]:
+    """Return the pinned source of the raw files: repository, commit, URL template and sha256 per file.
+
+    Example:
+        >>> len(mosi_pins()["files"])
+        9
+    """
+    text = resources.files("mmfuse.data").joinpath("checksums/mosi-utterance.json").read_text(encoding="utf-8")
+    pins: dict[str, Any] = json.loads(text)
+    return pins
+
+
+def mosi_source_dir(data_dir: Path | None) -> Path | None:
+    """Return the local folder holding the raw files (``<data_dir>/mosi-utterance`` or ``data_dir`` itself).
+
+    Example:
+        >>> mosi_source_dir(None) is None
+        True
+    """
+    if data_dir is None:
+        return None
+    for cand in (data_dir / NAME, data_dir):
+        if (cand / "transcripts.csv").is_file():
+            return cand
+    return None
+
+
+def _download_dir(cache_dir: Path) -> Path:
+    return cache_dir / "downloads" / NAME
+
+
+def _is_available(*, data_dir: Path | None, cache_dir: Path) -> bool:
+    if mosi_source_dir(data_dir) is not None:
+        return True
+    dl = _download_dir(cache_dir)
+    return all((dl / f).is_file() for f in mosi_pins()["files"])
+
+
+def _locate(*, data_dir: Path | None, cache_dir: Path) -> str:
+    local = mosi_source_dir(data_dir)
+    if local is not None:
+        return str(local)
+    dl = _download_dir(cache_dir)
+    pins = mosi_pins()
+    if all((dl / f).is_file() for f in pins["files"]):
+        return str(dl)
+    return f"download from {pins['url_template'].format(file='')} into {dl}"
+
+
+def _raw_files(data_dir: Path | None, cache_dir: Path) -> Path:
+    """Return a folder holding every raw file with the pinned checksum (verifying or downloading them)."""
+    pins = mosi_pins()
+    local = mosi_source_dir(data_dir)
+    if data_dir is not None and local is None and not _is_available(data_dir=None, cache_dir=cache_dir):
+        log.info("no %s folder under %s; downloading the pinned copy", NAME, data_dir)
+    if local is not None:
+        for rel, info in pins["files"].items():
+            path = local / rel
+            if not path.is_file():
+                raise DataError(f"{path} is missing; the {NAME} folder {local} must hold {sorted(pins['files'])}.")
+            digest = sha256_file(path)
+            if digest != info["sha256"]:
+                raise DataError(
+                    f"{path} differs from the pinned release (sha256 {digest[:16]}..., expected "
+                    f"{info['sha256'][:16]}...); restore the original file."
+                )
+        return local
+    dest = _download_dir(cache_dir)
+    for rel, info in pins["files"].items():
+        fetch(pins["url_template"].format(file=rel), info["sha256"], dest / rel)
+    return dest
+
+
+def _read_rows(path: Path, n_cols: int, n_float_from: int = 0) -> list[list[str]]:
+    """Read a header-less CSV, checking the column count and that columns from ``n_float_from`` are numbers."""
+    rows: list[list[str]] = []
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            for line_no, row in enumerate(csv.reader(fh), start=1):
+                if len(row) != n_cols:
+                    raise DataError(f"{path}, line {line_no}: expected {n_cols} columns, got {len(row)} (truncated?).")
+                for col in range(n_float_from, n_cols):
+                    try:
+                        float(row[col])
+                    except ValueError:
+                        raise DataError(
+                            f"{path}, line {line_no}, column {col + 1}: {row[col]!r} is not a number."
+                        ) from None
+                rows.append(row)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path} cannot be read as CSV: {exc}.") from None
+    return rows
+
+
+def _floats(rows: list[list[str]], lo: int, hi: int) -> np.ndarray:
+    return np.array([r[lo:hi] for r in rows], dtype=np.float64)
+
+
+def _labels(rows: list[list[str]], path: Path) -> np.ndarray:
+    raw = np.array([float(r[-1]) for r in rows])
+    bad = np.flatnonzero((raw != 0) & (raw != 1))
+    if bad.size:
+        raise DataError(f"{path}, line {int(bad[0]) + 1}: label {raw[bad[0]]!r} is not 0 or 1.")
+    return raw.astype(np.int64)
+
+
+@dataclass
+class _Utterances:
+    video: list[str]
+    number: np.ndarray  # [N] utterance number within its video (1-based)
+    label: np.ndarray  # [N] int64
+    split: np.ndarray  # [N] "" until assigned
+    features: dict[str, np.ndarray]  # modality -> [N, D] float32 (rows of transcripts.csv)
+
+
+def _parse(folder: Path) -> _Utterances:
+    tr_path = folder / "transcripts.csv"
+    transcripts = _read_rows(tr_path, 4, n_float_from=2)
+    n = len(transcripts)
+    video: list[str] = []
+    number = np.zeros(n, dtype=np.int64)
+    for k, row in enumerate(transcripts):
+        vid, sep, num = row[0].rpartition("_")
+        if not sep or not vid or not num.isdigit():
+            raise DataError(f"{tr_path}, line {k + 1}: utterance id {row[0]!r} is not '<video id>_<number>'.")
+        video.append(vid)
+        number[k] = int(num)
+    tr_label = _labels(transcripts, tr_path)
+    feats = {m: np.zeros((n, d), dtype=np.float32) for m, d in MOSI_DIMS.items()}
+    split = np.array([""] * n, dtype=object)
+    for part in ("train", "test"):
+        idx_path = folder / f"text_{part}.csv"
+        idx_rows = _read_rows(idx_path, 1 + MOSI_DIMS["text"])
+        rows_idx = np.array([float(r[0]) for r in idx_rows])
+        if not np.all(rows_idx == np.round(rows_idx)) or rows_idx.min(initial=0) < 0 or rows_idx.max(initial=0) >= n:
+            raise DataError(f"{idx_path}: column 1 must hold row numbers 0..{n - 1} of {tr_path.name}.")
+        rows = rows_idx.astype(np.int64)
+        dup = np.flatnonzero(split[rows] != "")
+        if dup.size or np.unique(rows).size != rows.size:
+            line = int(dup[0]) + 1 if dup.size else 0
+            raise DataError(f"{idx_path}: utterance rows appear twice (first at line {line}).")
+        split[rows] = part
+        for m, d in MOSI_DIMS.items():
+            path = folder / m / f"{m}_{part}0.csv"
+            m_rows = _read_rows(path, d + 1)
+            if len(m_rows) != len(idx_rows):
+                raise DataError(
+                    f"{path} has {len(m_rows)} rows but {idx_path.name} has {len(idx_rows)}; a file is truncated."
+                )
+            lab = _labels(m_rows, path)
+            wrong = np.flatnonzero(lab != tr_label[rows])
+            if wrong.size:
+                k = int(wrong[0])
+                raise DataError(
+                    f"{path}, line {k + 1}: label {lab[k]} disagrees with {tr_path.name} line {rows[k] + 1} "
+                    f"({transcripts[rows[k]][0]}: {tr_label[rows[k]]})."
+                )
+            values = _floats(m_rows, 0, d)
+            if m == "text":
+                diff = np.abs(values - _floats(idx_rows, 1, 1 + d)).max(axis=1)
+                off = np.flatnonzero(diff > _TEXT_AGREE_ATOL)
+                if off.size:
+                    raise DataError(
+                        f"{path}, line {int(off[0]) + 1}: the features differ from {idx_path.name} (same line) by "
+                        f"{diff[off[0]]:.3g}; the row order of the files disagrees."
+                    )
+            feats[m][rows] = values.astype(np.float32)
+    missing = np.flatnonzero(split == "")
+    if missing.size:
+        raise DataError(
+            f"{tr_path}, line {int(missing[0]) + 1}: utterance {transcripts[missing[0]][0]!r} is in no split."
+        )
+    return _Utterances(video=video, number=number, label=tr_label, split=split, features=feats)
+
+
+def _records(utt: _Utterances) -> Iterator[SequenceRecord]:
+    by_video: dict[str, list[int]] = {}
+    for k, v in enumerate(utt.video):
+        by_video.setdefault(v, []).append(k)
+    video_split: dict[str, str] = {}
+    for v, rows in by_video.items():
+        parts = set(utt.split[rows].tolist())
+        if len(parts) != 1:
+            raise DataError(f"{NAME}: video {v!r} has utterances in both train and test; the split must be by video.")
+        video_split[v] = parts.pop()
+    train_videos = sorted(v for v, s in video_split.items() if s == "train")
+    n_val = round(_VAL_FRACTION * len(train_videos))
+    rng = np.random.default_rng(0)
+    for v in rng.permutation(np.array(train_videos, dtype=object))[:n_val].tolist():
+        video_split[v] = "val"
+    order = {"train": 0, "val": 1, "test": 2}
+    for v in sorted(by_video, key=lambda v: (order[video_split[v]], v)):
+        idx = np.array(sorted(by_video[v], key=lambda k: utt.number[k]), dtype=np.int64)
+        numbers = utt.number[idx]
+        if np.unique(numbers).size != numbers.size:
+            raise DataError(f"{NAME}: video {v!r} repeats an utterance number.")
+        t = idx.size
+        yield SequenceRecord(
+            id=v,
+            group=v,
+            split=video_split[v],
+            values={m: utt.features[m][idx] for m in sorted(MOSI_DIMS)},
+            masks={m: np.ones(t, dtype=bool) for m in MOSI_DIMS},
+            label=utt.label[idx],
+            timestamps=np.arange(t, dtype=np.float64),
+        )
+
+
+@register_dataset(
+    NAME,
+    description=_DESCRIPTION,
+    is_available=_is_available,
+    locate=_locate,
+    citation=_CITATION,
+    homepage=_HOMEPAGE,
+    version="1",
+)
+def build_mosi_utterance(dest: Path, *, data_dir: Path | None, cache_dir: Path) -> None:
+    """Verify (or download) the raw CSV files, parse and cross-check them, write the native data set at ``dest``."""
+    folder = _raw_files(data_dir, cache_dir)
+    utt = _parse(folder)
+    pins = mosi_pins()
+    write_dataset(
+        dest,
+        _records(utt),
+        name=NAME,
+        description=_DESCRIPTION,
+        modalities=[
+            ModalitySpec("audio", MOSI_DIMS["audio"], "continuous", "openSMILE-derived utterance features"),
+            ModalitySpec("text", MOSI_DIMS["text"], "continuous", "text-CNN utterance features"),
+            ModalitySpec("video", MOSI_DIMS["video"], "continuous", "3D-CNN utterance features"),
+        ],
+        task=TaskSpec(TaskType.CLASSIFICATION, LabelLevel.STEP, class_names=("negative", "positive")),
+        extra_meta={
+            "source": {"repository": pins["repository"], "commit": pins["commit"]},
+            "citation": _CITATION,
+            "homepage": _HOMEPAGE,
+            "timestamps": "utterance index within the video (0-based); the source has no times",
+            "utterance_id": "<sample id>_<timestamp + 1>, as in transcripts.csv",
+        },
+    )

@@ -1,0 +1,878 @@
+"""The native on-disk format of mmfuse: a directory of Parquet files plus ``meta.json``.
+
+Layout of a data set directory (format version 1)::
+
+    meta.json                   format name + version, name, description, modalities, task, counts, splits,
+                                context vocabularies, per-file row counts and sha256, mmfuse version, extra_meta
+    samples.parquet             one row per sample: id, group, split, n_steps, offset[, label][, ctx.<name>...]
+    modalities/<name>.parquet   one row per step, all samples concatenated in sample order:
+                                values FixedSizeList<float32>[D], present bool
+    steps.parquet               one row per step (only when there are timestamps or step-level labels):
+                                [timestamp float64][, label]
+
+``offset`` is the row of the sample's first step in every per-step file and ``n_steps`` its length. Labels
+are int64 class indices (classification), float32 (scalar regression) or FixedSizeList<float32>[C].
+
+:func:`write_dataset` validates every record and writes atomically; :func:`open_dataset` is lazy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch.utils.data
+
+from mmfuse.data._spec import ModalitySpec, SequenceRecord, TaskSpec
+from mmfuse.errors import DataError
+from mmfuse.types import LabelLevel, TaskType
+
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "MultimodalDataset", "open_dataset", "write_dataset"]
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "mmfuse-dataset"
+"""The ``format`` value in every ``meta.json``."""
+FORMAT_VERSION = 1
+"""The on-disk format version this code writes and the highest it reads."""
+
+_META = "meta.json"
+_SAMPLES = "samples.parquet"
+_STEPS = "steps.parquet"
+_CTX_PREFIX = "ctx."
+_FLUSH_STEPS = 65_536
+_FLUSH_SAMPLES = 8_192
+
+
+def _modality_file(name: str) -> str:
+    return f"modalities/{name}.parquet"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    # Directories cannot be opened for fsync on every platform (Windows); durability is best effort there.
+    with contextlib.suppress(OSError):
+        _fsync_file(path)
+
+
+def _label_type(task: TaskSpec) -> pa.DataType:
+    if task.type is TaskType.CLASSIFICATION:
+        return pa.int64()
+    if task.target_dim == 1:
+        return pa.float32()
+    return pa.list_(pa.float32(), task.target_dim)
+
+
+def _label_array(labels: np.ndarray, task: TaskSpec) -> pa.Array:
+    if task.type is TaskType.REGRESSION and task.target_dim > 1:
+        flat = pa.array(np.ascontiguousarray(labels, dtype=np.float32).reshape(-1))
+        return pa.FixedSizeListArray.from_arrays(flat, task.target_dim)
+    return pa.array(labels, type=_label_type(task))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# validation of one record
+
+
+def _check_label(label: Any, task: TaskSpec, n_steps: int, where: str) -> np.ndarray:
+    """Return the label as an array ([], [C], [T] or [T, C]) or raise DataError."""
+    step = task.level is LabelLevel.STEP
+    if task.type is TaskType.CLASSIFICATION:
+        if step:
+            arr = np.asarray(label)
+            if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+                raise DataError(
+                    f"{where}: a step-level classification label must be an integer array of class indices. "
+                    f"Got dtype {arr.dtype} instead."
+                )
+            if arr.shape != (n_steps,):
+                raise DataError(f"{where}: the step-level label must have shape ({n_steps},). Got {arr.shape}.")
+        else:
+            if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, np.integer)):
+                raise DataError(
+                    f"{where}: a sample-level classification label must be an int class index. "
+                    f"Got {label!r} ({type(label).__name__}) instead."
+                )
+            arr = np.asarray(label, dtype=np.int64)
+        n = len(task.class_names)
+        bad = np.flatnonzero((arr.reshape(-1) < 0) | (arr.reshape(-1) >= n))
+        if bad.size:
+            at = f" at step {int(bad[0])}" if step else ""
+            raise DataError(
+                f"{where}: class index {int(arr.reshape(-1)[bad[0]])}{at} is out of range; "
+                f"expected 0..{n - 1} ({n} classes)."
+            )
+        return arr.astype(np.int64, copy=False)
+    # regression
+    c = task.target_dim
+    expected: tuple[int, ...] = (() if c == 1 else (c,)) if not step else ((n_steps,) if c == 1 else (n_steps, c))
+    if isinstance(label, (str, bytes)):
+        raise DataError(f"{where}: a regression label must be numeric. Got the string {label!r} instead.")
+    arr = np.asarray(label)
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise DataError(f"{where}: a regression label must be numeric. Got dtype {arr.dtype} instead.")
+    if arr.shape != expected:
+        raise DataError(f"{where}: the regression label must have shape {expected}. Got {arr.shape} instead.")
+    arr = arr.astype(np.float32)
+    finite = np.isfinite(arr)
+    if not finite.all():
+        at = f" at step {int(np.argwhere(~finite)[0][0])}" if step else ""
+        raise DataError(f"{where}: the regression target is not finite (NaN or inf){at}.")
+    return arr
+
+
+class _Validator:
+    """Checks records one at a time against the specs (keeps only the ids seen and the context values)."""
+
+    def __init__(self, modalities: Sequence[ModalitySpec], task: TaskSpec) -> None:
+        self.modalities = {m.name: m for m in modalities}
+        self.task = task
+        self.seen: set[str] = set()
+        self.context_keys: tuple[str, ...] | None = None
+        self.context_values: dict[str, set[str]] = {}
+        self.has_timestamps: bool | None = None
+
+    def check(
+        self, rec: Any, index: int
+    ) -> tuple[int, dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
+        if not isinstance(rec, SequenceRecord):
+            raise DataError(f"Record #{index} passed to write_dataset is a {type(rec).__name__}, not a SequenceRecord.")
+        if not isinstance(rec.id, str) or not rec.id:
+            raise DataError(f"Record #{index} has an invalid id {rec.id!r}; expected a non-empty string.")
+        where = f"Sample {rec.id!r}"
+        if rec.id in self.seen:
+            raise DataError(f"{where} (record #{index}): duplicate id; every sample id must be unique.")
+        self.seen.add(rec.id)
+        for attr in ("group", "split"):
+            v = getattr(rec, attr)
+            if not isinstance(v, str) or not v:
+                raise DataError(f"{where}: the {attr} must be a non-empty string. Got {v!r}.")
+        if not isinstance(rec.values, Mapping) or not isinstance(rec.masks, Mapping):
+            raise DataError(f"{where}: 'values' and 'masks' must be dicts keyed by modality name.")
+        unknown = sorted(set(rec.values) - set(self.modalities)) + sorted(set(rec.masks) - set(self.modalities))
+        if unknown:
+            raise DataError(
+                f"{where}: unknown modality {unknown[0]!r}; the data set declares {sorted(self.modalities)}."
+            )
+        n_steps: int | None = None
+        values: dict[str, np.ndarray] = {}
+        masks: dict[str, np.ndarray] = {}
+        for name, spec in self.modalities.items():
+            if name not in rec.values:
+                raise DataError(
+                    f"{where}: modality {name!r} is missing from 'values'. A modality absent from a whole sample "
+                    "is written as zeros of shape [T, D] with an all-False mask."
+                )
+            v = np.asarray(rec.values[name])
+            if v.dtype == bool or not (np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.integer)):
+                raise DataError(f"{where}, modality {name!r}: values must be numeric. Got dtype {v.dtype}.")
+            if v.ndim != 2 or v.shape[1] != spec.dim:
+                raise DataError(
+                    f"{where}, modality {name!r}: values must have shape [T, {spec.dim}]. Got {tuple(v.shape)}."
+                )
+            t = int(v.shape[0])
+            if t == 0:
+                raise DataError(f"{where}, modality {name!r}: the sequence is empty (T = 0).")
+            if n_steps is None:
+                n_steps = t
+            elif t != n_steps:
+                raise DataError(
+                    f"{where}, modality {name!r}: has {t} steps but the other modalities have {n_steps}; "
+                    "the modalities of a sample must be aligned to one timeline."
+                )
+            if name in rec.masks:
+                mk = np.asarray(rec.masks[name])
+                if mk.dtype != bool:
+                    raise DataError(f"{where}, modality {name!r}: the mask must be a bool array. Got {mk.dtype}.")
+                if mk.shape != (t,):
+                    raise DataError(
+                        f"{where}, modality {name!r}: the mask has shape {tuple(mk.shape)} but the values have "
+                        f"{t} steps; expected ({t},)."
+                    )
+            else:
+                mk = np.ones(t, dtype=bool)
+            v32 = v.astype(np.float32)
+            bad = ~np.isfinite(v32).all(axis=1) & mk
+            if bad.any():
+                step = int(np.flatnonzero(bad)[0])
+                raise DataError(
+                    f"{where}, modality {name!r}, step {step}: the values are not finite (NaN or inf) at a step "
+                    "marked present. Mark the step missing (mask False) or fix the value."
+                )
+            values[name] = np.where(mk[:, None], v32, np.float32(0.0))
+            masks[name] = mk
+        assert n_steps is not None  # at least one modality is declared (checked by write_dataset)
+        label = _check_label(rec.label, self.task, n_steps, where)
+        ts: np.ndarray | None = None
+        if rec.timestamps is not None:
+            ts = np.asarray(rec.timestamps, dtype=np.float64)
+            if ts.shape != (n_steps,):
+                raise DataError(f"{where}: timestamps must have shape ({n_steps},). Got {tuple(ts.shape)}.")
+            if not np.isfinite(ts).all():
+                step = int(np.flatnonzero(~np.isfinite(ts))[0])
+                raise DataError(f"{where}, step {step}: the timestamp is not finite.")
+            dec = np.flatnonzero(np.diff(ts) <= 0)
+            if dec.size:
+                raise DataError(f"{where}, step {int(dec[0]) + 1}: timestamps must be strictly increasing.")
+        if self.has_timestamps is None:
+            self.has_timestamps = ts is not None
+        elif self.has_timestamps != (ts is not None):
+            raise DataError(
+                f"{where}: {'has' if ts is not None else 'lacks'} timestamps while earlier records "
+                f"{'lack' if ts is not None else 'have'} them; give timestamps for all records or none."
+            )
+        ctx = rec.context or {}
+        if not isinstance(ctx, Mapping):
+            raise DataError(f"{where}: context must be a dict of name -> str. Got {type(ctx).__name__}.")
+        keys = tuple(sorted(ctx))
+        if self.context_keys is None:
+            self.context_keys = keys
+            self.context_values = {k: set() for k in keys}
+        elif keys != self.context_keys:
+            raise DataError(
+                f"{where}: context keys {list(keys)} differ from those of earlier records {list(self.context_keys)}."
+            )
+        for k in keys:
+            if not isinstance(k, str) or not k or not isinstance(ctx[k], str):
+                raise DataError(f"{where}: context {k!r} must map a non-empty str name to a str. Got {ctx[k]!r}.")
+            self.context_values[k].add(ctx[k])
+        return n_steps, values, masks, label, ts
+
+
+# --------------------------------------------------------------------------------------------------------------
+# writing
+
+
+class _TableSink:
+    """Buffers columns and writes them as Parquet row groups with one ParquetWriter."""
+
+    def __init__(self, path: Path, schema: pa.Schema, flush_rows: int) -> None:
+        self.path = path
+        self.schema = schema
+        self.flush_rows = flush_rows
+        self.writer = pq.ParquetWriter(path, schema, compression="zstd")
+        self.buffers: dict[str, list[Any]] = {f.name: [] for f in schema}
+        self.pending = 0
+        self.rows = 0
+
+    def add(self, n: int, **cols: Any) -> None:
+        for k, v in cols.items():
+            self.buffers[k].append(v)
+        self.pending += n
+        if self.pending >= self.flush_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        arrays = []
+        for f in self.schema:
+            parts = self.buffers[f.name]
+            arrays.append(_build_column(f.type, parts))
+            self.buffers[f.name] = []
+        self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+        self.rows += self.pending
+        self.pending = 0
+
+    def close(self) -> int:
+        self.flush()
+        self.writer.close()
+        return self.rows
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+def _build_column(dtype: pa.DataType, parts: list[Any]) -> pa.Array:
+    if pa.types.is_fixed_size_list(dtype):
+        flat = np.concatenate([np.asarray(p, dtype=np.float32).reshape(-1) for p in parts])
+        return pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float32()), dtype.list_size)
+    if pa.types.is_string(dtype):
+        return pa.array(parts, type=dtype)
+    if isinstance(parts[0], np.ndarray) and parts[0].ndim >= 1:
+        return pa.array(np.concatenate(parts), type=dtype)
+    return pa.array(np.asarray(parts), type=dtype)
+
+
+def write_dataset(
+    path: str | os.PathLike[str],
+    records: Iterable[SequenceRecord],
+    *,
+    name: str,
+    modalities: Sequence[ModalitySpec],
+    task: TaskSpec,
+    description: str = "",
+    extra_meta: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Validate ``records`` and write them as an mmfuse data set directory at ``path``, atomically.
+
+    Records are streamed: only a bounded buffer of steps, the set of ids and the context values are held in
+    memory. The data set is built in a temporary directory next to ``path``, flushed to disk and renamed into
+    place, so ``path`` either holds the complete data set or is untouched (also when a record is rejected
+    midway). Values at steps whose mask is False are stored as zero (they may be NaN on the way in). A record
+    must give every declared modality; a modality absent from a whole sample is given as zeros with an
+    all-False mask. A missing ``masks`` entry means the modality is present at every step.
+
+    Args:
+        path: Target directory.
+        records: The samples, in the order they are stored.
+        name: Data set name (stored in ``meta.json``).
+        modalities: The modality specs; every record must give exactly these modalities.
+        task: Label type and level.
+        description: Free text.
+        extra_meta: JSON-serialisable extra metadata, stored as ``meta.json["extra_meta"]``.
+        overwrite: Replace an existing mmfuse data set at ``path``. Without it an existing path is refused.
+
+    Returns:
+        The path of the written data set.
+
+    Raises:
+        DataError: a record is invalid (the message names the sample id, modality and step), or ``path``
+            exists and ``overwrite`` is False (or it exists and is not an mmfuse data set).
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> rec = SequenceRecord("a", "g", "train", {"x": np.ones((4, 2), np.float32)}, {"x": np.ones(4, bool)}, 1)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     out = write_dataset(f"{tmp}/toy", [rec], name="toy", modalities=[ModalitySpec("x", 2)],
+        ...                         task=TaskSpec("classification", "sample", ("a", "b")))
+        ...     len(open_dataset(out))
+        1
+    """
+    target = Path(path)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"The 'name' parameter of write_dataset must be a non-empty string. Got {name!r}.")
+    if not isinstance(task, TaskSpec):
+        raise TypeError(f"The 'task' parameter of write_dataset must be a TaskSpec. Got {type(task).__name__}.")
+    specs = sorted(modalities, key=lambda m: m.name) if modalities else []
+    if not specs or not all(isinstance(m, ModalitySpec) for m in specs):
+        raise ValueError("The 'modalities' parameter of write_dataset must be a non-empty sequence of ModalitySpec.")
+    if len({m.name for m in specs}) != len(specs):
+        raise ValueError(f"The 'modalities' parameter of write_dataset repeats a name: {[m.name for m in specs]}.")
+    extra = dict(extra_meta or {})
+    try:
+        json.dumps(extra)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"The 'extra_meta' parameter of write_dataset must be JSON-serialisable: {exc}") from None
+    if target.exists() or target.is_symlink():
+        if not overwrite:
+            raise DataError(f"{target} already exists; pass overwrite=True to replace it.")
+        if not (target.is_dir() and ((target / _META).is_file() or not any(target.iterdir()))):
+            raise DataError(f"{target} exists and is not an mmfuse data set (no {_META}); refusing to overwrite it.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a data set directory is as readable as a normal one
+        meta = _write_into(tmp, records, name, specs, task, description, extra)
+        with open(tmp / _META, "w", encoding="utf-8") as fh:
+            json.dump(meta, fh, indent=2, sort_keys=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync_dir(tmp / "modalities")
+        _fsync_dir(tmp)
+        if overwrite and target.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, trash / "old")
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(trash / "old", target)
+                raise
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            # Fails (OSError) if another writer created a non-empty target meanwhile: theirs is kept.
+            os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote data set %r (%d samples) to %s", name, meta["num_samples"], target)
+    return target
+
+
+def _write_into(
+    tmp: Path,
+    records: Iterable[SequenceRecord],
+    name: str,
+    specs: list[ModalitySpec],
+    task: TaskSpec,
+    description: str,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    from mmfuse import __version__
+
+    (tmp / "modalities").mkdir()
+    validator = _Validator(specs, task)
+    step_level = task.level is LabelLevel.STEP
+    mod_sinks = {
+        m.name: _TableSink(
+            tmp / _modality_file(m.name),
+            pa.schema([("values", pa.list_(pa.float32(), m.dim)), ("present", pa.bool_())]),
+            _FLUSH_STEPS,
+        )
+        for m in specs
+    }
+    sinks: list[_TableSink] = list(mod_sinks.values())
+    sample_sink: _TableSink | None = None
+    step_sink: _TableSink | None = None
+    offset = 0
+    n = 0
+    split_counts: dict[str, int] = {}
+    try:
+        for i, rec in enumerate(records):
+            t, values, masks, label, ts = validator.check(rec, i)
+            if sample_sink is None:
+                fields = [
+                    ("id", pa.string()),
+                    ("group", pa.string()),
+                    ("split", pa.string()),
+                    ("n_steps", pa.int64()),
+                    ("offset", pa.int64()),
+                ]
+                if not step_level:
+                    fields.append(("label", _label_type(task)))
+                fields += [(_CTX_PREFIX + k, pa.string()) for k in validator.context_keys or ()]
+                sample_sink = _TableSink(tmp / _SAMPLES, pa.schema(fields), _FLUSH_SAMPLES)
+                sinks.append(sample_sink)
+                step_fields = []
+                if validator.has_timestamps:
+                    step_fields.append(("timestamp", pa.float64()))
+                if step_level:
+                    step_fields.append(("label", _label_type(task)))
+                if step_fields:
+                    step_sink = _TableSink(tmp / _STEPS, pa.schema(step_fields), _FLUSH_STEPS)
+                    sinks.append(step_sink)
+            for m, sink in mod_sinks.items():
+                sink.add(t, values=values[m], present=masks[m])
+            cols: dict[str, Any] = {
+                "id": rec.id,
+                "group": rec.group,
+                "split": rec.split,
+                "n_steps": t,
+                "offset": offset,
+            }
+            if not step_level:
+                cols["label"] = label if label.ndim else label.item()
+            for k in validator.context_keys or ():
+                cols[_CTX_PREFIX + k] = rec.context[k]
+            sample_sink.add(1, **cols)
+            if step_sink is not None:
+                step_cols: dict[str, Any] = {}
+                if ts is not None:
+                    step_cols["timestamp"] = ts
+                if step_level:
+                    step_cols["label"] = label
+                step_sink.add(t, **step_cols)
+            offset += t
+            n += 1
+            split_counts[rec.split] = split_counts.get(rec.split, 0) + 1
+        if n == 0:
+            raise DataError(f"write_dataset got no records for data set {name!r}; a data set needs at least one.")
+        assert sample_sink is not None
+        files: dict[str, dict[str, Any]] = {}
+        for sink in sinks:
+            rows = sink.close()
+            _fsync_file(sink.path)
+            files[sink.path.relative_to(tmp).as_posix()] = {"rows": rows, "sha256": _sha256(sink.path)}
+    except BaseException:
+        for sink in sinks:
+            sink.abort()
+        raise
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "description": description,
+        "modalities": [m.to_dict() for m in specs],
+        "task": task.to_dict(),
+        "num_samples": n,
+        "num_steps": offset,
+        "splits": dict(sorted(split_counts.items())),
+        "has_timestamps": bool(validator.has_timestamps),
+        "context": {k: sorted(v) for k, v in sorted(validator.context_values.items())},
+        "files": files,
+        "mmfuse_version": __version__,
+        "extra_meta": extra,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# reading
+
+
+def _fixed_list_to_numpy(col: pa.ChunkedArray, width: int, dtype: Any) -> np.ndarray:
+    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    flat = arr.flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(flat, dtype=dtype).reshape(-1, width)
+
+
+class _Store:
+    """Everything read from one data set directory; per-step arrays are loaded on first use and cached."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.meta = self._read_meta()
+        try:
+            self.modalities = {
+                m["name"]: ModalitySpec.from_dict(m) for m in sorted(self.meta["modalities"], key=lambda m: m["name"])
+            }
+            self.task = TaskSpec.from_dict(self.meta["task"])
+            self.context_vocab: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in self.meta["context"].items()}
+            self.files: dict[str, dict[str, Any]] = dict(self.meta["files"])
+            self.num_samples = int(self.meta["num_samples"])
+            self.num_steps = int(self.meta["num_steps"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{root / _META} is malformed: {exc!r}.") from None
+        table = self._read_table(_SAMPLES, self.num_samples)
+        try:
+            self.ids: list[str] = table.column("id").to_pylist()
+            self.groups: list[str] = table.column("group").to_pylist()
+            self.splits: list[str] = table.column("split").to_pylist()
+            self.n_steps = table.column("n_steps").to_numpy().astype(np.int64)
+            self.offsets = table.column("offset").to_numpy().astype(np.int64)
+            self.context = {k: table.column(_CTX_PREFIX + k).to_pylist() for k in self.context_vocab}
+            self.sample_labels: np.ndarray | None = None
+            if self.task.level is LabelLevel.SAMPLE:
+                self.sample_labels = self._label_numpy(table.column("label"))
+        except KeyError as exc:
+            raise DataError(f"{root / _SAMPLES} lacks a column: {exc}.") from None
+        expected = np.concatenate([[0], np.cumsum(self.n_steps)[:-1]]) if self.num_samples else self.offsets
+        if (
+            (self.n_steps <= 0).any()
+            or not np.array_equal(self.offsets, expected)
+            or int(self.n_steps.sum()) != self.num_steps
+        ):
+            raise DataError(f"{root / _SAMPLES}: the n_steps/offset columns are inconsistent with {_META}.")
+        self._modality_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._steps_cache: tuple[np.ndarray | None, np.ndarray | None] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_modality_cache"] = {}
+        state["_steps_cache"] = None
+        return state
+
+    def _read_meta(self) -> dict[str, Any]:
+        path = self.root / _META
+        if not self.root.is_dir():
+            raise DataError(f"{self.root} is not a directory holding an mmfuse data set.")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                meta = json.load(fh)
+        except FileNotFoundError:
+            raise DataError(
+                f"{path} is missing; {self.root} is not an mmfuse data set (or was not fully written)."
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path} cannot be read as JSON: {exc}.") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+            raise DataError(f"{path} does not describe an mmfuse data set (expected format {FORMAT_NAME!r}).")
+        version = meta.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+            raise DataError(f"{path} has format_version {version!r}; this mmfuse reads versions 1..{FORMAT_VERSION}.")
+        return meta
+
+    def _read_table(self, rel: str, rows: int) -> pa.Table:
+        path = self.root / rel
+        info = self.files.get(rel)
+        if info is None:
+            raise DataError(f"{self.root / _META} does not list the file {rel!r}.")
+        if not path.is_file():
+            raise DataError(f"{path} is missing from the data set.")
+        digest = _sha256(path)
+        if digest != info.get("sha256"):
+            raise DataError(
+                f"{path} is corrupt or was modified: its sha256 {digest[:12]}... does not match the one recorded "
+                f"in {_META} ({str(info.get('sha256'))[:12]}...)."
+            )
+        try:
+            table = pq.read_table(path, memory_map=True)
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"{path} is not a readable Parquet file: {exc}.") from None
+        if table.num_rows != rows or table.num_rows != info.get("rows"):
+            raise DataError(f"{path} has {table.num_rows} rows; expected {rows}.")
+        return table
+
+    def _label_numpy(self, col: pa.ChunkedArray) -> np.ndarray:
+        if self.task.type is TaskType.CLASSIFICATION:
+            return col.to_numpy().astype(np.int64)
+        if self.task.target_dim == 1:
+            return col.to_numpy().astype(np.float32)
+        return _fixed_list_to_numpy(col, self.task.target_dim, np.float32)
+
+    def modality(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        cached = self._modality_cache.get(name)
+        if cached is None:
+            spec = self.modalities[name]
+            rel = _modality_file(name)
+            table = self._read_table(rel, self.num_steps)
+            try:
+                values = _fixed_list_to_numpy(table.column("values"), spec.dim, np.float32)
+                present = table.column("present").to_numpy().astype(bool)
+            except (KeyError, pa.ArrowException, ValueError) as exc:
+                raise DataError(
+                    f"{self.root / rel} does not hold [values, present] of width {spec.dim}: {exc}."
+                ) from None
+            cached = (values, present)
+            self._modality_cache[name] = cached
+            log.debug("loaded modality %r of %s", name, self.root)
+        return cached
+
+    def steps(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if self._steps_cache is None:
+            ts: np.ndarray | None = None
+            labels: np.ndarray | None = None
+            if _STEPS in self.files:
+                table = self._read_table(_STEPS, self.num_steps)
+                try:
+                    if self.meta.get("has_timestamps"):
+                        ts = table.column("timestamp").to_numpy().astype(np.float64)
+                    if self.task.level is LabelLevel.STEP:
+                        labels = self._label_numpy(table.column("label"))
+                except KeyError as exc:
+                    raise DataError(f"{self.root / _STEPS} lacks a column: {exc}.") from None
+            elif self.meta.get("has_timestamps") or self.task.level is LabelLevel.STEP:
+                raise DataError(f"{self.root / _META} does not list {_STEPS!r}, which this data set needs.")
+            self._steps_cache = (ts, labels)
+        return self._steps_cache
+
+
+class MultimodalDataset(torch.utils.data.Dataset[SequenceRecord]):
+    """A lazily loaded mmfuse data set, or a view (split, subset, transform) of one.
+
+    Built by :func:`open_dataset`; views share the loaded arrays. ``__getitem__`` returns a
+    :class:`SequenceRecord` holding copies, so a transform may modify it in place.
+
+    Attributes:
+        name: Data set name.
+        description: Free text.
+        modalities: Modality name -> :class:`ModalitySpec`, sorted by name.
+        task: The :class:`TaskSpec`.
+        ids: Sample ids of this view.
+        groups: Sample groups of this view.
+        splits: Split name of each sample of this view.
+        context_vocab: Context name -> sorted vocabulary (index = the code :func:`collate` gives).
+        extra_meta: The ``extra_meta`` dict given to :func:`write_dataset`.
+        path: The data set directory.
+
+    Example:
+        >>> from mmfuse.data import load_dataset
+        >>> ds = load_dataset("basic-motions")
+        >>> train = ds.split("train")
+        >>> values, mask = train.stacked("gyroscope")
+        >>> values.shape[1], len(train[0])
+        (3, 100)
+    """
+
+    def __init__(
+        self,
+        store: _Store,
+        indices: np.ndarray | None = None,
+        transforms: tuple[Callable[[SequenceRecord], SequenceRecord], ...] = (),
+    ) -> None:
+        self._store = store
+        self._indices = np.arange(store.num_samples) if indices is None else np.asarray(indices, dtype=np.int64)
+        self._transforms = transforms
+        self.name: str = store.meta["name"]
+        self.description: str = store.meta.get("description", "")
+        self.modalities: dict[str, ModalitySpec] = dict(store.modalities)
+        self.task: TaskSpec = store.task
+        self.context_vocab: dict[str, tuple[str, ...]] = dict(store.context_vocab)
+        self.extra_meta: dict[str, Any] = dict(store.meta.get("extra_meta", {}))
+        self.path: Path = store.root
+        self.ids: list[str] = [store.ids[i] for i in self._indices]
+        self.groups: list[str] = [store.groups[i] for i in self._indices]
+        self.splits: list[str] = [store.splits[i] for i in self._indices]
+
+    def __len__(self) -> int:
+        return int(self._indices.shape[0])
+
+    def __repr__(self) -> str:
+        return (
+            f"MultimodalDataset(name={self.name!r}, samples={len(self)}, modalities={list(self.modalities)}, "
+            f"task={self.task.type.value}/{self.task.level.value})"
+        )
+
+    @property
+    def split_names(self) -> list[str]:
+        """The split names of the whole data set, sorted."""
+        return sorted(set(self._store.splits))
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """``[len(self)]`` int64: number of steps of each sample of this view."""
+        return self._store.n_steps[self._indices].copy()
+
+    @property
+    def sample_labels(self) -> np.ndarray:
+        """Sample-level labels of this view (``[N]`` or ``[N, C]``), without loading any modality.
+
+        Raises:
+            DataError: the data set has step-level labels.
+        """
+        if self._store.sample_labels is None:
+            raise DataError(f"Data set {self.name!r} has step-level labels; sample_labels is for sample-level ones.")
+        return self._store.sample_labels[self._indices].copy()
+
+    def __getitem__(self, index: int) -> SequenceRecord:
+        """Return sample ``index`` of this view as a :class:`SequenceRecord` (after the transforms)."""
+        n = len(self)
+        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"MultimodalDataset indices must be integers. Got {type(index).__name__}.")
+        if not -n <= index < n:
+            raise IndexError(f"Index {index} is out of range for a data set of {n} samples.")
+        s = self._store
+        i = int(self._indices[index])
+        lo = int(s.offsets[i])
+        hi = lo + int(s.n_steps[i])
+        values: dict[str, np.ndarray] = {}
+        masks: dict[str, np.ndarray] = {}
+        for m in self.modalities:
+            v, p = s.modality(m)
+            values[m] = v[lo:hi].copy()
+            masks[m] = p[lo:hi].copy()
+        ts, step_labels = s.steps()
+        label: Any
+        if s.sample_labels is not None:
+            lab = s.sample_labels[i]
+            label = lab.copy() if lab.ndim else lab.item()
+        else:
+            assert step_labels is not None
+            label = step_labels[lo:hi].copy()
+        rec = SequenceRecord(
+            id=s.ids[i],
+            group=s.groups[i],
+            split=s.splits[i],
+            values=values,
+            masks=masks,
+            label=label,
+            timestamps=None if ts is None else ts[lo:hi].copy(),
+            context={k: s.context[k][i] for k in s.context},
+        )
+        for fn in self._transforms:
+            rec = fn(rec)
+        return rec
+
+    def split(self, name: str) -> MultimodalDataset:
+        """Return a view of the samples of this view in split ``name``.
+
+        Raises:
+            ValueError: ``name`` is not a split of the data set (the message lists the valid ones).
+        """
+        if name not in set(self._store.splits):
+            raise ValueError(f"Unknown split {name!r} of data set {self.name!r}. Valid splits: {self.split_names}.")
+        keep = [k for k, sp in enumerate(self.splits) if sp == name]
+        return MultimodalDataset(self._store, self._indices[keep], self._transforms)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> MultimodalDataset:
+        """Return a view of the samples at ``indices`` (positions in this view; negative ones count from the end).
+
+        Raises:
+            IndexError: an index is out of range.
+        """
+        idx = np.asarray(indices)
+        if idx.size == 0:
+            idx = idx.astype(np.int64)
+        if idx.dtype == bool or not np.issubdtype(idx.dtype, np.integer) or idx.ndim != 1:
+            raise TypeError("The 'indices' parameter of MultimodalDataset.subset must be a 1-D sequence of integers.")
+        n = len(self)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"The 'indices' parameter of subset has values outside [-{n}, {n}).")
+        return MultimodalDataset(self._store, self._indices[idx % max(n, 1)], self._transforms)
+
+    def with_transform(self, fn: Callable[[SequenceRecord], SequenceRecord]) -> MultimodalDataset:
+        """Return a view whose records pass through ``fn`` (after any earlier transforms)."""
+        if not callable(fn):
+            raise TypeError(f"The 'fn' parameter of with_transform must be callable. Got {type(fn).__name__}.")
+        return MultimodalDataset(self._store, self._indices, (*self._transforms, fn))
+
+    def stacked(self, modality: str) -> tuple[np.ndarray, np.ndarray]:
+        """Return all steps of this view for one modality, for fitting normalisers.
+
+        Transforms are not applied (this reads the stored arrays directly).
+
+        Returns:
+            ``([S, D] float32 values, [S] bool mask)`` where ``S`` is the total number of steps of the view.
+
+        Raises:
+            ValueError: unknown modality.
+        """
+        if modality not in self.modalities:
+            raise ValueError(
+                f"Unknown modality {modality!r} of data set {self.name!r}. Valid modalities: {list(self.modalities)}."
+            )
+        v, p = self._store.modality(modality)
+        rows = self._step_rows()
+        return v[rows], p[rows]
+
+    def _step_rows(self) -> np.ndarray:
+        s = self._store
+        if len(self) == s.num_samples and np.array_equal(self._indices, np.arange(s.num_samples)):
+            return np.arange(s.num_steps)
+        starts = s.offsets[self._indices]
+        lens = s.n_steps[self._indices]
+        if not lens.size:
+            return np.zeros(0, dtype=np.int64)
+        # rows = start of each sample repeated over its length + position inside the sample
+        within = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+        return np.repeat(starts, lens) + within
+
+    def collate_fn(self, records: Sequence[SequenceRecord]) -> Any:
+        """:func:`~mmfuse.data.collate` bound to this data set's task and context vocabulary."""
+        from mmfuse.data.collate import collate
+
+        return collate(records, task=self.task, context_vocab=self.context_vocab)
+
+    def loaded_modalities(self) -> list[str]:
+        """Names of the modalities whose arrays have been read from disk so far."""
+        return sorted(self._store._modality_cache)
+
+
+def open_dataset(path: str | os.PathLike[str]) -> MultimodalDataset:
+    """Open an mmfuse data set directory lazily.
+
+    Reads ``meta.json`` and ``samples.parquet`` (checking its row count and sha256). A modality's arrays are
+    read (memory-mapped) on its first access, checked against ``meta.json`` and cached.
+
+    Raises:
+        DataError: a file is missing, truncated, corrupt (checksum) or not the expected Parquet/JSON; the
+            message names the file.
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> rec = SequenceRecord("a", "g", "test", {"x": np.ones((3, 1), np.float32)}, {}, np.array([0.5, 1, 2]))
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     p = write_dataset(f"{tmp}/d", [rec], name="d", modalities=[ModalitySpec("x", 1)],
+        ...                       task=TaskSpec("regression", "step"))
+        ...     open_dataset(p)[0].label.tolist()
+        [0.5, 1.0, 2.0]
+    """
+    return MultimodalDataset(_Store(Path(path)))
