@@ -1,0 +1,568 @@
+"""Reading stream files and turning a folder of recordings into an mmfuse data set.
+
+Layout read by :func:`align_folder`::
+
+    SRC_DIR/
+      labels.csv              recording,label[,split][,group]
+      streams.json            optional: {"modality": {"kind": "embedding", "tolerance": 0.1, ...}}
+      <recording>/<modality>.csv | .npz | .parquet
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import warnings
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmfuse.align.core import DEFAULT_CHUNK_SIZE, align
+from mmfuse.align.stream import COLLAPSE_RULES, DUPLICATE_POLICIES, Stream, StreamKind, check_choice
+from mmfuse.align.timeline import Timeline
+from mmfuse.align.validate import ValidationReport, validate_streams
+from mmfuse.errors import DataError, MmfuseWarning, StreamError
+from mmfuse.types import LabelLevel, TaskType
+
+__all__ = ["STREAM_SUFFIXES", "TIME_COLUMNS", "align_folder", "read_stream_file"]
+
+log = logging.getLogger(__name__)
+
+STREAM_SUFFIXES: tuple[str, ...] = (".csv", ".npz", ".parquet")
+"""File types :func:`align_folder` reads as streams."""
+
+TIME_COLUMNS: tuple[str, ...] = ("timestamp", "time", "t")
+"""Timestamp column names recognised in CSV/Parquet files, in order of preference."""
+
+END_COLUMN = "end"
+"""A CSV/Parquet column of this name makes the file an interval stream (its rows ``[time, end)``)."""
+
+_STREAM_KEYS = ("kind", "tolerance", "collapse", "time_column", "description")
+
+
+@dataclass
+class _Raw:
+    timestamps: np.ndarray  # [N] float64
+    values: np.ndarray  # [N, D] float32
+    ends: np.ndarray | None  # [N] float64
+    columns: list[str]
+
+
+def _numeric_column(table: Any, col: str, path: Path) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = table.column(col)
+    if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_boolean(arr.type)):
+        if pa.types.is_null(arr.type) and len(arr) == 0:
+            return np.zeros(0, dtype=np.float64)
+        raise DataError(f"{path}: column {col!r} must be numeric. Got type {arr.type}.")
+    if arr.null_count:
+        first = int(pc.index(pc.is_null(arr), True).as_py())
+        raise DataError(f"{path}: column {col!r} has an empty value at data row {first}.")
+    return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _read_table(path: Path, time_column: str | None) -> _Raw:
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    try:
+        if path.suffix == ".csv":
+            table = pcsv.read_csv(path)
+        else:
+            table = pq.read_table(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DataError(
+            f"{path}: cannot read this {path.suffix[1:].upper()} file (truncated or corrupt?): {exc}"
+        ) from None
+    cols = list(table.column_names)
+    if time_column is not None:
+        if time_column not in cols:
+            raise DataError(f"{path}: no time column {time_column!r}. Columns: {cols}.")
+        tcol = time_column
+    else:
+        found = [c for c in TIME_COLUMNS if c in cols]
+        if not found:
+            raise DataError(
+                f"{path}: no timestamp column; expected one of {list(TIME_COLUMNS)} (or pass time_column). "
+                f"Columns: {cols}."
+            )
+        tcol = found[0]
+    feats = [c for c in cols if c not in (tcol, END_COLUMN)]
+    if not feats:
+        raise DataError(f"{path}: no feature columns besides {tcol!r}. Columns: {cols}.")
+    t = _numeric_column(table, tcol, path)
+    ends = _numeric_column(table, END_COLUMN, path) if END_COLUMN in cols else None
+    values = np.empty((t.size, len(feats)), dtype=np.float32)
+    for j, c in enumerate(feats):
+        values[:, j] = _numeric_column(table, c, path)
+    return _Raw(t, values, ends, feats)
+
+
+def _read_npz(path: Path) -> _Raw:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = list(z.files)
+            if "timestamps" not in keys or "values" not in keys:
+                raise DataError(
+                    f"{path}: an NPZ stream needs arrays 'timestamps' and 'values' (optional 'ends'). Got {keys}."
+                )
+            t = np.asarray(z["timestamps"], dtype=np.float64)
+            v = np.asarray(z["values"], dtype=np.float32)
+            e = np.asarray(z["ends"], dtype=np.float64) if "ends" in keys else None
+    except DataError:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: cannot read this NPZ file (truncated or corrupt?): {exc}") from None
+    if v.ndim == 1:
+        v = v[:, None]  # [N] -> [N, 1]
+    return _Raw(t, v, e, [f"f{j}" for j in range(v.shape[1] if v.ndim == 2 else 0)])
+
+
+def _read_raw(path: Path, time_column: str | None = None) -> _Raw:
+    if path.suffix not in STREAM_SUFFIXES:
+        raise DataError(
+            f"{path}: unsupported stream file type {path.suffix!r}; expected one of {list(STREAM_SUFFIXES)}."
+        )
+    if not path.is_file():
+        raise DataError(f"{path}: no such file.")
+    return _read_npz(path) if path.suffix == ".npz" else _read_table(path, time_column)
+
+
+def _resolve_kind(raw: _Raw, kind: StreamKind | str | None, path: Path) -> StreamKind:
+    if kind is None:
+        return StreamKind.INTERVAL if raw.ends is not None else StreamKind.CONTINUOUS
+    k = StreamKind.parse(kind, owner=f"file {path}")
+    if k is StreamKind.INTERVAL and raw.ends is None:
+        raise DataError(f"{path}: kind 'interval' needs an {END_COLUMN!r} column (NPZ: an 'ends' array).")
+    if k is not StreamKind.INTERVAL and raw.ends is not None:
+        raise DataError(f"{path}: has interval ends but its kind is {k.value!r}; declare it 'interval'.")
+    return k
+
+
+def read_stream_file(
+    path: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    kind: StreamKind | str | None = None,
+    time_column: str | None = None,
+    duplicates: str = "error",
+    tolerance: float | None = None,
+) -> Stream:
+    """Read one stream from a CSV, Parquet or NPZ file.
+
+    CSV/Parquet: a timestamp column (``timestamp``, ``time`` or ``t``, or ``time_column``), every other column a
+    feature, except an optional ``end`` column that makes it an interval stream. NPZ: arrays ``timestamps``,
+    ``values`` and optional ``ends``.
+
+    Args:
+        path: The file.
+        name: Stream name (default: the file name without its suffix).
+        kind: Stream kind (default: interval when there are ends, else continuous).
+        time_column: Name of the timestamp column (CSV/Parquet).
+        duplicates: Duplicate-timestamp policy, see :meth:`Stream.create`.
+        tolerance: Optional per-stream alignment tolerance (seconds).
+
+    Raises:
+        DataError: the file is missing, unreadable, truncated or corrupt, or lacks the needed columns/arrays
+            (the message names the file).
+        StreamError: the data is malformed (the message names the file, the problem and the place).
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     np.savez(f"{d}/imu.npz", timestamps=np.arange(3) / 10, values=np.ones((3, 2)))
+        ...     s = read_stream_file(f"{d}/imu.npz")
+        >>> s.name, s.values.shape
+        ('imu', (3, 2))
+    """
+    p = Path(path)
+    raw = _read_raw(p, time_column)
+    k = _resolve_kind(raw, kind, p)
+    try:
+        return Stream.create(
+            name or p.stem,
+            raw.timestamps,
+            raw.values,
+            kind=k,
+            ends=raw.ends,
+            duplicates=duplicates,
+            tolerance=tolerance,
+        )
+    except StreamError as exc:
+        raise StreamError(f"{p}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# align_folder
+
+
+@dataclass
+class _Labels:
+    task_type: TaskType
+    class_names: tuple[str, ...]
+    label: dict[str, int | float]
+    split: dict[str, str]
+    group: dict[str, str]
+
+
+def _int_or_none(s: str) -> int | None:
+    try:
+        return int(s)
+    except ValueError:
+        return None
+
+
+def _float_or_none(s: str) -> float | None:
+    try:
+        x = float(s)
+    except ValueError:
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _assign_splits(groups: Sequence[str], fractions: tuple[float, float, float], seed: int) -> dict[str, str]:
+    """Deterministic group -> split: sorted groups, a seeded permutation, then train/val/test by fraction."""
+    uniq = sorted(set(groups))
+    n = len(uniq)
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = round(n * fractions[1])
+    n_test = round(n * fractions[2])
+    if n >= 3:
+        n_val, n_test = max(n_val, 1), max(n_test, 1)
+    n_val = min(n_val, max(n - 1, 0))
+    n_test = min(n_test, max(n - 1 - n_val, 0))
+    names = ["test"] * n_test + ["val"] * n_val + ["train"] * (n - n_val - n_test)
+    return {uniq[int(i)]: names[k] for k, i in enumerate(order)}
+
+
+def _read_labels(path: Path, recordings: Sequence[str], fractions: tuple[float, float, float], seed: int) -> _Labels:
+    if not path.is_file():
+        raise DataError(f"{path}: labels file not found; align_folder needs SRC_DIR/labels.csv (recording,label).")
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+            header = list(rows[0].keys()) if rows else []
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot read the labels file: {exc}") from None
+    for col in ("recording", "label"):
+        if col not in header:
+            raise DataError(f"{path}: missing column {col!r}; columns: {header}.")
+    raw: dict[str, dict[str, str]] = {}
+    for i, row in enumerate(rows):
+        rec = (row.get("recording") or "").strip()
+        lab = (row.get("label") or "").strip()
+        if not rec or not lab:
+            raise DataError(f"{path}: data row {i + 1} has an empty recording or label.")
+        if rec in raw:
+            raise DataError(f"{path}: recording {rec!r} is listed twice (data row {i + 1}).")
+        raw[rec] = {k: (v or "").strip() for k, v in row.items() if k is not None}
+    missing = [r for r in recordings if r not in raw]
+    if missing:
+        raise DataError(f"{path}: no label for recording(s) {missing[:10]}" + (" …" if len(missing) > 10 else "") + ".")
+    extra = sorted(set(raw) - set(recordings))
+    if extra:
+        warnings.warn(
+            f"{path}: labels for recordings with no folder are ignored: {extra[:10]}", MmfuseWarning, stacklevel=3
+        )
+    texts = [raw[r]["label"] for r in recordings]
+    ints = [_int_or_none(s) for s in texts]
+    floats = [_float_or_none(s) for s in texts]
+    label: dict[str, int | float] = {}
+    if all(i is not None for i in ints):
+        classes = sorted({i for i in ints if i is not None})
+        names = tuple(str(c) for c in classes)
+        index = {c: k for k, c in enumerate(classes)}
+        label = {r: index[int(s)] for r, s in zip(recordings, texts, strict=True)}
+        task, class_names = TaskType.CLASSIFICATION, names
+    elif all(f is not None for f in floats):
+        label = {r: float(s) for r, s in zip(recordings, texts, strict=True)}
+        task, class_names = TaskType.REGRESSION, ()
+    else:
+        names = tuple(sorted(set(texts)))
+        label = {r: names.index(s) for r, s in zip(recordings, texts, strict=True)}
+        task, class_names = TaskType.CLASSIFICATION, names
+    if task is TaskType.CLASSIFICATION and len(class_names) < 2:
+        raise DataError(f"{path}: classification needs at least two classes; every label is {class_names[0]!r}.")
+    group = {r: raw[r].get("group") or r for r in recordings}
+    split = {r: raw[r].get("split", "") for r in recordings}
+    todo = [r for r in recordings if not split[r]]
+    if todo:
+        by_group = _assign_splits([group[r] for r in todo], fractions, seed)
+        for r in todo:
+            split[r] = by_group[group[r]]
+    return _Labels(task, class_names, label, split, group)
+
+
+def _read_stream_config(src: Path) -> dict[str, dict[str, Any]]:
+    path = src / "streams.json"
+    if not path.is_file():
+        return {}
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: cannot read the stream config: {exc}") from None
+    if not isinstance(cfg, dict) or not all(isinstance(v, dict) for v in cfg.values()):
+        raise DataError(f"{path}: expected an object mapping modality -> {{'kind': ...}}.")
+    for mod, entry in cfg.items():
+        bad = sorted(set(entry) - set(_STREAM_KEYS))
+        if bad:
+            raise DataError(f"{path}: modality {mod!r} has unknown keys {bad}; valid keys: {list(_STREAM_KEYS)}.")
+        if "kind" in entry:
+            try:
+                StreamKind.parse(entry["kind"], owner=f"{path} modality {mod!r}")
+            except StreamError as exc:
+                raise DataError(str(exc)) from None
+        if "collapse" in entry:
+            check_choice(entry["collapse"], COLLAPSE_RULES, parameter="collapse", owner=f"{path} modality {mod!r}")
+    return cfg
+
+
+def _discover(src: Path) -> dict[str, dict[str, Path]]:
+    recordings: dict[str, dict[str, Path]] = {}
+    for d in sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files: dict[str, Path] = {}
+        for f in sorted(d.iterdir()):
+            if f.is_file() and f.suffix in STREAM_SUFFIXES:
+                if f.stem in files:
+                    raise DataError(f"{d}: modality {f.stem!r} is given twice ({files[f.stem].name} and {f.name}).")
+                files[f.stem] = f
+        recordings[d.name] = files
+    if not recordings:
+        raise DataError(
+            f"{src}: no recording folders found (expected SRC_DIR/<recording>/<modality>.csv|.npz|.parquet)."
+        )
+    return recordings
+
+
+def align_folder(
+    src_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    rate: float | None = None,
+    reference: str | None = None,
+    tolerance: float | Mapping[str, float] | None = None,
+    gap_threshold: float = 1.0,
+    collapse: str | Mapping[str, str] = "mean",
+    duplicates: str = "error",
+    time_column: str | None = None,
+    name: str | None = None,
+    description: str = "",
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    overwrite: bool = False,
+) -> tuple[Path, ValidationReport]:
+    r"""Align a folder of per-recording stream files and write it as an mmfuse data set.
+
+    Every recording becomes one sample. Its reference timeline is a grid at ``rate`` Hz from the earliest to
+    the latest sample of any of its streams, or the timestamps (rows, for an interval stream) of the modality
+    named by ``reference``. A modality a recording lacks is written as zeros with an all-False mask. Stream
+    kinds come from ``SRC_DIR/streams.json`` (``{"mod": {"kind": ..., "tolerance": ..., "collapse": ...,
+    "time_column": ...}}``), else continuous (interval when the file has ends).
+
+    Labels come from ``SRC_DIR/labels.csv`` (``recording,label[,split][,group]``): if every label is an integer
+    the task is classification with the sorted integers as class names; otherwise, if every label is a
+    number, regression; otherwise classification with the sorted distinct strings as class names. A missing
+    group is the recording name; a missing split is assigned per group (seeded permutation of the sorted
+    groups, ``split_fractions`` for train/val/test, at least one group each when there are three or more).
+
+    ``validation.json`` and ``validation.md`` (a :class:`ValidationReport` over all recordings) are written
+    into the data set folder.
+
+    Args:
+        src_dir: The source folder.
+        out: Where to write the data set (a folder).
+        rate: Grid rate in Hz; give exactly one of ``rate`` and ``reference``.
+        reference: Name of the modality whose timestamps are the reference timeline.
+        tolerance: Alignment tolerance in seconds, global or per modality (see :func:`mmfuse.align.align`).
+        gap_threshold: Gaps longer than this are listed in the report.
+        collapse: Reduction of several rows into one step, global or per modality.
+        duplicates: Duplicate-timestamp policy for every file (see :meth:`Stream.create`).
+        time_column: Timestamp column name for CSV/Parquet files (default: ``timestamp``, ``time`` or ``t``).
+        name: Data set name (default: the source folder's name).
+        description: Free text stored with the data set.
+        split_fractions: Train/val/test fractions for recordings without a split.
+        seed: Seed of the split assignment.
+        chunk_size: Alignment chunk size.
+        overwrite: Replace an existing data set at ``out``.
+
+    Returns:
+        ``(path of the data set, validation report)``.
+
+    Raises:
+        ValueError: neither or both of ``rate`` and ``reference``.
+        DataError: no recordings, missing labels file or labels, unreadable/truncated/corrupt files (named),
+            feature sizes differing across recordings (both named), an unknown reference modality, a recording
+            without the reference modality.
+        StreamError: malformed stream data (the file is named).
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> from pathlib import Path
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     for i, rec in enumerate(["a", "b"]):
+        ...         Path(d, "src", rec).mkdir(parents=True)
+        ...         np.savez(Path(d, "src", rec, "imu.npz"), timestamps=np.arange(5) / 10, values=np.ones((5, 2)))
+        ...     _ = Path(d, "src", "labels.csv").write_text("recording,label\na,walk\nb,run\n")
+        ...     path, report = align_folder(Path(d, "src"), Path(d, "ds"), rate=10.0)
+        ...     sorted(p.name for p in path.iterdir() if p.name.startswith("validation"))
+        ['validation.json', 'validation.md']
+    """
+    if (rate is None) == (reference is None):
+        raise ValueError(
+            "align_folder needs exactly one of 'rate' (grid in Hz) and 'reference' (a modality name). "
+            f"Got rate={rate!r}, reference={reference!r}."
+        )
+    if rate is not None and (not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0):
+        raise ValueError(f"The 'rate' parameter of align_folder must be a positive number (Hz). Got {rate!r}.")
+    check_choice(duplicates, DUPLICATE_POLICIES, parameter="duplicates", owner="align_folder")
+    src = Path(src_dir)
+    if not src.is_dir():
+        raise DataError(f"{src}: source folder not found.")
+    cfg = _read_stream_config(src)
+    recordings = _discover(src)
+    rec_names = list(recordings)
+    labels = _read_labels(src / "labels.csv", rec_names, split_fractions, seed)
+    modalities = sorted({m for files in recordings.values() for m in files})
+    if reference is not None and reference not in modalities:
+        raise DataError(f"{src}: unknown reference modality {reference!r}; modalities found: {modalities}.")
+    unused = sorted(set(cfg) - set(modalities))
+    if unused:
+        warnings.warn(
+            f"{src / 'streams.json'} configures modalities with no files: {unused}", MmfuseWarning, stacklevel=2
+        )
+    tol_of = {m: (tolerance.get(m) if isinstance(tolerance, Mapping) else tolerance) for m in modalities}
+    for m in modalities:
+        if tol_of[m] is None and "tolerance" in cfg.get(m, {}):
+            tol_of[m] = float(cfg[m]["tolerance"])
+    rule_of = {m: (collapse.get(m, "mean") if isinstance(collapse, Mapping) else collapse) for m in modalities}
+    for m in modalities:
+        if "collapse" in cfg.get(m, {}) and not (isinstance(collapse, Mapping) and m in collapse):
+            rule_of[m] = cfg[m]["collapse"]
+
+    def load(rec: str) -> tuple[dict[str, Stream], dict[str, _Raw]]:
+        streams: dict[str, Stream] = {}
+        raws: dict[str, _Raw] = {}
+        for m, path in recordings[rec].items():
+            conf = cfg.get(m, {})
+            raw = _read_raw(path, conf.get("time_column", time_column))
+            kind = _resolve_kind(raw, conf.get("kind"), path)
+            raws[m] = raw
+            try:
+                streams[m] = Stream.create(m, raw.timestamps, raw.values, kind, raw.ends, duplicates=duplicates)
+            except StreamError as exc:
+                raise StreamError(f"{path}: {exc}") from None
+        return streams, raws
+
+    def timeline_of(rec: str, streams: Mapping[str, Stream]) -> Timeline:
+        if reference is not None:
+            if reference not in streams:
+                raise DataError(f"{src / rec}: recording {rec!r} has no reference modality {reference!r}.")
+            return Timeline.from_stream(streams[reference])
+        if not streams:
+            raise DataError(f"{src / rec}: recording {rec!r} has no stream files.")
+        start = min(s.start for s in streams.values())
+        end = max(s.end for s in streams.values())
+        assert rate is not None
+        return Timeline.grid(float(rate), start, end)
+
+    # Pass 1: read and check everything (nothing is written if a file is broken), fix dims and kinds.
+    dims: dict[str, tuple[int, str]] = {}
+    kinds: dict[str, tuple[StreamKind, str]] = {}
+    reports = []
+    for rec in rec_names:
+        streams, raws = load(rec)
+        for m, s in streams.items():
+            if m in dims and dims[m][0] != s.dim:
+                raise DataError(
+                    f"Modality {m!r} has {dims[m][0]} features in recording {dims[m][1]!r} but {s.dim} in recording "
+                    f"{rec!r} ({recordings[rec][m]})."
+                )
+            if m in kinds and kinds[m][0] is not s.kind:
+                raise DataError(
+                    f"Modality {m!r} is {kinds[m][0].value!r} in recording {kinds[m][1]!r} but {s.kind.value!r} in "
+                    f"recording {rec!r}; declare its kind in streams.json."
+                )
+            dims.setdefault(m, (s.dim, rec))
+            kinds.setdefault(m, (s.kind, rec))
+        tl = timeline_of(rec, streams)
+        raw_map: dict[str, Any] = {
+            m: ((raws[m].timestamps, raws[m].values, streams[m].kind, raws[m].ends) if m in raws else None)
+            for m in modalities
+        }
+        reports.append(validate_streams(raw_map, tl, gap_threshold=gap_threshold, tolerance=tol_of, recording=rec))
+    report = ValidationReport.merge(reports)
+    report.gap_threshold = float(gap_threshold)
+    if report.warnings:
+        log.warning("align_folder: %d validation warning(s); see validation.md", len(report.warnings))
+
+    from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, write_dataset
+
+    def records() -> Iterator[SequenceRecord]:
+        for rec in rec_names:
+            streams, _ = load(rec)  # pass 2: read again, one recording at a time
+            tl = timeline_of(rec, streams)
+            aligned = align(
+                streams,
+                tl,
+                tolerance={m: t for m, t in tol_of.items() if m in streams and t is not None},
+                collapse={m: r for m, r in rule_of.items() if m in streams},
+                chunk_size=chunk_size,
+            )
+            values: dict[str, np.ndarray] = {}
+            masks: dict[str, np.ndarray] = {}
+            for m in modalities:
+                if m in aligned.streams:
+                    values[m], masks[m] = aligned[m].values, aligned[m].mask
+                else:
+                    values[m] = np.zeros((len(tl), dims[m][0]), dtype=np.float32)
+                    masks[m] = np.zeros(len(tl), dtype=bool)
+            ts = tl.times if (tl.times.size < 2 or bool(np.all(np.diff(tl.times) > 0))) else None
+            yield SequenceRecord(
+                id=rec,
+                group=labels.group[rec],
+                split=labels.split[rec],
+                values=values,
+                masks=masks,
+                label=labels.label[rec],
+                timestamps=ts,
+            )
+
+    specs = [
+        ModalitySpec(m, dims[m][0], kinds[m][0].value, str(cfg.get(m, {}).get("description", ""))) for m in modalities
+    ]
+    task = TaskSpec(labels.task_type, LabelLevel.SAMPLE, class_names=labels.class_names)
+    extra = {
+        "align": {
+            "source": str(src),
+            "rate": rate,
+            "reference": reference,
+            "tolerance": {m: t for m, t in tol_of.items() if t is not None},
+            "collapse": rule_of,
+            "gap_threshold": float(gap_threshold),
+            "duplicates": duplicates,
+        }
+    }
+    path = write_dataset(
+        out,
+        records(),
+        name=name or src.name,
+        modalities=specs,
+        task=task,
+        description=description,
+        extra_meta=extra,
+        overwrite=overwrite,
+    )
+    (path / "validation.json").write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
+    (path / "validation.md").write_text(report.to_markdown(), encoding="utf-8")
+    return path, report
