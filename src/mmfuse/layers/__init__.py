@@ -1,0 +1,37 @@
+"""Generic building blocks: mask-aware primitives, attention, pooling, MLPs and temporal encoders."""
+
+from __future__ import annotations
+
+from mmfuse.layers.attention import MaskedMultiheadAttention
+from mmfuse.layers.encoders import (
+    ENCODERS,
+    ConvEncoder,
+    IdentityEncoder,
+    RNNEncoder,
+    TransformerEncoder,
+    make_encoder,
+)
+from mmfuse.layers.masking import masked_mean, masked_softmax, zero_missing
+from mmfuse.layers.mlp import ACTIVATIONS, MLP, make_activation
+from mmfuse.layers.pooling import POOLINGS, AttentionPool, LastStepPool, MeanPool, make_pooling
+
+__all__ = [
+    "ACTIVATIONS",
+    "ENCODERS",
+    "MLP",
+    "POOLINGS",
+    "AttentionPool",
+    "ConvEncoder",
+    "IdentityEncoder",
+    "LastStepPool",
+    "MaskedMultiheadAttention",
+    "MeanPool",
+    "RNNEncoder",
+    "TransformerEncoder",
+    "make_activation",
+    "make_encoder",
+    "make_pooling",
+    "masked_mean",
+    "masked_softmax",
+    "zero_missing",
+]

@@ -1,0 +1,243 @@
+"""Temporal encoders: give each step context from other steps of the same sequence.
+
+All encoders map ``[B, T, H] -> [B, T, H]`` and respect the padding mask: appending padding steps to a
+sequence never changes the outputs at its real steps (recurrent encoders use packed sequences; the
+transformer masks padded keys; the convolution re-zeroes padded steps after every layer). A causal encoder
+uses only steps up to ``t`` for the output at ``t``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from mmfuse.layers.attention import MaskedMultiheadAttention
+from mmfuse.layers.masking import zero_missing
+
+__all__ = ["ENCODERS", "ConvEncoder", "IdentityEncoder", "RNNEncoder", "TransformerEncoder", "make_encoder"]
+
+ENCODERS = ("conv", "gru", "lstm", "none", "transformer")
+"""The encoder names :func:`make_encoder` accepts."""
+
+
+def _check_positive(owner: str, name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"The {name!r} parameter of {owner} must be a positive integer. Got {value!r} instead.")
+
+
+class IdentityEncoder(nn.Module):
+    """No temporal context: returns its input with padded steps zeroed.
+
+    Example:
+        >>> IdentityEncoder()(torch.ones(1, 2, 3), torch.tensor([[True, False]])).sum().item()
+        3.0
+    """
+
+    is_causal = True
+
+    def forward(self, x: Tensor, padding_mask: Tensor, present: Tensor | None = None) -> Tensor:
+        """Return ``x`` ``[B, T, H]`` with steps outside ``padding_mask`` ``[B, T]`` zeroed."""
+        return zero_missing(x, padding_mask)
+
+
+class RNNEncoder(nn.Module):
+    """A GRU or LSTM over the real steps of each sequence (packed), with a residual connection and LayerNorm.
+
+    Bidirectional encoders give each direction ``H // 2`` units so the output size stays ``H``.
+
+    Args:
+        dim: Feature size ``H`` (input and output).
+        cell: "gru" or "lstm".
+        num_layers: Stacked recurrent layers.
+        bidirectional: Read the sequence in both directions (not causal).
+        dropout: Dropout between stacked layers and on the recurrent output.
+
+    Example:
+        >>> enc = RNNEncoder(8, cell="gru")
+        >>> enc(torch.randn(2, 5, 8), torch.ones(2, 5, dtype=torch.bool)).shape
+        torch.Size([2, 5, 8])
+    """
+
+    def __init__(
+        self, dim: int, *, cell: str = "gru", num_layers: int = 1, bidirectional: bool = True, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        _check_positive("RNNEncoder", "dim", dim)
+        _check_positive("RNNEncoder", "num_layers", num_layers)
+        if bidirectional and dim % 2:
+            raise ValueError(f"The 'dim' parameter of a bidirectional RNNEncoder must be even. Got {dim} instead.")
+        rnn_cls = {"gru": nn.GRU, "lstm": nn.LSTM}.get(cell)
+        if rnn_cls is None:
+            raise ValueError(f"The 'cell' parameter of RNNEncoder must be 'gru' or 'lstm'. Got {cell!r} instead.")
+        self.bidirectional = bidirectional
+        self.is_causal = not bidirectional
+        self.rnn = rnn_cls(
+            dim,
+            dim // 2 if bidirectional else dim,
+            num_layers=num_layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor, padding_mask: Tensor, present: Tensor | None = None) -> Tensor:
+        """Encode ``x`` ``[B, T, H]``; ``padding_mask`` ``[B, T]`` must mark a prefix of each row.
+
+        Returns:
+            ``[B, T, H]``, zero at padded steps.
+        """
+        t = x.shape[1]
+        lengths = padding_mask.sum(dim=1).clamp_min(1).cpu()  # [B]; an empty row runs one (zero) step
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(packed)
+        context, _ = pad_packed_sequence(out, batch_first=True, total_length=t)  # [B, T, H]
+        return zero_missing(self.norm(x + self.dropout(context)), padding_mask)
+
+
+def _sinusoidal_positions(t: int, dim: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    position = torch.arange(t, device=device, dtype=dtype).unsqueeze(1)  # [T, 1]
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=dtype) * (-math.log(10000.0) / dim))  # [ceil(H/2)]
+    angles = position * freq  # [T, ceil(H/2)]
+    pe = torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)  # [T, 2*ceil(H/2)]
+    return pe[:, :dim]  # [T, H]
+
+
+class _TransformerLayer(nn.Module):
+    def __init__(self, dim: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = MaskedMultiheadAttention(dim, num_heads, dropout=dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, allowed: Tensor) -> Tensor:
+        h = self.norm1(x)
+        x = x + self.dropout(self.attn(h, h, h, allowed)[0])
+        return x + self.dropout(self.ffn(self.norm2(x)))
+
+
+class TransformerEncoder(nn.Module):
+    """Pre-norm transformer layers with sinusoidal positions; attends only to present, unpadded steps.
+
+    Args:
+        dim: Feature size ``H``.
+        num_layers: Number of layers.
+        num_heads: Attention heads (must divide ``dim``).
+        causal: Each step attends only to itself and earlier steps.
+        dropout: Dropout on attention weights and residual branches.
+
+    Example:
+        >>> enc = TransformerEncoder(8, num_heads=2, causal=True)
+        >>> enc(torch.randn(2, 5, 8), torch.ones(2, 5, dtype=torch.bool)).shape
+        torch.Size([2, 5, 8])
+    """
+
+    def __init__(
+        self, dim: int, *, num_layers: int = 1, num_heads: int = 4, causal: bool = False, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        _check_positive("TransformerEncoder", "num_layers", num_layers)
+        self.is_causal = causal
+        self.layers = nn.ModuleList(_TransformerLayer(dim, num_heads, dropout) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor, padding_mask: Tensor, present: Tensor | None = None) -> Tensor:
+        """Encode ``x`` ``[B, T, H]``.
+
+        Args:
+            x: Features ``[B, T, H]``.
+            padding_mask: Bool ``[B, T]``, True at real steps.
+            present: Optional bool ``[B, T]``: keys to attend to (default ``padding_mask``); a query with no
+                such key gets only its own residual path.
+
+        Returns:
+            ``[B, T, H]``, zero at padded steps.
+        """
+        b, t, h = x.shape
+        keys = padding_mask if present is None else present & padding_mask  # [B, T]
+        allowed = keys.unsqueeze(1).expand(b, t, t)  # [B, Tq, Tk]
+        if self.is_causal:
+            steps = torch.arange(t, device=x.device)
+            allowed = allowed & (steps.unsqueeze(0) <= steps.unsqueeze(1)).unsqueeze(0)  # [B, Tq, Tk]
+        x = x + _sinusoidal_positions(t, h, x.device, x.dtype).unsqueeze(0)  # [B, T, H]
+        for layer in self.layers:
+            x = layer(x, allowed)
+        return zero_missing(self.norm(x), padding_mask)
+
+
+class ConvEncoder(nn.Module):
+    """Residual 1-D convolutions over time ("same" padding, or left padding when causal).
+
+    Args:
+        dim: Feature size ``H``.
+        num_layers: Number of convolution layers.
+        kernel_size: Odd kernel width in steps.
+        causal: Pad on the left only, so step ``t`` sees steps ``t - kernel_size + 1 .. t``.
+        dropout: Dropout after each activation.
+
+    Example:
+        >>> ConvEncoder(8)(torch.randn(2, 5, 8), torch.ones(2, 5, dtype=torch.bool)).shape
+        torch.Size([2, 5, 8])
+    """
+
+    def __init__(
+        self, dim: int, *, num_layers: int = 1, kernel_size: int = 3, causal: bool = False, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        _check_positive("ConvEncoder", "num_layers", num_layers)
+        _check_positive("ConvEncoder", "kernel_size", kernel_size)
+        if kernel_size % 2 == 0:
+            raise ValueError(f"The 'kernel_size' parameter of ConvEncoder must be odd. Got {kernel_size} instead.")
+        self.is_causal = causal
+        self.pad = (kernel_size - 1, 0) if causal else ((kernel_size - 1) // 2, (kernel_size - 1) // 2)
+        self.convs = nn.ModuleList(nn.Conv1d(dim, dim, kernel_size) for _ in range(num_layers))
+        self.act = nn.GELU()
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor, padding_mask: Tensor, present: Tensor | None = None) -> Tensor:
+        """Encode ``x`` ``[B, T, H]`` -> ``[B, T, H]`` (zero at padded steps)."""
+        x = zero_missing(x, padding_mask)
+        for conv in self.convs:
+            h = nn.functional.pad(x.transpose(1, 2), self.pad)  # [B, H, T + k - 1]
+            h = self.dropout(self.act(conv(h))).transpose(1, 2)  # [B, T, H]
+            x = zero_missing(x + h, padding_mask)
+        return zero_missing(self.norm(x), padding_mask)
+
+
+def make_encoder(
+    kind: str,
+    dim: int,
+    *,
+    num_layers: int = 1,
+    bidirectional: bool = True,
+    causal: bool = False,
+    dropout: float = 0.0,
+    num_heads: int = 4,
+    kernel_size: int = 3,
+) -> nn.Module:
+    """Build the temporal encoder called ``kind`` (one of :data:`ENCODERS`).
+
+    ``bidirectional`` applies to "gru"/"lstm" only and must be False when ``causal`` is True.
+
+    Example:
+        >>> type(make_encoder("lstm", 8, bidirectional=False)).__name__
+        'RNNEncoder'
+    """
+    if kind in ("gru", "lstm"):
+        if causal and bidirectional:
+            raise ValueError("A causal recurrent encoder cannot be bidirectional; pass bidirectional=False.")
+        return RNNEncoder(dim, cell=kind, num_layers=num_layers, bidirectional=bidirectional, dropout=dropout)
+    if kind == "transformer":
+        return TransformerEncoder(dim, num_layers=num_layers, num_heads=num_heads, causal=causal, dropout=dropout)
+    if kind == "conv":
+        return ConvEncoder(dim, num_layers=num_layers, kernel_size=kernel_size, causal=causal, dropout=dropout)
+    if kind == "none":
+        return IdentityEncoder()
+    raise ValueError(f"Unknown encoder {kind!r}. Valid names: {', '.join(ENCODERS)}.")

@@ -1,0 +1,241 @@
+"""Building, saving, loading and inspecting :class:`MultimodalModel` instances."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mmfuse.errors import DataError
+from mmfuse.models.config import ModelConfig
+from mmfuse.models.model import MultimodalModel
+
+__all__ = [
+    "CONFIG_FILE",
+    "WEIGHTS_FILE",
+    "ParameterReport",
+    "build_model",
+    "load_model",
+    "parameter_report",
+    "read_model_info",
+    "save_model",
+]
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+_FORMAT = "mmfuse.model"
+_FORMAT_VERSION = 1
+_RESERVED = ("format", "format_version", "model_config")
+
+
+@dataclass(frozen=True)
+class ParameterReport:
+    """Parameter counts of a model.
+
+    Attributes:
+        trainable: Parameters with ``requires_grad``.
+        frozen: Parameters without it.
+        by_module: Top-level child module name -> its parameter count (trainable + frozen).
+    """
+
+    trainable: int
+    frozen: int
+    by_module: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        """``trainable + frozen``."""
+        return self.trainable + self.frozen
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        return {"trainable": self.trainable, "frozen": self.frozen, "total": self.total, "by_module": self.by_module}
+
+
+def parameter_report(model: nn.Module) -> ParameterReport:
+    """Count a model's trainable and frozen parameters, in total and per top-level child module.
+
+    Example:
+        >>> model = build_model(ModelConfig({"a": 3}, out_dim=2, hidden=8))
+        >>> report = parameter_report(model)
+        >>> report.total == sum(report.by_module.values()), report.frozen
+        (True, 0)
+    """
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    by_module = {name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()}
+    own = sum(p.numel() for p in model.parameters(recurse=False))
+    if own:
+        by_module["(own)"] = own
+    return ParameterReport(trainable=trainable, frozen=frozen, by_module=by_module)
+
+
+def build_model(config: ModelConfig, max_params: int | None = None) -> MultimodalModel:
+    """Build a :class:`MultimodalModel`, refusing one with more than ``max_params`` parameters.
+
+    Args:
+        config: The model description.
+        max_params: Parameter budget (None: no limit).
+
+    Raises:
+        ValueError: if the model exceeds the budget (naming both numbers and the largest modules).
+
+    Example:
+        >>> cfg = ModelConfig({"audio": 73, "text": 100}, out_dim=2)
+        >>> build_model(cfg, max_params=1_000_000).config.fusion
+        'concat'
+        >>> build_model(cfg, max_params=100)
+        Traceback (most recent call last):
+        ...
+        ValueError: The model built from this ModelConfig has ... parameters, over the max_params budget of 100...
+    """
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"The 'config' parameter of build_model must be a ModelConfig. Got {type(config).__name__}.")
+    if max_params is not None and (not isinstance(max_params, int) or max_params < 1):
+        raise ValueError(f"The 'max_params' parameter of build_model must be a positive integer. Got {max_params!r}.")
+    model = MultimodalModel(config)
+    if max_params is not None:
+        report = parameter_report(model)
+        if report.total > max_params:
+            biggest = sorted(report.by_module.items(), key=lambda kv: -kv[1])[:3]
+            raise ValueError(
+                f"The model built from this ModelConfig has {report.total:,} parameters, over the max_params budget "
+                f"of {max_params:,} (largest parts: {', '.join(f'{k}={v:,}' for k, v in biggest)}). Lower "
+                f"'hidden' (now {config.hidden}) or 'encoder_layers' (now {config.encoder_layers}), or raise the "
+                "budget."
+            )
+    return model
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_model(
+    model: MultimodalModel, directory: str | os.PathLike[str], extra: Mapping[str, Any] | None = None
+) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` into ``directory`` (created if needed), atomically.
+
+    ``config.json`` holds ``{"format", "format_version", "model_config", **extra}``; weights never go
+    through pickle. Each file is written to a temporary name and moved into place with ``os.replace``.
+
+    Args:
+        model: The model to save.
+        directory: Target directory.
+        extra: JSON-safe entries added at the top level of ``config.json`` (e.g. ``{"train_config": ...}``);
+            may not use the reserved keys "format", "format_version", "model_config".
+
+    Returns:
+        The directory.
+
+    Example:
+        >>> import tempfile
+        >>> model = build_model(ModelConfig({"a": 3}, out_dim=2, hidden=8))
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = save_model(model, d, extra={"note": "demo"})
+        ...     sorted(p.name for p in Path(d).iterdir()), read_model_info(d)["note"]
+        (['config.json', 'model.safetensors'], 'demo')
+    """
+    if not isinstance(model, MultimodalModel):
+        raise TypeError(f"The 'model' parameter of save_model must be a MultimodalModel. Got {type(model).__name__}.")
+    extra = dict(extra or {})
+    clash = sorted(set(extra) & set(_RESERVED))
+    if clash:
+        raise ValueError(f"The 'extra' parameter of save_model may not use the reserved key(s) {clash}.")
+    info = {"format": _FORMAT, "format_version": _FORMAT_VERSION, "model_config": model.config.to_dict(), **extra}
+    try:
+        text = json.dumps(info, indent=2, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"The 'extra' parameter of save_model must be JSON-serialisable: {exc}") from None
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    _atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": _FORMAT}))
+    _atomic_write(out / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
+    return out
+
+
+def read_model_info(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check a saved model's ``config.json`` (including any ``extra`` entries).
+
+    Raises:
+        FileNotFoundError: naming the missing file.
+        DataError: if the file is not valid JSON or not an mmfuse model description.
+    """
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"No saved mmfuse model here: {path} does not exist.")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path} is not valid JSON ({exc}); the saved model is corrupt.") from None
+    if not isinstance(info, dict) or info.get("format") != _FORMAT or "model_config" not in info:
+        raise DataError(f"{path} is not an mmfuse model description (expected format {_FORMAT!r} and 'model_config').")
+    if info.get("format_version") != _FORMAT_VERSION:
+        raise DataError(
+            f"{path} has format_version {info.get('format_version')!r}; this mmfuse reads version {_FORMAT_VERSION}."
+        )
+    return info
+
+
+def _head(keys: list[str], n: int = 5) -> str:
+    return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "") if keys else "none"
+
+
+def load_model(directory: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> MultimodalModel:
+    """Rebuild a model saved by :func:`save_model`, in eval mode.
+
+    Args:
+        directory: The directory holding ``config.json`` and ``model.safetensors``.
+        map_location: Device for the weights.
+
+    Raises:
+        FileNotFoundError: naming a missing file.
+        DataError: naming the file when it is corrupt, its config invalid, or its tensors do not match the
+            model (missing/unexpected keys, wrong shapes).
+    """
+    info = read_model_info(directory)
+    config_path = Path(directory) / CONFIG_FILE
+    try:
+        config = ModelConfig.from_dict(info["model_config"])
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{config_path} holds an invalid model_config: {exc}") from None
+    weights_path = Path(directory) / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"Incomplete saved mmfuse model: {weights_path} does not exist.")
+    try:
+        state = load_file(weights_path, device=str(map_location))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise DataError(
+            f"{weights_path} could not be read as safetensors ({exc}); the saved model is corrupt."
+        ) from None
+    model = MultimodalModel(config)
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise DataError(
+            f"{weights_path} does not match the model in {config_path}: missing keys {_head(missing)}, "
+            f"unexpected keys {_head(unexpected)}."
+        )
+    wrong = [f"{k} {list(state[k].shape)} vs {list(v.shape)}" for k, v in expected.items() if state[k].shape != v.shape]
+    if wrong:
+        raise DataError(f"{weights_path} has tensors of the wrong shape for {config_path}: {'; '.join(wrong[:5])}.")
+    model.load_state_dict(state)
+    return model.to(map_location).eval()

@@ -1,0 +1,205 @@
+"""``ModelConfig``: the typed, JSON-safe description of a :class:`~mmfuse.models.MultimodalModel`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mmfuse.fusion.registry import fusion_kwargs, list_fusions
+from mmfuse.layers.encoders import ENCODERS
+from mmfuse.layers.mlp import ACTIVATIONS
+from mmfuse.layers.pooling import POOLINGS
+from mmfuse.types import LabelLevel, TaskType
+
+__all__ = ["ModelConfig"]
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"The {name!r} parameter of ModelConfig must be a positive integer. Got {value!r} instead.")
+
+
+def _probability(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"The {name!r} parameter of ModelConfig must be a number in [0, 1). Got {value!r} instead.")
+
+
+def _choice(name: str, value: Any, valid: tuple[str, ...] | list[str]) -> None:
+    if value not in valid:
+        raise ValueError(
+            f"The {name!r} parameter of ModelConfig must be one of {', '.join(map(repr, valid))}. "
+            f"Got {value!r} instead."
+        )
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a :class:`~mmfuse.models.MultimodalModel` (validated on construction).
+
+    Attributes:
+        modality_dims: Modality name -> input feature size ``D_m``.
+        out_dim: Output size ``C`` (classes, or regression targets).
+        task: "classification" or "regression" (a :class:`~mmfuse.types.TaskType` is accepted too).
+        label_level: "sample" (one output per sequence, ``[B, C]``) or "step" (``[B, T, C]``).
+        fusion: Name of a registered fusion (see :func:`mmfuse.fusion.list_fusions`).
+        fusion_kwargs: Keyword arguments for that fusion (JSON values only).
+        hidden: Hidden size ``H`` of projections, encoders, fusion output and head.
+        encoder: Temporal encoder per modality: "gru", "lstm", "transformer", "conv" or "none".
+        bidirectional: Bidirectional recurrent encoder (must be False when ``causal``).
+        encoder_layers: Stacked encoder layers.
+        dropout: Dropout in projections, encoders, after the fusion and in the head.
+        input_dropout: Feature dropout on the raw inputs.
+        modality_dropout: Probability, during training, of hiding a whole modality of a sequence (never all
+            of them); teaches the model to cope with missing modalities.
+        pooling: "mean", "attention" or "last": how sample-level models pool steps.
+        causal: Every stage uses only past and present steps (streaming). Needs ``bidirectional=False``,
+            a causal fusion (e.g. ``fusion_kwargs={"causal": True}`` for cross_attention) and, for sample
+            labels, ``pooling="last"``.
+        head_hidden: Hidden size of the head MLP (default ``hidden``; 0 for a single linear layer).
+        activation: Activation name used in projections and head.
+        num_heads: Attention heads of the transformer encoder.
+        kernel_size: Kernel width of the conv encoder.
+
+    Example:
+        >>> cfg = ModelConfig({"audio": 73, "text": 100}, out_dim=2, task="classification", label_level="step")
+        >>> ModelConfig.from_dict(cfg.to_dict()) == cfg
+        True
+        >>> ModelConfig({"audio": 73}, out_dim=2, encoder="rnn")
+        Traceback (most recent call last):
+        ...
+        ValueError: The 'encoder' parameter of ModelConfig must be one of 'conv', 'gru', 'lstm', 'none', 'transformer'. Got 'rnn' instead.
+    """  # noqa: E501
+
+    modality_dims: dict[str, int]
+    out_dim: int
+    task: TaskType | str = TaskType.CLASSIFICATION
+    label_level: LabelLevel | str = LabelLevel.SAMPLE
+    fusion: str = "concat"
+    fusion_kwargs: dict[str, Any] = field(default_factory=dict)
+    hidden: int = 64
+    encoder: str = "gru"
+    bidirectional: bool = True
+    encoder_layers: int = 1
+    dropout: float = 0.2
+    input_dropout: float = 0.0
+    modality_dropout: float = 0.0
+    pooling: str = "mean"
+    causal: bool = False
+    head_hidden: int | None = None
+    activation: str = "gelu"
+    num_heads: int = 4
+    kernel_size: int = 3
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.modality_dims, Mapping) or not self.modality_dims:
+            raise ValueError(
+                "The 'modality_dims' parameter of ModelConfig must be a non-empty mapping of modality name -> "
+                f"feature size. Got {self.modality_dims!r} instead."
+            )
+        for name, dim in self.modality_dims.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"The 'modality_dims' keys of ModelConfig must be non-empty strings. Got {name!r}.")
+            _positive_int(f"modality_dims[{name!r}]", dim)
+        self.modality_dims = {m: int(self.modality_dims[m]) for m in sorted(self.modality_dims)}
+        _positive_int("out_dim", self.out_dim)
+        _choice("task", getattr(self.task, "value", self.task), [t.value for t in TaskType])
+        _choice("label_level", getattr(self.label_level, "value", self.label_level), [v.value for v in LabelLevel])
+        self.task = TaskType(self.task)
+        self.label_level = LabelLevel(self.label_level)
+        _choice("fusion", self.fusion, list_fusions())
+        if not isinstance(self.fusion_kwargs, Mapping):
+            raise ValueError(
+                f"The 'fusion_kwargs' parameter of ModelConfig must be a dict. Got {self.fusion_kwargs!r}."
+            )
+        self.fusion_kwargs = dict(self.fusion_kwargs)
+        try:
+            json.dumps(self.fusion_kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"The 'fusion_kwargs' parameter of ModelConfig must be JSON-serialisable: {exc}") from None
+        unknown = sorted(set(self.fusion_kwargs) - set(fusion_kwargs(self.fusion)))
+        if unknown:
+            raise ValueError(
+                f"The 'fusion_kwargs' parameter of ModelConfig has key(s) {unknown} that fusion {self.fusion!r} does "
+                f"not accept; accepted: {sorted(fusion_kwargs(self.fusion))}."
+            )
+        _positive_int("hidden", self.hidden)
+        _choice("encoder", self.encoder, ENCODERS)
+        for flag in ("bidirectional", "causal"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"The {flag!r} parameter of ModelConfig must be a bool. Got {getattr(self, flag)!r}.")
+        _positive_int("encoder_layers", self.encoder_layers)
+        for p in ("dropout", "input_dropout", "modality_dropout"):
+            _probability(p, getattr(self, p))
+        _choice("pooling", self.pooling, POOLINGS)
+        if self.head_hidden is not None and (
+            not isinstance(self.head_hidden, int) or isinstance(self.head_hidden, bool) or self.head_hidden < 0
+        ):
+            raise ValueError(
+                f"The 'head_hidden' parameter of ModelConfig must be None or a non-negative integer. "
+                f"Got {self.head_hidden!r} instead."
+            )
+        _choice("activation", self.activation, sorted(ACTIVATIONS))
+        _positive_int("num_heads", self.num_heads)
+        _positive_int("kernel_size", self.kernel_size)
+        if self.encoder == "transformer" and self.hidden % self.num_heads:
+            raise ValueError(
+                f"The 'num_heads' parameter of ModelConfig ({self.num_heads}) must divide 'hidden' "
+                f"({self.hidden}) for the transformer encoder."
+            )
+        if self.encoder == "conv" and self.kernel_size % 2 == 0:
+            raise ValueError(f"The 'kernel_size' parameter of ModelConfig must be odd. Got {self.kernel_size}.")
+        if self.encoder in ("gru", "lstm") and self.bidirectional and self.hidden % 2:
+            raise ValueError(
+                f"The 'hidden' parameter of ModelConfig must be even for a bidirectional encoder. Got {self.hidden}."
+            )
+        if self.causal:
+            if self.encoder in ("gru", "lstm") and self.bidirectional:
+                raise ValueError(
+                    "ModelConfig(causal=True) needs bidirectional=False: a bidirectional encoder reads the future."
+                )
+            if self.label_level is LabelLevel.SAMPLE and self.pooling != "last":
+                raise ValueError(
+                    f"ModelConfig(causal=True) with sample-level labels needs pooling='last'. Got {self.pooling!r}."
+                )
+
+    @property
+    def effective_head_hidden(self) -> int:
+        """The head MLP's hidden size (``head_hidden``, defaulting to ``hidden``)."""
+        return self.hidden if self.head_hidden is None else self.head_hidden
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-safe dict (enums as their string values) that :meth:`from_dict` reads back."""
+        out = dataclasses.asdict(self)
+        out["task"] = TaskType(self.task).value
+        out["label_level"] = LabelLevel(self.label_level).value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+        """Build a config from :meth:`to_dict` output.
+
+        Raises:
+            ValueError: naming unknown keys (and the valid ones) or invalid values.
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"ModelConfig.from_dict expects a mapping. Got {type(data).__name__} instead.")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ValueError(f"Unknown ModelConfig key(s) {unknown}; valid keys: {names}.")
+        missing = [n for n in ("modality_dims", "out_dim") if n not in data]
+        if missing:
+            raise ValueError(f"ModelConfig.from_dict is missing the required key(s) {missing}.")
+        return cls(**dict(data))
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        """Return a validated copy with some fields changed.
+
+        Example:
+            >>> ModelConfig({"a": 2}, out_dim=3).replace(fusion="gated").fusion
+            'gated'
+        """
+        return dataclasses.replace(self, **changes)
