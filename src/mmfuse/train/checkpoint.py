@@ -1,0 +1,248 @@
+"""Checkpoints of a training run, written without pickle: tensors in safetensors, everything else in JSON.
+
+Layout under a run's ``out_dir``::
+
+    model.safetensors, config.json   best weights (``mmfuse.models.save_model`` for a MultimodalModel)
+    trainer_state.json               best epoch, best metric, monitor, train config
+    history.json                     one row per finished epoch
+    last/                            everything needed to resume after the last finished epoch
+        model.safetensors            current weights
+        best.safetensors             weights of the best epoch so far
+        optimizer.safetensors/.json  optimiser state: named tensors + JSON skeleton
+        scheduler.safetensors/.json  scheduler state (skeleton ``null`` without a scheduler)
+        rng.safetensors/.json        torch generators (uint8 tensors); Python and NumPy generators (JSON)
+        trainer_state.json           epoch, counters, history, config (written last)
+
+Every file is written atomically; ``last/`` is first written in full to ``last.tmp/`` and then swapped in, so a
+crash leaves either the previous or the new checkpoint (``last.old/`` is used if the crash fell between the two
+renames).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmfuse.errors import DataError
+from mmfuse.train._state import flatten_state, read_json, read_tensors, unflatten_state, write_json, write_tensors
+
+__all__ = [
+    "LastCheckpoint",
+    "load_last_checkpoint",
+    "load_weights",
+    "save_best",
+    "save_last_checkpoint",
+    "save_weights",
+    "state_dict_cpu",
+]
+
+FORMAT = "mmfuse-trainer-checkpoint"
+FORMAT_VERSION = 1
+
+
+def state_dict_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Return a detached CPU copy of ``model.state_dict()`` (no storage shared with the model or between keys)."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+
+
+def save_weights(
+    model_or_state: nn.Module | dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None
+) -> Path:
+    """Write a model's state dict (or a state dict) to a safetensors file, atomically.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "w.safetensors"
+        >>> lin = nn.Linear(2, 1)
+        >>> _ = save_weights(lin, path)
+        >>> other = nn.Linear(2, 1)
+        >>> _ = load_weights(other, path)
+        >>> bool(torch.equal(lin.weight, other.weight))
+        True
+    """
+    state = state_dict_cpu(model_or_state) if isinstance(model_or_state, nn.Module) else model_or_state
+    meta = {"format": "pt", **(metadata or {})}
+    return write_tensors(Path(path), dict(state), meta)
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a safetensors state dict written by :func:`save_weights` into ``model`` (strict key match).
+
+    Raises:
+        FileNotFoundError: naming the file when it is missing.
+        DataError: naming the file when it is corrupt or does not fit the model.
+    """
+    tensors, _ = read_tensors(Path(path))
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as err:
+        raise DataError(f"The weights in {str(path)!r} do not fit the model: {err}") from err
+    return model
+
+
+def _is_mmfuse_model(model: nn.Module) -> bool:
+    if not type(model).__module__.startswith("mmfuse.models"):
+        return False
+    from mmfuse.models import MultimodalModel
+
+    return isinstance(model, MultimodalModel)
+
+
+def save_best(
+    model: nn.Module,
+    out_dir: Path,
+    trainer_state: dict[str, Any],
+    model_config: dict[str, Any] | None = None,
+) -> None:
+    """Write the best model (weights + config) and the trainer's summary into ``out_dir``.
+
+    A :class:`~mmfuse.models.MultimodalModel` is saved with :func:`mmfuse.models.save_model`; any other module
+    as ``model.safetensors`` plus ``config.json`` holding ``model_config`` (or the module's class path).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if _is_mmfuse_model(model):
+        from mmfuse.models import save_model
+
+        save_model(model, out_dir)  # type: ignore[arg-type]
+    else:
+        save_weights(model, out_dir / "model.safetensors")
+        config = (
+            dict(model_config)
+            if model_config is not None
+            else {"model_class": f"{type(model).__module__}.{type(model).__qualname__}"}
+        )
+        write_json(out_dir / "config.json", config)
+    write_json(out_dir / "trainer_state.json", trainer_state)
+
+
+def _write_state(directory: Path, stem: str, state: Any, epoch: int) -> None:
+    tensors, skeleton = flatten_state(state)
+    write_tensors(directory / f"{stem}.safetensors", tensors, {"epoch": str(epoch), "format": FORMAT})
+    write_json(directory / f"{stem}.json", {"format": FORMAT, "epoch": epoch, "structure": skeleton})
+
+
+def _read_state(directory: Path, stem: str, epoch: int) -> Any:
+    tensor_path, json_path = directory / f"{stem}.safetensors", directory / f"{stem}.json"
+    tensors, meta = read_tensors(tensor_path)
+    doc = read_json(json_path)
+    if not isinstance(doc, dict) or "structure" not in doc:
+        raise DataError(f"Checkpoint file {str(json_path)!r} is not an mmfuse trainer state file.")
+    for path, stamp in ((tensor_path, meta.get("epoch")), (json_path, doc.get("epoch"))):
+        if str(stamp) != str(epoch):
+            raise DataError(
+                f"Checkpoint file {str(path)!r} belongs to epoch {stamp} but trainer_state.json says epoch {epoch}; "
+                "the checkpoint is inconsistent."
+            )
+    return unflatten_state(tensors, doc["structure"])
+
+
+def save_last_checkpoint(
+    out_dir: Path,
+    *,
+    epoch: int,
+    model: nn.Module,
+    best_state: dict[str, torch.Tensor] | None,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    rng_tensors: dict[str, torch.Tensor],
+    rng_info: dict[str, Any],
+    trainer_state: dict[str, Any],
+) -> Path:
+    """Write the resumable checkpoint of a finished ``epoch`` (1-based) to ``out_dir/last``; return its path."""
+    tmp, last, old = out_dir / "last.tmp", out_dir / "last", out_dir / "last.old"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    stamp = {"epoch": str(epoch)}
+    save_weights(model, tmp / "model.safetensors", stamp)
+    if best_state is not None:
+        save_weights(best_state, tmp / "best.safetensors", stamp)
+    _write_state(tmp, "optimizer", optimizer.state_dict(), epoch)
+    _write_state(tmp, "scheduler", None if scheduler is None else scheduler.state_dict(), epoch)
+    write_tensors(tmp / "rng.safetensors", rng_tensors, {"epoch": str(epoch), "format": FORMAT})
+    write_json(tmp / "rng.json", {"format": FORMAT, "epoch": epoch, "structure": rng_info})
+    write_json(
+        tmp / "trainer_state.json", {"format": FORMAT, "version": FORMAT_VERSION, **trainer_state, "epoch": epoch}
+    )
+    if old.exists():
+        shutil.rmtree(old)
+    if last.exists():
+        last.replace(old)
+    tmp.replace(last)
+    if old.exists():
+        shutil.rmtree(old)
+    return last
+
+
+@dataclass
+class LastCheckpoint:
+    """A resumable checkpoint read back by :func:`load_last_checkpoint`."""
+
+    directory: Path
+    epoch: int
+    trainer_state: dict[str, Any]
+    model_state: dict[str, torch.Tensor]
+    best_state: dict[str, torch.Tensor] | None
+    optimizer_state: dict[str, Any]
+    scheduler_state: Any
+    rng_tensors: dict[str, torch.Tensor]
+    rng_info: dict[str, Any]
+
+
+def load_last_checkpoint(out_dir: str | Path) -> LastCheckpoint:
+    """Read ``out_dir/last`` (or ``out_dir/last.old`` left by a crash during the swap).
+
+    Raises:
+        FileNotFoundError: naming ``last/trainer_state.json`` when there is no checkpoint.
+        DataError: naming the file that is corrupt, truncated or from another epoch.
+    """
+    out_dir = Path(out_dir)
+    directory = out_dir / "last"
+    if not (directory / "trainer_state.json").is_file() and (out_dir / "last.old" / "trainer_state.json").is_file():
+        directory = out_dir / "last.old"
+    state_path = directory / "trainer_state.json"
+    if not state_path.is_file():
+        raise FileNotFoundError(
+            f"Cannot resume: checkpoint file {str(state_path)!r} does not exist (was the run started with this "
+            "out_dir?). Use resume=False to start afresh."
+        )
+    trainer_state = read_json(state_path)
+    if not isinstance(trainer_state, dict) or trainer_state.get("format") != FORMAT:
+        raise DataError(f"Checkpoint file {str(state_path)!r} is not an mmfuse trainer checkpoint.")
+    if trainer_state.get("version") != FORMAT_VERSION:
+        raise DataError(
+            f"Checkpoint file {str(state_path)!r} has format version {trainer_state.get('version')!r}; "
+            f"this mmfuse reads version {FORMAT_VERSION}."
+        )
+    epoch = int(trainer_state["epoch"])
+    model_state, meta = read_tensors(directory / "model.safetensors")
+    if meta.get("epoch") != str(epoch):
+        raise DataError(
+            f"Checkpoint file {str(directory / 'model.safetensors')!r} belongs to epoch {meta.get('epoch')} "
+            f"but trainer_state.json says epoch {epoch}."
+        )
+    best_state = None
+    if (directory / "best.safetensors").is_file():
+        best_state, _ = read_tensors(directory / "best.safetensors")
+    optimizer_state = _read_state(directory, "optimizer", epoch)
+    scheduler_state = _read_state(directory, "scheduler", epoch)
+    rng_tensors, rng_meta = read_tensors(directory / "rng.safetensors")
+    rng_doc = read_json(directory / "rng.json")
+    if rng_meta.get("epoch") != str(epoch) or not isinstance(rng_doc, dict) or rng_doc.get("epoch") != epoch:
+        raise DataError(f"Checkpoint files {str(directory / 'rng.json')!r} do not belong to epoch {epoch}.")
+    return LastCheckpoint(
+        directory=directory,
+        epoch=epoch,
+        trainer_state=trainer_state,
+        model_state=model_state,
+        best_state=best_state,
+        optimizer_state=optimizer_state,
+        scheduler_state=scheduler_state,
+        rng_tensors=rng_tensors,
+        rng_info=rng_doc["structure"],
+    )
