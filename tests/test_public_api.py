@@ -1,0 +1,51 @@
+import ast
+import importlib
+import pkgutil
+from pathlib import Path
+
+import pytest
+
+import mmfuse
+
+
+def test_every_public_name_resolves():
+    for name in mmfuse.__all__:
+        assert getattr(mmfuse, name) is not None, name
+
+
+def test_unknown_attribute_raises_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = mmfuse.nope
+
+
+def test_every_module_declares_all():
+    missing = []
+    for info in pkgutil.walk_packages(mmfuse.__path__, prefix="mmfuse."):
+        module = importlib.import_module(info.name)
+        if not hasattr(module, "__all__"):
+            missing.append(info.name)
+    assert missing == []
+
+
+def test_layers_import_only_downwards():
+    """A lower layer never imports a higher one (types -> data -> align -> preprocess -> ... -> cli).
+
+    ``evaluate.metrics`` is a pure functional core that training uses too, so it ranks just below ``train``.
+    """
+    order = ["types", "data", "align", "preprocess", "layers", "fusion", "models", "train", "evaluate", "cli"]
+    rank: dict[str, float] = {name: float(i) for i, name in enumerate(order)}
+    rank["evaluate.metrics"] = rank["train"] - 0.5
+    root = Path(mmfuse.__file__).parent
+    violations = []
+    for path in root.rglob("*.py"):
+        owner = path.relative_to(root).parts[0].removesuffix(".py")
+        if owner not in rank:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mmfuse."):
+                target = node.module.split(".")[1]
+                if node.module == "mmfuse.evaluate.metrics":
+                    target = "evaluate.metrics"
+                if target in rank and rank[target] > rank[owner]:
+                    violations.append(f"{path.relative_to(root)} imports {node.module}")
+    assert violations == []
