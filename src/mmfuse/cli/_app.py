@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mmfuse import __version__
@@ -41,7 +42,9 @@ def _friendly_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except (MmfuseError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            # escape: a path such as "data/[run1]/a.csv" is text, not rich markup; soft_wrap: one line, even
+            # when stderr is not a terminal (rich would otherwise hard-wrap the message at 80 columns).
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -192,9 +195,10 @@ def align(
         gap_threshold=gap_threshold,
         overwrite=overwrite,
     )
-    console.print(report.to_markdown())
+    # Markdown as written: no markup parsing (names may hold brackets) and no hard wrap (it breaks table rows).
+    console.print(report.to_markdown(), markup=False, highlight=False, soft_wrap=True)
     for warning in report.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     console.print(f"Wrote data set {path} (validation.json, validation.md inside).")
 
 

@@ -1,0 +1,220 @@
+"""Tests for the ``mmfuse`` command line (mmfuse.cli._app), run in-process with typer's CliRunner."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner, Result
+
+from mmfuse import __version__
+from mmfuse.cli._app import app
+from mmfuse.data import list_datasets, open_dataset
+from mmfuse.fusion import list_fusions
+
+runner = CliRunner()
+
+
+def _invoke(*args: str | Path) -> Result:
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _error_lines(result: Result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def _assert_clean_failure(result: Result) -> str:
+    """Exit code 2, exactly one ``error:`` line on stderr, no traceback; returns that line."""
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    lines = _error_lines(result)
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def _write_csv(path: Path, times: np.ndarray, values: np.ndarray) -> None:
+    header = ["timestamp"] + [f"x{j}" for j in range(values.shape[1])]
+    rows = [header] + [[repr(float(t)), *(repr(float(v)) for v in row)] for t, row in zip(times, values, strict=True)]
+    path.write_text("\n".join(",".join(r) for r in rows) + "\n", encoding="utf-8")
+
+
+def _recordings(root: Path, names: tuple[str, ...] = ("r1", "r2")) -> Path:
+    """A source folder of two recordings, each with a 10 Hz accelerometer and a 4 Hz gyroscope CSV."""
+    src = root / "src"
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(names):
+        rec = src / name
+        rec.mkdir(parents=True)
+        t_acc = np.arange(0.0, 3.0 + k, 0.1)
+        _write_csv(rec / "acc.csv", t_acc, rng.normal(size=(t_acc.size, 2)))
+        t_gyro = np.arange(0.0, 3.0 + k, 0.25)
+        _write_csv(rec / "gyro.csv", t_gyro, rng.normal(size=(t_gyro.size, 1)))
+    (src / "labels.csv").write_text(
+        "recording,label\n" + "".join(f"{n},{lab}\n" for n, lab in zip(names, ("walk", "run"), strict=False)),
+        encoding="utf-8",
+    )
+    return src
+
+
+# ----------------------------------------------------------------------------------------------------------
+# listing commands
+
+
+def test_version() -> None:
+    result = _invoke("version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"mmfuse {__version__}"
+
+
+def test_no_arguments_shows_help() -> None:
+    result = _invoke()
+    assert "compare" in result.output and "align" in result.output
+
+
+def test_fusions_lists_every_registered_fusion() -> None:
+    result = _invoke("fusions")
+    assert result.exit_code == 0, result.output
+    first_cells = {line.split("│")[1].strip() for line in result.stdout.splitlines() if line.startswith("│")}
+    assert {"concat", "gated", "weighted", "cross_attention"} <= first_cells
+    assert set(list_fusions()) <= first_cells
+
+
+def test_datasets_lists_the_built_ins() -> None:
+    result = _invoke("datasets")
+    assert result.exit_code == 0, result.output
+    first_cells = {line.split("│")[1].strip() for line in result.stdout.splitlines() if line.startswith("│")}
+    assert {"basic-motions", "mosi-utterance"} <= first_cells
+    assert set(list_datasets()) <= first_cells
+
+
+# ----------------------------------------------------------------------------------------------------------
+# compare and report
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Result, Path]:
+    out = tmp_path_factory.mktemp("cli-compare") / "run"
+    result = _invoke("compare", "-f", "concat", "-s", "1", "-e", "2", "--out", out, "--hidden", "8", "--device", "cpu")
+    return result, out
+
+
+def test_compare_writes_the_run_directory(cli_run: tuple[Result, Path]) -> None:
+    result, out = cli_run
+    assert result.exit_code == 0, result.output
+    for name in ("results.csv", "summary.csv", "summary.md", "report.html", "run.json"):
+        assert (out / name).is_file(), name
+    for name in ("model.safetensors", "config.json", "normalizers.json", "history.json", "test_metrics.json"):
+        assert (out / "models" / "concat-seed0" / name).is_file(), name
+    with (out / "results.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["fusion"], r["seed"]) for r in rows] == [("concat", "0")]
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["model_config"]["hidden"] == 8 and meta["train_config"]["epochs"] == 2
+    assert meta["fusions"] == ["concat"] and meta["seeds"] == [0]
+    assert meta["command"].startswith("mmfuse")
+    history = json.loads((out / "models" / "concat-seed0" / "history.json").read_text())
+    assert len(history) == 2
+    # the results table is printed, with the row's accuracy
+    assert "concat" in result.stdout and "accuracy" in result.stdout
+    assert f"{float(rows[0]['accuracy']):.4f}" in result.stdout
+
+
+def test_compare_unknown_fusion(tmp_path: Path) -> None:
+    result = _invoke("compare", "-f", "nope", "-s", "1", "--out", tmp_path / "run")
+    line = _assert_clean_failure(result)
+    assert "'nope'" in line
+    assert all(name in line for name in list_fusions()), line
+
+
+def test_compare_unknown_dataset(tmp_path: Path) -> None:
+    result = _invoke("compare", "-d", "nope", "-f", "concat", "-s", "1", "--out", tmp_path / "run")
+    line = _assert_clean_failure(result)
+    assert "'nope'" in line and "basic-motions" in line and "mosi-utterance" in line
+
+
+def test_compare_refuses_zero_seeds(tmp_path: Path) -> None:
+    result = _invoke("compare", "-f", "concat", "-s", "0", "--out", tmp_path / "run")
+    assert result.exit_code == 2
+    assert "--seeds" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_compare_max_params_too_small(tmp_path: Path) -> None:
+    result = _invoke("compare", "-f", "concat", "-s", "1", "-e", "1", "--max-params", "10", "--out", tmp_path / "r")
+    line = _assert_clean_failure(result)
+    assert "max_params" in line
+
+
+def test_report_rerenders_the_html(cli_run: tuple[Result, Path]) -> None:
+    _, out = cli_run
+    (out / "report.html").unlink()
+    (out / "summary.md").unlink()
+    result = _invoke("report", out)
+    assert result.exit_code == 0, result.output
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "data:image/png;base64," in html and "concat" in html
+    assert (out / "summary.md").is_file()
+
+
+def test_report_on_an_empty_folder_names_run_json(tmp_path: Path) -> None:
+    line = _assert_clean_failure(_invoke("report", tmp_path))
+    assert "run.json" in line
+
+
+def test_report_on_a_missing_folder(tmp_path: Path) -> None:
+    line = _assert_clean_failure(_invoke("report", tmp_path / "absent"))
+    assert "absent" in line
+
+
+# ----------------------------------------------------------------------------------------------------------
+# align
+
+
+def test_align_writes_a_dataset_and_the_validation_report(tmp_path: Path) -> None:
+    src = _recordings(tmp_path)
+    dst = tmp_path / "dst"
+    result = _invoke("align", src, "--out", dst, "--rate", "10")
+    assert result.exit_code == 0, result.output
+    assert "# Stream validation report" in result.stdout
+    # the Markdown table is printed as written: every row on one line, one per stream and recording
+    rows = [line for line in result.stdout.splitlines() if line.startswith(("| r1 ", "| r2 "))]
+    assert sorted(r.split("|")[1].strip() + "/" + r.split("|")[2].strip() for r in rows) == [
+        "r1/acc",
+        "r1/gyro",
+        "r2/acc",
+        "r2/gyro",
+    ]
+    assert all(line.rstrip().endswith("|") for line in result.stdout.splitlines() if line.startswith("|"))
+    saved = json.loads((dst / "validation.json").read_text(encoding="utf-8"))
+    assert sorted(saved["recordings"]) == ["r1", "r2"] and saved["errors"] == []
+    assert set(saved["summary"]) == {"acc", "gyro"} and saved["summary"]["gyro"]["present_in"] == 2
+    ds = open_dataset(dst)
+    assert sorted(ds.ids) == ["r1", "r2"] and sorted(ds.modalities) == ["acc", "gyro"]
+    assert ds.task.class_names == ("run", "walk")
+    assert str(dst) in result.stdout.replace("\n", "")
+
+
+def test_align_without_a_timeline_says_what_is_needed(tmp_path: Path) -> None:
+    line = _assert_clean_failure(_invoke("align", _recordings(tmp_path), "--out", tmp_path / "dst"))
+    assert "rate" in line and "reference" in line
+
+
+def test_align_names_a_corrupt_csv(tmp_path: Path) -> None:
+    src = _recordings(tmp_path)
+    bad = src / "r2" / "gyro.csv"
+    bad.write_text("timestamp,x0\n0.0,1.0\nnot-a-time,oops\n", encoding="utf-8")
+    line = _assert_clean_failure(_invoke("align", src, "--out", tmp_path / "dst", "--rate", "10"))
+    assert "gyro.csv" in line
+    assert not (tmp_path / "dst" / "meta.json").exists()
+
+
+def test_align_error_keeps_brackets_in_paths(tmp_path: Path) -> None:
+    # rich would read "[take1]" as a markup tag and drop it from the message
+    src = _recordings(tmp_path, names=("[take1]", "r2"))
+    (src / "[take1]" / "acc.csv").write_text("timestamp,x0\nbad,1\n", encoding="utf-8")
+    line = _assert_clean_failure(_invoke("align", src, "--out", tmp_path / "dst", "--rate", "10"))
+    assert "[take1]" in line and "acc.csv" in line
