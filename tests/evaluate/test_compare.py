@@ -105,7 +105,8 @@ def test_results_csv_has_one_row_per_fusion_and_seed(basic_run: tuple[CompareRes
     rows = _read_csv(result.out_dir / "results.csv")
     assert [(r["fusion"], int(r["seed"])) for r in rows] == [(f, s) for f in FUSIONS for s in range(SEEDS)]
     assert set(CLASSIFICATION_COLUMNS) <= set(rows[0])
-    assert "val_accuracy" in rows[0]  # the preset monitors accuracy
+    monitor = DATASET_PRESETS["basic-motions"]["train"]["monitor"]
+    assert f"val_{monitor}" in rows[0]  # the validation value of the metric early stopping watched
     for row, returned in zip(rows, result.rows, strict=True):
         assert int(row["params"]) == returned["params"] > 0
         assert float(row["train_seconds"]) > 0
@@ -343,6 +344,19 @@ def test_max_params_too_small_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"max_params budget of 10\b") as info:
         compare(_config(tmp_path / "run", fusions=["concat"], seeds=1, max_params=10))
     assert "hidden" in str(info.value)  # it says what to lower
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_resume_refuses_changed_settings(
+    basic_run: tuple[CompareResult, list[CompareProgress]], tmp_path: Path
+) -> None:
+    result, _ = basic_run
+    out = tmp_path / "run"
+    shutil.copytree(result.out_dir, out)
+    bigger = {**TINY, "hidden": TINY["hidden"] * 2}
+    with pytest.raises(DataError, match=r"settings differ.*model_config") as info:
+        compare(_config(out, resume=True, model_overrides=bigger))
+    assert str(out) in str(info.value)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -99,8 +99,14 @@ def compare(
     """Train and test every chosen fusion for every seed; write results, summary and an HTML report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from mmfuse.evaluate.compare import CompareConfig, CompareProgress
+    from mmfuse.data import dataset_info
+    from mmfuse.evaluate.compare import CompareConfig, CompareProgress, resolve_fusions
     from mmfuse.evaluate.compare import compare as run_compare
+
+    # Check the names before the progress display starts, so a typo gives one clean line.
+    resolve_fusions(list(fusion))
+    if not Path(dataset).is_dir():
+        dataset_info(dataset)
 
     name = Path(dataset).name if Path(dataset).is_dir() else dataset
     out_dir = out if out is not None else Path("runs") / name
