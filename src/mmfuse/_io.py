@@ -17,7 +17,7 @@ from typing import Any
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
 
 
-def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], object]) -> Path:
     """Call ``writer(tmp_path)`` to fill a temporary file, then move it onto ``path`` atomically.
 
     The temporary file is removed when ``writer`` raises, so nothing half-written is left behind.
