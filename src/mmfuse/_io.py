@@ -17,20 +17,41 @@ from typing import Any
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
 
 
-def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], object]) -> Path:
+def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], object], *, suffix: str = ".tmp") -> Path:
     """Call ``writer(tmp_path)`` to fill a temporary file, then move it onto ``path`` atomically.
 
-    The temporary file is removed when ``writer`` raises, so nothing half-written is left behind.
+    The temporary file is named ``.<name>.<random><suffix>`` in the folder of ``path`` (created if needed). It
+    is removed when ``writer`` raises, so nothing half-written is left behind; a writer may raise on purpose
+    (say, on a checksum mismatch) to leave ``path`` untouched.
+
+    Args:
+        path: Target file.
+        writer: Fills the temporary file it is given (it may open it, or hand it to a library such as
+            ``safetensors.torch.save_file``); its return value is ignored.
+        suffix: Ending of the temporary file's name, so that a crash leaves a recognisable leftover
+            (``".part"`` for downloads).
+
+    Returns:
+        ``path`` as a Path.
 
     Example:
         >>> import tempfile, pathlib
         >>> d = pathlib.Path(tempfile.mkdtemp())
         >>> atomic_write(d / "x.txt", lambda p: p.write_text("hi")).read_text()
         'hi'
+        >>> def broken(p):
+        ...     _ = p.write_text("half")
+        ...     raise RuntimeError("stop")
+        >>> try:
+        ...     _ = atomic_write(d / "x.txt", broken, suffix=".part")
+        ... except RuntimeError:
+        ...     pass
+        >>> (d / "x.txt").read_text(), sorted(q.name for q in d.iterdir())
+        ('hi', ['x.txt'])
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -49,9 +70,19 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     return atomic_write(path, lambda p: p.write_bytes(data))
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, newline: str | None = None) -> Path:
+    r"""Write ``text`` (UTF-8) to ``path`` atomically.
+
+    ``newline`` is passed to :func:`open`: ``None`` writes ``\n`` as the platform's line separator, ``"\n"``
+    writes it unchanged on every platform.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> atomic_write_text(d / "a.md", "x\ny\n", newline="\n").read_bytes()
+        b'x\ny\n'
+    """
+    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8", newline=newline))
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int = 2) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -73,6 +73,19 @@ class ModalitySpec:
         )
 
 
+_E = TypeVar("_E", TaskType, LabelLevel)
+
+
+def _task_enum(enum: type[_E], value: Any, parameter: str) -> _E:
+    """Return ``enum(value)``; a value outside ``enum`` raises a ValueError naming the TaskSpec parameter."""
+    try:
+        return enum(value)
+    except ValueError:
+        raise ValueError(
+            f"The {parameter!r} parameter of TaskSpec must be one of {[v.value for v in enum]}. Got {value!r}."
+        ) from None
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """What the labels of a data set are.
@@ -96,18 +109,8 @@ class TaskSpec:
     target_dim: int = 1
 
     def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "type", TaskType(self.type))
-        except ValueError:
-            raise ValueError(
-                f"The 'type' parameter of TaskSpec must be one of {[t.value for t in TaskType]}. Got {self.type!r}."
-            ) from None
-        try:
-            object.__setattr__(self, "level", LabelLevel(self.level))
-        except ValueError:
-            raise ValueError(
-                f"The 'level' parameter of TaskSpec must be one of {[v.value for v in LabelLevel]}. Got {self.level!r}."
-            ) from None
+        object.__setattr__(self, "type", _task_enum(TaskType, self.type, "type"))
+        object.__setattr__(self, "level", _task_enum(LabelLevel, self.level, "level"))
         names = tuple(self.class_names)
         object.__setattr__(self, "class_names", names)
         if self.type is TaskType.CLASSIFICATION:

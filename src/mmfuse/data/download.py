@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from mmfuse._io import atomic_write
 from mmfuse.errors import DataError
 
 __all__ = ["fetch", "sha256_file"]
@@ -70,19 +69,15 @@ def fetch(url: str, sha256: str, dest: str | os.PathLike[str], *, timeout: float
     if target.is_file() and sha256_file(target) == expected:
         log.debug("%s already present with the expected checksum", target)
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
+    log.info("downloading %s -> %s", url, target)
+
+    def stream_and_check(tmp: Path) -> None:
         h = hashlib.sha256()
-        log.info("downloading %s -> %s", url, target)
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
                 for chunk in iter(lambda: resp.read(_CHUNK), b""):
                     h.update(chunk)
                     out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise DataError(f"Downloading {url} failed: {exc}.") from exc
         got = h.hexdigest()
@@ -91,9 +86,8 @@ def fetch(url: str, sha256: str, dest: str | os.PathLike[str], *, timeout: float
                 f"The file downloaded from {url} has sha256 {got}, expected {expected}; it was discarded "
                 f"(the source changed or the transfer was corrupted)."
             )
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+
+    # atomic_write fsyncs the ".part" file and renames it onto dest only when stream_and_check returns; when it
+    # raises, the ".part" file is removed and dest is left as it was.
+    atomic_write(target, stream_and_check, suffix=".part")
     return target

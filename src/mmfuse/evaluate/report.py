@@ -22,7 +22,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,6 +35,7 @@ from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.transforms import blended_transform_factory
 
+from mmfuse._io import atomic_write_text
 from mmfuse.errors import DataError
 
 __all__ = ["write_report", "write_summary_markdown"]
@@ -1141,21 +1141,6 @@ def _summary_markdown(run: _Run) -> str:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_report(
     run_dir: str | os.PathLike[str],
     out_path: str | os.PathLike[str] | None = None,
@@ -1193,7 +1178,7 @@ def write_report(
     target = Path(out_path) if out_path is not None else run.run_dir / "report.html"
     if title is None:
         title = f"Fusion comparison: {_dataset(run.meta).get('name', run.run_dir.name)}"
-    return _write_atomic(target, _report_html(run, title))
+    return atomic_write_text(target, _report_html(run, title), newline="\n")
 
 
 def write_summary_markdown(run_dir: str | os.PathLike[str]) -> Path:
@@ -1219,4 +1204,4 @@ def write_summary_markdown(run_dir: str | os.PathLike[str]) -> Path:
         ...
     """
     run = _load_run(run_dir)
-    return _write_atomic(run.run_dir / "summary.md", _summary_markdown(run))
+    return atomic_write_text(run.run_dir / "summary.md", _summary_markdown(run), newline="\n")

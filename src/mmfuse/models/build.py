@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from mmfuse._io import atomic_write, atomic_write_text
 from mmfuse.errors import DataError
 from mmfuse.models.config import ModelConfig
 from mmfuse.models.model import MultimodalModel
@@ -116,25 +116,13 @@ def build_model(config: ModelConfig, max_params: int | None = None) -> Multimoda
     return model
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_model(
     model: MultimodalModel, directory: str | os.PathLike[str], extra: Mapping[str, Any] | None = None
 ) -> Path:
     """Write ``model.safetensors`` and ``config.json`` into ``directory`` (created if needed), atomically.
 
     ``config.json`` holds ``{"format", "format_version", "model_config", **extra}``; weights never go
-    through pickle. Each file is written to a temporary name and moved into place with ``os.replace``.
+    through pickle. Each file is written to a temporary name, fsynced and moved into place with ``os.replace``.
 
     Args:
         model: The model to save.
@@ -167,8 +155,8 @@ def save_model(
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": _FORMAT}))
-    _atomic_write(out / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
+    atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": _FORMAT}))
+    atomic_write_text(out / CONFIG_FILE, text + "\n")
     return out
 
 

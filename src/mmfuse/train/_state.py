@@ -112,6 +112,14 @@ def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[s
     return atomic_write_bytes(path, safetensors_bytes(cpu, metadata=metadata))
 
 
+def _existing_checkpoint_file(path: Path) -> Path:
+    """Return ``path`` as a Path; a FileNotFoundError names it when it is not an existing file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint file {str(path)!r} does not exist.")
+    return path
+
+
 def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read a safetensors file into CPU tensors and its metadata.
 
@@ -119,9 +127,7 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         FileNotFoundError: naming the file when it does not exist.
         DataError: naming the file when it is truncated or corrupt.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint file {str(path)!r} does not exist.")
+    path = _existing_checkpoint_file(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             metadata = dict(fh.metadata() or {})
@@ -143,9 +149,7 @@ def read_json(path: Path) -> Any:
         FileNotFoundError: naming the file when it does not exist.
         DataError: naming the file when it is not valid JSON.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint file {str(path)!r} does not exist.")
+    path = _existing_checkpoint_file(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:

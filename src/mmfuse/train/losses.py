@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -32,13 +32,7 @@ def resolve_task(task: Any) -> TaskType:
         >>> resolve_task("regression")
         <TaskType.REGRESSION: 'regression'>
     """
-    value = getattr(task, "type", task)
-    try:
-        return TaskType(getattr(value, "value", value))
-    except ValueError:
-        raise ValueError(
-            f"The 'task' parameter must be 'classification' or 'regression' (or a TaskSpec). Got {task!r} instead."
-        ) from None
+    return _resolve_enum(TaskType, task, "task", "'classification' or 'regression' (or a TaskSpec)", spec_attr="type")
 
 
 def resolve_level(level: Any) -> LabelLevel:
@@ -48,11 +42,22 @@ def resolve_level(level: Any) -> LabelLevel:
         >>> resolve_level("step")
         <LabelLevel.STEP: 'step'>
     """
-    value = getattr(level, "level", level)
+    return _resolve_enum(LabelLevel, level, "level", "'sample' or 'step'", spec_attr="level")
+
+
+_E = TypeVar("_E", TaskType, LabelLevel)
+
+
+def _resolve_enum(enum: type[_E], given: Any, parameter: str, expected: str, *, spec_attr: str) -> _E:
+    """Return ``enum(given)``, reading ``given.<spec_attr>`` first when ``given`` is a ``TaskSpec``.
+
+    A value outside ``enum`` raises a ValueError naming ``parameter``, what was ``expected`` and what came.
+    """
+    value = getattr(given, spec_attr, given)
     try:
-        return LabelLevel(getattr(value, "value", value))
+        return enum(getattr(value, "value", value))
     except ValueError:
-        raise ValueError(f"The 'level' parameter must be 'sample' or 'step'. Got {level!r} instead.") from None
+        raise ValueError(f"The {parameter!r} parameter must be {expected}. Got {given!r} instead.") from None
 
 
 @dataclass
