@@ -49,3 +49,23 @@ def test_layers_import_only_downwards():
                 if target in rank and rank[target] > rank[owner]:
                     violations.append(f"{path.relative_to(root)} imports {node.module}")
     assert violations == []
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from mmfuse._io import atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        new = atomic_write_text(tmp_path / "new.txt", "x")
+        assert stat.S_IMODE(new.stat().st_mode) == 0o644  # 0666 less the umask, not mkstemp's private 0600
+        kept = tmp_path / "kept.txt"
+        kept.write_text("old")
+        kept.chmod(0o640)
+        atomic_write_text(kept, "new")
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o640  # a replaced file keeps its permissions
+        assert kept.read_text() == "new"
+    finally:
+        os.umask(umask)

@@ -48,6 +48,9 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], object],
         ...     pass
         >>> (d / "x.txt").read_text(), sorted(q.name for q in d.iterdir())
         ('hi', ['x.txt'])
+
+    The new file keeps the permissions of the file it replaces, or gets ``0666`` less the process umask, as
+    ``open(path, "w")`` would give it.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -58,11 +61,23 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], object],
         writer(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        # mkstemp makes the file private (0600); give it the mode an ordinary write would have
+        os.chmod(tmp, _file_mode(target))
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return target
+
+
+def _file_mode(target: Path) -> int:
+    """The permission bits an ordinary write of ``target`` would leave."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from mmfuse._io import atomic_write_text
 from mmfuse.align.core import DEFAULT_CHUNK_SIZE, align
 from mmfuse.align.stream import COLLAPSE_RULES, DUPLICATE_POLICIES, Stream, StreamKind, check_choice
 from mmfuse.align.timeline import Timeline
@@ -563,6 +564,6 @@ def align_folder(
         extra_meta=extra,
         overwrite=overwrite,
     )
-    (path / "validation.json").write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
-    (path / "validation.md").write_text(report.to_markdown(), encoding="utf-8")
+    atomic_write_text(path / "validation.json", json.dumps(report.to_dict(), indent=2))
+    atomic_write_text(path / "validation.md", report.to_markdown())
     return path, report
