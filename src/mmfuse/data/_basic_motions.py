@@ -21,7 +21,7 @@ _DESCRIPTION = (
     "BasicMotions (UEA multivariate archive): 80 ten-second smartwatch recordings at 10 Hz of four activities "
     "(badminton, running, standing, walking), performed by four students. Modalities: 3-axis accelerometer and "
     "3-axis gyroscope. Sample-level 4-class classification. Splits: aeon's train (40) and test (40); 'val' is a "
-    "stratified 25% of train (seed 0)."
+    "stratified 2 recordings per class of train (8 of 40, seed 0)."
 )
 _CITATION = (
     "Bagnall, A., Dau, H. A., Lines, J., Flynn, M., Large, J., Bostrom, A., Southam, P., Keogh, E. (2018). "
