@@ -56,6 +56,14 @@ class _Raw:
     columns: list[str]
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _numeric_column(table: Any, col: str, path: Path) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -64,10 +72,17 @@ def _numeric_column(table: Any, col: str, path: Path) -> np.ndarray:
     if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_boolean(arr.type)):
         if pa.types.is_null(arr.type) and len(arr) == 0:
             return np.zeros(0, dtype=np.float64)
-        raise DataError(f"{path}: column {col!r} must be numeric. Got type {arr.type}.")
+        at = ""
+        if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+            bad = next((i for i, s in enumerate(arr.to_pylist()) if s is not None and not _is_number(s)), None)
+            at = "" if bad is None else f"; data row {bad} holds {arr[bad].as_py()!r}"
+        raise DataError(f"{path}: column {col!r} must be numeric. Got type {arr.type}{at}.")
     if arr.null_count:
         first = int(pc.index(pc.is_null(arr), True).as_py())
-        raise DataError(f"{path}: column {col!r} has an empty value at data row {first}.")
+        raise DataError(
+            f"{path}: column {col!r} has an empty or NaN/NA value at data row {first}; stream values must be finite "
+            "numbers."
+        )
     return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
@@ -136,6 +151,8 @@ def _read_raw(path: Path, time_column: str | None = None) -> _Raw:
         )
     if not path.is_file():
         raise DataError(f"{path}: no such file.")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty (0 bytes).")
     return _read_npz(path) if path.suffix == ".npz" else _read_table(path, time_column)
 
 

@@ -27,7 +27,7 @@ import torch
 
 from mmfuse import __version__
 from mmfuse._io import atomic_write_json, atomic_write_text
-from mmfuse.data import MultimodalDataset, load_dataset, open_dataset
+from mmfuse.data import MultimodalDataset, is_dataset, load_dataset, open_dataset
 from mmfuse.errors import DataError
 from mmfuse.evaluate.metrics import summarize_runs
 from mmfuse.fusion import list_fusions
@@ -111,6 +111,11 @@ class CompareConfig:
         keep_checkpoints: Keep each run's ``last/`` checkpoint (optimizer, scheduler and RNG state, about three
             times the model's size) after the run has finished; by default it is removed once the run is done.
         num_threads: Torch intra-op threads; small sequence models run fastest with 1 on a busy machine.
+
+    Example:
+        >>> cfg = CompareConfig(fusions=["concat", "gated"], seeds=2, epochs=5, device="cpu")
+        >>> cfg.dataset == DEFAULT_DATASET, cfg.fusions
+        (True, ['concat', 'gated'])
     """
 
     dataset: str = DEFAULT_DATASET
@@ -209,8 +214,8 @@ def resolve_fusions(names: Sequence[str]) -> list[str]:
 
 def _open(dataset: str, data_dir: str | None) -> MultimodalDataset:
     path = Path(dataset)
-    if path.is_dir() and (path / "meta.json").exists():
-        return open_dataset(path)
+    if path.is_dir() and ((path / "meta.json").exists() or not is_dataset(dataset)):
+        return open_dataset(path)  # a folder that is not a data set: DataError naming its missing meta.json
     return load_dataset(dataset, data_dir=data_dir)
 
 
@@ -293,6 +298,18 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
     TrainConfig(**train_kwargs)
     if config.resume:
         _check_resumable(out_dir, dataset.name, model_kwargs, train_kwargs)
+    # The three splits exist, and every stored file of the data set is read (and its checksum checked) by
+    # fitting the normalisers and reading one sample, so a missing split or a corrupt file is refused here.
+    missing = [s for s in ("train", "val", "test") if s not in dataset.split_names]
+    if missing:
+        raise DataError(
+            f"Data set {dataset.name!r} ({dataset.path}) lacks the split(s) {missing}; compare needs 'train', 'val' "
+            f"and 'test'. Its splits: {dataset.split_names}."
+        )
+    train_view, val_view, test_view = (dataset.split(s) for s in ("train", "val", "test"))
+    # Normalisers are fitted on the training split only, once, and shared by every run.
+    normalizers = default_normalizers(dataset.modalities).fit(train_view)
+    _ = dataset[0]
     (out_dir / "models").mkdir(parents=True, exist_ok=True)
 
     task = dataset.task
@@ -300,9 +317,6 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
     metric_names = _CLASSIFICATION_METRICS if classification else _REGRESSION_METRICS
     main_metric = metric_names[0]
 
-    train_view, val_view, test_view = (dataset.split(s) for s in ("train", "val", "test"))
-    # Normalisers are fitted on the training split only, once, and shared by every run.
-    normalizers = default_normalizers(dataset.modalities).fit(train_view)
     train_t, val_t, test_t = (v.with_transform(normalizers.transform_record) for v in (train_view, val_view, test_view))
 
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,541 @@
+"""Bad input through the public entry points a user hits.
+
+The project rule: bad input gets a clear error that names the problem and the place, and nothing half-written
+is left behind. Every case below drives one kind of bad input through ``mmfuse align`` / ``mmfuse compare``
+(the CLI: exit code 2, one ``error:`` line, no traceback), :meth:`mmfuse.align.Stream.create`,
+:func:`mmfuse.data.write_dataset` / :func:`~mmfuse.data.open_dataset`,
+:meth:`mmfuse.preprocess.ModalityNormalizers.load` or :func:`mmfuse.models.load_model`, and checks the error
+type, that the message names the problem and the place, and that the destination was not written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner, Result
+
+from mmfuse.align import Stream
+from mmfuse.cli._app import app
+from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, open_dataset, write_dataset
+from mmfuse.errors import DataError, StreamError
+from mmfuse.models import ModelConfig, build_model, load_model, save_model
+from mmfuse.preprocess import ModalityNormalizers, ZScoreNormalizer
+
+runner = CliRunner()
+
+
+def _invoke(*args: str | Path) -> Result:
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _clean_failure(result: Result) -> str:
+    """Exit code 2, exactly one ``error:`` line on stderr and no traceback; returns that line."""
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def _assert_names(message: str, *parts: str) -> None:
+    missing = [p for p in parts if p not in message]
+    assert not missing, f"the message lacks {missing}: {message}"
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (hidden ones included) -> its bytes."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# mmfuse align SRC --out DST --rate 10
+
+
+def _csv(path: Path, t: np.ndarray, v: np.ndarray) -> None:
+    header = ",".join(["timestamp"] + [f"x{j}" for j in range(v.shape[1])])
+    rows = [",".join(repr(float(x)) for x in (ti, *vi)) for ti, vi in zip(t, v, strict=True)]
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+
+
+def _source(root: Path) -> Path:
+    """Three recordings r1..r3, each with ``acc.csv`` (10 Hz, 2 features) and ``gyro.npz`` (5 Hz, 1 feature)."""
+    src = root / "src"
+    rng = np.random.default_rng(0)
+    for rec in ("r1", "r2", "r3"):
+        d = src / rec
+        d.mkdir(parents=True)
+        t = np.arange(20) / 10
+        _csv(d / "acc.csv", t, rng.normal(size=(20, 2)))
+        np.savez(d / "gyro.npz", timestamps=np.arange(10) / 5, values=rng.normal(size=(10, 1)))
+    (src / "labels.csv").write_text("recording,label\nr1,walk\nr2,run\nr3,walk\n", encoding="utf-8")
+    return src
+
+
+def _edit_csv(src: Path, rec: str, edit: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]) -> None:
+    t = np.arange(20) / 10
+    v = np.random.default_rng(1).normal(size=(20, 2))
+    _csv(src / rec / "acc.csv", *edit(t, v))
+
+
+def _nan_value(src: Path) -> None:
+    def edit(t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        v[3, 1] = np.nan
+        return t, v
+
+    _edit_csv(src, "r2", edit)
+
+
+def _inf_value(src: Path) -> None:
+    v = np.ones((10, 1))
+    v[5, 0] = np.inf
+    np.savez(src / "r2" / "gyro.npz", timestamps=np.arange(10) / 5, values=v)
+
+
+def _unsorted(src: Path) -> None:
+    def edit(t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        t[[4, 5]] = t[[5, 4]]
+        return t, v
+
+    _edit_csv(src, "r1", edit)
+
+
+def _duplicate_parquet(src: Path) -> None:
+    (src / "r3" / "acc.csv").unlink()
+    t = np.arange(20) / 10
+    t[3] = t[2]
+    table = pa.table({"timestamp": t, "x0": np.zeros(20), "x1": np.ones(20)})
+    pq.write_table(table, src / "r3" / "acc.parquet")
+
+
+def _header_only(src: Path) -> None:
+    (src / "r2" / "acc.csv").write_text("timestamp,x0,x1\n", encoding="utf-8")
+
+
+def _zero_bytes(src: Path) -> None:
+    (src / "r2" / "acc.csv").write_bytes(b"")
+
+
+def _other_dim(src: Path) -> None:
+    _csv(src / "r2" / "acc.csv", np.arange(20) / 10, np.zeros((20, 3)))
+
+
+def _no_labels_file(src: Path) -> None:
+    (src / "labels.csv").unlink()
+
+
+def _no_label_for_one(src: Path) -> None:
+    (src / "labels.csv").write_text("recording,label\nr1,walk\nr2,run\n", encoding="utf-8")
+
+
+def _truncated_parquet(src: Path) -> None:
+    (src / "r2" / "gyro.npz").unlink()
+    path = src / "r2" / "gyro.parquet"
+    pq.write_table(pa.table({"timestamp": np.arange(10) / 5, "x0": np.ones(10)}), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _corrupt_npz(src: Path) -> None:
+    path = src / "r2" / "gyro.npz"
+    data = path.read_bytes()
+    path.write_bytes(data[:40] + b"\x00garbage\xff" * 20)
+
+
+def _garbage_row(src: Path) -> None:
+    path = src / "r1" / "acc.csv"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[4] = "0.3,abc,1.0"  # data row 3
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _short_row(src: Path) -> None:
+    path = src / "r1" / "acc.csv"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[4] = "0.3,1.0"  # two fields where the header has three
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+ALIGN_CASES: dict[str, tuple[Callable[[Path], None], tuple[str, ...]]] = {
+    # case: (how the source is broken, what the error line must name)
+    # pyarrow reads "nan" in a CSV as a missing value, so the file reader names it (NaN in NPZ/Parquet: see "inf")
+    "nan": (_nan_value, ("r2", "acc.csv", "column 'x1'", "NaN", "data row 3", "finite")),
+    "inf": (_inf_value, ("r2", "gyro.npz", "'gyro'", "finite", "inf", "row 5")),
+    "unsorted-timestamps": (_unsorted, ("r1", "acc.csv", "'acc'", "sorted", "index 5")),
+    "duplicate-timestamps": (_duplicate_parquet, ("r3", "acc.parquet", "duplicate timestamp", "indices 2 and 3")),
+    "empty-stream-header-only": (_header_only, ("r2", "acc.csv", "'acc'", "empty")),
+    "zero-byte-file": (_zero_bytes, ("r2", "acc.csv", "empty", "0 bytes")),
+    "dims-differ-across-recordings": (_other_dim, ("'acc'", "2 features", "'r1'", "3 in recording 'r2'")),
+    "missing-labels-file": (_no_labels_file, ("labels.csv", "not found")),
+    "no-label-for-a-recording": (_no_label_for_one, ("labels.csv", "no label", "r3")),
+    "truncated-parquet": (_truncated_parquet, ("r2", "gyro.parquet", "truncated or corrupt")),
+    "corrupt-npz": (_corrupt_npz, ("r2", "gyro.npz", "truncated or corrupt")),
+    "garbage-csv-value": (_garbage_row, ("r1", "acc.csv", "'x0'", "numeric", "data row 3", "'abc'")),
+    "garbage-csv-row": (_short_row, ("r1", "acc.csv", "Expected 3 columns, got 2", "0.3,1.0")),
+}
+
+
+@pytest.mark.parametrize("case", list(ALIGN_CASES))
+def test_align_cli_refuses_bad_input(tmp_path: Path, case: str) -> None:
+    src = _source(tmp_path)
+    breaker, expected = ALIGN_CASES[case]
+    breaker(src)
+    before = _tree(src)
+    out = tmp_path / "out" / "ds"
+    line = _clean_failure(_invoke("align", src, "--out", out, "--rate", "10"))
+    _assert_names(line, *expected)
+    assert not (tmp_path / "out").exists(), "a refused align left files behind"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+    assert _tree(src) == before, "align modified its source folder"
+
+
+def test_align_cli_refusal_leaves_an_existing_data_set_unchanged(tmp_path: Path) -> None:
+    src = _source(tmp_path)
+    out = tmp_path / "ds"
+    result = _invoke("align", src, "--out", out, "--rate", "10")
+    assert result.exit_code == 0, result.output
+    before = _tree(tmp_path)
+    _nan_value(src)
+    line = _clean_failure(_invoke("align", src, "--out", out, "--rate", "10", "--overwrite"))
+    _assert_names(line, "r2", "acc.csv", "finite")
+    after = _tree(tmp_path)
+    assert {k: v for k, v in after.items() if not k.startswith("src/")} == {
+        k: v for k, v in before.items() if not k.startswith("src/")
+    }
+
+
+def test_align_cli_keeps_a_recording_without_one_modality_masked(tmp_path: Path) -> None:
+    src = _source(tmp_path)
+    (src / "r2" / "gyro.npz").unlink()  # r2 has no gyroscope file: kept, with the modality masked out
+    out = tmp_path / "ds"
+    result = _invoke("align", src, "--out", out, "--rate", "10")
+    assert result.exit_code == 0, result.output
+    ds = open_dataset(out)
+    recs = {ds[i].id: ds[i] for i in range(len(ds))}
+    assert sorted(recs) == ["r1", "r2", "r3"]
+    assert not recs["r2"].masks["gyro"].any() and not recs["r2"].values["gyro"].any()
+    assert recs["r2"].masks["acc"].all()
+    assert recs["r1"].masks["gyro"].any() and recs["r3"].masks["gyro"].any()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Stream.create
+
+STREAM_CASES: dict[str, tuple[dict[str, object], tuple[str, ...]]] = {
+    "nan": ({"values": [[0.0, 1.0], [1.0, float("nan")], [2.0, 3.0]]}, ("'imu'", "finite", "row 1, column 1")),
+    "inf-timestamp": ({"timestamps": [0.0, 0.1, float("inf")]}, ("'imu'", "timestamps", "finite", "index 2")),
+    "unsorted": ({"timestamps": [0.0, 0.2, 0.1]}, ("'imu'", "sorted", "index 2")),
+    "duplicate": ({"timestamps": [0.0, 0.1, 0.1]}, ("'imu'", "duplicate timestamp", "indices 1 and 2", "duplicates=")),
+    "empty": ({"timestamps": [], "values": np.zeros((0, 2))}, ("'imu'", "empty")),
+    "row-count": ({"values": np.zeros((4, 2))}, ("'imu'", "4 rows", "timestamps has 3")),
+    "unknown-kind": ({"kind": "audio"}, ("'imu'", "Unknown stream kind 'audio'", "continuous", "interval")),
+    "unknown-duplicates": ({"duplicates": "median"}, ("'duplicates'", "'imu'", "'mean'", "'median'")),
+}
+
+
+@pytest.mark.parametrize("case", list(STREAM_CASES))
+def test_stream_create_refuses_bad_input(case: str) -> None:
+    changes, expected = STREAM_CASES[case]
+    kwargs: dict[str, object] = {"timestamps": [0.0, 0.1, 0.2], "values": np.ones((3, 2)), **changes}
+    with pytest.raises(StreamError) as info:
+        Stream.create("imu", **kwargs)  # type: ignore[arg-type]
+    _assert_names(str(info.value), *expected)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# write_dataset / open_dataset
+
+_SPECS = [ModalitySpec("acc", 2), ModalitySpec("gyro", 1)]
+_CLASSES = TaskSpec("classification", "sample", ("walk", "run"))
+_REGRESSION = TaskSpec("regression", "sample")
+
+
+def _record(rid: str, t: int = 4, label: object = 0, **changes: object) -> SequenceRecord:
+    rec = SequenceRecord(
+        id=rid,
+        group=rid,
+        split="train",
+        values={"acc": np.ones((t, 2), np.float32), "gyro": np.ones((t, 1), np.float32)},
+        masks={"acc": np.ones(t, bool), "gyro": np.ones(t, bool)},
+        label=label,  # type: ignore[arg-type]
+        timestamps=np.arange(t) / 10,
+    )
+    for k, v in changes.items():
+        setattr(rec, k, v)
+    return rec
+
+
+def _with_value(name: str, step: int, value: float) -> dict[str, np.ndarray]:
+    values = {"acc": np.ones((4, 2), np.float32), "gyro": np.ones((4, 1), np.float32)}
+    values[name][step, 0] = value
+    return values
+
+
+WRITE_CASES: dict[str, tuple[TaskSpec, dict[str, object], tuple[str, ...]]] = {
+    # the second record ("s2") is the bad one, so the streaming writer has already started
+    "nan": (_CLASSES, {"values": _with_value("acc", 2, float("nan"))}, ("'s2'", "'acc'", "step 2", "not finite")),
+    "inf": (_CLASSES, {"values": _with_value("gyro", 1, float("inf"))}, ("'s2'", "'gyro'", "step 1", "not finite")),
+    "unsorted-timestamps": (
+        _CLASSES,
+        {"timestamps": np.array([0.0, 0.2, 0.1, 0.3])},
+        ("'s2'", "step 2", "strictly increasing"),
+    ),
+    "duplicate-timestamps": (
+        _CLASSES,
+        {"timestamps": np.array([0.0, 0.1, 0.1, 0.3])},
+        ("'s2'", "step 2", "strictly increasing"),
+    ),
+    "empty-sequence": (
+        _CLASSES,
+        {"values": {"acc": np.ones((0, 2), np.float32), "gyro": np.ones((0, 1), np.float32)}, "masks": {}},
+        ("'s2'", "'acc'", "empty"),
+    ),
+    "dims-differ-across-records": (
+        _CLASSES,
+        {"values": {"acc": np.ones((4, 3), np.float32), "gyro": np.ones((4, 1), np.float32)}},
+        ("'s2'", "'acc'", "[T, 2]", "(4, 3)"),
+    ),
+    "float-label-in-classification": (_CLASSES, {"label": 0.5}, ("'s2'", "int class index", "0.5", "float")),
+    "class-index-out-of-range": (_CLASSES, {"label": 5}, ("'s2'", "class index 5", "0..1")),
+    "string-label-in-regression": (_REGRESSION, {"label": "high"}, ("'s2'", "regression label", "numeric", "'high'")),
+    "nan-label-in-regression": (_REGRESSION, {"label": float("nan")}, ("'s2'", "regression target", "not finite")),
+    "unknown-modality": (
+        _CLASSES,
+        {"values": {"acc": np.ones((4, 2)), "gyro": np.ones((4, 1)), "mic": np.ones((4, 1))}},
+        ("'s2'", "unknown modality 'mic'", "['acc', 'gyro']"),
+    ),
+}
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "overwrite"])
+@pytest.mark.parametrize("case", list(WRITE_CASES))
+def test_write_dataset_refuses_bad_records(tmp_path: Path, case: str, existing: bool) -> None:
+    task, changes, expected = WRITE_CASES[case]
+    good_label: object = 0 if task.is_classification else 1.5
+    dest = tmp_path / "ds"
+    if existing:
+        write_dataset(dest, [_record("old", label=good_label)], name="old", modalities=_SPECS, task=task)
+    before = _tree(tmp_path)
+    records = [_record("s1", label=good_label), _record("s2", **{"label": good_label, **changes})]
+    with pytest.raises(DataError) as info:
+        write_dataset(dest, records, name="toy", modalities=_SPECS, task=task, overwrite=existing)
+    _assert_names(str(info.value), *expected)
+    assert _tree(tmp_path) == before, "a refused write_dataset changed the destination or left files behind"
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["ds"] if existing else [])
+
+
+def test_write_dataset_refuses_an_empty_record_stream(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no records for data set 'toy'"):
+        write_dataset(tmp_path / "ds", [], name="toy", modalities=_SPECS, task=_CLASSES)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _native(tmp_path: Path) -> Path:
+    records = [_record(f"s{i}", label=i % 2, split=("train", "val", "test")[i % 3]) for i in range(6)]
+    return write_dataset(tmp_path / "native", records, name="native", modalities=_SPECS, task=_CLASSES)
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+OPEN_CASES: dict[str, tuple[Callable[[Path], None], tuple[str, ...]]] = {
+    "truncated-modality-file": (
+        lambda p: _truncate(p / "modalities" / "acc.parquet"),
+        ("acc.parquet", "corrupt or was modified"),
+    ),
+    "missing-modality-file": (lambda p: (p / "modalities" / "gyro.parquet").unlink(), ("gyro.parquet", "missing")),
+    "truncated-samples-file": (lambda p: _truncate(p / "samples.parquet"), ("samples.parquet", "corrupt")),
+    "missing-meta": (lambda p: (p / "meta.json").unlink(), ("meta.json", "missing", "not an mmfuse data set")),
+    "corrupt-meta": (lambda p: (p / "meta.json").write_text("{not json"), ("meta.json", "cannot be read as JSON")),
+}
+
+
+@pytest.mark.parametrize("case", list(OPEN_CASES))
+def test_open_dataset_names_the_broken_file(tmp_path: Path, case: str) -> None:
+    path = _native(tmp_path)
+    breaker, expected = OPEN_CASES[case]
+    breaker(path)
+    with pytest.raises(DataError) as info:
+        ds = open_dataset(path)
+        for m in ds.modalities:  # modalities are read lazily: touch every one
+            ds.stacked(m)
+    _assert_names(str(info.value), *expected)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# mmfuse compare
+
+
+def test_compare_cli_unknown_fusion_lists_the_valid_ones(tmp_path: Path) -> None:
+    native = _native(tmp_path)
+    out = tmp_path / "run"
+    line = _clean_failure(_invoke("compare", "--dataset", native, "--fusion", "concat,nope", "--out", out))
+    _assert_names(line, "Unknown fusion 'nope'", "concat", "cross_attention", "gated", "weighted")
+    assert not out.exists()
+
+
+def test_compare_cli_unknown_dataset_lists_the_valid_ones(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    line = _clean_failure(_invoke("compare", "--dataset", "no-such-set", "--out", out))
+    _assert_names(line, "Unknown data set 'no-such-set'", "basic-motions", "mosi-utterance")
+    assert not out.exists()
+
+
+def test_compare_cli_folder_that_is_not_a_data_set(tmp_path: Path) -> None:
+    folder = tmp_path / "not-a-dataset"
+    folder.mkdir()
+    out = tmp_path / "run"
+    line = _clean_failure(_invoke("compare", "--dataset", folder, "--out", out))
+    _assert_names(line, "not-a-dataset", "meta.json")
+    assert not out.exists()
+
+
+def test_compare_cli_native_data_set_without_a_test_split(tmp_path: Path) -> None:
+    records = [_record(f"s{i}", label=i % 2, split=("train", "val")[i % 2]) for i in range(4)]
+    native = write_dataset(tmp_path / "native", records, name="native", modalities=_SPECS, task=_CLASSES)
+    out = tmp_path / "run"
+    line = _clean_failure(_invoke("compare", "--dataset", native, "--seeds", "1", "--epochs", "1", "--out", out))
+    _assert_names(line, "'native'", "['test']", "'train', 'val' and 'test'", "['train', 'val']")
+    assert not out.exists(), "a refused compare left a run directory behind"
+
+
+@pytest.mark.parametrize("case", ["truncated-modality-file", "truncated-samples-file", "corrupt-meta"])
+def test_compare_cli_corrupt_native_data_set(tmp_path: Path, case: str) -> None:
+    native = _native(tmp_path)
+    breaker, expected = OPEN_CASES[case]
+    breaker(native)
+    out = tmp_path / "run"
+    line = _clean_failure(_invoke("compare", "--dataset", native, "--seeds", "1", "--epochs", "1", "--out", out))
+    _assert_names(line, *expected)
+    assert not out.exists(), "a refused compare left a run directory behind"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ModalityNormalizers.load
+
+
+def _saved_normalizers(tmp_path: Path) -> Path:
+    norms = ModalityNormalizers({"acc": ZScoreNormalizer(), "gyro": ZScoreNormalizer()})
+    rng = np.random.default_rng(0)
+    norms.fit_arrays({"acc": (rng.normal(size=(8, 2)), None), "gyro": (rng.normal(size=(8, 1)), None)})
+    folder = tmp_path / "norms"
+    norms.save(folder)
+    return folder
+
+
+def _edit_json(path: Path, edit: Callable[[dict], None]) -> None:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    edit(data)
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+NORMALIZER_CASES: dict[str, tuple[Callable[[Path], None], type[Exception], tuple[str, ...]]] = {
+    "missing-index": (
+        lambda d: (d / "normalizers.json").unlink(),
+        FileNotFoundError,
+        ("normalizers.json", "does not exist"),
+    ),
+    "missing-tensors": (
+        lambda d: (d / "normalizers.safetensors").unlink(),
+        FileNotFoundError,
+        ("normalizers.safetensors", "does not exist"),
+    ),
+    "truncated-tensors": (
+        lambda d: _truncate(d / "normalizers.safetensors"),
+        DataError,
+        ("normalizers.safetensors", "corrupt, truncated"),
+    ),
+    "corrupt-index": (
+        lambda d: (d / "normalizers.json").write_text('{"format": '),
+        DataError,
+        ("normalizers.json", "not a valid JSON"),
+    ),
+    "unknown-normalizer": (
+        lambda d: _edit_json(d / "normalizers.json", lambda j: j["modalities"]["gyro"].update(normalizer="robust")),
+        DataError,
+        ("normalizers.json", "'gyro'", "unknown normaliser 'robust'", "zscore"),
+    ),
+    "unknown-parameter": (
+        lambda d: _edit_json(d / "normalizers.json", lambda j: j["modalities"]["acc"]["params"].update(scale=2)),
+        DataError,
+        ("normalizers.json", "'acc'", "bad parameters", "scale"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(NORMALIZER_CASES))
+def test_modality_normalizers_load_names_the_problem(tmp_path: Path, case: str) -> None:
+    folder = _saved_normalizers(tmp_path)
+    breaker, error, expected = NORMALIZER_CASES[case]
+    breaker(folder)
+    with pytest.raises(error) as info:
+        ModalityNormalizers.load(folder)
+    _assert_names(str(info.value), *expected)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# load_model
+
+
+def _saved_model(tmp_path: Path) -> Path:
+    model = build_model(ModelConfig(modality_dims={"acc": 2, "gyro": 1}, out_dim=2, hidden=8, num_heads=2))
+    folder = tmp_path / "model"
+    save_model(model, folder)
+    return folder
+
+
+MODEL_CASES: dict[str, tuple[Callable[[Path], None], type[Exception], tuple[str, ...]]] = {
+    "truncated-weights": (
+        lambda d: _truncate(d / "model.safetensors"),
+        DataError,
+        ("model.safetensors", "corrupt"),
+    ),
+    "missing-weights": (
+        lambda d: (d / "model.safetensors").unlink(),
+        FileNotFoundError,
+        ("model.safetensors", "does not exist"),
+    ),
+    "unknown-config-key": (
+        lambda d: _edit_json(d / "config.json", lambda j: j["model_config"].update(hiddden=16)),
+        DataError,
+        ("config.json", "Unknown ModelConfig key(s) ['hiddden']", "valid keys", "'hidden'"),
+    ),
+    "unknown-fusion-in-config": (
+        lambda d: _edit_json(d / "config.json", lambda j: j["model_config"].update(fusion="nope")),
+        DataError,
+        ("config.json", "'fusion'", "'nope'", "concat"),
+    ),
+    "config-not-json": (
+        lambda d: (d / "config.json").write_text("{oops"),
+        DataError,
+        ("config.json", "not valid JSON"),
+    ),
+    "missing-config": (
+        lambda d: (d / "config.json").unlink(),
+        FileNotFoundError,
+        ("config.json", "does not exist"),
+    ),
+    "weights-of-another-model": (
+        lambda d: _edit_json(d / "config.json", lambda j: j["model_config"].update(hidden=16)),
+        DataError,
+        ("model.safetensors", "wrong shape", "config.json"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(MODEL_CASES))
+def test_load_model_names_the_problem(tmp_path: Path, case: str) -> None:
+    folder = _saved_model(tmp_path)
+    breaker, error, expected = MODEL_CASES[case]
+    breaker(folder)
+    with pytest.raises(error) as info:
+        load_model(folder)
+    _assert_names(str(info.value), *expected)
