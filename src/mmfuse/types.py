@@ -75,6 +75,13 @@ class Batch:
         ids: The sample id of each sequence, length ``B``.
         groups: The group (speaker, video, subject) of each sequence, length ``B``.
         context: Optional categorical context per sample, name -> ``[B]`` int64.
+
+    Example:
+        >>> x = torch.zeros(2, 3, 4)  # [B, T, D_m]
+        >>> pad = torch.tensor([[True, True, True], [True, True, False]])  # [B, T]
+        >>> batch = Batch({"audio": x}, {"audio": pad.clone()}, pad, torch.tensor([0, 1]), ids=["a", "b"])
+        >>> batch.batch_size, batch.num_steps, batch.select_modalities([]).masks["audio"].any().item()
+        (2, 3, False)
     """
 
     inputs: dict[str, Tensor]

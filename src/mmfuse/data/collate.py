@@ -98,9 +98,7 @@ def collate(
             mk[i, :n] = p
         inputs[m] = torch.from_numpy(vals)
         masks[m] = torch.from_numpy(mk)
-    padding = np.zeros((b, t_max), dtype=bool)  # [B, T]
-    for i, n in enumerate(lengths):
-        padding[i, :n] = True
+    padding = np.arange(t_max)[None, :] < np.asarray(lengths)[:, None]  # [1, T] < [B, 1] -> [B, T]
     if task is not None:
         classification = task.type is TaskType.CLASSIFICATION
         step_level = task.level is LabelLevel.STEP

@@ -91,7 +91,7 @@ def _label_type(task: TaskSpec) -> pa.DataType:
 
 def _label_array(labels: np.ndarray, task: TaskSpec) -> pa.Array:
     if task.type is TaskType.REGRESSION and task.target_dim > 1:
-        flat = pa.array(np.ascontiguousarray(labels, dtype=np.float32).reshape(-1))
+        flat = pa.array(np.ascontiguousarray(labels, dtype=np.float32).reshape(-1))  # [N, C] -> [N*C]
         return pa.FixedSizeListArray.from_arrays(flat, task.target_dim)
     return pa.array(labels, type=_label_type(task))
 
@@ -121,12 +121,12 @@ def _check_label(label: Any, task: TaskSpec, n_steps: int, where: str) -> np.nda
                 )
             arr = np.asarray(label, dtype=np.int64)
         n = len(task.class_names)
-        bad = np.flatnonzero((arr.reshape(-1) < 0) | (arr.reshape(-1) >= n))
+        flat = arr.reshape(-1)  # [] or [T] -> [1] or [T]
+        bad = np.flatnonzero((flat < 0) | (flat >= n))
         if bad.size:
             at = f" at step {int(bad[0])}" if step else ""
             raise DataError(
-                f"{where}: class index {int(arr.reshape(-1)[bad[0]])}{at} is out of range; "
-                f"expected 0..{n - 1} ({n} classes)."
+                f"{where}: class index {int(flat[bad[0]])}{at} is out of range; expected 0..{n - 1} ({n} classes)."
             )
         return arr.astype(np.int64, copy=False)
     # regression
@@ -312,7 +312,7 @@ class _TableSink:
 
 def _build_column(dtype: pa.DataType, parts: list[Any]) -> pa.Array:
     if pa.types.is_fixed_size_list(dtype):
-        flat = np.concatenate([np.asarray(p, dtype=np.float32).reshape(-1) for p in parts])
+        flat = np.concatenate([np.asarray(p, dtype=np.float32).reshape(-1) for p in parts])  # [rows*width]
         return pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float32()), dtype.list_size)
     if pa.types.is_string(dtype):
         return pa.array(parts, type=dtype)
@@ -530,8 +530,8 @@ def _write_into(
 
 def _fixed_list_to_numpy(col: pa.ChunkedArray, width: int, dtype: Any) -> np.ndarray:
     arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-    flat = arr.flatten().to_numpy(zero_copy_only=False)
-    return np.asarray(flat, dtype=dtype).reshape(-1, width)
+    flat = arr.flatten().to_numpy(zero_copy_only=False)  # [rows*width]
+    return np.asarray(flat, dtype=dtype).reshape(-1, width)  # [rows, width]
 
 
 class _Store:

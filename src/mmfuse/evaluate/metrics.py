@@ -376,12 +376,12 @@ class MetricAccumulator:
             t, p = t[m], p[m]  # [n_real, ...]
             P = None if P is None else P[m]  # [n_real, C]
         elif self.task is TaskType.CLASSIFICATION:
-            t, p = t.reshape(-1), p.reshape(-1)
-            P = None if P is None else P.reshape(-1, P.shape[-1])
+            t, p = t.reshape(-1), p.reshape(-1)  # [B] or [B, T] -> [n]
+            P = None if P is None else P.reshape(-1, P.shape[-1])  # [..., C] -> [n, C]
         if self.task is TaskType.REGRESSION and t.ndim > 2:
             t, p = t.reshape(-1, t.shape[-1]), p.reshape(-1, p.shape[-1])  # [B*T, K]
         elif self.task is TaskType.REGRESSION and t.ndim == 0:
-            t, p = t.reshape(1), p.reshape(1)
+            t, p = t.reshape(1), p.reshape(1)  # [] -> [1]
         if self._true and t.shape[1:] != self._true[0].shape[1:]:
             raise ValueError(
                 f"MetricAccumulator.update got targets of shape {t.shape[1:]} per sample after "

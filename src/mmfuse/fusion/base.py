@@ -41,6 +41,21 @@ class Fusion(nn.Module):
     Shapes:
         ``forward(inputs, masks)``: ``inputs[m]`` ``[B, T, D_m]``, ``masks[m]`` bool ``[B, T]`` ->
         ``[B, T, out_dim]``.
+
+    Example:
+        >>> class SumFusion(Fusion):
+        ...     def __init__(self, modality_dims, out_dim):
+        ...         super().__init__(modality_dims, out_dim)
+        ...         self.proj = nn.ModuleList(nn.Linear(d, out_dim) for d in self.modality_dims.values())
+        ...     def fuse(self, values, masks):
+        ...         return sum(p(x) for p, x in zip(self.proj, values)), None  # [B, T, out_dim]
+        >>> fusion = SumFusion({"text": 5, "audio": 3}, out_dim=4)
+        >>> fusion.modalities
+        ('audio', 'text')
+        >>> x = {"audio": torch.randn(2, 6, 3), "text": torch.randn(2, 6, 5)}
+        >>> m = {k: torch.ones(2, 6, dtype=torch.bool) for k in x}
+        >>> fusion(x, m).shape
+        torch.Size([2, 6, 4])
     """
 
     is_causal: bool = True

@@ -56,10 +56,11 @@ class GatedFusion(Fusion):
 
     def fuse(self, values: list[Tensor], masks: list[Tensor]) -> tuple[Tensor, Tensor | None]:
         """Gate, renormalise over present modalities and sum (see the class docstring)."""
-        cand = torch.stack([torch.tanh(p(x)) for p, x in zip(self.values, values, strict=True)], dim=2)  # [B,T,M,O]
-        gate = torch.stack([torch.sigmoid(g(x)) for g, x in zip(self.gates, values, strict=True)], dim=2)  # [B,T,M,O]
+        branches = list(zip(self.values, self.gates, values, strict=True))
+        cand = torch.stack([torch.tanh(v(x)) for v, _, x in branches], dim=2)  # [B, T, M, out_dim]
+        gate = torch.stack([torch.sigmoid(g(x)) for _, g, x in branches], dim=2)  # [B, T, M, out_dim]
         present = torch.stack(masks, dim=-1).unsqueeze(-1)  # [B, T, M, 1]
-        gate = torch.where(present, gate, torch.zeros((), dtype=gate.dtype, device=gate.device))  # [B, T, M, O]
-        gate = gate / gate.sum(dim=2, keepdim=True).clamp_min(self.eps)  # [B, T, M, O]
-        fused = (gate * cand).sum(dim=2)  # [B, T, O]
-        return self.dropout(fused), gate.mean(dim=-1)  # [B, T, O], [B, T, M]
+        gate = torch.where(present, gate, torch.zeros((), dtype=gate.dtype, device=gate.device))  # [B, T, M, out_dim]
+        gate = gate / gate.sum(dim=2, keepdim=True).clamp_min(self.eps)  # [B, T, M, out_dim]
+        fused = (gate * cand).sum(dim=2)  # [B, T, out_dim]
+        return self.dropout(fused), gate.mean(dim=-1)  # [B, T, out_dim], [B, T, M]

@@ -63,8 +63,8 @@ class WeightedFusion(Fusion):
 
     def fuse(self, values: list[Tensor], masks: list[Tensor]) -> tuple[Tensor, Tensor | None]:
         """Score, softmax over present modalities and average (see the class docstring)."""
-        proj = torch.stack([p(x) for p, x in zip(self.proj, values, strict=True)], dim=2)  # [B, T, M, O]
-        scores = self.score(proj).squeeze(-1)  # [B, T, M]
+        proj = torch.stack([p(x) for p, x in zip(self.proj, values, strict=True)], dim=2)  # [B, T, M, out_dim]
+        scores = self.score(proj).squeeze(-1)  # [B, T, M, 1] -> [B, T, M]
         weights = masked_softmax(scores, torch.stack(masks, dim=-1), dim=-1)  # [B, T, M]
-        fused = (weights.unsqueeze(-1) * proj).sum(dim=2)  # [B, T, O]
+        fused = (weights.unsqueeze(-1) * proj).sum(dim=2)  # [B, T, out_dim]
         return self.dropout(fused), weights

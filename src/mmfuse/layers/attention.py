@@ -25,6 +25,10 @@ class MaskedMultiheadAttention(nn.Module):
         dropout: Dropout on the attention weights (training only).
         kdim: Feature size of keys and values when it differs from ``embed_dim``.
 
+    Shapes:
+        Glossary of :mod:`mmfuse.types` plus ``Tq`` / ``Tk`` query / key steps, ``H_k`` = ``kdim``,
+        ``heads`` = ``num_heads`` and ``hd`` = ``H // heads`` (used in the shape comments).
+
     Example:
         >>> import torch
         >>> attn = MaskedMultiheadAttention(8, 2)

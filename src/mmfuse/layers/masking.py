@@ -74,7 +74,7 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int = 1) -> Tensor:
         >>> masked_mean(x, torch.tensor([[True, True, False]])).tolist()
         [[2.0]]
     """
-    m = mask.unsqueeze(-1)
+    m = mask.unsqueeze(-1)  # [..., 1], e.g. [B, T, 1]
     total = torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum(dim=dim)
     count = m.to(x.dtype).sum(dim=dim).clamp_min(1.0)
     return total / count

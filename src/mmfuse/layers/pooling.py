@@ -43,7 +43,7 @@ class AttentionPool(nn.Module):
     def forward(self, x: Tensor, padding_mask: Tensor) -> Tensor:
         """Pool ``x`` ``[B, T, H]`` over the steps where ``padding_mask`` ``[B, T]`` is True -> ``[B, H]``."""
         weights = masked_softmax(self.score(x).squeeze(-1), padding_mask, dim=1)  # [B, T]
-        safe = torch.where(padding_mask.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device))
+        safe = torch.where(padding_mask.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device))  # [B, T, H]
         return (weights.unsqueeze(-1) * safe).sum(dim=1)  # [B, H]
 
 
@@ -64,7 +64,8 @@ class LastStepPool(nn.Module):
         lengths = padding_mask.sum(dim=1)  # [B]
         index = (lengths - 1).clamp_min(0)  # [B]
         last = x[torch.arange(x.shape[0], device=x.device), index]  # [B, H]
-        return torch.where((lengths > 0).unsqueeze(-1), last, torch.zeros((), dtype=x.dtype, device=x.device))
+        present = (lengths > 0).unsqueeze(-1)  # [B, 1]
+        return torch.where(present, last, torch.zeros((), dtype=x.dtype, device=x.device))  # [B, H]
 
 
 POOLINGS = ("attention", "last", "mean")

@@ -166,6 +166,13 @@ def read_model_info(directory: str | os.PathLike[str]) -> dict[str, Any]:
     Raises:
         FileNotFoundError: naming the missing file.
         DataError: if the file is not valid JSON or not an mmfuse model description.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     info = read_model_info(save_model(build_model(ModelConfig({"a": 3}, out_dim=2, hidden=8)), d))
+        >>> info["model_config"]["out_dim"]
+        2
     """
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
@@ -198,6 +205,14 @@ def load_model(directory: str | os.PathLike[str], map_location: str | torch.devi
         FileNotFoundError: naming a missing file.
         DataError: naming the file when it is corrupt, its config invalid, or its tensors do not match the
             model (missing/unexpected keys, wrong shapes).
+
+    Example:
+        >>> import tempfile
+        >>> model = build_model(ModelConfig({"a": 3}, out_dim=2, hidden=8))
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     again = load_model(save_model(model, d))
+        >>> again.training, all(torch.equal(v, model.state_dict()[k]) for k, v in again.state_dict().items())
+        (False, True)
     """
     info = read_model_info(directory)
     config_path = Path(directory) / CONFIG_FILE

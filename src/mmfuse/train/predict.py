@@ -155,7 +155,7 @@ class _Collector:
         y_true = torch.cat(self.trues).numpy() if (self.has_targets and self.trues) else None
         probs = None
         if self.task == TaskType.CLASSIFICATION:
-            probs_t = torch.softmax(raw, dim=-1) if raw.numel() else raw.reshape(0, 0)
+            probs_t = torch.softmax(raw, dim=-1) if raw.numel() else raw.reshape(0, 0)  # [N, C]; [0, 0] when empty
             probs = probs_t.numpy().astype(np.float32)
             y_pred = raw.argmax(dim=-1).numpy().astype(np.int64) if raw.numel() else np.zeros(0, dtype=np.int64)
             if y_true is not None:
