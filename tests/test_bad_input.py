@@ -539,3 +539,12 @@ def test_load_model_names_the_problem(tmp_path: Path, case: str) -> None:
     with pytest.raises(error) as info:
         load_model(folder)
     _assert_names(str(info.value), *expected)
+
+
+def test_collate_names_a_mask_of_the_wrong_length():
+    from mmfuse.data import collate
+
+    good = SequenceRecord("ok", "g", "train", {"x": np.ones((3, 2), np.float32)}, {"x": np.ones(3, bool)}, 0)
+    bad = SequenceRecord("short-mask", "g", "train", {"x": np.ones((3, 2), np.float32)}, {"x": np.ones(2, bool)}, 0)
+    with pytest.raises(DataError, match=r"sample 'short-mask', modality 'x': mask \(2,\), expected \(3,\)"):
+        collate([good, bad])

@@ -94,6 +94,8 @@ def collate(
                 raise DataError(f"collate: sample {rec.id!r}, modality {m!r}: values {v.shape}, expected ({n}, {dim}).")
             present = rec.masks.get(m)
             p = np.ones(n, dtype=bool) if present is None else np.asarray(present, dtype=bool)
+            if p.shape != (n,):
+                raise DataError(f"collate: sample {rec.id!r}, modality {m!r}: mask {p.shape}, expected ({n},).")
             vals[i, :n] = np.where(p[:, None], v, np.float32(0.0))
             mk[i, :n] = p
         inputs[m] = torch.from_numpy(vals)

@@ -659,6 +659,11 @@ class _Store:
                         labels = self._label_numpy(table.column("label"))
                 except KeyError as exc:
                     raise DataError(f"{self.root / _STEPS} lacks a column: {exc}.") from None
+                except (ValueError, TypeError, pa.ArrowException) as exc:
+                    raise DataError(
+                        f"{self.root / _STEPS} holds step labels or timestamps of the wrong shape or type for this "
+                        f"data set's task {self.task.type.value}/{self.task.level.value}: {exc}"
+                    ) from None
             elif self.meta.get("has_timestamps") or self.task.level is LabelLevel.STEP:
                 raise DataError(f"{self.root / _META} does not list {_STEPS!r}, which this data set needs.")
             self._steps_cache = (ts, labels)
