@@ -129,8 +129,10 @@ def test_folder_errors(tmp_path):
         align_folder(src, tmp_path / "ds", reference="lidar")
     with pytest.raises(DataError, match=r"r2.*no reference modality 'video'"):
         align_folder(src, tmp_path / "ds", reference="video")
-    with pytest.raises(ValueError, match="exactly one of 'rate'"):
+    with pytest.raises(ValueError, match=r"needs a reference timeline.*Recording 'r1' has: .*video ~\d"):
         align_folder(src, tmp_path / "ds")
+    with pytest.raises(ValueError, match="exactly one of 'rate'"):
+        align_folder(src, tmp_path / "ds", rate=10.0, reference="video")
     # feature sizes differ across recordings: both are named
     np.savez(src / "r3" / "video.npz", timestamps=np.arange(5) / 30, values=np.ones((5, 6)))
     with pytest.raises(DataError, match=r"'video' has 4 features in recording 'r1' but 6 in recording 'r3'"):

@@ -436,7 +436,7 @@ def align_folder(
         ...     sorted(p.name for p in path.iterdir() if p.name.startswith("validation"))
         ['validation.json', 'validation.md']
     """
-    if (rate is None) == (reference is None):
+    if rate is not None and reference is not None:
         raise ValueError(
             "align_folder needs exactly one of 'rate' (grid in Hz) and 'reference' (a modality name). "
             f"Got rate={rate!r}, reference={reference!r}."
@@ -481,6 +481,16 @@ def align_folder(
             except StreamError as exc:
                 raise StreamError(f"{path}: {exc}") from None
         return streams, raws
+
+    if rate is None and reference is None:
+        first, _ = load(rec_names[0])
+        found = ", ".join(
+            f"{m} ~{1.0 / s.median_interval:.4g} Hz" for m, s in sorted(first.items()) if s.median_interval > 0
+        )
+        raise ValueError(
+            "align_folder needs a reference timeline: give 'rate' (a grid in Hz, --rate) or 'reference' (a "
+            f"modality whose timestamps are the timeline, --reference). Recording {rec_names[0]!r} has: {found}."
+        )
 
     def timeline_of(rec: str, streams: Mapping[str, Stream]) -> Timeline:
         if reference is not None:
