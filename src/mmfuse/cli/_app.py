@@ -211,18 +211,21 @@ def align(
 
 @app.command()
 @_friendly_errors
-def datasets() -> None:
+def datasets(
+    full: Annotated[bool, typer.Option("--full", help="Show each data set's whole description.")] = False,
+) -> None:
     """List the registered data sets and whether each is available on this machine."""
     from mmfuse.data import dataset_info, list_datasets
 
-    table = Table(title="mmfuse data sets")
-    table.add_column("name")
-    table.add_column("available")
-    table.add_column("where")
+    table = Table(title="mmfuse data sets", show_lines=full)
+    table.add_column("name", no_wrap=True)
+    table.add_column("available", no_wrap=True)
+    table.add_column("where", overflow="fold")
     table.add_column("description")
     for name in list_datasets():
         info = dataset_info(name)
-        table.add_row(name, "[green]yes[/]" if info.available else "[red]no[/]", info.where, info.description)
+        text = info.description if full else info.description.split(": ")[0]  # the title before the colon
+        table.add_row(name, "[green]yes[/]" if info.available else "[red]no[/]", info.where, text)
     console.print(table)
 
 
