@@ -218,3 +218,43 @@ def test_align_error_keeps_brackets_in_paths(tmp_path: Path) -> None:
     (src / "[take1]" / "acc.csv").write_text("timestamp,x0\nbad,1\n", encoding="utf-8")
     line = _assert_clean_failure(_invoke("align", src, "--out", tmp_path / "dst", "--rate", "10"))
     assert "[take1]" in line and "acc.csv" in line
+
+
+def test_align_then_compare_end_to_end(tmp_path: Path) -> None:
+    """Raw CSV streams at two rates, with a gap and one recording lacking a modality, through align and compare."""
+    src = tmp_path / "src"
+    rng = np.random.default_rng(1)
+    names = [f"rec{i:02d}" for i in range(24)]
+    labels = ["up" if i % 2 else "down" for i in range(24)]
+    for i, (name, label) in enumerate(zip(names, labels, strict=True)):
+        rec = src / name
+        rec.mkdir(parents=True)
+        sign = 1.0 if label == "up" else -1.0
+        t_acc = np.arange(0.0, 4.0, 0.05)  # 20 Hz; the label is in the sign of the drift
+        acc = sign * np.linspace(0, 2, t_acc.size)[:, None] + rng.normal(scale=0.3, size=(t_acc.size, 2))
+        if i == 3:
+            keep = (t_acc < 1.0) | (t_acc > 2.5)  # a 1.5 s gap in one recording
+            t_acc, acc = t_acc[keep], acc[keep]
+        _write_csv(rec / "acc.csv", t_acc, acc)
+        if i != 5:  # recording 5 has no gyro file: kept, with gyro masked
+            t_gyro = np.arange(0.0, 4.0, 0.2)  # 5 Hz noise
+            _write_csv(rec / "gyro.csv", t_gyro, rng.normal(size=(t_gyro.size, 1)))
+    (src / "labels.csv").write_text(
+        "recording,label\n" + "".join(f"{n},{lab}\n" for n, lab in zip(names, labels, strict=True)), encoding="utf-8"
+    )
+    dataset = tmp_path / "dataset"
+    aligned = _invoke("align", src, "--out", dataset, "--rate", "10")
+    assert aligned.exit_code == 0, aligned.output
+    ds = open_dataset(dataset)
+    assert len(ds) == 24 and set(ds.split_names) == {"train", "val", "test"}
+    rec5 = ds[ds.ids.index("rec05")]
+    assert not rec5.masks["gyro"].any() and rec5.masks["acc"].all()
+    rec3 = ds[ds.ids.index("rec03")]
+    assert 0 < rec3.masks["acc"].sum() < len(rec3)  # the gap is missing, not filled
+
+    out = tmp_path / "run"
+    compared = _invoke("compare", "--dataset", dataset, "-f", "concat", "-s", "1", "-e", "15", "--out", out)
+    assert compared.exit_code == 0, compared.output
+    rows = list(csv.DictReader((out / "results.csv").open(encoding="utf-8")))
+    assert len(rows) == 1 and float(rows[0]["accuracy"]) >= 0.75  # the drift's sign is easy to learn
+    assert (out / "report.html").stat().st_size > 10_000
