@@ -315,7 +315,15 @@ def test_rejects_bad_regression_targets(tmp_path: Path) -> None:
     _bad(_set("label", float("nan")), r"Sample 's0': the regression target is not finite", tmp_path, reg)
     _bad(_set("label", "0.5"), r"regression label must be numeric. Got the string '0.5'", tmp_path, reg)
     step = TaskSpec("regression", "step")
-    _bad(_set("label", np.array([0.0, 1.0, np.nan, 2.0])), r"not finite \(NaN or inf\) at step 2", tmp_path, step)
+    _bad(
+        _set("label", np.array([0.0, 1.0, np.inf, 2.0])),
+        r"not finite \(inf, or NaN in some .*\) at step 2",
+        tmp_path,
+        step,
+    )
+    vec_step = TaskSpec("regression", "step", target_dim=2)
+    part_nan = np.array([[0.0, 1.0], [np.nan, 1.0], [0.0, 0.0], [1.0, 1.0]])
+    _bad(_set("label", part_nan), r"NaN in some components only\) at step 1", tmp_path, vec_step)
     vec = TaskSpec("regression", "sample", target_dim=2)
     _bad(_set("label", 1.0), r"regression label must have shape \(2,\). Got \(\)", tmp_path, vec)
 

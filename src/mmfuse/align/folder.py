@@ -3,9 +3,10 @@
 Layout read by :func:`align_folder`::
 
     SRC_DIR/
-      labels.csv              recording,label[,split][,group]
+      labels.csv              recording,label[,split][,group]   (with step labels: optional, recording[,split][,group])
       streams.json            optional: {"modality": {"kind": "embedding", "tolerance": 0.1, ...}}
       <recording>/<modality>.csv | .npz | .parquet
+      <recording>/labels.csv | .npz | .parquet                   optional step labels (in every recording or none)
 """
 
 from __future__ import annotations
@@ -17,22 +18,22 @@ import math
 import os
 import warnings
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mmfuse._io import atomic_write_text
-from mmfuse.align.core import DEFAULT_CHUNK_SIZE, align
+from mmfuse.align.core import COINCIDENCE_ATOL, DEFAULT_CHUNK_SIZE, align, align_stream
 from mmfuse.align.stream import COLLAPSE_RULES, DUPLICATE_POLICIES, Stream, StreamKind, check_choice
 from mmfuse.align.timeline import Timeline
 from mmfuse.align.validate import ValidationReport, validate_streams
 from mmfuse.errors import DataError, MmfuseWarning, StreamError
 from mmfuse.types import LabelLevel, TaskType
 
-__all__ = ["STREAM_SUFFIXES", "TIME_COLUMNS", "align_folder", "read_stream_file"]
+__all__ = ["LABEL_STEM", "STREAM_SUFFIXES", "TIME_COLUMNS", "align_folder", "read_stream_file"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,12 @@ TIME_COLUMNS: tuple[str, ...] = ("timestamp", "time", "t")
 
 END_COLUMN = "end"
 """A CSV/Parquet column of this name makes the file an interval stream (its rows ``[time, end)``)."""
+
+LABEL_STEM = "labels"
+"""Reserved file name (without suffix) of a recording's step-label stream; never a modality."""
+
+_LABEL_COLUMN = "label"
+_START_COLUMN = "start"
 
 _STREAM_KEYS = ("kind", "tolerance", "collapse", "time_column", "description")
 
@@ -226,11 +233,24 @@ def read_stream_file(
 
 @dataclass
 class _Labels:
-    task_type: TaskType
-    class_names: tuple[str, ...]
-    label: dict[str, int | float]
+    """What ``SRC_DIR/labels.csv`` says: split and group per recording, and the sample labels when it has them."""
+
     split: dict[str, str]
     group: dict[str, str]
+    rule: _LabelRule | None = None  # sample-level labels only
+    label: dict[str, int | float] = field(default_factory=dict)
+
+
+@dataclass
+class _LabelRule:
+    """The task that a set of label texts implies, and the class index of each text (classification)."""
+
+    task_type: TaskType
+    class_names: tuple[str, ...]
+    codes: dict[str, int]
+
+    def encode(self, text: str) -> int | float:
+        return self.codes[text] if self.task_type is TaskType.CLASSIFICATION else float(text)
 
 
 def _int_or_none(s: str) -> int | None:
@@ -248,6 +268,28 @@ def _float_or_none(s: str) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def _label_rule(texts: Iterable[str], where: str) -> _LabelRule:
+    """All integers -> classification over the sorted integers; all numbers -> regression; else sorted strings."""
+    distinct = set(texts)
+    ints = {s: _int_or_none(s) for s in distinct}
+    if all(i is not None for i in ints.values()):
+        classes = sorted({i for i in ints.values() if i is not None})
+        index = {c: k for k, c in enumerate(classes)}
+        rule = _LabelRule(
+            TaskType.CLASSIFICATION,
+            tuple(str(c) for c in classes),
+            {s: index[i] for s, i in ints.items() if i is not None},
+        )
+    elif all(_float_or_none(s) is not None for s in distinct):
+        rule = _LabelRule(TaskType.REGRESSION, (), {})
+    else:
+        names = tuple(sorted(distinct))
+        rule = _LabelRule(TaskType.CLASSIFICATION, names, {s: k for k, s in enumerate(names)})
+    if rule.task_type is TaskType.CLASSIFICATION and len(rule.class_names) < 2:
+        raise DataError(f"{where}: classification needs at least two classes; every label is {rule.class_names[0]!r}.")
+    return rule
+
+
 def _assign_splits(groups: Sequence[str], fractions: tuple[float, float, float], seed: int) -> dict[str, str]:
     """Deterministic group -> split: sorted groups, a seeded permutation, then train/val/test by fraction."""
     uniq = sorted(set(groups))
@@ -263,62 +305,226 @@ def _assign_splits(groups: Sequence[str], fractions: tuple[float, float, float],
     return {uniq[int(i)]: names[k] for k, i in enumerate(order)}
 
 
-def _read_labels(path: Path, recordings: Sequence[str], fractions: tuple[float, float, float], seed: int) -> _Labels:
-    if not path.is_file():
-        raise DataError(f"{path}: labels file not found; align_folder needs SRC_DIR/labels.csv (recording,label).")
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-            header = list(rows[0].keys()) if rows else []
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: cannot read the labels file: {exc}") from None
-    for col in ("recording", "label"):
-        if col not in header:
-            raise DataError(f"{path}: missing column {col!r}; columns: {header}.")
+def _read_labels(
+    path: Path,
+    recordings: Sequence[str],
+    fractions: tuple[float, float, float],
+    seed: int,
+    *,
+    step_level: bool = False,
+) -> _Labels:
+    """Read ``labels.csv``. With step labels (``step_level``) the file is optional and only its split/group count."""
     raw: dict[str, dict[str, str]] = {}
-    for i, row in enumerate(rows):
-        rec = (row.get("recording") or "").strip()
-        lab = (row.get("label") or "").strip()
-        if not rec or not lab:
-            raise DataError(f"{path}: data row {i + 1} has an empty recording or label.")
-        if rec in raw:
-            raise DataError(f"{path}: recording {rec!r} is listed twice (data row {i + 1}).")
-        raw[rec] = {k: (v or "").strip() for k, v in row.items() if k is not None}
-    missing = [r for r in recordings if r not in raw]
-    if missing:
-        raise DataError(f"{path}: no label for recording(s) {missing[:10]}" + (" …" if len(missing) > 10 else "") + ".")
-    extra = sorted(set(raw) - set(recordings))
-    if extra:
-        warnings.warn(
-            f"{path}: labels for recordings with no folder are ignored: {extra[:10]}", MmfuseWarning, stacklevel=3
-        )
-    texts = [raw[r]["label"] for r in recordings]
-    ints = [_int_or_none(s) for s in texts]
-    floats = [_float_or_none(s) for s in texts]
-    label: dict[str, int | float] = {}
-    if all(i is not None for i in ints):
-        classes = sorted({i for i in ints if i is not None})
-        names = tuple(str(c) for c in classes)
-        index = {c: k for k, c in enumerate(classes)}
-        label = {r: index[int(s)] for r, s in zip(recordings, texts, strict=True)}
-        task, class_names = TaskType.CLASSIFICATION, names
-    elif all(f is not None for f in floats):
-        label = {r: float(s) for r, s in zip(recordings, texts, strict=True)}
-        task, class_names = TaskType.REGRESSION, ()
-    else:
-        names = tuple(sorted(set(texts)))
-        label = {r: names.index(s) for r, s in zip(recordings, texts, strict=True)}
-        task, class_names = TaskType.CLASSIFICATION, names
-    if task is TaskType.CLASSIFICATION and len(class_names) < 2:
-        raise DataError(f"{path}: classification needs at least two classes; every label is {class_names[0]!r}.")
-    group = {r: raw[r].get("group") or r for r in recordings}
-    split = {r: raw[r].get("split", "") for r in recordings}
-    todo = [r for r in recordings if not split[r]]
+    if path.is_file() or not step_level:
+        if not path.is_file():
+            raise DataError(
+                f"{path}: labels file not found; align_folder needs SRC_DIR/labels.csv (recording,label), or a "
+                f"{LABEL_STEM}.csv|.npz|.parquet step-label file in every recording."
+            )
+        try:
+            with open(path, newline="", encoding="utf-8") as fh:
+                rows = list(csv.DictReader(fh))
+                header = list(rows[0].keys()) if rows else []
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(f"{path}: cannot read the labels file: {exc}") from None
+        for col in ("recording",) if step_level else ("recording", "label"):
+            if col not in header:
+                raise DataError(f"{path}: missing column {col!r}; columns: {header}.")
+        if step_level and "label" in header:
+            warnings.warn(
+                f"{path}: the 'label' column is ignored: every recording has a {LABEL_STEM} file, so the labels are "
+                "per step; this file only gives split and group.",
+                MmfuseWarning,
+                stacklevel=3,
+            )
+        for i, row in enumerate(rows):
+            rec = (row.get("recording") or "").strip()
+            lab = (row.get("label") or "").strip()
+            if not rec or (not lab and not step_level):
+                raise DataError(f"{path}: data row {i + 1} has an empty recording or label.")
+            if rec in raw:
+                raise DataError(f"{path}: recording {rec!r} is listed twice (data row {i + 1}).")
+            raw[rec] = {k: (v or "").strip() for k, v in row.items() if k is not None}
+        missing = [r for r in recordings if r not in raw]
+        if missing:
+            what = "row" if step_level else "label"
+            raise DataError(
+                f"{path}: no {what} for recording(s) {missing[:10]}" + (" …" if len(missing) > 10 else "") + "."
+            )
+        extra = sorted(set(raw) - set(recordings))
+        if extra:
+            warnings.warn(
+                f"{path}: labels for recordings with no folder are ignored: {extra[:10]}", MmfuseWarning, stacklevel=3
+            )
+    labels = _Labels(split={}, group={})
+    if not step_level:
+        texts = [raw[r]["label"] for r in recordings]
+        labels.rule = _label_rule(texts, str(path))
+        labels.label = {r: labels.rule.encode(s) for r, s in zip(recordings, texts, strict=True)}
+    labels.group = {r: raw.get(r, {}).get("group") or r for r in recordings}
+    labels.split = {r: raw.get(r, {}).get("split", "") for r in recordings}
+    todo = [r for r in recordings if not labels.split[r]]
     if todo:
-        by_group = _assign_splits([group[r] for r in todo], fractions, seed)
+        by_group = _assign_splits([labels.group[r] for r in todo], fractions, seed)
         for r in todo:
-            split[r] = by_group[group[r]]
-    return _Labels(task, class_names, label, split, group)
+            labels.split[r] = by_group[labels.group[r]]
+    return labels
+
+
+# --- step labels: SRC_DIR/<recording>/labels.csv|.npz|.parquet
+
+
+@dataclass
+class _StepLabels:
+    """One recording's label stream as read: times (interval starts), optional ends, and the label texts."""
+
+    path: Path
+    starts: np.ndarray  # [N] float64
+    ends: np.ndarray | None  # [N] float64
+    texts: list[str]
+
+
+def _label_texts(values: Sequence[Any], path: Path, csv_lines: bool) -> list[str]:
+    """Each label as text (ints as written, floats by ``repr``); an empty, bool or non-finite label is refused."""
+    texts = []
+    for i, v in enumerate(values):
+        where = f"{path}: data row {i}" + (f" (line {i + 2})" if csv_lines else "")
+        if isinstance(v, (bool, np.bool_)) or not (v is None or isinstance(v, (str, int, float, np.number))):
+            raise DataError(f"{where}: the label {v!r} must be a string or a number.")
+        if isinstance(v, (float, np.floating)):
+            if not math.isfinite(v):
+                raise DataError(f"{where}: the label is {v!r}; a label must be a string or a finite number.")
+            text = repr(float(v))
+        else:
+            text = "" if v is None else str(v).strip()
+        if not text:
+            raise DataError(f"{where}: the label is empty; leave unlabelled time out of the label file instead.")
+        if _float_or_none(text) is None and _is_number(text):
+            raise DataError(f"{where}: the label is {text!r}; a label must be a string or a finite number.")
+        texts.append(text)
+    return texts
+
+
+def _read_step_label_npz(path: Path) -> _StepLabels:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: cannot read this NPZ file (truncated or corrupt?): {exc}") from None
+    time_key = "timestamps" if "timestamps" in arrays else "starts"
+    if "labels" not in arrays or time_key not in arrays or (time_key == "starts" and "ends" not in arrays):
+        raise DataError(
+            f"{path}: an NPZ label file needs arrays 'labels' and 'timestamps' (point labels) or 'starts' and 'ends' "
+            f"(interval labels). Got {sorted(arrays)}."
+        )
+    lab = arrays["labels"]
+    try:
+        starts = np.asarray(arrays[time_key], dtype=np.float64)
+        ends = np.asarray(arrays["ends"], dtype=np.float64) if "ends" in arrays else None
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{path}: the times must be numeric: {exc}") from None
+    shapes = {"labels": lab.shape, time_key: starts.shape} | ({} if ends is None else {"ends": ends.shape})
+    if any(len(shape) != 1 or shape != lab.shape for shape in shapes.values()):
+        raise DataError(f"{path}: the arrays must be 1-D and of one length. Got shapes {shapes}.")
+    return _StepLabels(path, starts, ends, _label_texts(lab.tolist(), path, csv_lines=False))
+
+
+def _read_step_labels(path: Path, time_column: str | None) -> _StepLabels:
+    """Read a step-label file: CSV/Parquet ``time|start[,end],label`` or NPZ ``timestamps|starts[,ends],labels``."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty (0 bytes).")
+    if path.suffix == ".npz":
+        out = _read_step_label_npz(path)
+    else:
+        try:
+            if path.suffix == ".csv":
+                opts = pcsv.ConvertOptions(column_types={_LABEL_COLUMN: pa.string()})
+                table = pcsv.read_csv(path, convert_options=opts)
+            else:
+                table = pq.read_table(path)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise DataError(
+                f"{path}: cannot read this {path.suffix[1:].upper()} file (truncated or corrupt?): {exc}"
+            ) from None
+        cols = list(table.column_names)
+        names = ([time_column] if time_column else []) + [*TIME_COLUMNS, _START_COLUMN]
+        tcol = next((c for c in names if c in cols), None)
+        if tcol is None or _LABEL_COLUMN not in cols:
+            raise DataError(
+                f"{path}: a label file needs a {_LABEL_COLUMN!r} column and a time column ({list(TIME_COLUMNS)}: point "
+                f"labels) or {_START_COLUMN!r} and {END_COLUMN!r} columns (interval labels). Columns: {cols}."
+            )
+        if tcol == _START_COLUMN and END_COLUMN not in cols:
+            raise DataError(f"{path}: the {_START_COLUMN!r} column needs an {END_COLUMN!r} column (interval labels).")
+        starts = _numeric_column(table, tcol, path)
+        ends = _numeric_column(table, END_COLUMN, path) if END_COLUMN in cols else None
+        values = table.column(_LABEL_COLUMN).to_pylist()
+        out = _StepLabels(path, starts, ends, _label_texts(values, path, csv_lines=path.suffix == ".csv"))
+    if not out.texts:
+        raise DataError(f"{path}: the label file has no rows.")
+    return out
+
+
+def _align_step_labels(
+    raw: _StepLabels,
+    rule: _LabelRule,
+    timeline: Timeline,
+    *,
+    tolerance: float | None,
+    duplicates: str,
+    chunk_size: int,
+) -> np.ndarray:
+    """Put one recording's labels onto its timeline with :func:`align_stream`.
+
+    Classification labels travel as one-hot rows (a discrete stream, or an interval stream for segments), so a
+    step gets a held label, the first label inside it, or the class with the largest covering share (the
+    argmax of the overlap-weighted one-hot mean; ties go to the lower class index), never a mean of codes.
+    Regression labels are a continuous (interpolated) or interval stream.
+
+    Returns:
+        ``[T]`` int64 class indices with ``IGNORE_INDEX`` (-100) at unlabelled steps, or ``[T]`` float32 targets
+        with NaN there.
+    """
+    from mmfuse.data import IGNORE_INDEX
+
+    classification = rule.task_type is TaskType.CLASSIFICATION
+    interval = raw.ends is not None
+    if classification:
+        codes = np.fromiter((rule.codes[s] for s in raw.texts), dtype=np.int64, count=len(raw.texts))
+        values = np.zeros((codes.size, len(rule.class_names)), dtype=np.float32)  # [N, C] one-hot
+        values[np.arange(codes.size), codes] = 1.0
+        kind = StreamKind.INTERVAL if interval else StreamKind.DISCRETE
+    else:
+        values = np.array([float(s) for s in raw.texts], dtype=np.float32)[:, None]  # [N, 1]
+        kind = StreamKind.INTERVAL if interval else StreamKind.CONTINUOUS
+    try:
+        stream = Stream.create(
+            LABEL_STEM, raw.starts, values, kind, raw.ends, duplicates=duplicates, tolerance=tolerance
+        )
+    except StreamError as exc:
+        raise StreamError(f"{raw.path}: {exc}") from None
+    collapse = "first" if kind is StreamKind.DISCRETE else "mean"
+    aligned = align_stream(stream, timeline, collapse=collapse, chunk_size=chunk_size)
+    labelled = aligned.mask
+    if kind is StreamKind.DISCRETE:
+        # Hold a label no longer than the tolerance after it. (The discrete rule alone also counts a step as
+        # present when the *next* label is within the tolerance.) Interval steps with samples inside them keep
+        # the first; an empty one uses its midpoint, which is (b - a) / 2 before the end where staleness is taken.
+        stale = aligned.staleness
+        if timeline.ends is not None:
+            stale = np.where(aligned.interpolated, stale - 0.5 * (timeline.ends - timeline.times), 0.0)
+        labelled = labelled & (stale <= aligned.tolerance + COINCIDENCE_ATOL)
+    if classification:
+        out = np.full(len(timeline), IGNORE_INDEX, dtype=np.int64)
+        out[labelled] = np.argmax(aligned.values[labelled], axis=1)
+        return out
+    target = np.full(len(timeline), np.nan, dtype=np.float32)
+    target[labelled] = aligned.values[labelled, 0]
+    return target
 
 
 def _read_stream_config(src: Path) -> dict[str, dict[str, Any]]:
@@ -345,12 +551,21 @@ def _read_stream_config(src: Path) -> dict[str, dict[str, Any]]:
     return cfg
 
 
-def _discover(src: Path) -> dict[str, dict[str, Path]]:
+def _discover(src: Path) -> tuple[dict[str, dict[str, Path]], dict[str, Path]]:
+    """Recording -> modality -> file, and recording -> its step-label file (for those that have one)."""
     recordings: dict[str, dict[str, Path]] = {}
+    label_files: dict[str, Path] = {}
     for d in sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files: dict[str, Path] = {}
         for f in sorted(d.iterdir()):
             if f.is_file() and f.suffix in STREAM_SUFFIXES:
+                if f.stem == LABEL_STEM:
+                    if d.name in label_files:
+                        raise DataError(
+                            f"{d}: the step labels are given twice ({label_files[d.name].name} and {f.name})."
+                        )
+                    label_files[d.name] = f
+                    continue
                 if f.stem in files:
                     raise DataError(f"{d}: modality {f.stem!r} is given twice ({files[f.stem].name} and {f.name}).")
                 files[f.stem] = f
@@ -359,7 +574,7 @@ def _discover(src: Path) -> dict[str, dict[str, Path]]:
         raise DataError(
             f"{src}: no recording folders found (expected SRC_DIR/<recording>/<modality>.csv|.npz|.parquet)."
         )
-    return recordings
+    return recordings, label_files
 
 
 def align_folder(
@@ -378,6 +593,7 @@ def align_folder(
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
     seed: int = 0,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    label_tolerance: float | None = None,
     overwrite: bool = False,
 ) -> tuple[Path, ValidationReport]:
     r"""Align a folder of per-recording stream files and write it as an mmfuse data set.
@@ -394,8 +610,18 @@ def align_folder(
     group is the recording name; a missing split is assigned per group (seeded permutation of the sorted
     groups, ``split_fractions`` for train/val/test, at least one group each when there are three or more).
 
-    ``validation.json`` and ``validation.md`` (a :class:`ValidationReport` over all recordings) are written
-    into the data set folder.
+    Step labels: when every recording holds a label file ``labels.csv|.parquet`` (``time,label`` point labels or
+    ``start,end,label`` segments) or ``labels.npz`` (``timestamps`` or ``starts``/``ends``, and ``labels``), the
+    data set is step-level and ``SRC_DIR/labels.csv`` is optional (only its split and group columns are read).
+    The task follows the same rule over all labels of all recordings. Each recording's labels are aligned onto
+    its timeline: point labels are held (class labels) or interpolated (regression) within the tolerance
+    (``label_tolerance``, default the label stream's median interval) and never past the last one; segments
+    label the steps they cover (interval steps: the class with the largest overlap, or the overlap-weighted
+    mean for regression). Unlabelled steps get ``IGNORE_INDEX`` (-100; classification) or NaN (regression),
+    which losses and metrics skip.
+
+    ``validation.json`` and ``validation.md`` (a :class:`ValidationReport` over all recordings, with the share
+    of labelled steps per recording when the labels are per step) are written into the data set folder.
 
     Args:
         src_dir: The source folder.
@@ -412,6 +638,8 @@ def align_folder(
         split_fractions: Train/val/test fractions for recordings without a split.
         seed: Seed of the split assignment.
         chunk_size: Alignment chunk size.
+        label_tolerance: Alignment tolerance (seconds) of the step labels (default: their median interval for
+            point labels, 0 for segments).
         overwrite: Replace an existing data set at ``out``.
 
     Returns:
@@ -421,7 +649,8 @@ def align_folder(
         ValueError: neither or both of ``rate`` and ``reference``.
         DataError: no recordings, missing labels file or labels, unreadable/truncated/corrupt files (named),
             feature sizes differing across recordings (both named), an unknown reference modality, a recording
-            without the reference modality.
+            without the reference modality, step-label files in some recordings only (those without are named),
+            a bad row in a label file (file and row named), a recording with no labelled step.
         StreamError: malformed stream data (the file is named).
 
     Example:
@@ -444,13 +673,40 @@ def align_folder(
     if rate is not None and (not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0):
         raise ValueError(f"The 'rate' parameter of align_folder must be a positive number (Hz). Got {rate!r}.")
     check_choice(duplicates, DUPLICATE_POLICIES, parameter="duplicates", owner="align_folder")
+    if label_tolerance is not None and (
+        isinstance(label_tolerance, bool) or not isinstance(label_tolerance, (int, float)) or not label_tolerance >= 0
+    ):
+        raise ValueError(
+            f"The 'label_tolerance' parameter of align_folder must be a number >= 0 (seconds). Got {label_tolerance!r}."
+        )
     src = Path(src_dir)
     if not src.is_dir():
         raise DataError(f"{src}: source folder not found.")
     cfg = _read_stream_config(src)
-    recordings = _discover(src)
+    recordings, label_files = _discover(src)
     rec_names = list(recordings)
-    labels = _read_labels(src / "labels.csv", rec_names, split_fractions, seed)
+    step_level = bool(label_files)
+    if step_level and len(label_files) < len(rec_names):
+        without = [r for r in rec_names if r not in label_files]
+        raise DataError(
+            f"{src}: {len(label_files)} of {len(rec_names)} recordings have a step-label file "
+            f"({LABEL_STEM}.csv|.npz|.parquet) but these do not: {without[:10]}"
+            + (" …" if len(without) > 10 else "")
+            + ". Give every recording one (step-level labels) or none (sample-level labels from labels.csv)."
+        )
+    labels = _read_labels(src / "labels.csv", rec_names, split_fractions, seed, step_level=step_level)
+    step_raw: dict[str, _StepLabels] = {}
+    if step_level:
+        step_raw = {r: _read_step_labels(label_files[r], time_column) for r in rec_names}
+        labels.rule = _label_rule((t for raw in step_raw.values() for t in raw.texts), f"{src} (step labels)")
+    rule = labels.rule
+    assert rule is not None
+
+    def step_labels(rec: str, tl: Timeline) -> np.ndarray:
+        return _align_step_labels(
+            step_raw[rec], rule, tl, tolerance=label_tolerance, duplicates=duplicates, chunk_size=chunk_size
+        )
+
     modalities = sorted({m for files in recordings.values() for m in files})
     if reference is not None and reference not in modalities:
         raise DataError(f"{src}: unknown reference modality {reference!r}; modalities found: {modalities}.")
@@ -528,7 +784,22 @@ def align_folder(
             m: ((raws[m].timestamps, raws[m].values, streams[m].kind, raws[m].ends) if m in raws else None)
             for m in modalities
         }
-        reports.append(validate_streams(raw_map, tl, gap_threshold=gap_threshold, tolerance=tol_of, recording=rec))
+        rep = validate_streams(raw_map, tl, gap_threshold=gap_threshold, tolerance=tol_of, recording=rec)
+        if step_level:
+            target = step_labels(rec, tl)
+            n_labelled = int(
+                np.count_nonzero(target >= 0 if rule.task_type is TaskType.CLASSIFICATION else ~np.isnan(target))
+            )
+            if n_labelled == 0:
+                raw = step_raw[rec]
+                last = raw.ends.max() if raw.ends is not None else raw.starts.max()
+                raise DataError(
+                    f"{raw.path}: recording {rec!r} has no labelled step: none of its {len(tl)} steps "
+                    f"({tl.start:.6g}–{tl.end:.6g} s) is covered by a label (labels span {raw.starts.min():.6g}–"
+                    f"{last:.6g} s)."
+                )
+            rep.label_coverage[rec] = {"steps": len(tl), "labelled": n_labelled, "coverage": n_labelled / len(tl)}
+        reports.append(rep)
     report = ValidationReport.merge(reports)
     report.gap_threshold = float(gap_threshold)
     if report.warnings:
@@ -562,14 +833,15 @@ def align_folder(
                 split=labels.split[rec],
                 values=values,
                 masks=masks,
-                label=labels.label[rec],
+                label=step_labels(rec, tl) if step_level else labels.label[rec],
                 timestamps=ts,
             )
 
     specs = [
         ModalitySpec(m, dims[m][0], kinds[m][0].value, str(cfg.get(m, {}).get("description", ""))) for m in modalities
     ]
-    task = TaskSpec(labels.task_type, LabelLevel.SAMPLE, class_names=labels.class_names)
+    level = LabelLevel.STEP if step_level else LabelLevel.SAMPLE
+    task = TaskSpec(rule.task_type, level, class_names=rule.class_names)
     extra = {
         "align": {
             "source": str(src),
@@ -579,6 +851,8 @@ def align_folder(
             "collapse": rule_of,
             "gap_threshold": float(gap_threshold),
             "duplicates": duplicates,
+            "label_level": level.value,
+            "label_tolerance": label_tolerance,
         }
     }
     path = write_dataset(

@@ -97,6 +97,8 @@ class ValidationReport:
         gap_threshold: Gaps at least this long (seconds) are listed.
         warnings: Human-readable warnings (too much interpolation, long gaps, broken timestamps, ...).
         errors: Problems that stopped a stream from being aligned.
+        label_coverage: Recording -> ``{"steps", "labelled", "coverage"}``: how many of its reference steps carry
+            a step label (filled by :func:`~mmfuse.align.align_folder` for step-level labels; empty otherwise).
 
     Example:
         >>> tl = Timeline.grid(1.0, 0.0, 10.0)
@@ -112,6 +114,7 @@ class ValidationReport:
     gap_threshold: float = 1.0
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    label_coverage: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -136,6 +139,7 @@ class ValidationReport:
             out.recordings.update(r.recordings)
             out.warnings.extend(r.warnings)
             out.errors.extend(r.errors)
+            out.label_coverage.update(r.label_coverage)
             thresholds.add(r.gap_threshold)
         if thresholds:
             out.gap_threshold = max(thresholds)
@@ -184,6 +188,7 @@ class ValidationReport:
             "streams": [s.to_dict() for s in self.streams],
             "warnings": list(self.warnings),
             "errors": list(self.errors),
+            "label_coverage": {k: dict(v) for k, v in sorted(self.label_coverage.items())},
         }
 
     def to_markdown(self) -> str:
@@ -221,6 +226,21 @@ class ValidationReport:
                 f"| {r.recording or '-'} | {r.name} | {r.n_samples if r.present else 'absent'} | {r.dim or '-'} | "
                 f"{span} | {100 * r.coverage:.1f} | {100 * r.interpolated:.1f} | {gaps or '-'} |"
             )
+        if self.label_coverage:
+            steps = sum(int(c["steps"]) for c in self.label_coverage.values())
+            labelled = sum(int(c["labelled"]) for c in self.label_coverage.values())
+            lines += [
+                "",
+                "## Step labels",
+                "",
+                f"{labelled} of {steps} steps labelled ({100 * labelled / max(steps, 1):.1f} %); unlabelled steps are "
+                "left out of losses and metrics.",
+                "",
+                "| recording | steps | labelled | coverage % |",
+                "|---|---|---|---|",
+            ]
+            for rec, c in sorted(self.label_coverage.items()):
+                lines.append(f"| {rec or '-'} | {c['steps']} | {c['labelled']} | {100 * c['coverage']:.1f} |")
         for title, items in (("Errors", self.errors), ("Warnings", self.warnings)):
             if items:
                 lines += ["", f"## {title}", ""] + [f"- {w}" for w in items]

@@ -188,6 +188,10 @@ def align(
         float | None, typer.Option("--tolerance", help="Seconds within which a step counts as observed.")
     ] = None,
     gap_threshold: Annotated[float, typer.Option("--gap-threshold", help="Report gaps longer than this (s).")] = 1.0,
+    label_tolerance: Annotated[
+        float | None,
+        typer.Option("--label-tolerance", help="Seconds a point step label holds (default: its median interval)."),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing data set at --out.")] = False,
 ) -> None:
     """Align a folder of per-recording stream files into a native data set, with a validation report."""
@@ -200,6 +204,7 @@ def align(
         reference=reference,
         tolerance=tolerance,
         gap_threshold=gap_threshold,
+        label_tolerance=label_tolerance,
         overwrite=overwrite,
     )
     # Markdown as written: no markup parsing (names may hold brackets) and no hard wrap (it breaks table rows).

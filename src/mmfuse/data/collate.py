@@ -17,7 +17,8 @@ from mmfuse.types import Batch, LabelLevel, TaskType
 __all__ = ["IGNORE_INDEX", "collate", "make_loader"]
 
 IGNORE_INDEX = -100
-"""Target value at padded steps of step-level classification batches (``torch.nn.CrossEntropyLoss`` default)."""
+"""Class index of an unlabelled step (stored) or a padded step (batches) in step-level classification; losses and
+metrics skip it (``torch.nn.CrossEntropyLoss`` default)."""
 
 
 def _infer_task(records: Sequence[SequenceRecord]) -> tuple[bool, bool]:
@@ -47,7 +48,8 @@ def collate(
     Values are zero wherever the modality mask is False (set with ``np.where``, so NaN never leaks), masks and
     ``padding_mask`` are False at padding. Targets: sample level ``[B]`` (``[B, C]`` for vector regression
     targets); step level ``[B, T]`` (``[B, T, C]``) with padding filled with :data:`IGNORE_INDEX` (-100) for
-    classification and ``0.0`` for regression. Class indices are int64, regression targets float32.
+    classification and ``0.0`` for regression. Class indices are int64, regression targets float32. Unlabelled
+    steps keep their stored mark (:data:`IGNORE_INDEX` or NaN), which losses and metrics skip.
 
     Args:
         records: The samples, all with the same modalities.

@@ -11,7 +11,8 @@ Layout of a data set directory (format version 1)::
                                 [timestamp float64][, label]
 
 ``offset`` is the row of the sample's first step in every per-step file and ``n_steps`` its length. Labels
-are int64 class indices (classification), float32 (scalar regression) or FixedSizeList<float32>[C].
+are int64 class indices (classification), float32 (scalar regression) or FixedSizeList<float32>[C]. A step
+label may mark an unlabelled step: ``IGNORE_INDEX`` (-100) for classification, NaN for regression.
 
 :func:`write_dataset` validates every record and writes atomically; :func:`open_dataset` is lazy.
 """
@@ -35,6 +36,7 @@ import pyarrow.parquet as pq
 import torch.utils.data
 
 from mmfuse.data._spec import ModalitySpec, SequenceRecord, TaskSpec
+from mmfuse.data.collate import IGNORE_INDEX
 from mmfuse.errors import DataError
 from mmfuse.types import LabelLevel, TaskType
 
@@ -122,7 +124,10 @@ def _check_label(label: Any, task: TaskSpec, n_steps: int, where: str) -> np.nda
             arr = np.asarray(label, dtype=np.int64)
         n = len(task.class_names)
         flat = arr.reshape(-1)  # [] or [T] -> [1] or [T]
-        bad = np.flatnonzero((flat < 0) | (flat >= n))
+        out_of_range = (flat < 0) | (flat >= n)
+        if step:  # IGNORE_INDEX marks an unlabelled step
+            out_of_range &= flat != IGNORE_INDEX
+        bad = np.flatnonzero(out_of_range)
         if bad.size:
             at = f" at step {int(bad[0])}" if step else ""
             raise DataError(
@@ -140,6 +145,17 @@ def _check_label(label: Any, task: TaskSpec, n_steps: int, where: str) -> np.nda
     if arr.shape != expected:
         raise DataError(f"{where}: the regression label must have shape {expected}. Got {arr.shape} instead.")
     arr = arr.astype(np.float32)
+    if step:  # NaN in every component marks an unlabelled step; inf, or NaN in some components only, is an error
+        nan = np.isnan(arr) if c == 1 else np.isnan(arr).all(axis=1)  # [T]
+        bad_rows = ~np.isfinite(arr) if c == 1 else ~np.isfinite(arr).all(axis=1)
+        bad_step = np.flatnonzero(bad_rows & ~nan)
+        if bad_step.size:
+            raise DataError(
+                f"{where}: the regression target is not finite (inf, or NaN in some components only) at step "
+                f"{int(bad_step[0])}; a step-level target is finite, or NaN (in every component) for an unlabelled "
+                "step."
+            )
+        return arr
     finite = np.isfinite(arr)
     if not finite.all():
         at = f" at step {int(np.argwhere(~finite)[0][0])}" if step else ""

@@ -97,7 +97,8 @@ def select_rows(outputs: Tensor, batch: Batch, task: Any, level: Any = None) -> 
     """Pick the rows of ``outputs`` (and ``batch.targets``) that carry a label.
 
     Sample level: every sequence whose target is not :data:`IGNORE_INDEX` (classification). Step level: every
-    step inside ``batch.padding_mask`` (and, for classification, whose target is not :data:`IGNORE_INDEX`).
+    step inside ``batch.padding_mask`` whose target is not :data:`IGNORE_INDEX` (classification) or NaN
+    (regression): those mark unlabelled steps.
     Outputs at padded steps are never read, so NaN there cannot leak into a loss or a metric.
 
     Args:
@@ -164,6 +165,9 @@ def select_rows(outputs: Tensor, batch: Batch, task: Any, level: Any = None) -> 
     valid = batch.padding_mask.to(torch.bool)  # [B, T]
     if task_type == TaskType.CLASSIFICATION and targets is not None:
         valid = valid & (targets != IGNORE_INDEX)
+    elif targets is not None:  # regression: NaN marks an unlabelled step
+        unlabelled = torch.isnan(targets) if targets.ndim == 2 else torch.isnan(targets).any(dim=-1)  # [B, T]
+        valid = valid & ~unlabelled
     index = torch.nonzero(valid, as_tuple=False)  # [S, 2] (sample, step)
     return LabelledRows(
         outputs[valid],  # [S, C] or [S]
@@ -184,8 +188,9 @@ def compute_loss(
 ) -> Tensor:
     """Mean loss over the labelled rows: cross-entropy for classification, mean squared error for regression.
 
-    Padded steps (``padding_mask`` False) and classification targets equal to :data:`IGNORE_INDEX` are left out,
-    so whatever the model outputs there, and whatever the targets hold there, does not change the loss.
+    Padded steps (``padding_mask`` False), classification targets equal to :data:`IGNORE_INDEX` and step-level
+    regression targets that are NaN (unlabelled steps) are left out, so whatever the model outputs there, and
+    whatever the targets hold there, does not change the loss.
 
     Args:
         outputs: Model output (see :func:`select_rows`).

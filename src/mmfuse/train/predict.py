@@ -22,8 +22,9 @@ __all__ = ["Predictions", "evaluate_model", "predict"]
 class Predictions:
     """What a model predicted over a data set, one row per labelled sample or per real step.
 
-    Step-level data are flattened: only steps inside each sequence's padding mask (and, for classification,
-    whose label is not ``-100``) become rows; ``sample_index`` and ``step_index`` say where each row came from.
+    Step-level data are flattened: only steps inside each sequence's padding mask whose label is not ``-100``
+    (classification) or NaN (regression), the marks of unlabelled steps, become rows; ``sample_index`` and
+    ``step_index`` say where each row came from.
 
     Attributes:
         task: ``"classification"`` or ``"regression"``.
