@@ -93,20 +93,28 @@ def _numeric_column(table: Any, col: str, path: Path) -> np.ndarray:
     return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
-def _read_table(path: Path, time_column: str | None) -> _Raw:
+def _open_table(path: Path, *, string_columns: Sequence[str] = ()) -> Any:
+    """Read a CSV or Parquet file into a pyarrow Table, or raise a DataError naming the file.
+
+    ``string_columns`` are read as text from a CSV (so labels such as "01" keep their spelling).
+    """
     import pyarrow as pa
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
     try:
         if path.suffix == ".csv":
-            table = pcsv.read_csv(path)
-        else:
-            table = pq.read_table(path)
+            opts = pcsv.ConvertOptions(column_types={c: pa.string() for c in string_columns})
+            return pcsv.read_csv(path, convert_options=opts)
+        return pq.read_table(path)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise DataError(
             f"{path}: cannot read this {path.suffix[1:].upper()} file (truncated or corrupt?): {exc}"
         ) from None
+
+
+def _read_table(path: Path, time_column: str | None) -> _Raw:
+    table = _open_table(path)
     cols = list(table.column_names)
     if time_column is not None:
         if time_column not in cols:
@@ -431,25 +439,12 @@ def _read_step_label_npz(path: Path) -> _StepLabels:
 
 def _read_step_labels(path: Path, time_column: str | None) -> _StepLabels:
     """Read a step-label file: CSV/Parquet ``time|start[,end],label`` or NPZ ``timestamps|starts[,ends],labels``."""
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
-
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty (0 bytes).")
     if path.suffix == ".npz":
         out = _read_step_label_npz(path)
     else:
-        try:
-            if path.suffix == ".csv":
-                opts = pcsv.ConvertOptions(column_types={_LABEL_COLUMN: pa.string()})
-                table = pcsv.read_csv(path, convert_options=opts)
-            else:
-                table = pq.read_table(path)
-        except (pa.ArrowException, OSError, ValueError) as exc:
-            raise DataError(
-                f"{path}: cannot read this {path.suffix[1:].upper()} file (truncated or corrupt?): {exc}"
-            ) from None
+        table = _open_table(path, string_columns=(_LABEL_COLUMN,))
         cols = list(table.column_names)
         names = ([time_column] if time_column else []) + [*TIME_COLUMNS, _START_COLUMN]
         tcol = next((c for c in names if c in cols), None)
