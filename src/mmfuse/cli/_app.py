@@ -96,8 +96,15 @@ def compare(
     keep_checkpoints: Annotated[
         bool, typer.Option("--keep-checkpoints", help="Keep each run's last/ checkpoint after it finishes.")
     ] = False,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", min=1, help="Runs trained at once, each in its own process.")
+    ] = 1,
 ) -> None:
-    """Train and test every chosen fusion for every seed; write results, summary and an HTML report."""
+    """Train and test every chosen fusion for every seed; write results, summary and an HTML report.
+
+    Fusion names: any registered fusion (see 'mmfuse fusions'), 'unimodal-<modality>' for a unimodal
+    baseline, 'unimodal' for all of them, or 'all' for every fusion plus every unimodal baseline.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from mmfuse.data import dataset_info
@@ -124,6 +131,7 @@ def compare(
         command=_command_line(),
         resume=resume,
         keep_checkpoints=keep_checkpoints,
+        jobs=jobs,
     )
     with Progress(
         TextColumn("[bold]{task.description}"),

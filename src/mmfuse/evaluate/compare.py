@@ -12,11 +12,13 @@ import csv
 import io
 import json
 import logging
+import multiprocessing
 import platform
 import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +40,7 @@ from mmfuse.types import TaskType
 
 __all__ = [
     "DATASET_PRESETS",
+    "UNIMODAL_PREFIX",
     "CompareConfig",
     "CompareProgress",
     "CompareResult",
@@ -48,6 +51,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_DATASET = "basic-motions"
+
+UNIMODAL_PREFIX = "unimodal-"
+"""Run names ``unimodal-<modality>`` are the unimodal baselines: the same model on that modality alone."""
 
 #: Hyperparameters per built-in data set (how each was chosen: README, "Data sets" and "Results on MOSI-utterance").
 #: Keys ``model`` and ``train`` hold keyword arguments of :class:`ModelConfig` and :class:`TrainConfig`.
@@ -111,6 +117,9 @@ class CompareConfig:
         keep_checkpoints: Keep each run's ``last/`` checkpoint (optimizer, scheduler and RNG state, about three
             times the model's size) after the run has finished; by default it is removed once the run is done.
         num_threads: Torch intra-op threads; small sequence models run fastest with 1 on a busy machine.
+        jobs: Runs trained at the same time, each in its own process (1: in this process). On a machine with
+            ``n`` cores, ``jobs = n`` with ``num_threads = 1`` is usually fastest for small models. Results do not
+            depend on ``jobs``: every run is seeded on its own.
 
     Example:
         >>> cfg = CompareConfig(fusions=["concat", "gated"], seeds=2, epochs=5, device="cpu")
@@ -132,8 +141,11 @@ class CompareConfig:
     resume: bool = False
     keep_checkpoints: bool = False
     num_threads: int | None = 1
+    jobs: int = 1
 
     def __post_init__(self) -> None:
+        if not isinstance(self.jobs, int) or isinstance(self.jobs, bool) or self.jobs < 1:
+            raise ValueError(f"The 'jobs' parameter of CompareConfig must be a positive integer. Got {self.jobs!r}.")
         if not isinstance(self.seeds, int) or isinstance(self.seeds, bool) or self.seeds < 1:
             raise ValueError(f"The 'seeds' parameter of CompareConfig must be a positive integer. Got {self.seeds!r}.")
         if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
@@ -185,17 +197,25 @@ class CompareResult:
         return self.summary[0]
 
 
-def resolve_fusions(names: Sequence[str]) -> list[str]:
-    """Expand ``"all"`` and check every name against the fusion registry.
+def resolve_fusions(names: Sequence[str], modalities: Sequence[str] | None = None) -> list[str]:
+    """Expand ``"all"`` / ``"unimodal"`` and check every name against the fusion registry.
+
+    ``"all"`` means every registered fusion followed by the unimodal baselines ``unimodal-<m>`` (one per
+    modality, when ``modalities`` is given); ``"unimodal"`` means the unimodal baselines alone. A baseline name
+    is checked against ``modalities`` when they are given, else only its form is checked.
 
     Raises:
-        ValueError: naming the unknown fusion and listing the valid ones.
+        ValueError: naming the unknown fusion or modality and listing the valid ones.
 
     Example:
-        >>> "concat" in resolve_fusions(["all"])
-        True
+        >>> names = resolve_fusions(["all"], modalities=["audio", "text"])
+        >>> "concat" in names, names[-2:]
+        (True, ['unimodal-audio', 'unimodal-text'])
+        >>> resolve_fusions(["gated,unimodal-text"], modalities=["audio", "text"])
+        ['gated', 'unimodal-text']
     """
     valid = list_fusions()
+    baselines = [f"{UNIMODAL_PREFIX}{m}" for m in sorted(modalities)] if modalities is not None else []
     out: list[str] = []
     for name in names:
         for part in str(name).split(","):
@@ -203,9 +223,20 @@ def resolve_fusions(names: Sequence[str]) -> list[str]:
             if not part:
                 continue
             if part == "all":
-                out.extend(valid)
+                out.extend([*valid, *baselines])
+            elif part == "unimodal":
+                out.extend(baselines)
+            elif part.startswith(UNIMODAL_PREFIX):
+                modality = part.removeprefix(UNIMODAL_PREFIX)
+                if not modality or (modalities is not None and modality not in modalities):
+                    choices = ", ".join(baselines) if baselines else "unimodal-<modality>"
+                    raise ValueError(f"Unknown unimodal baseline {part!r}: the data set's baselines are {choices}.")
+                out.append(part)
             elif part not in valid:
-                raise ValueError(f"Unknown fusion {part!r}. Valid names: {', '.join(valid)} (or 'all').")
+                raise ValueError(
+                    f"Unknown fusion {part!r}. Valid names: {', '.join(valid)} (or 'all', 'unimodal', "
+                    "'unimodal-<modality>')."
+                )
             else:
                 out.append(part)
     # keep the first occurrence of each name, in order
@@ -279,23 +310,21 @@ def compare(
 def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] | None) -> CompareResult:
     from mmfuse.evaluate.report import write_report, write_summary_markdown
 
-    fusions = resolve_fusions(config.fusions)
     dataset = _open(config.dataset, config.data_dir)
+    fusions = resolve_fusions(config.fusions, modalities=list(dataset.modalities))
     out_dir = Path(config.out_dir)
 
     preset = DATASET_PRESETS.get(dataset.name, {"model": {}, "train": {}})
-    model_kwargs = {**preset.get("model", {}), **config.model_overrides}
-    train_kwargs = {**preset.get("train", {}), **config.train_overrides}
-    if config.epochs is not None:
-        train_kwargs["epochs"] = config.epochs
-    train_kwargs.setdefault("device", config.device)
+    model_kwargs, train_kwargs = _settings(preset, None, config)
+    per_fusion = {f: _settings(preset, f, config) for f in fusions}
 
     # Check everything that can be checked before the first file is written: every model config builds within
     # the parameter budget, the training config is valid, and a resumed run directory used the same settings.
-    model_configs = {f: _model_config(dataset, f, model_kwargs) for f in fusions}
+    model_configs = {f: _model_config(dataset, f, per_fusion[f][0]) for f in fusions}
     for cfg in model_configs.values():
         build_model(cfg, max_params=config.max_params)
-    TrainConfig(**train_kwargs)
+    for _, fusion_train in per_fusion.values():
+        TrainConfig(**fusion_train)
     if config.resume:
         _check_resumable(out_dir, dataset.name, model_kwargs, train_kwargs)
     # The three splits exist, and every stored file of the data set is read (and its checksum checked) by
@@ -339,12 +368,23 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
     }
     atomic_write_json(out_dir / "run.json", run_meta)
 
+    if any(per_fusion[f] != (model_kwargs, train_kwargs) for f in fusions):
+        run_meta["per_fusion"] = {f: {"model_config": mk, "train_config": tk} for f, (mk, tk) in per_fusion.items()}
+        atomic_write_json(out_dir / "run.json", run_meta)
+
+    jobs = [(fusion, seed) for fusion in fusions for seed in range(config.seeds)]
+    total = len(jobs)
+    common: dict[str, Any] = {
+        "metric_names": metric_names,
+        "out_dir": out_dir,
+        "max_params": config.max_params,
+        "resume": config.resume,
+        "keep_checkpoints": config.keep_checkpoints,
+        "total_runs": total,
+    }
     rows: list[dict[str, Any]] = []
-    total = len(fusions) * config.seeds
-    run_index = 0
-    for fusion in fusions:
-        for seed in range(config.seeds):
-            run_index += 1
+    if config.jobs == 1 or total == 1:
+        for run_index, (fusion, seed) in enumerate(jobs, start=1):
             rows.append(
                 _run_one(
                     fusion=fusion,
@@ -355,18 +395,15 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
                     test=test_t,
                     normalizers=normalizers,
                     model_config=model_configs[fusion],
-                    train_kwargs=train_kwargs,
-                    metric_names=metric_names,
-                    out_dir=out_dir,
-                    max_params=config.max_params,
-                    resume=config.resume,
-                    keep_checkpoints=config.keep_checkpoints,
+                    train_kwargs=per_fusion[fusion][1],
                     progress=progress,
                     run_index=run_index,
-                    total_runs=total,
+                    **common,
                 )
             )
             _write_csv(out_dir / "results.csv", rows)
+    else:
+        rows = _run_parallel(config, dataset, normalizers, jobs, model_configs, per_fusion, common, progress)
 
     summary = summarize_runs(rows, by="fusion", metrics=["params", "train_seconds", *metric_names])
     higher_is_better = main_metric != "mae"
@@ -446,15 +483,117 @@ def _run_one(
     return row
 
 
+def _settings(
+    preset: Mapping[str, Any], fusion: str | None, config: CompareConfig
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Model and training keyword arguments: preset, then the preset's per-fusion entry, then the overrides."""
+    specific = preset.get("fusions", {}).get(fusion, {}) if fusion is not None else {}
+    model_kwargs = {**preset.get("model", {}), **specific.get("model", {}), **config.model_overrides}
+    train_kwargs = {**preset.get("train", {}), **specific.get("train", {}), **config.train_overrides}
+    if config.epochs is not None:
+        train_kwargs["epochs"] = config.epochs
+    train_kwargs.setdefault("device", config.device)
+    return model_kwargs, train_kwargs
+
+
+def _run_parallel(
+    config: CompareConfig,
+    dataset: MultimodalDataset,
+    normalizers: Any,
+    jobs: Sequence[tuple[str, int]],
+    model_configs: Mapping[str, ModelConfig],
+    per_fusion: Mapping[str, tuple[dict[str, Any], dict[str, Any]]],
+    common: Mapping[str, Any],
+    progress: Callable[[CompareProgress], None] | None,
+) -> list[dict[str, Any]]:
+    """Train the runs in ``config.jobs`` worker processes; each reopens the data set and the shared normalisers."""
+    out_dir = Path(config.out_dir)
+    shared = out_dir / "normalizers"
+    normalizers.save(shared)
+    ctx = multiprocessing.get_context("spawn")  # fork is unsafe with torch's thread pools
+    results: dict[int, dict[str, Any]] = {}
+    with ProcessPoolExecutor(
+        max_workers=config.jobs, mp_context=ctx, initializer=_worker_init, initargs=(config.num_threads,)
+    ) as pool:
+        futures = {}
+        for run_index, (fusion, seed) in enumerate(jobs, start=1):
+            spec = {
+                "dataset_path": str(dataset.path),
+                "normalizers": str(shared),
+                "fusion": fusion,
+                "seed": seed,
+                "model_config": model_configs[fusion].to_dict(),
+                "train_kwargs": per_fusion[fusion][1],
+                "run_index": run_index,
+                **common,
+            }
+            futures[pool.submit(_worker_run, spec)] = run_index
+        done_count = 0
+        for future in as_completed(futures):
+            row = future.result()  # a failed run re-raises its error here
+            results[futures[future]] = row
+            done_count += 1
+            ordered = [results[i] for i in sorted(results)]
+            _write_csv(out_dir / "results.csv", ordered)
+            if progress is not None:
+                progress(CompareProgress(row["fusion"], row["seed"], done_count, len(jobs), logs=row, done=True))
+    return [results[i] for i in sorted(results)]
+
+
+def _worker_init(num_threads: int | None) -> None:
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+
+
+def _worker_run(spec: dict[str, Any]) -> dict[str, Any]:
+    """One run in a worker process (module level, so ``spawn`` can import it)."""
+    from mmfuse.preprocess import ModalityNormalizers
+
+    dataset = open_dataset(spec["dataset_path"])
+    normalizers = ModalityNormalizers.load(spec["normalizers"])
+    views = [dataset.split(s).with_transform(normalizers.transform_record) for s in ("train", "val", "test")]
+    return _run_one(
+        fusion=spec["fusion"],
+        seed=spec["seed"],
+        dataset=dataset,
+        train=views[0],
+        val=views[1],
+        test=views[2],
+        normalizers=normalizers,
+        model_config=ModelConfig.from_dict(spec["model_config"]),
+        train_kwargs=spec["train_kwargs"],
+        metric_names=spec["metric_names"],
+        out_dir=Path(spec["out_dir"]),
+        max_params=spec["max_params"],
+        resume=spec["resume"],
+        keep_checkpoints=spec["keep_checkpoints"],
+        progress=None,
+        run_index=spec["run_index"],
+        total_runs=spec["total_runs"],
+    )
+
+
 def _model_config(dataset: MultimodalDataset, fusion: str, model_kwargs: Mapping[str, Any]) -> ModelConfig:
+    """The model of one row: every modality and ``fusion``, or one modality alone for ``unimodal-<m>``."""
     task = dataset.task
+    dims = {m: s.dim for m, s in dataset.modalities.items()}
+    kwargs = dict(model_kwargs)
+    if fusion.startswith(UNIMODAL_PREFIX):
+        modality = fusion.removeprefix(UNIMODAL_PREFIX)
+        dims = {modality: dims[modality]}
+        fusion = "concat"  # one modality: the fusion is a projection, the rest of the model is unchanged
+        kwargs.pop("fusion_kwargs", None)
+        kwargs["modality_dropout"] = 0.0
+    vocab = getattr(dataset, "context_vocab", {}) or {}
+    if vocab and "context_sizes" not in kwargs:
+        kwargs["context_sizes"] = {k: len(v) for k, v in vocab.items()}
     return ModelConfig(
-        modality_dims={m: s.dim for m, s in dataset.modalities.items()},
+        modality_dims=dims,
         out_dim=task.out_dim,
         task=task.type.value,
         label_level=task.level.value,
         fusion=fusion,
-        **model_kwargs,
+        **kwargs,
     )
 
 

@@ -10,10 +10,13 @@ from torch import Tensor, nn
 
 from mmfuse.layers.masking import zero_missing
 
-__all__ = ["CAPABILITIES", "Fusion"]
+__all__ = ["CAPABILITIES", "OUTPUT_LEVELS", "Fusion"]
 
 CAPABILITIES = ("supports_compile", "supports_export", "handles_missing")
 """Capability flags that, when False, must come with a reason in :attr:`Fusion.limitations`."""
+
+OUTPUT_LEVELS = ("representation", "prediction")
+"""Values of :attr:`Fusion.output_level`."""
 
 
 class Fusion(nn.Module):
@@ -33,6 +36,9 @@ class Fusion(nn.Module):
     * ``limitations``: capability or check name -> reason, required for every flag above set to False; the
       contract suite skips the matching check and reports the reason.
     * ``contract_variants``: keyword-argument sets the contract suite checks separately (e.g. a causal mode).
+    * ``output_level``: ``"representation"`` (``out_dim`` is a feature size and the model puts its head after
+      the fusion) or ``"prediction"`` (decision-level fusions: ``out_dim`` is the number of model outputs ``C``,
+      the fused sequence is already the prediction, and the model adds no head after it).
 
     Args:
         modality_dims: Modality name -> feature size ``D_m``. The canonical order is the sorted names.
@@ -64,6 +70,7 @@ class Fusion(nn.Module):
     supports_export: ClassVar[bool] = True
     limitations: ClassVar[Mapping[str, str]] = {}
     contract_variants: ClassVar[tuple[dict[str, Any], ...]] = ({},)
+    output_level: ClassVar[str] = "representation"
 
     def __init__(self, modality_dims: Mapping[str, int], out_dim: int) -> None:
         super().__init__()

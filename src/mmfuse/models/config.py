@@ -14,7 +14,10 @@ from mmfuse.layers.mlp import ACTIVATIONS
 from mmfuse.layers.pooling import POOLINGS
 from mmfuse.types import LabelLevel, TaskType
 
-__all__ = ["ModelConfig"]
+__all__ = ["CONTEXT_MODES", "ModelConfig"]
+
+CONTEXT_MODES = ("add", "concat", "film")
+"""How categorical context joins the fused representation (see :attr:`ModelConfig.context_mode`)."""
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -66,6 +69,18 @@ class ModelConfig:
             the scale differences that carry signal in pre-extracted features (about 1.5 points on CMU-MOSI).
         encoder_residual: Recurrent encoders add their input to their output (``LayerNorm(x + rnn(x))``);
             False forces every step through its context (``LayerNorm(rnn(x))``).
+        context_sizes: Categorical context name -> number of categories (e.g. ``{"domain": 3}``); each is
+            embedded and combined with the fused representation (see ``context_mode``). Index 0 of every
+            embedding is reserved for "unknown", used when a batch carries no value for that context, so the
+            model runs unchanged without context. Empty: no context conditioning.
+        context_dim: Size of each context embedding (default ``hidden``).
+        context_mode: How the context joins the fused sequence: ``"film"`` (feature-wise scale and shift,
+            ``h * (1 + gamma(c)) + beta(c)``), ``"add"`` (``h + W c``) or ``"concat"`` (``W [h; c]``). With a
+            decision-level fusion (``output_level == "prediction"``) the context is added to every modality's
+            encoding before the fusion instead, since the fused output is already the prediction.
+        gradient_checkpointing: Recompute each modality's temporal encoder in the backward pass instead of
+            storing its activations (less memory for deep encoders and long sequences, about one extra forward
+            of compute). Training only; outputs and gradients are unchanged.
 
     Example:
         >>> cfg = ModelConfig({"audio": 73, "text": 100}, out_dim=2, task="classification", label_level="step")
@@ -98,6 +113,10 @@ class ModelConfig:
     kernel_size: int = 3
     projection_norm: bool = True
     encoder_residual: bool = True
+    context_sizes: dict[str, int] = field(default_factory=dict)
+    context_dim: int | None = None
+    context_mode: str = "film"
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.modality_dims, Mapping) or not self.modality_dims:
@@ -133,7 +152,7 @@ class ModelConfig:
             )
         _positive_int("hidden", self.hidden)
         _choice("encoder", self.encoder, ENCODERS)
-        for flag in ("bidirectional", "causal", "projection_norm", "encoder_residual"):
+        for flag in ("bidirectional", "causal", "projection_norm", "encoder_residual", "gradient_checkpointing"):
             if not isinstance(getattr(self, flag), bool):
                 raise ValueError(f"The {flag!r} parameter of ModelConfig must be a bool. Got {getattr(self, flag)!r}.")
         _positive_int("encoder_layers", self.encoder_layers)
@@ -161,6 +180,19 @@ class ModelConfig:
             raise ValueError(
                 f"The 'hidden' parameter of ModelConfig must be even for a bidirectional encoder. Got {self.hidden}."
             )
+        if not isinstance(self.context_sizes, Mapping):
+            raise ValueError(
+                "The 'context_sizes' parameter of ModelConfig must be a dict of context name -> number of categories. "
+                f"Got {self.context_sizes!r} instead."
+            )
+        for name, size in self.context_sizes.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"The 'context_sizes' keys of ModelConfig must be non-empty strings. Got {name!r}.")
+            _positive_int(f"context_sizes[{name!r}]", size)
+        self.context_sizes = {k: int(self.context_sizes[k]) for k in sorted(self.context_sizes)}
+        if self.context_dim is not None:
+            _positive_int("context_dim", self.context_dim)
+        _choice("context_mode", self.context_mode, CONTEXT_MODES)
         if self.causal:
             if self.encoder in ("gru", "lstm") and self.bidirectional:
                 raise ValueError(

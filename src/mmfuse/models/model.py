@@ -6,8 +6,9 @@ from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
-from mmfuse.fusion.registry import create_fusion
+from mmfuse.fusion.registry import create_fusion, get_fusion_class
 from mmfuse.layers.encoders import make_encoder
 from mmfuse.layers.masking import zero_missing
 from mmfuse.layers.mlp import MLP, make_activation
@@ -32,6 +33,61 @@ class _Projection(nn.Module):
         return self.dropout(self.act(self.norm(self.linear(x))))
 
 
+class _ContextConditioning(nn.Module):
+    """Embed categorical context per sample and join it to a sequence ``[B, T, H]`` (film, add or concat).
+
+    Index 0 of every embedding table means "unknown": a batch without a value for a context uses it.
+    """
+
+    def __init__(self, sizes: Mapping[str, int], dim: int, hidden: int, mode: str) -> None:
+        super().__init__()
+        self.names: tuple[str, ...] = tuple(sorted(sizes))
+        self.sizes = {k: int(sizes[k]) for k in self.names}
+        self.mode = mode
+        self.embeddings = nn.ModuleDict({k: nn.Embedding(self.sizes[k] + 1, dim) for k in self.names})
+        total = dim * len(self.names)
+        if mode == "film":
+            self.film = nn.Linear(total, 2 * hidden)
+            nn.init.zeros_(self.film.weight)  # starts as the identity: conditioning is learned, not imposed
+            nn.init.zeros_(self.film.bias)
+        elif mode == "add":
+            self.proj = nn.Linear(total, hidden)
+        else:
+            self.proj = nn.Linear(hidden + total, hidden)
+
+    def codes(self, context: Mapping[str, Tensor], batch: int, device: torch.device) -> Tensor:
+        """Context name -> ``[B]`` category index (0-based) -> embedding ``[B, n_ctx * dim]`` (unknown when absent)."""
+        parts = []
+        for k in self.names:
+            given = context.get(k)
+            if given is None:
+                idx = torch.zeros(batch, dtype=torch.long, device=device)
+            else:
+                if given.dim() != 1 or given.shape[0] != batch:
+                    raise ValueError(
+                        f"The context {k!r} given to MultimodalModel must be an int tensor of shape [{batch}]. "
+                        f"Got {list(given.shape)} instead."
+                    )
+                if given.numel() and (int(given.min()) < 0 or int(given.max()) >= self.sizes[k]):
+                    raise ValueError(
+                        f"The context {k!r} given to MultimodalModel has category indices outside "
+                        f"[0, {self.sizes[k] - 1}] (ModelConfig.context_sizes[{k!r}] = {self.sizes[k]})."
+                    )
+                idx = given.to(device=device, dtype=torch.long) + 1
+            parts.append(self.embeddings[k](idx))
+        return torch.cat(parts, dim=-1)  # [B, n_ctx * dim]
+
+    def forward(self, h: Tensor, context: Mapping[str, Tensor]) -> Tensor:
+        """Condition ``h`` (``[B, T, H]``) on the context -> ``[B, T, H]``."""
+        c = self.codes(context, h.shape[0], h.device).unsqueeze(1)  # [B, 1, n_ctx * dim]
+        if self.mode == "film":
+            gamma, beta = self.film(c).chunk(2, dim=-1)  # [B, 1, H] each
+            return h * (1 + gamma) + beta
+        if self.mode == "add":
+            return h + self.proj(c)
+        return self.proj(torch.cat([h, c.expand(-1, h.shape[1], -1)], dim=-1))
+
+
 class MultimodalModel(nn.Module):
     """Project, encode over time, fuse and predict, with availability masks honoured at every stage.
 
@@ -42,8 +98,14 @@ class MultimodalModel(nn.Module):
        encoder that sees only real steps (packed sequences for GRU/LSTM); its output is zeroed where the
        modality is missing.
     2. :meth:`fuse`: the registered fusion ``config.fusion`` with ``modality_dims = {m: H}`` and
-       ``out_dim = H``, followed by dropout.
-    3. :meth:`head`: an MLP to ``C``, per step, or after masked pooling over real steps for sample labels.
+       ``out_dim = H``, followed by dropout, then the context conditioning when ``config.context_sizes`` is set.
+       A decision-level fusion (``output_level == "prediction"``, e.g. ``late``) is built with ``out_dim = C``
+       and its output is the prediction; the context is then added to each modality's encoding instead.
+    3. :meth:`head`: an MLP to ``C``, per step, or after masked pooling over real steps for sample labels
+       (for a decision-level fusion: no MLP, only the pooling of its predictions for sample labels).
+
+    Inputs may carry more modalities than the model uses (a unimodal baseline reads one modality of a
+    trimodal batch); the extra ones are ignored.
 
     Build it with :func:`mmfuse.models.build_model` (which also enforces a parameter budget).
 
@@ -90,35 +152,64 @@ class MultimodalModel(nn.Module):
                 for m in self.modalities
             }
         )
-        self.fusion = create_fusion(config.fusion, {m: h for m in self.modalities}, h, **config.fusion_kwargs)
+        # A decision-level fusion outputs the prediction itself: C values per step, no head after it.
+        self.decision_level = get_fusion_class(config.fusion).output_level == "prediction"
+        fusion_out = config.out_dim if self.decision_level else h
+        self.fusion = create_fusion(config.fusion, {m: h for m in self.modalities}, fusion_out, **config.fusion_kwargs)
         if config.causal and not self.fusion.is_causal:
             raise ValueError(
                 f"ModelConfig(causal=True) needs a causal fusion, but {config.fusion!r} with fusion_kwargs "
                 f"{config.fusion_kwargs} is not causal (for cross_attention pass fusion_kwargs={{'causal': True}})."
             )
-        self.fusion_dropout = nn.Dropout(config.dropout)
-        self.pool = make_pooling(config.pooling, h) if config.label_level is LabelLevel.SAMPLE else None
+        self.fusion_dropout = nn.Dropout(0.0 if self.decision_level else config.dropout)
+        self.context: _ContextConditioning | None = None
+        if config.context_sizes:
+            self.context = _ContextConditioning(
+                config.context_sizes, config.context_dim or h, h, "add" if self.decision_level else config.context_mode
+            )
+        pooled_dim = config.out_dim if self.decision_level else h
+        self.pool = make_pooling(config.pooling, pooled_dim) if config.label_level is LabelLevel.SAMPLE else None
         head_hidden = config.effective_head_hidden
-        self.head_mlp = MLP(
-            h,
-            [head_hidden] if head_hidden else [],
-            config.out_dim,
-            activation=config.activation,
-            dropout=config.dropout,
+        self.head_mlp: nn.Module = (
+            nn.Identity()
+            if self.decision_level
+            else MLP(
+                h,
+                [head_hidden] if head_hidden else [],
+                config.out_dim,
+                activation=config.activation,
+                dropout=config.dropout,
+            )
         )
+        self.modality_dropout_rate = float(config.modality_dropout)
 
     @property
     def is_causal(self) -> bool:
         """Whether the output at step ``t`` depends only on steps ``<= t`` (step labels) or on the prefix."""
         return bool(self.config.causal)
 
+    @property
+    def modality_dropout_target(self) -> float:
+        """The configured modality-dropout rate (``ModelConfig.modality_dropout``)."""
+        return float(self.config.modality_dropout)
+
+    def set_modality_dropout(self, p: float) -> None:
+        """Set the rate at which training hides whole modalities (a schedule moves it towards the target).
+
+        Raises:
+            ValueError: if ``p`` is not in [0, 1).
+        """
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) < 1.0:
+            raise ValueError(f"The modality dropout rate must be a number in [0, 1). Got {p!r} instead.")
+        self.modality_dropout_rate = float(p)
+
     def _check(self, inputs: Mapping[str, Tensor], masks: Mapping[str, Tensor], padding_mask: Tensor) -> None:
         expected = set(self.modalities)
         for what, given in (("inputs", inputs), ("masks", masks)):
-            if set(given) != expected:
+            if not expected <= set(given):
                 raise ValueError(
-                    f"The {what!r} given to MultimodalModel must have exactly the modalities {list(self.modalities)}; "
-                    f"missing {sorted(expected - set(given))}, unexpected {sorted(set(given) - expected)}."
+                    f"The {what!r} given to MultimodalModel must include the modalities {list(self.modalities)}; "
+                    f"missing {sorted(expected - set(given))} (given: {sorted(given)})."
                 )
         if padding_mask.dtype != torch.bool or padding_mask.dim() != 2:
             raise ValueError(
@@ -148,11 +239,14 @@ class MultimodalModel(nn.Module):
     def _modality_dropout(self, masks: dict[str, Tensor], padding_mask: Tensor) -> dict[str, Tensor]:
         """In training, hide whole modalities of some sequences (never all of them)."""
         out = masks
-        p = self.config.modality_dropout
+        p = self.modality_dropout_rate
         if self.training and p > 0 and len(self.modalities) > 1:
             b = padding_mask.shape[0]
-            keep = torch.rand(b, len(self.modalities), device=padding_mask.device) >= p  # [B, M]
-            keep = keep | ~keep.any(dim=1, keepdim=True)  # never hide every modality of a sequence
+            draws = torch.rand(b, len(self.modalities), device=padding_mask.device)  # [B, M]
+            keep = draws >= p
+            # never hide every modality of a sequence: where all were drawn, keep one chosen at random
+            one = torch.nn.functional.one_hot(draws.argmax(dim=1), len(self.modalities)).bool()  # [B, M]
+            keep = torch.where(keep.any(dim=1, keepdim=True), keep, one)
             out = {m: out[m] & keep[:, i : i + 1] for i, m in enumerate(self.modalities)}
         return out
 
@@ -175,16 +269,47 @@ class MultimodalModel(nn.Module):
             present = masks[m] & padding_mask  # [B, T]
             x = self.input_dropout(zero_missing(inputs[m], present))  # [B, T, D_m]
             h = zero_missing(self.projections[m](x), present)  # [B, T, H]
-            h = self.encoders[m](h, padding_mask, present)  # [B, T, H]
+            if self.config.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                h = checkpoint(self.encoders[m], h, padding_mask, present, use_reentrant=False)  # [B, T, H]
+            else:
+                h = self.encoders[m](h, padding_mask, present)  # [B, T, H]
             encoded[m] = zero_missing(h, present)  # [B, T, H]
         return encoded
 
-    def fuse(self, encoded: Mapping[str, Tensor], masks: Mapping[str, Tensor]) -> Tensor:
-        """Fuse encoded modalities: ``{m: [B, T, H]}`` with masks ``{m: [B, T]}`` -> ``[B, T, H]``."""
-        return self.fusion_dropout(self.fusion(encoded, masks))
+    def fuse(
+        self,
+        encoded: Mapping[str, Tensor],
+        masks: Mapping[str, Tensor],
+        context: Mapping[str, Tensor] | None = None,
+    ) -> Tensor:
+        """Fuse encoded modalities: ``{m: [B, T, H]}`` with masks ``{m: [B, T]}`` -> ``[B, T, H]``.
+
+        For a decision-level fusion the result is ``[B, T, C]``, the per-step prediction. ``context`` (name ->
+        ``[B]`` category index) conditions the result when the model was configured with ``context_sizes``;
+        absent names count as "unknown".
+        """
+        return self.fuse_with_weights(encoded, masks, context)[0]
+
+    def fuse_with_weights(
+        self,
+        encoded: Mapping[str, Tensor],
+        masks: Mapping[str, Tensor],
+        context: Mapping[str, Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """As :meth:`fuse`, also returning the fusion's inspection weights (see ``Fusion.forward_with_weights``)."""
+        encoded = {m: encoded[m] for m in self.modalities}
+        masks = {m: masks[m] for m in self.modalities}
+        ctx = context or {}
+        if self.context is not None and self.decision_level:
+            encoded = {m: zero_missing(self.context(x, ctx), masks[m]) for m, x in encoded.items()}
+        fused, weights = self.fusion.forward_with_weights(encoded, masks)
+        fused = self.fusion_dropout(fused)
+        if self.context is not None and not self.decision_level:
+            fused = self.context(fused, ctx)
+        return fused, weights
 
     def head(self, fused: Tensor, padding_mask: Tensor) -> Tensor:
-        """Predict from fused features ``[B, T, H]``.
+        """Predict from fused features ``[B, T, H]`` (a decision-level fusion's ``[B, T, C]`` passes through).
 
         Returns:
             ``[B, T, C]`` for step labels (padded steps hold finite values to ignore), ``[B, C]`` for sample
@@ -205,4 +330,4 @@ class MultimodalModel(nn.Module):
         masks = {m: batch.masks[m] & batch.padding_mask for m in self.modalities}  # M x [B, T]
         masks = self._modality_dropout(masks, batch.padding_mask)
         encoded = self.encode(batch.inputs, masks, batch.padding_mask)
-        return self.head(self.fuse(encoded, masks), batch.padding_mask)
+        return self.head(self.fuse(encoded, masks, batch.context), batch.padding_mask)
