@@ -117,3 +117,19 @@ def test_gradient_checkpointing_gives_the_same_gradients(encoder: str) -> None:
     ckpt(batch).square().sum().backward()
     for (name, p), q in zip(plain.named_parameters(), ckpt.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+@pytest.mark.parametrize("level", ["sample", "step"])
+@pytest.mark.parametrize("fusion", ["late", "uncertainty_late"])
+def test_decision_level_fusions_are_the_prediction(level: str, fusion: str) -> None:
+    cfg = ModelConfig(DIMS, out_dim=3, hidden=8, fusion=fusion, label_level=level, context_sizes={"domain": 2})
+    model = build_model(cfg).eval()
+    assert model.decision_level and isinstance(model.head_mlp, torch.nn.Identity)
+    assert model.fusion.out_dim == 3  # built with C outputs, no head after it
+    batch = make_batch(context={"domain": torch.tensor([0, 1, 0, 1])})
+    out = model(batch)
+    assert out.shape == ((4, 3) if level == "sample" else (4, 5, 3))
+    if level == "step":  # the forward is exactly the fusion's output on the (context-conditioned) encodings
+        masks = {m: batch.masks[m] & batch.padding_mask for m in DIMS}
+        encoded = model.encode(batch.inputs, masks, batch.padding_mask)
+        torch.testing.assert_close(out, model.fuse(encoded, masks, batch.context))
