@@ -1,4 +1,7 @@
-"""Fitting models: the training recipe, the loop with early stopping and resumable checkpoints, prediction.
+"""Fitting models: the recipe, the loop with early stopping and resumable checkpoints, prediction, and more.
+
+The more: the learning-rate range test (:func:`find_lr`) and the transfer of pretrained weights
+(:func:`load_pretrained`).
 
 Example:
     >>> from mmfuse.train import TrainConfig, Trainer
@@ -9,17 +12,27 @@ Example:
 from __future__ import annotations
 
 from mmfuse.train.callbacks import Callback, HistoryRecorder
-from mmfuse.train.checkpoint import load_weights, save_weights
+from mmfuse.train.checkpoint import load_pretrained, load_weights, save_weights
 from mmfuse.train.config import TrainConfig, monitor_mode
 from mmfuse.train.losses import IGNORE_INDEX, compute_loss, select_rows
+from mmfuse.train.lr_finder import LRFinderResult, find_lr, suggest_lr
 from mmfuse.train.predict import Predictions, evaluate_model, predict
+from mmfuse.train.schedules import ramp_factor
 from mmfuse.train.seeding import resolve_device, seed_everything
-from mmfuse.train.trainer import Trainer, TrainResult, build_optimizer, build_scheduler
+from mmfuse.train.trainer import (
+    Trainer,
+    TrainResult,
+    build_optimizer,
+    build_scheduler,
+    frozen_parameters,
+    resolve_amp,
+)
 
 __all__ = [
     "IGNORE_INDEX",
     "Callback",
     "HistoryRecorder",
+    "LRFinderResult",
     "Predictions",
     "TrainConfig",
     "TrainResult",
@@ -28,11 +41,17 @@ __all__ = [
     "build_scheduler",
     "compute_loss",
     "evaluate_model",
+    "find_lr",
+    "frozen_parameters",
+    "load_pretrained",
     "load_weights",
     "monitor_mode",
     "predict",
+    "ramp_factor",
+    "resolve_amp",
     "resolve_device",
     "save_weights",
     "seed_everything",
     "select_rows",
+    "suggest_lr",
 ]

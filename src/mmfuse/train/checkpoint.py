@@ -10,6 +10,7 @@ Layout under a run's ``out_dir``::
         best.safetensors             weights of the best epoch so far
         optimizer.safetensors/.json  optimiser state: named tensors + JSON skeleton
         scheduler.safetensors/.json  scheduler state (skeleton ``null`` without a scheduler)
+        scaler.safetensors/.json     gradient-scaler state (only with float16 mixed precision)
         rng.safetensors/.json        torch generators (uint8 tensors); Python and NumPy generators (JSON)
         trainer_state.json           epoch, counters, history, config (written last)
 
@@ -20,7 +21,9 @@ renames).
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,7 @@ from mmfuse.train._state import flatten_state, read_json, read_tensors, unflatte
 __all__ = [
     "LastCheckpoint",
     "load_last_checkpoint",
+    "load_pretrained",
     "load_weights",
     "save_best",
     "save_last_checkpoint",
@@ -152,8 +156,12 @@ def save_last_checkpoint(
     rng_tensors: dict[str, torch.Tensor],
     rng_info: dict[str, Any],
     trainer_state: dict[str, Any],
+    scaler: Any = None,
 ) -> Path:
-    """Write the resumable checkpoint of a finished ``epoch`` (1-based) to ``out_dir/last``; return its path."""
+    """Write the resumable checkpoint of a finished ``epoch`` (1-based) to ``out_dir/last``; return its path.
+
+    ``scaler`` (a ``torch.amp.GradScaler`` in use, or ``None``) is written as ``scaler.safetensors/.json``.
+    """
     tmp, last, old = out_dir / "last.tmp", out_dir / "last", out_dir / "last.old"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -164,6 +172,8 @@ def save_last_checkpoint(
         save_weights(best_state, tmp / "best.safetensors", stamp)
     _write_state(tmp, "optimizer", optimizer.state_dict(), epoch)
     _write_state(tmp, "scheduler", None if scheduler is None else scheduler.state_dict(), epoch)
+    if scaler is not None:
+        _write_state(tmp, "scaler", scaler.state_dict(), epoch)
     write_tensors(tmp / "rng.safetensors", rng_tensors, {"epoch": str(epoch), "format": FORMAT})
     write_json(tmp / "rng.json", {"format": FORMAT, "epoch": epoch, "structure": rng_info})
     write_json(
@@ -181,7 +191,7 @@ def save_last_checkpoint(
 
 @dataclass
 class LastCheckpoint:
-    """A resumable checkpoint read back by :func:`load_last_checkpoint`."""
+    """A resumable checkpoint read back by :func:`load_last_checkpoint` (``scaler_state`` is ``None`` without AMP)."""
 
     directory: Path
     epoch: int
@@ -192,6 +202,7 @@ class LastCheckpoint:
     scheduler_state: Any
     rng_tensors: dict[str, torch.Tensor]
     rng_info: dict[str, Any]
+    scaler_state: dict[str, Any] | None = None
 
 
 def load_last_checkpoint(out_dir: str | Path) -> LastCheckpoint:
@@ -231,6 +242,9 @@ def load_last_checkpoint(out_dir: str | Path) -> LastCheckpoint:
         best_state, _ = read_tensors(directory / "best.safetensors")
     optimizer_state = _read_state(directory, "optimizer", epoch)
     scheduler_state = _read_state(directory, "scheduler", epoch)
+    scaler_state = None
+    if (directory / "scaler.json").is_file() or (directory / "scaler.safetensors").is_file():
+        scaler_state = _read_state(directory, "scaler", epoch)
     rng_tensors, rng_meta = read_tensors(directory / "rng.safetensors")
     rng_doc = read_json(directory / "rng.json")
     if rng_meta.get("epoch") != str(epoch) or not isinstance(rng_doc, dict) or rng_doc.get("epoch") != epoch:
@@ -245,4 +259,90 @@ def load_last_checkpoint(out_dir: str | Path) -> LastCheckpoint:
         scheduler_state=scheduler_state,
         rng_tensors=rng_tensors,
         rng_info=rng_doc["structure"],
+        scaler_state=scaler_state,
     )
+
+
+def load_pretrained(
+    model: nn.Module,
+    source: str | os.PathLike[str],
+    *,
+    include: Sequence[str] | None = ("projections.", "encoders."),
+    strict_shapes: bool = True,
+) -> list[str]:
+    """Copy the tensors whose names start with an ``include`` prefix from a saved model into ``model``, in place.
+
+    The usual use: start a model from the projections and temporal encoders of a model trained before (on
+    another task, or with another fusion), then train it with ``TrainConfig(freeze=[...], unfreeze_epoch=...)``.
+    Only names present in both state dicts are copied; values are cast to the target's dtype and device.
+
+    Args:
+        model: The model to fill.
+        source: A directory written by :func:`mmfuse.models.save_model` (or a trainer's ``out_dir``), or a
+            ``.safetensors`` file of a state dict.
+        include: Name prefixes to copy; ``None`` copies every tensor the two models share.
+        strict_shapes: Raise on a tensor whose shape differs between source and model; ``False`` skips it.
+
+    Returns:
+        The sorted names copied.
+
+    Raises:
+        FileNotFoundError: naming the weights file when it does not exist.
+        DataError: naming the file when it is corrupt; naming the tensor and both shapes on a shape mismatch
+            (``strict_shapes``); when no tensor was copied (listing what the source holds).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> src, dst = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1)), nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
+        >>> path = save_weights(src, pathlib.Path(tempfile.mkdtemp()) / "model.safetensors")
+        >>> load_pretrained(dst, path, include=["0."])
+        ['0.bias', '0.weight']
+        >>> bool(torch.equal(dst[0].weight, src[0].weight)), bool(torch.equal(dst[1].weight, src[1].weight))
+        (True, False)
+    """
+    if isinstance(include, str):
+        include = (include,)
+    if include is not None and (
+        not isinstance(include, Sequence) or not all(isinstance(p, str) and p for p in include)
+    ):
+        raise ValueError(
+            f"The 'include' parameter of load_pretrained must be a sequence of non-empty name prefixes or None. "
+            f"Got {include!r} instead."
+        )
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"The 'source' parameter of load_pretrained names {str(path)!r}, which does not exist (expected a "
+            "directory written by mmfuse.models.save_model, or a .safetensors file)."
+        )
+    if path.is_dir():
+        path = path / "model.safetensors"
+    tensors, _ = read_tensors(path)
+    target = model.state_dict()
+
+    def wanted(name: str) -> bool:
+        return include is None or any(name.startswith(prefix) for prefix in include)
+
+    candidates = sorted(name for name in tensors if name in target and wanted(name))
+    copied: list[str] = []
+    for name in candidates:
+        src, dst = tensors[name], target[name]
+        if tuple(src.shape) != tuple(dst.shape):
+            if strict_shapes:
+                raise DataError(
+                    f"Tensor {name!r} in {str(path)!r} has shape {list(src.shape)} but the model's has "
+                    f"{list(dst.shape)}; pass strict_shapes=False to skip such tensors, or narrow 'include'."
+                )
+            continue
+        copied.append(name)
+    if not copied:
+        shown = sorted({n.split(".")[0] for n in tensors})
+        raise DataError(
+            f"load_pretrained copied nothing from {str(path)!r}: no tensor of matching shape has a name in the model "
+            f"starting with {list(include) if include is not None else 'anything'}. The file's top-level names: "
+            f"{shown}."
+        )
+    with torch.no_grad():
+        for name in copied:
+            target[name].copy_(tensors[name])  # state_dict() tensors share storage with the model
+    return copied

@@ -5,14 +5,16 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["MONITOR_MAX", "MONITOR_MIN", "TrainConfig", "monitor_mode"]
 
-SCHEDULERS: tuple[str, ...] = ("cosine", "plateau", "none")
+SCHEDULERS: tuple[str, ...] = ("cosine", "onecycle", "plateau", "none")
 OPTIMIZERS: tuple[str, ...] = ("adamw",)
 MODES: tuple[str, ...] = ("auto", "max", "min")
+RAMPS: tuple[str, ...] = ("constant", "linear", "cosine")
+AMP_MODES: tuple[str, ...] = ("auto", "off", "bf16", "fp16")
 
 MONITOR_MIN: frozenset[str] = frozenset({"loss", "mae", "mse", "rmse", "mape", "error"})
 """Monitored quantities for which lower is better (names ending in ``loss`` or ``error`` are added)."""
@@ -90,9 +92,14 @@ class TrainConfig:
         weight_decay: AdamW decoupled weight decay of the matrices (not of biases or norm weights).
         optimizer: Must be ``"adamw"``; kept so configs read back state what was used.
         scheduler: ``"cosine"`` (linear warm-up over ``warmup_epochs``, then cosine decay over the remaining
-            epochs), ``"plateau"`` (multiply the rate by ``plateau_factor`` after ``plateau_patience`` epochs
-            without improvement of the monitor) or ``"none"``. Stepped once per epoch.
-        warmup_epochs: Epochs of linear warm-up of the cosine schedule (0 disables warm-up).
+            epochs; stepped once per epoch), ``"onecycle"`` (``torch.optim.lr_scheduler.OneCycleLR`` over
+            ``epochs * batches per epoch`` optimiser steps, rising from ``lr / 25`` to ``lr`` during the first
+            ``warmup_epochs / epochs`` of the run, then annealing to ``lr / 25e4`` by cosine, with AdamW's beta1
+            cycled between 0.95 and 0.85; stepped after every optimiser step), ``"plateau"`` (multiply the rate
+            by ``plateau_factor`` after ``plateau_patience`` epochs without improvement of the monitor; stepped
+            once per epoch) or ``"none"``.
+        warmup_epochs: Epochs of linear warm-up of the cosine schedule, or of the rising phase of the one-cycle
+            schedule (0 disables warm-up; with ``"onecycle"`` it must be smaller than ``epochs``).
         plateau_factor: Factor in (0, 1) applied by the plateau scheduler.
         plateau_patience: Epochs without improvement before the plateau scheduler lowers the rate.
         grad_clip: Maximum global L2 norm of the gradients; ``None`` disables clipping.
@@ -111,6 +118,21 @@ class TrainConfig:
         num_workers: Data-loader worker processes.
         deterministic: Ask torch for deterministic kernels during training (slower on GPU).
         restore_best: After training, load the weights of the best epoch into the model.
+        modality_dropout_schedule: How the model's modality-dropout rate reaches its configured target
+            (``model.modality_dropout_target``) for models that have ``set_modality_dropout``: ``"constant"``
+            (the target from the first epoch), ``"linear"`` or ``"cosine"`` (a ramp from 0 at the first epoch
+            to the target at epoch ``modality_dropout_warmup_epochs + 1``).
+        modality_dropout_warmup_epochs: Epochs of that ramp (0: the target from the first epoch).
+        freeze: Parameter-name prefixes (``"encoders.text"``, ``"projections"``) of parameters held fixed at
+            the start of training; each prefix must match at least one parameter.
+        unfreeze_epoch: 1-based epoch from which the frozen parameters train again; ``None`` keeps them
+            frozen for the whole fit.
+        unfreeze_lr_scale: Factor on the learning rate of the once-frozen parameters (their own optimiser
+            parameter groups, so that the schedule and resumption treat them like the others).
+        amp: Mixed precision of the training forward pass: ``"off"``; ``"bf16"`` (bfloat16 autocast, on CPU
+            or CUDA); ``"fp16"`` (float16 autocast with a gradient scaler, CUDA only); ``"auto"`` (bf16 on a
+            CUDA device that supports it, else fp16 with a gradient scaler on CUDA; off on CPU). Losses are
+            computed in float32; validation runs in full precision.
 
     Example:
         >>> cfg = TrainConfig(epochs=5, lr=1e-3, monitor="accuracy")
@@ -141,13 +163,19 @@ class TrainConfig:
     num_workers: int = 0
     deterministic: bool = False
     restore_best: bool = True
+    modality_dropout_schedule: str = "constant"
+    modality_dropout_warmup_epochs: int = 0
+    freeze: list[str] = field(default_factory=list)
+    unfreeze_epoch: int | None = None
+    unfreeze_lr_scale: float = 1.0
+    amp: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise _fail(name, "a positive integer", value)
-        for name in ("warmup_epochs", "plateau_patience", "num_workers"):
+        for name in ("warmup_epochs", "plateau_patience", "num_workers", "modality_dropout_warmup_epochs"):
             value = getattr(self, name)
             if not _is_int(value) or value < 0:
                 raise _fail(name, "a non-negative integer", value)
@@ -186,11 +214,33 @@ class TrainConfig:
         for name in ("deterministic", "restore_best"):
             if not isinstance(getattr(self, name), bool):
                 raise _fail(name, "a bool", getattr(self, name))
+        if self.scheduler == "onecycle" and self.warmup_epochs >= self.epochs:
+            raise _fail(
+                "warmup_epochs", f"smaller than 'epochs' ({self.epochs}) with scheduler='onecycle'", self.warmup_epochs
+            )
+        if self.modality_dropout_schedule not in RAMPS:
+            raise _fail("modality_dropout_schedule", f"one of {list(RAMPS)}", self.modality_dropout_schedule)
+        if self.amp not in AMP_MODES:
+            raise _fail("amp", f"one of {list(AMP_MODES)}", self.amp)
+        if isinstance(self.freeze, str) or not isinstance(self.freeze, (list, tuple)):
+            raise _fail("freeze", "a list of parameter-name prefixes such as ['encoders.text']", self.freeze)
+        for prefix in self.freeze:
+            if not isinstance(prefix, str) or not prefix.strip(". "):
+                raise _fail("freeze", "a list of non-empty parameter-name prefixes", self.freeze)
+        self.freeze = list(self.freeze)
+        if self.unfreeze_epoch is not None:
+            if not _is_int(self.unfreeze_epoch) or self.unfreeze_epoch < 1:
+                raise _fail("unfreeze_epoch", "a positive integer (1-based epoch) or None", self.unfreeze_epoch)
+            if not self.freeze:
+                raise _fail("unfreeze_epoch", "None when 'freeze' is empty (nothing is frozen)", self.unfreeze_epoch)
+        if not _is_number(self.unfreeze_lr_scale) or self.unfreeze_lr_scale <= 0:
+            raise _fail("unfreeze_lr_scale", "a positive finite number", self.unfreeze_lr_scale)
         self.lr = float(self.lr)
         self.weight_decay = float(self.weight_decay)
         self.min_delta = float(self.min_delta)
         self.plateau_factor = float(self.plateau_factor)
         self.label_smoothing = float(self.label_smoothing)
+        self.unfreeze_lr_scale = float(self.unfreeze_lr_scale)
         if self.grad_clip is not None:
             self.grad_clip = float(self.grad_clip)
 

@@ -1,13 +1,14 @@
-"""The training loop: AdamW, a per-epoch schedule, gradient clipping, early stopping, checkpoints and resume."""
+"""The training loop: AdamW, schedules, mixed precision, clipping, freezing, early stopping, checkpoints, resume."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from mmfuse.errors import MmfuseWarning
+from mmfuse.models import parameter_report
 from mmfuse.train._data import BatchSource, task_spec_of
 from mmfuse.train._state import write_json
 from mmfuse.train.checkpoint import (
@@ -27,6 +29,7 @@ from mmfuse.train.checkpoint import (
 from mmfuse.train.config import TrainConfig
 from mmfuse.train.losses import IGNORE_INDEX, loss_and_count
 from mmfuse.train.predict import _infer_task, metrics_from_predictions, resolve_task_level, run_inference
+from mmfuse.train.schedules import ramp_factor, steps_per_batch
 from mmfuse.train.seeding import (
     capture_rng_state,
     deterministic_mode,
@@ -37,7 +40,7 @@ from mmfuse.train.seeding import (
 )
 from mmfuse.types import LabelLevel, TaskType
 
-__all__ = ["TrainResult", "Trainer", "build_optimizer", "build_scheduler"]
+__all__ = ["TrainResult", "Trainer", "build_optimizer", "build_scheduler", "frozen_parameters", "resolve_amp"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +72,12 @@ class TrainResult:
         epochs_run: Epochs finished in total (including those before a resume).
         stopped_early: Whether early stopping ended the run.
         history: One dict per epoch: ``epoch``, ``train_loss``, ``val_loss``, ``val_<metric>``..., ``lr``,
-            ``seconds``.
+            ``trainable_params`` and ``frozen_params`` (counts during that epoch), ``modality_dropout`` (the rate
+            used, for models with ``set_modality_dropout``), ``seconds``.
         out_dir: Where checkpoints were written, or ``None``.
+        parameters: :func:`mmfuse.models.parameter_report` as dicts: ``"start"`` (the first epoch, with
+            ``freeze`` applied) and, once ``unfreeze_epoch`` was reached, ``"after_unfreeze"``.
+        precision: The mixed precision used for training: ``"off"``, ``"bf16"`` or ``"fp16"``.
 
     Example:
         >>> r = TrainResult(best_epoch=2, best_metric=0.9, monitor="accuracy", mode="max", epochs_run=3,
@@ -87,6 +94,8 @@ class TrainResult:
     stopped_early: bool
     history: list[dict[str, Any]] = field(default_factory=list)
     out_dir: Path | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    precision: str = "off"
 
     @property
     def train_seconds(self) -> float:
@@ -104,46 +113,118 @@ class TrainResult:
             "stopped_early": self.stopped_early,
             "history": [dict(row) for row in self.history],
             "out_dir": None if self.out_dir is None else str(self.out_dir),
+            "parameters": {k: dict(v) for k, v in self.parameters.items()},
+            "precision": self.precision,
         }
+
+
+def frozen_parameters(model: nn.Module, prefixes: Sequence[str]) -> list[tuple[str, nn.Parameter]]:
+    """The ``(name, parameter)`` pairs of ``model`` that the name ``prefixes`` select (``TrainConfig.freeze``).
+
+    A prefix selects the parameter of that exact name and every parameter below it: ``"encoders.text"`` selects
+    ``encoders.text.rnn.weight_ih_l0`` but not ``encoders.text2.weight``. A trailing ``"."`` is ignored.
+
+    Raises:
+        ValueError: naming a prefix that selects no parameter, and listing the model's top-level names.
+
+    Example:
+        >>> model = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
+        >>> [name for name, _ in frozen_parameters(model, ["0"])]
+        ['0.weight', '0.bias']
+    """
+    named = list(model.named_parameters())
+    selected: dict[str, nn.Parameter] = {}
+    for prefix in prefixes:
+        stem = prefix.strip().rstrip(".")
+        hits = [(name, p) for name, p in named if name == stem or name.startswith(stem + ".")]
+        if not hits:
+            top = sorted({name.split(".")[0] for name, _ in named})
+            raise ValueError(
+                f"The 'freeze' parameter of TrainConfig names {prefix!r}, which matches no parameter of the "
+                f"{type(model).__name__}. Valid top-level names: {top} (prefixes may go deeper, such as "
+                f"'{top[0] if top else 'encoders'}.<name>')."
+            )
+        selected.update(hits)
+    return list(selected.items())
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW over the trainable parameters; biases and normalisation weights get no weight decay.
 
     A parameter is exempt from decay when it has at most one dimension (biases, norm scales) or belongs to a
-    normalisation layer.
+    normalisation layer. The parameters that ``config.freeze`` selects go into groups of their own (after the
+    others), at ``lr * unfreeze_lr_scale``, whether they require gradients now or not, so that unfreezing them
+    later needs no new optimiser (and a checkpoint restores it exactly).
+
+    Raises:
+        ValueError: when nothing is left to train (no trainable parameter outside ``freeze``), or a ``freeze``
+            prefix selects no parameter.
 
     Example:
         >>> opt = build_optimizer(nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4)), TrainConfig(weight_decay=0.1))
         >>> [(g["weight_decay"], len(g["params"])) for g in opt.param_groups]
         [(0.1, 1), (0.0, 3)]
+        >>> cfg = TrainConfig(lr=0.1, freeze=["0"], unfreeze_epoch=3, unfreeze_lr_scale=0.5)
+        >>> opt = build_optimizer(nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4)), cfg)
+        >>> [(g["lr"], len(g["params"])) for g in opt.param_groups]
+        [(0.1, 2), (0.05, 1), (0.05, 1)]
     """
     norm_params: set[int] = set()
     for module in model.modules():
         if isinstance(module, _NORM_TYPES):
             norm_params.update(id(p) for p in module.parameters(recurse=False))
+    frozen = {id(p) for _, p in frozen_parameters(model, config.freeze)}
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
+    frozen_decay: list[nn.Parameter] = []
+    frozen_no_decay: list[nn.Parameter] = []
     for param in model.parameters():
-        if not param.requires_grad:
-            continue
-        (no_decay if param.ndim <= 1 or id(param) in norm_params else decay).append(param)
+        exempt = param.ndim <= 1 or id(param) in norm_params
+        if id(param) in frozen:
+            (frozen_no_decay if exempt else frozen_decay).append(param)
+        elif param.requires_grad:
+            (no_decay if exempt else decay).append(param)
     if not decay and not no_decay:
+        if frozen:
+            raise ValueError(
+                f"The 'freeze' parameter of TrainConfig ({config.freeze}) leaves the model no trainable parameter "
+                "before 'unfreeze_epoch'; freeze less of it."
+            )
         raise ValueError("The model passed to Trainer.fit has no trainable parameters.")
-    groups = [
+    later_lr = config.lr * config.unfreeze_lr_scale
+    groups: list[dict[str, Any]] = [
         {"params": params, "weight_decay": wd}
         for params, wd in ((decay, config.weight_decay), (no_decay, 0.0))
+        if params
+    ]
+    groups += [
+        {"params": params, "weight_decay": wd, "lr": later_lr}
+        for params, wd in ((frozen_decay, config.weight_decay), (frozen_no_decay, 0.0))
         if params
     ]
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, mode: str = "max") -> Any:
-    """The learning-rate schedule of ``config`` (stepped once per epoch), or ``None`` for ``"none"``.
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, mode: str = "max", steps_per_epoch: int | None = None
+) -> Any:
+    """The learning-rate schedule of ``config``, or ``None`` for ``"none"``.
 
     ``"cosine"``: during warm-up epoch ``e`` (0-based) runs at ``lr * (e + 1) / (warmup_epochs + 1)``; then the
-    rate follows half a cosine from ``lr`` towards 0 over the remaining epochs. ``"plateau"``: ``ReduceLROnPlateau``
-    on the monitor, in direction ``mode``.
+    rate follows half a cosine from ``lr`` towards 0 over the remaining epochs (stepped once per epoch).
+    ``"plateau"``: ``ReduceLROnPlateau`` on the monitor, in direction ``mode`` (stepped once per epoch).
+    ``"onecycle"``: ``OneCycleLR`` over ``epochs * steps_per_epoch`` optimiser steps with ``pct_start =
+    warmup_epochs / epochs`` and each parameter group's rate as its peak (stepped after every optimiser step;
+    see :func:`mmfuse.train.schedules.steps_per_batch`).
+
+    Args:
+        optimizer: The optimiser whose groups' ``lr`` are the peak rates.
+        config: The recipe.
+        mode: ``"max"`` or ``"min"``: the monitor's direction (plateau only).
+        steps_per_epoch: Optimiser steps per epoch (needed by ``"onecycle"``).
+
+    Raises:
+        ValueError: ``"onecycle"`` without a positive ``steps_per_epoch``.
 
     Example:
         >>> opt = torch.optim.AdamW(nn.Linear(1, 1).parameters(), lr=1.0)
@@ -153,6 +234,14 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, mode:
         ...     lrs.append(round(opt.param_groups[0]["lr"], 3)); opt.step(); sched.step()
         >>> lrs
         [0.5, 1.0, 0.75, 0.25]
+        >>> opt = torch.optim.AdamW(nn.Linear(1, 1).parameters(), lr=1.0)
+        >>> cfg = TrainConfig(epochs=2, warmup_epochs=1, scheduler="onecycle")
+        >>> sched = build_scheduler(opt, cfg, steps_per_epoch=3)
+        >>> lrs = []
+        >>> for _ in range(6):
+        ...     lrs.append(round(opt.param_groups[0]["lr"], 3)); opt.step(); sched.step()
+        >>> lrs
+        [0.04, 0.52, 1.0, 0.75, 0.25, 0.0]
     """
     if config.scheduler == "none":
         return None
@@ -163,6 +252,19 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, mode:
             factor=config.plateau_factor,
             patience=config.plateau_patience,
         )
+    if config.scheduler == "onecycle":
+        if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
+            raise ValueError(
+                "The 'steps_per_epoch' parameter of build_scheduler must be a positive integer with "
+                f"scheduler='onecycle'. Got {steps_per_epoch!r} instead."
+            )
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=[float(group["lr"]) for group in optimizer.param_groups],
+            total_steps=config.epochs * steps_per_epoch,
+            pct_start=config.warmup_epochs / config.epochs,
+            anneal_strategy="cos",
+        )
     warmup, total = config.warmup_epochs, config.epochs
 
     def factor(epoch: int) -> float:
@@ -172,6 +274,183 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, mode:
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _step_scheduler_per_batch(scheduler: Any) -> None:
+    """Step a per-step scheduler, never past its last step.
+
+    OneCycleLR's rate at step ``total_steps`` (one past the last) is not the final rate, so the schedule stops at
+    step ``total_steps - 1``: a resumed run given more epochs goes on at the final rate.
+    """
+    total = getattr(scheduler, "total_steps", None)
+    if total is None or scheduler.last_epoch + 1 < total:
+        scheduler.step()
+
+
+@dataclass
+class _Precision:
+    """How the training forward pass runs: autocast dtype (or none) and the gradient scaler of float16."""
+
+    mode: str  # "off", "bf16" or "fp16"
+    device_type: str
+    scaler: Any = None  # torch.amp.GradScaler with fp16, else None
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.mode == "off":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.mode == "bf16" else torch.float16
+        return torch.autocast(self.device_type, dtype=dtype)
+
+
+def resolve_amp(amp: str, device: torch.device | str) -> str:
+    """The mixed precision ``"off"``, ``"bf16"`` or ``"fp16"`` that ``TrainConfig.amp`` means on ``device``.
+
+    ``"auto"`` is off on CPU; on CUDA it is ``"bf16"`` where ``torch.cuda.is_bf16_supported()``, else ``"fp16"``.
+
+    Raises:
+        ValueError: ``"fp16"`` on a CPU (float16 autocast with a gradient scaler needs CUDA), ``"bf16"`` on a CUDA
+            device without bfloat16, or an unknown name.
+
+    Example:
+        >>> resolve_amp("auto", "cpu"), resolve_amp("bf16", "cpu")
+        ('off', 'bf16')
+    """
+    kind = torch.device(device).type
+    if amp == "off":
+        return "off"
+    if amp == "auto":
+        if kind != "cuda":
+            return "off"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if amp == "fp16":
+        if kind != "cuda":
+            raise ValueError(
+                f"The 'amp' parameter of TrainConfig is 'fp16', which needs a CUDA device; this fit runs on {kind!r}. "
+                "Use amp='bf16' or amp='off' on a CPU."
+            )
+        return "fp16"
+    if amp == "bf16":
+        if kind == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError(
+                "The 'amp' parameter of TrainConfig is 'bf16', which this CUDA device does not support; "
+                "use amp='fp16' or amp='auto'."
+            )
+        return "bf16"
+    raise ValueError(f"The 'amp' parameter of TrainConfig must be one of ['auto', 'off', 'bf16', 'fp16']. Got {amp!r}.")
+
+
+def _precision(amp: str, device: torch.device) -> _Precision:
+    mode = resolve_amp(amp, device)
+    scaler = torch.amp.GradScaler(device.type) if mode == "fp16" else None
+    return _Precision(mode=mode, device_type=device.type, scaler=scaler)
+
+
+def _forward_loss(
+    model: nn.Module,
+    batch: Any,
+    precision: _Precision,
+    task_type: TaskType,
+    level: LabelLevel | None,
+    loss_kwargs: dict[str, Any],
+) -> tuple[Tensor, int]:
+    """The training forward pass (under autocast when asked) and its loss, computed in float32."""
+    with precision.autocast():
+        outputs = model(batch)
+    if outputs.dtype in (torch.float16, torch.bfloat16):
+        outputs = outputs.float()
+    return loss_and_count(outputs, batch, task_type, level=level, **loss_kwargs)
+
+
+def _optimizer_step(
+    loss: Tensor,
+    optimizer: torch.optim.Optimizer,
+    params: list[nn.Parameter],
+    precision: _Precision,
+    grad_clip: float | None,
+) -> None:
+    """Backward, (unscale and) clip, step: one optimiser update from ``loss``."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler = precision.scaler
+    if scaler is None:
+        loss.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    if grad_clip is not None:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def _count_batches(source: BatchSource) -> int:
+    """Batches of one pass over ``source`` (read once when the data cannot tell their number)."""
+    if source.is_dataset:
+        return max(1, math.ceil(len(source.data) / source.batch_size))
+    try:
+        n = len(source.data)
+    except TypeError:
+        n = sum(1 for _ in source.batches(0))
+    return max(1, int(n))
+
+
+def _modality_dropout_control(model: nn.Module, config: TrainConfig) -> tuple[Callable[[float], Any], float] | None:
+    """``(set_modality_dropout, target rate)`` of a model that has the hook, else ``None``.
+
+    Warns when ``config`` asks for a ramp that cannot be applied.
+    """
+    setter = getattr(model, "set_modality_dropout", None)
+    target = getattr(model, "modality_dropout_target", None)
+    if target is None:
+        target = getattr(getattr(model, "config", None), "modality_dropout", None)
+    if callable(setter) and isinstance(target, (int, float)) and not isinstance(target, bool):
+        return setter, float(target)
+    if config.modality_dropout_schedule != "constant" or config.modality_dropout_warmup_epochs:
+        warnings.warn(
+            f"TrainConfig asks for modality_dropout_schedule={config.modality_dropout_schedule!r} over "
+            f"{config.modality_dropout_warmup_epochs} epoch(s), but the {type(model).__name__} has no "
+            "'set_modality_dropout' method and 'modality_dropout_target'; the schedule is ignored.",
+            MmfuseWarning,
+            stacklevel=4,
+        )
+    return None
+
+
+def _frozen_during(config: TrainConfig, epoch: int) -> bool:
+    """Whether ``config.freeze`` holds during ``epoch`` (0-based)."""
+    return bool(config.freeze) and (config.unfreeze_epoch is None or epoch + 1 < config.unfreeze_epoch)
+
+
+def _check_task_options(config: TrainConfig, task_type: TaskType) -> None:
+    """Refuse classification-only options (class weights, label smoothing) for regression."""
+    if task_type != TaskType.REGRESSION:
+        return
+    if config.class_weights is not None:
+        raise ValueError(
+            "The 'class_weights' parameter of TrainConfig applies to classification only; "
+            f"this task is regression. Got {config.class_weights!r}."
+        )
+    if config.label_smoothing:
+        raise ValueError(
+            "The 'label_smoothing' parameter of TrainConfig applies to classification only; "
+            f"this task is regression. Got {config.label_smoothing!r}."
+        )
+
+
+def _loss_kwargs(
+    config: TrainConfig, task_type: TaskType, train_src: BatchSource, device: torch.device
+) -> dict[str, Any]:
+    """Keyword arguments of :func:`~mmfuse.train.losses.loss_and_count` for training and validation."""
+    class_weights = None
+    if config.class_weights == "balanced" and task_type == TaskType.CLASSIFICATION:
+        class_weights = _balanced_weights(train_src).to(device)
+    return {"class_weights": class_weights, "label_smoothing": config.label_smoothing}
+
+
+def _counts(model: nn.Module) -> dict[str, Any]:
+    return parameter_report(model).to_dict()
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -234,9 +513,11 @@ def _balanced_weights(source: BatchSource) -> Tensor:
 class Trainer:
     """Fits a model on training data with early stopping on validation data.
 
-    The loop: AdamW (no decay on biases and norm weights) -> per batch, masked loss (cross-entropy or MSE over
-    labelled samples / real steps), backward, gradient clipping, step -> per epoch, validation loss and metrics,
-    scheduler step, best-epoch tracking on the monitor, early stopping, checkpoints. Nothing is printed: follow a
+    The loop: AdamW (no decay on biases and norm weights) -> per epoch, freeze or unfreeze the ``freeze``
+    parameters and set the modality-dropout rate of the schedule -> per batch, forward (under autocast with
+    ``amp``), masked loss in float32 (cross-entropy or MSE over labelled samples / real steps), backward (scaled
+    with float16), gradient clipping, step, one-cycle scheduler step -> per epoch, validation loss and metrics,
+    epoch scheduler step, best-epoch tracking on the monitor, early stopping, checkpoints. Nothing is printed: follow a
     fit with callbacks (:class:`~mmfuse.train.Callback`) or the ``mmfuse.train`` logger.
 
     Args:
@@ -341,6 +622,7 @@ class Trainer:
         device: torch.device,
     ) -> TrainResult:
         cfg = self.config
+        precision = _precision(cfg.amp, device)  # fp16 on a CPU fails here, before any work
         train_src = BatchSource(train, "train", batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers)
         val_src = (
             None
@@ -353,17 +635,7 @@ class Trainer:
             if first is None:
                 raise ValueError("The 'train' data of Trainer.fit are empty.")
             task_type = _infer_task(first.targets)
-        if task_type == TaskType.REGRESSION:
-            if cfg.class_weights is not None:
-                raise ValueError(
-                    "The 'class_weights' parameter of TrainConfig applies to classification only; "
-                    f"this task is regression. Got {cfg.class_weights!r}."
-                )
-            if cfg.label_smoothing:
-                raise ValueError(
-                    "The 'label_smoothing' parameter of TrainConfig applies to classification only; "
-                    f"this task is regression. Got {cfg.label_smoothing!r}."
-                )
+        _check_task_options(cfg, task_type)
         if val_src is None:
             monitor, mode = "train_loss", "min"
         else:
@@ -374,12 +646,73 @@ class Trainer:
 
         seed_everything(cfg.seed)
         model.to(device)
+        frozen = [p for _, p in frozen_parameters(model, cfg.freeze)]
+        flags = [(p, p.requires_grad) for p in model.parameters()]
+        dropout = _modality_dropout_control(model, cfg)
         optimizer = build_optimizer(model, cfg)
-        scheduler = build_scheduler(optimizer, cfg, mode)
-        class_weights = None
-        if cfg.class_weights == "balanced" and task_type == TaskType.CLASSIFICATION:
-            class_weights = _balanced_weights(train_src).to(device)
-        loss_kwargs: dict[str, Any] = {"class_weights": class_weights, "label_smoothing": cfg.label_smoothing}
+        per_step = steps_per_batch(cfg.scheduler)
+        scheduler = build_scheduler(
+            optimizer, cfg, mode, steps_per_epoch=_count_batches(train_src) if per_step else None
+        )
+        try:
+            return self._loop(
+                model,
+                train_src,
+                val_src,
+                out_dir,
+                resume,
+                model_config,
+                device,
+                task_type=task_type,
+                label_level=label_level,
+                monitor=monitor,
+                mode=mode,
+                class_names=class_names,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                per_step=per_step,
+                precision=precision,
+                frozen=frozen,
+                dropout=dropout,
+            )
+        finally:  # a fit changes neither which parameters train nor the model's modality-dropout rate
+            for param, flag in flags:
+                param.requires_grad_(flag)
+            if dropout is not None:
+                dropout[0](dropout[1])
+
+    def _loop(
+        self,
+        model: nn.Module,
+        train_src: BatchSource,
+        val_src: BatchSource | None,
+        out_dir: Path | None,
+        resume: bool,
+        model_config: dict[str, Any] | None,
+        device: torch.device,
+        *,
+        task_type: TaskType,
+        label_level: LabelLevel | None,
+        monitor: str,
+        mode: str,
+        class_names: Any,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        per_step: bool,
+        precision: _Precision,
+        frozen: list[nn.Parameter],
+        dropout: tuple[Callable[[float], Any], float] | None,
+    ) -> TrainResult:
+        cfg = self.config
+        loss_kwargs = _loss_kwargs(cfg, task_type, train_src, device)
+
+        # Parameter counts before and after unfreezing (the flags are set again at the start of every epoch).
+        for param in frozen:
+            param.requires_grad_(False)
+        parameters: dict[str, Any] = {"start": _counts(model)}
+        for param in frozen:
+            param.requires_grad_(True)
+        unfrozen_counts = _counts(model)
 
         start_epoch, history = 0, []
         best_epoch: int | None = None
@@ -393,6 +726,8 @@ class Trainer:
             optimizer.load_state_dict(ck.optimizer_state)
             if scheduler is not None and ck.scheduler_state is not None:
                 scheduler.load_state_dict(ck.scheduler_state)
+            if precision.scaler is not None and ck.scaler_state:
+                precision.scaler.load_state_dict(ck.scaler_state)
             restore_rng_state(ck.rng_tensors, ck.rng_info)
             st = ck.trainer_state
             start_epoch, history = ck.epoch, list(st.get("history", []))
@@ -402,13 +737,33 @@ class Trainer:
             logger.info("Resuming from %s after epoch %d", ck.directory, ck.epoch)
 
         self._emit("on_train_begin", {"epochs": cfg.epochs, "start_epoch": start_epoch + 1, "resumed": resume})
-        params = [p for p in model.parameters() if p.requires_grad]
+        # Every parameter the optimiser holds; clipping skips those without a gradient (frozen ones).
+        params = [p for group in optimizer.param_groups for p in group["params"]]
         epoch = start_epoch
         while epoch < cfg.epochs and not stopped_early:
             started = time.perf_counter()
+            is_frozen = _frozen_during(cfg, epoch)
+            for param in frozen:
+                param.requires_grad_(not is_frozen)
+            counts = parameter_report(model)
+            rate = None
+            if dropout is not None:
+                ramp = ramp_factor(cfg.modality_dropout_schedule, epoch, cfg.modality_dropout_warmup_epochs)
+                rate = dropout[1] * ramp
+                dropout[0](rate)
             lr = float(optimizer.param_groups[0]["lr"])
             train_loss = self._train_epoch(
-                model, train_src, optimizer, params, device, task_type, label_level, loss_kwargs, epoch
+                model,
+                train_src,
+                optimizer,
+                params,
+                device,
+                task_type,
+                label_level,
+                loss_kwargs,
+                epoch,
+                precision,
+                scheduler if per_step else None,
             )
             row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss}
             if val_src is not None:
@@ -431,7 +786,7 @@ class Trainer:
                     )
             else:
                 value = train_loss
-            if scheduler is not None:
+            if scheduler is not None and not per_step:
                 if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                     scheduler.step(value if value is not None else float("nan"))
                 else:
@@ -446,6 +801,10 @@ class Trainer:
             if cfg.patience is not None and val_src is not None and bad_epochs >= cfg.patience:
                 stopped_early = True
             row["lr"] = lr
+            row["trainable_params"] = counts.trainable
+            row["frozen_params"] = counts.frozen
+            if rate is not None:
+                row["modality_dropout"] = rate
             row["seconds"] = round(time.perf_counter() - started, 4)
             history.append(row)
 
@@ -459,6 +818,7 @@ class Trainer:
                     "stopped_early": stopped_early,
                     "task": task_type.value,
                     "level": None if label_level is None else label_level.value,
+                    "precision": precision.mode,
                     "config": cfg.to_dict(),
                     "history": history,
                 }
@@ -476,6 +836,7 @@ class Trainer:
                     rng_tensors=rng_tensors,
                     rng_info=rng_info,
                     trainer_state=state,
+                    scaler=precision.scaler,
                 )
             logger.info("epoch %d/%d %s", epoch, cfg.epochs, {k: v for k, v in row.items() if k != "epoch"})
             self._emit(
@@ -486,6 +847,8 @@ class Trainer:
 
         if cfg.restore_best and best_state is not None:
             model.load_state_dict(best_state, strict=True)
+        if frozen and cfg.unfreeze_epoch is not None and any(row["epoch"] >= cfg.unfreeze_epoch for row in history):
+            parameters["after_unfreeze"] = unfrozen_counts
         result = TrainResult(
             best_epoch=best_epoch,
             best_metric=_finite_or_none(best_metric),
@@ -495,6 +858,8 @@ class Trainer:
             stopped_early=stopped_early,
             history=history,
             out_dir=out_dir,
+            parameters=parameters,
+            precision=precision.mode,
         )
         self._emit("on_train_end", result)
         return result
@@ -510,6 +875,8 @@ class Trainer:
         level: LabelLevel | None,
         loss_kwargs: dict[str, Any],
         epoch: int,
+        precision: _Precision,
+        step_scheduler: Any,
     ) -> float:
         cfg = self.config
         model.train()
@@ -518,8 +885,7 @@ class Trainer:
             if batch.targets is None:
                 raise ValueError(f"Training batch {index} of epoch {epoch + 1} has no targets (targets=None).")
             batch = batch.to(device)
-            outputs = model(batch)
-            loss, count = loss_and_count(outputs, batch, task_type, level=level, **loss_kwargs)
+            loss, count = _forward_loss(model, batch, precision, task_type, level, loss_kwargs)
             if count == 0:
                 continue
             if not torch.isfinite(loss):
@@ -527,11 +893,9 @@ class Trainer:
                     f"The training loss became {float(loss)} at epoch {epoch + 1}, batch {index}; "
                     "lower 'lr' or set 'grad_clip' in TrainConfig, and check the inputs for NaN."
                 )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
+            _optimizer_step(loss, optimizer, params, precision, cfg.grad_clip)
+            if step_scheduler is not None:
+                _step_scheduler_per_batch(step_scheduler)
             value = float(loss.detach())
             total += value * count
             rows += count
@@ -542,11 +906,14 @@ class Trainer:
 
     def _check_resume_config(self, saved: dict[str, Any], directory: Path) -> None:
         current = self.config.to_dict()
-        changed = sorted(k for k in current if k not in _RESUME_FREE_FIELDS and saved.get(k, current[k]) != current[k])
+        free = _RESUME_FREE_FIELDS
+        if self.config.scheduler == "onecycle":  # its total number of steps is fixed by 'epochs'
+            free = free - {"epochs"}
+        changed = sorted(k for k in current if k not in free and saved.get(k, current[k]) != current[k])
         if changed:
             warnings.warn(
                 f"Resuming from {str(directory)!r} with a TrainConfig that differs in {changed} from the one the "
                 "checkpoint was written with; the result will not match an uninterrupted run.",
                 MmfuseWarning,
-                stacklevel=3,
+                stacklevel=5,
             )

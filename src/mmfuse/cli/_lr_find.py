@@ -1,0 +1,110 @@
+"""``mmfuse lr-find``: the learning-rate range test of one fusion on the training split of a data set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["lr_find"]
+
+
+def _open(dataset: str, data_dir: Path | None) -> Any:
+    """A native data-set folder, else a registered data set (as ``mmfuse compare`` opens it)."""
+    from mmfuse.data import is_dataset, load_dataset, open_dataset
+
+    path = Path(dataset)
+    if path.is_dir() and ((path / "meta.json").exists() or not is_dataset(dataset)):
+        return open_dataset(path)
+    return load_dataset(dataset, data_dir=None if data_dir is None else str(data_dir))
+
+
+def lr_find(
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", help="Registered data-set name or a native data-set folder.")
+    ] = "basic-motions",
+    fusion: Annotated[str, typer.Option("--fusion", "-f", help="One registered fusion name.")] = "concat",
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Folder of local data sets (else $MMFUSE_DATA_DIR).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Where lr_find.json and lr_find.png go (default runs/<dataset>/lr-find)."),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
+    start_lr: Annotated[float, typer.Option("--start-lr", min=0.0, help="First learning rate.")] = 1e-7,
+    end_lr: Annotated[float, typer.Option("--end-lr", min=0.0, help="Last learning rate.")] = 1.0,
+    num_steps: Annotated[int, typer.Option("--num-steps", min=5, help="Most training steps.")] = 100,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the model and the batch order.")] = 0,
+    hidden: Annotated[int | None, typer.Option("--hidden", min=1, help="Override the hidden size H.")] = None,
+) -> None:
+    """Run the learning-rate range test of one fusion on the TRAIN split; write the curve and a suggested rate."""
+    from rich.markup import escape
+
+    from mmfuse._io import atomic_write_json
+    from mmfuse.cli._app import console
+    from mmfuse.errors import DataError
+    from mmfuse.evaluate.compare import DATASET_PRESETS
+    from mmfuse.fusion import list_fusions
+    from mmfuse.models import ModelConfig, build_model
+    from mmfuse.preprocess import default_normalizers
+    from mmfuse.train import TrainConfig, find_lr, seed_everything
+
+    valid = list_fusions()
+    if fusion not in valid:
+        raise ValueError(f"Unknown fusion {fusion!r}. Valid names: {', '.join(valid)}.")
+    data = _open(dataset, data_dir)
+    if "train" not in data.split_names:
+        raise DataError(
+            f"Data set {data.name!r} ({data.path}) has no 'train' split; lr-find reads only that split. "
+            f"Its splits: {data.split_names}."
+        )
+    preset: dict[str, Any] = DATASET_PRESETS.get(data.name, {})
+    specific = preset.get("fusions", {}).get(fusion, {})
+    model_kwargs = {**preset.get("model", {}), **specific.get("model", {})}
+    train_kwargs = {**preset.get("train", {}), **specific.get("train", {}), "device": device, "seed": seed}
+    if hidden is not None:
+        model_kwargs["hidden"] = hidden
+    vocab = getattr(data, "context_vocab", {}) or {}
+    if vocab and "context_sizes" not in model_kwargs:
+        model_kwargs["context_sizes"] = {k: len(v) for k, v in vocab.items()}
+    task = data.task
+    model_config = ModelConfig(
+        modality_dims={m: s.dim for m, s in data.modalities.items()},
+        out_dim=task.out_dim,
+        task=task.type.value,
+        label_level=task.level.value,
+        fusion=fusion,
+        **model_kwargs,
+    )
+    train_config = TrainConfig(**train_kwargs)
+
+    train_view = data.split("train")  # the only split read: normalisers and the test itself
+    normalizers = default_normalizers(data.modalities).fit(train_view)
+    train = train_view.with_transform(normalizers.transform_record)
+    seed_everything(seed)
+    model = build_model(model_config)
+    result = find_lr(model, train, config=train_config, start_lr=start_lr, end_lr=end_lr, num_steps=num_steps)
+
+    out_dir = out if out is not None else Path("runs") / data.name / "lr-find"
+    record = {
+        "dataset": data.name,
+        "fusion": fusion,
+        "split": "train",
+        "preset_lr": train_config.lr,
+        "model_config": model_config.to_dict(),
+        "train_config": train_config.to_dict(),
+        **result.to_dict(),
+    }
+    atomic_write_json(out_dir / "lr_find.json", record)
+    result.plot(out_dir / "lr_find.png")
+
+    shown = "none (the loss did not fall; widen the range)" if result.suggestion is None else f"{result.suggestion:.2e}"
+    console.print(f"{escape(data.name)} / {escape(fusion)}: suggested lr {shown}", highlight=False)
+    console.print(
+        f"steps taken {len(result.lrs)} of {num_steps}{' (stopped: the loss diverged)' if result.diverged else ''}; "
+        f"lowest loss at lr {result.lowest_loss_lr or float('nan'):.2e}; lr now in use {train_config.lr:.2e}",
+        highlight=False,
+    )
+    console.print(f"Wrote {escape(str(out_dir))}/lr_find.json and lr_find.png", highlight=False)
