@@ -1,0 +1,133 @@
+"""``mmfuse import csd | mmsa | folders``: data in other tools' formats into the native format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from mmfuse.cli._app import _friendly_errors, console, err_console
+
+__all__ = ["import_app"]
+
+import_app = typer.Typer(
+    name="import",
+    help="Import data written by other tools (CMU SDK .csd, MMSA pickles, feature folders) as a native data set.",
+    no_args_is_help=True,
+)
+
+
+def _show(path: Path, report: Any) -> None:
+    console.print(report.to_markdown(), markup=False, highlight=False, soft_wrap=True)
+    for warning in report.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    console.print(f"Wrote data set {path} (import_report.json, import_report.md inside).")
+
+
+def _pairs(items: list[str], option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"The '{option}' option takes NAME=VALUE. Got {item!r} instead.")
+        out[key] = value
+    return out
+
+
+@import_app.command("csd")
+@_friendly_errors
+def csd(
+    seq: Annotated[
+        list[str], typer.Option("--seq", "-s", help="MODALITY=FILE.csd, once per sequence (the reference included).")
+    ],
+    labels: Annotated[
+        Path, typer.Option("--labels", "-l", help="Label .csd (segments) or CSV video,label[,start,end].")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the native data set.")],
+    reference: Annotated[
+        str, typer.Option("--reference", help="The modality whose intervals are the steps.")
+    ] = "words",
+    label_column: Annotated[
+        str, typer.Option("--label-column", help="Label column: an index or a dimension / column name.")
+    ] = "0",
+    task: Annotated[
+        str, typer.Option("--task", help="regression, or binary (negative < 0 <= positive).")
+    ] = "regression",
+    splits: Annotated[
+        Path | None, typer.Option("--splits", help="JSON {split: [video ids]} or CSV video,split (default: seeded).")
+    ] = None,
+    collapse: Annotated[str, typer.Option("--collapse", help="mean (overlap-weighted), max, first or last.")] = "mean",
+    duplicates: Annotated[str, typer.Option("--duplicates", help="Rows sharing a start: error, mean, first, last.")] = (
+        "error"
+    ),
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing data set at --out.")] = False,
+) -> None:
+    """Import CMU Multimodal SDK computational sequences, aligned at word level onto --reference."""
+    from mmfuse.importers import import_csd
+
+    column: int | str = int(label_column) if label_column.lstrip("-").isdigit() else label_column
+    path, report = import_csd(
+        _pairs(seq, "--seq"),
+        out,
+        labels=labels,
+        reference=reference,
+        label_column=column,
+        task=task,
+        splits=splits,
+        collapse=collapse,
+        duplicates=duplicates,
+        overwrite=overwrite,
+    )
+    _show(path, report)
+
+
+@import_app.command("mmsa")
+@_friendly_errors
+def mmsa(
+    pickle_file: Annotated[Path, typer.Argument(help="An MMSA feature pickle (train / valid / test).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the native data set.")],
+    allow_pickle: Annotated[
+        bool, typer.Option("--allow-pickle", help="Required: loading a pickle can run arbitrary code. Trust it first.")
+    ] = False,
+    task: Annotated[
+        str, typer.Option("--task", help="regression, or binary (negative < 0 <= positive).")
+    ] = "regression",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing data set at --out.")] = False,
+) -> None:
+    """Import an MMSA feature pickle (refused without --allow-pickle)."""
+    from mmfuse.importers import import_mmsa
+
+    path, report = import_mmsa(pickle_file, out, allow_pickle=allow_pickle, task=task, overwrite=overwrite)
+    _show(path, report)
+
+
+@import_app.command("folders")
+@_friendly_errors
+def folders(
+    root: Annotated[Path, typer.Argument(help="Folder with one sub-folder per modality, one file per video.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the native data set.")],
+    rate: Annotated[float | None, typer.Option("--rate", help="Align onto a fixed grid at this rate (Hz).")] = None,
+    reference: Annotated[
+        str | None, typer.Option("--reference", help="Align onto this modality's timestamps instead of a grid.")
+    ] = None,
+    labels: Annotated[Path | None, typer.Option("--labels", help="Labels CSV (default ROOT/labels.csv).")] = None,
+    kind: Annotated[
+        list[str] | None, typer.Option("--kind", help="MODALITY=KIND (continuous, discrete, embedding, interval).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing data set at --out.")] = False,
+) -> None:
+    """Import per-modality feature folders, matching videos by file name; missing modalities are masked."""
+    from mmfuse.importers import import_feature_folders
+
+    path, report = import_feature_folders(
+        root,
+        out,
+        rate=rate,
+        reference=reference,
+        labels=labels,
+        kinds=_pairs(kind or [], "--kind"),
+        overwrite=overwrite,
+    )
+    _show(path, report)
