@@ -1,0 +1,474 @@
+"""The fusion buffer: time-stamped events per modality in, aligned steps out, with the offline alignment code.
+
+Events arrive per modality, each at its own rate and out of order within a bounded lateness. The buffer keeps
+the recent events of every modality and, once no accepted event can change a step any more, aligns the new
+steps of a fixed-rate grid by building a :class:`~mmfuse.align.Stream` from the kept events and calling
+:func:`mmfuse.align.align_stream`: the very function the offline pipeline uses, so live and offline windows
+follow the same rules (tolerance, masks, staleness, interpolation, interval collapse).
+
+Timing (all in the recording's own clock, seconds):
+
+* the *watermark* is ``max(newest event time, now) - lateness`` (``now`` optional, e.g. a wall clock mapped
+  onto the recording clock, so the buffer moves on while every modality is silent);
+* a grid step at ``x`` is emitted once ``x + horizon < watermark``, where ``horizon`` is the largest
+  tolerance of the modalities (the farthest a sample can be from a step and still count for it);
+* an event that could still change an emitted step (its time is at or before the last emitted step plus its
+  modality's tolerance) is *late*: it is dropped, counted in :attr:`FusionBuffer.dropped` and reported with
+  one :class:`LateEventWarning` per modality. Events within ``lateness`` of the newest event are never late.
+
+The only place live alignment can differ from aligning the finished recording is the live edge itself: a step
+is aligned with the samples known when it is emitted, so a step after a modality's newest sample is missing
+(never extrapolated), exactly as offline alignment treats the end of a recording. Offline, the same step would
+be interpolated towards a sample that arrives more than ``horizon`` later (a gap just after a sample that is
+within the tolerance). Give the buffer enough ``lateness`` for the sources' real delays.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mmfuse.align import AlignedStream, Stream, StreamKind, Timeline, align_stream
+from mmfuse.align.stream import COLLAPSE_RULES, check_choice
+from mmfuse.errors import MmfuseWarning, StreamError
+
+__all__ = ["AlignedWindow", "FusionBuffer", "LateEventWarning", "StreamSpec"]
+
+
+class LateEventWarning(MmfuseWarning):
+    """An event arrived after the steps it belongs to were emitted; it was dropped and counted."""
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """What the buffer expects from one modality.
+
+    Attributes:
+        dim: Feature size ``D_m`` of every event.
+        kind: ``"continuous"``, ``"discrete"``, ``"embedding"`` or ``"interval"`` (see
+            :class:`mmfuse.align.StreamKind`).
+        tolerance: Alignment tolerance in seconds. Default: ``1 / rate`` when ``rate`` is given (what offline
+            alignment uses for a regularly sampled stream: its median interval), 0 for interval streams.
+        rate: Nominal sampling rate in Hz (only used for the default tolerance).
+        collapse: How several rows falling into one step are reduced (``"mean"``, ``"max"``, ``"first"``,
+            ``"last"``).
+
+    Example:
+        >>> StreamSpec(3, rate=50.0).effective_tolerance
+        0.02
+        >>> StreamSpec(300, kind="interval").effective_tolerance
+        0.0
+    """
+
+    dim: int
+    kind: str = "continuous"
+    tolerance: float | None = None
+    rate: float | None = None
+    collapse: str = "mean"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.dim, bool) or not isinstance(self.dim, (int, np.integer)) or self.dim < 1:
+            raise StreamError(f"The 'dim' parameter of StreamSpec must be a positive integer. Got {self.dim!r}.")
+        kind = StreamKind.parse(self.kind, owner="StreamSpec")
+        object.__setattr__(self, "kind", kind.value)
+        for name in ("tolerance", "rate"):
+            v = getattr(self, name)
+            ok = v is None or (not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and v >= 0)
+            if not ok or (name == "rate" and v == 0):
+                raise StreamError(f"The {name!r} parameter of StreamSpec must be a positive finite number. Got {v!r}.")
+        check_choice(self.collapse, COLLAPSE_RULES, parameter="collapse", owner="StreamSpec")
+        if self.kind != "interval" and self.tolerance is None and self.rate is None:
+            raise StreamError(
+                f"StreamSpec of kind {self.kind!r} needs 'tolerance' (seconds) or 'rate' (Hz): live alignment cannot "
+                "estimate a sampling interval from a recording it has not seen yet."
+            )
+
+    @property
+    def effective_tolerance(self) -> float:
+        """The tolerance used: ``tolerance``, else ``1 / rate``, else 0 (interval streams)."""
+        if self.tolerance is not None:
+            return float(self.tolerance)
+        if self.rate is not None and self.kind != "interval":
+            return 1.0 / float(self.rate)
+        return 0.0
+
+    @classmethod
+    def from_value(cls, value: StreamSpec | Mapping[str, Any]) -> StreamSpec:
+        """A spec from a spec or a mapping of its fields (e.g. read from JSON)."""
+        if isinstance(value, StreamSpec):
+            return value
+        if not isinstance(value, Mapping):
+            raise StreamError(f"A stream spec must be a StreamSpec or a mapping of its fields. Got {value!r}.")
+        known = {"dim", "kind", "tolerance", "rate", "collapse"}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise StreamError(f"Unknown StreamSpec field(s) {unknown}; valid: {sorted(known)}.")
+        return cls(**dict(value))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe fields."""
+        return {
+            "dim": int(self.dim),
+            "kind": self.kind,
+            "tolerance": self.tolerance,
+            "rate": self.rate,
+            "collapse": self.collapse,
+        }
+
+
+@dataclass
+class AlignedWindow:
+    """Consecutive aligned grid steps emitted by the buffer (``K`` steps, possibly 0).
+
+    Attributes:
+        times: ``[K]`` float64 step times.
+        values: Modality -> ``[K, D_m]`` float32 (0 where missing).
+        masks: Modality -> ``[K]`` bool.
+        staleness: Modality -> ``[K]`` float64 seconds since the last real sample (inf before the first).
+        interpolated: Modality -> ``[K]`` bool.
+        first_index: Grid index of the first step (``times[0] = start + first_index / rate``).
+    """
+
+    times: np.ndarray
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+    staleness: dict[str, np.ndarray] = field(default_factory=dict)
+    interpolated: dict[str, np.ndarray] = field(default_factory=dict)
+    first_index: int = 0
+
+    def __len__(self) -> int:
+        return int(self.times.shape[0])
+
+    @classmethod
+    def concat(cls, windows: list[AlignedWindow]) -> AlignedWindow:
+        """Join consecutive windows into one (an empty list gives an empty window without modalities)."""
+        if not windows:
+            return cls(times=np.zeros(0, dtype=np.float64))
+        names = list(windows[0].values)
+
+        def cat(attr: str) -> dict[str, np.ndarray]:
+            return {m: np.concatenate([getattr(w, attr)[m] for w in windows]) for m in names}
+
+        return cls(
+            times=np.concatenate([w.times for w in windows]),
+            values=cat("values"),
+            masks=cat("masks"),
+            staleness=cat("staleness"),
+            interpolated=cat("interpolated"),
+            first_index=windows[0].first_index,
+        )
+
+
+class _Events:
+    """The kept events of one modality: sorted on demand, pruned from the front (arrays, amortised growth)."""
+
+    def __init__(self, dim: int, interval: bool) -> None:
+        self.t = np.zeros(0, dtype=np.float64)
+        self.v = np.zeros((0, dim), dtype=np.float32)
+        self.e: np.ndarray | None = np.zeros(0, dtype=np.float64) if interval else None
+        self.sorted = True
+
+    def add(self, t: np.ndarray, v: np.ndarray, e: np.ndarray | None) -> None:
+        if self.t.size and t.size and (t[0] < self.t[-1] or np.any(np.diff(t) < 0)):
+            self.sorted = False
+        elif t.size > 1 and np.any(np.diff(t) < 0):
+            self.sorted = False
+        self.t = np.concatenate([self.t, t])
+        self.v = np.concatenate([self.v, v])
+        if self.e is not None and e is not None:
+            self.e = np.concatenate([self.e, e])
+
+    def sort(self) -> None:
+        if not self.sorted:
+            order = np.argsort(self.t, kind="stable")  # stable: the later arrival of a duplicate time wins
+            self.t, self.v = self.t[order], self.v[order]
+            if self.e is not None:
+                self.e = self.e[order]
+            self.sorted = True
+
+    def prune(self, cutoff: float) -> None:
+        """Drop events before ``cutoff`` except the newest of them (kept for staleness and interpolation)."""
+        self.sort()
+        ref = self.e if self.e is not None else self.t
+        k = int(np.searchsorted(ref, cutoff, side="left")) - 1  # keep one before the cutoff
+        if k > 0:
+            self.t, self.v = self.t[k:], self.v[k:]
+            if self.e is not None:
+                self.e = self.e[k:]
+
+
+class FusionBuffer:
+    """Accept time-stamped events per modality and emit aligned steps of a fixed-rate grid.
+
+    See the module docstring for the timing rules. Alignment is :func:`mmfuse.align.align_stream` on the kept
+    events; the buffer only decides *when* a step is final and *which* events are kept.
+
+    Args:
+        specs: Modality name -> :class:`StreamSpec` (or a mapping of its fields). Sorted names are canonical.
+        rate: Grid rate in Hz (the model's step rate).
+        lateness: Seconds an event may arrive behind the newest event seen and still be used.
+        start: Time of grid step 0; default the earliest event seen before the first emission.
+        max_pending: Most events kept per modality; beyond it the oldest are discarded (counted in
+            :attr:`overflow`), so a flood of events cannot exhaust memory.
+
+    Attributes:
+        dropped: Modality -> late events dropped.
+        overflow: Modality -> events discarded by ``max_pending``.
+        accepted: Modality -> events accepted.
+
+    Example:
+        >>> buf = FusionBuffer({"a": StreamSpec(1, rate=10.0), "b": StreamSpec(1, rate=5.0)}, rate=10.0, start=0.0)
+        >>> for t in np.arange(0, 1.0, 0.1):
+        ...     _ = buf.push("a", t, [t])
+        >>> _ = buf.push_many("b", [0.0, 0.2, 0.4, 0.6, 0.8], [[0], [2], [4], [6], [8]])
+        >>> w = buf.pop_ready()
+        >>> len(w), w.values["b"][:3, 0].tolist(), w.masks["b"][:3].tolist()
+        (7, [0.0, 1.0, 2.0], [True, True, True])
+    """
+
+    def __init__(
+        self,
+        specs: Mapping[str, StreamSpec | Mapping[str, Any]],
+        rate: float,
+        *,
+        lateness: float = 0.0,
+        start: float | None = None,
+        max_pending: int = 100_000,
+    ) -> None:
+        if not isinstance(specs, Mapping) or not specs:
+            raise StreamError(f"The 'specs' parameter of FusionBuffer must be a non-empty mapping. Got {specs!r}.")
+        self.specs: dict[str, StreamSpec] = {str(m): StreamSpec.from_value(specs[m]) for m in sorted(specs)}
+        for name, value, lo in (("rate", rate, 0.0), ("lateness", lateness, -1.0)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value <= lo
+            ):
+                what = "positive" if lo == 0.0 else "non-negative"
+                raise StreamError(f"The {name!r} parameter of FusionBuffer must be a {what} number. Got {value!r}.")
+        if lateness < 0:
+            raise StreamError(f"The 'lateness' parameter of FusionBuffer must be >= 0 seconds. Got {lateness!r}.")
+        if start is not None and (not isinstance(start, (int, float)) or not math.isfinite(start)):
+            raise StreamError(f"The 'start' parameter of FusionBuffer must be a finite number. Got {start!r}.")
+        if not isinstance(max_pending, int) or max_pending < 2:
+            raise StreamError(
+                f"The 'max_pending' parameter of FusionBuffer must be an integer >= 2. Got {max_pending!r}."
+            )
+        self.rate = float(rate)
+        self.lateness = float(lateness)
+        self.start = None if start is None else float(start)
+        self.max_pending = max_pending
+        self.modalities: tuple[str, ...] = tuple(self.specs)
+        self._tol = {m: s.effective_tolerance for m, s in self.specs.items()}
+        self.horizon = max(self._tol.values())
+        self._events = {m: _Events(s.dim, s.kind == "interval") for m, s in self.specs.items()}
+        self._newest = -math.inf  # newest event time seen (interval events: their end)
+        self._earliest = math.inf
+        self._next = 0  # grid index of the next step to emit
+        self._last_emitted: float | None = None
+        self.dropped = dict.fromkeys(self.modalities, 0)
+        self.overflow = dict.fromkeys(self.modalities, 0)
+        self.accepted = dict.fromkeys(self.modalities, 0)
+        self._warned: set[str] = set()
+
+    # ----------------------------------------------------------------------------------------------- input
+    def push(self, modality: str, t: float, values: Any, end: float | None = None) -> int:
+        """Add one event; see :meth:`push_many`. Returns the number of events accepted (0 or 1)."""
+        return self.push_many(
+            modality, [t], [values] if np.ndim(values) <= 1 else values, None if end is None else [end]
+        )
+
+    def push_many(self, modality: str, times: Any, values: Any, ends: Any = None) -> int:
+        """Add events of one modality, in any order.
+
+        Args:
+            modality: One of :attr:`modalities`.
+            times: ``[N]`` seconds (interval streams: start times).
+            values: ``[N, D_m]`` (or ``[N]`` when ``D_m`` is 1).
+            ends: ``[N]`` end times, interval streams only.
+
+        Returns:
+            How many events were accepted (the rest were late and dropped).
+
+        Raises:
+            StreamError: an unknown modality, wrong shapes, a wrong ``D_m``, non-finite numbers, ends before starts
+                or ends for a non-interval stream (nothing of the call is kept then).
+        """
+        spec = self.specs.get(modality)
+        if spec is None:
+            raise StreamError(
+                f"FusionBuffer got an event for unknown modality {modality!r}; modalities: {list(self.modalities)}."
+            )
+        try:
+            t = np.asarray(times, dtype=np.float64).reshape(-1)
+            v = np.asarray(values, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise StreamError(f"Events of modality {modality!r} must be numbers: {exc}") from None
+        if v.ndim == 1 and spec.dim == 1:
+            v = v[:, None]  # [N] -> [N, 1]
+        if v.ndim == 1 and t.size == 1:
+            v = v[None, :]  # one event given as [D]
+        if v.ndim != 2 or v.shape[1] != spec.dim or v.shape[0] != t.size:
+            raise StreamError(
+                f"Events of modality {modality!r} must have values of shape [N, {spec.dim}] with N = {t.size} "
+                f"times. Got {list(v.shape)}."
+            )
+        if not np.isfinite(t).all():
+            raise StreamError(f"Event times of modality {modality!r} must be finite. Got {t[~np.isfinite(t)][0]!r}.")
+        if not np.isfinite(v).all():
+            row, col = np.argwhere(~np.isfinite(v))[0]
+            raise StreamError(
+                f"Event values of modality {modality!r} must be finite. Got {float(v[row, col])!r} at event {int(row)},"
+                f" "
+                f"feature {int(col)}."
+            )
+        e: np.ndarray | None = None
+        if spec.kind == "interval":
+            if ends is None:
+                raise StreamError(f"Events of interval modality {modality!r} need 'end' times.")
+            e = np.asarray(ends, dtype=np.float64).reshape(-1)
+            if e.size != t.size or not np.isfinite(e).all() or np.any(e < t):
+                raise StreamError(
+                    f"Event ends of modality {modality!r} must be {t.size} finite times, each >= its start."
+                )
+        elif ends is not None:
+            raise StreamError(f"'end' is only allowed for interval modalities; {modality!r} is {spec.kind!r}.")
+        if t.size == 0:
+            return 0
+        if self._last_emitted is not None:
+            late = t <= self._last_emitted + self._tol[modality]  # could change an emitted step
+            n_late = int(late.sum())
+            if n_late:
+                self.dropped[modality] += n_late
+                if modality not in self._warned:
+                    self._warned.add(modality)
+                    warnings.warn(
+                        f"FusionBuffer dropped late event(s) of modality {modality!r}: they belong to steps already "
+                        f"emitted (lateness bound {self.lateness} s). Counted in FusionBuffer.dropped.",
+                        LateEventWarning,
+                        stacklevel=2,
+                    )
+                keep = ~late
+                t, v = t[keep], v[keep]
+                e = None if e is None else e[keep]
+                if t.size == 0:
+                    return 0
+        self._events[modality].add(t, v, e)
+        self.accepted[modality] += int(t.size)
+        self._newest = max(self._newest, float((e if e is not None else t).max()))
+        self._earliest = min(self._earliest, float(t.min()))
+        ev = self._events[modality]
+        if ev.t.size > self.max_pending:
+            ev.sort()
+            extra = ev.t.size - self.max_pending
+            self.overflow[modality] += extra
+            ev.t, ev.v = ev.t[extra:], ev.v[extra:]
+            if ev.e is not None:
+                ev.e = ev.e[extra:]
+        return int(t.size)
+
+    # ---------------------------------------------------------------------------------------------- output
+    @property
+    def watermark(self) -> float:
+        """``newest event time - lateness`` (``-inf`` before any event)."""
+        return self._newest - self.lateness
+
+    @property
+    def next_time(self) -> float | None:
+        """Time of the next step to emit (None before the start is known)."""
+        return None if self.start is None else self.start + self._next / self.rate
+
+    def pending(self) -> dict[str, int]:
+        """Modality -> events currently kept."""
+        return {m: int(ev.t.size) for m, ev in self._events.items()}
+
+    def pop_ready(self, now: float | None = None) -> AlignedWindow:
+        """Emit every step that no accepted event can change any more.
+
+        Args:
+            now: Optional current time on the recording clock; the watermark is then
+                ``max(newest event, now) - lateness``, so steps are emitted (as missing) while every source is
+                silent.
+
+        Returns:
+            The new steps (``K >= 0``).
+        """
+        newest = self._newest if now is None else max(self._newest, float(now))
+        return self._emit_until(newest - self.lateness - self.horizon, strict=True)
+
+    def flush(self) -> AlignedWindow:
+        """End of the stream: emit every remaining step up to the newest event time."""
+        return self._emit_until(self._newest, strict=False)
+
+    def _emit_until(self, limit: float, strict: bool) -> AlignedWindow:
+        if not math.isfinite(limit):
+            return self._empty()
+        if self.start is None:
+            if not math.isfinite(self._earliest):
+                return self._empty()
+            self.start = self._earliest
+        pos = (limit - self.start) * self.rate
+        # strict: x < limit (a sample exactly at x + horizon may still arrive with the newest time); else x <= limit
+        n_last = math.ceil(pos - 1e-9) - 1 if strict else math.floor(pos + 1e-9)
+        if n_last < self._next:
+            return self._empty()
+        idx = np.arange(self._next, n_last + 1)
+        times = self.start + idx / self.rate  # [K]
+        timeline = Timeline.from_points(times)
+        out = AlignedWindow(times=times, first_index=self._next)
+        for m, spec in self.specs.items():
+            ev = self._events[m]
+            ev.sort()
+            aligned = self._align(m, spec, ev, timeline)
+            out.values[m], out.masks[m] = aligned.values, aligned.mask
+            out.staleness[m], out.interpolated[m] = aligned.staleness, aligned.interpolated
+        self._next = n_last + 1
+        self._last_emitted = float(times[-1])
+        next_x = self.start + self._next / self.rate
+        for m, ev in self._events.items():
+            ev.prune(next_x - self._tol[m] - 1.0 / self.rate)
+        return out
+
+    def _align(self, m: str, spec: StreamSpec, ev: _Events, timeline: Timeline) -> AlignedStream:
+        k = len(timeline)
+        if ev.t.size == 0:
+            return AlignedStream(
+                name=m,
+                kind=StreamKind(spec.kind),
+                values=np.zeros((k, spec.dim), dtype=np.float32),
+                mask=np.zeros(k, dtype=bool),
+                staleness=np.full(k, np.inf),
+                interpolated=np.zeros(k, dtype=bool),
+                tolerance=self._tol[m],
+            )
+        # Later arrivals of an identical time replace earlier ones (a corrected sample), as duplicates="last".
+        stream = Stream.create(m, ev.t, ev.v, kind=spec.kind, ends=ev.e, duplicates="last")
+        return align_stream(stream, timeline, tolerance=self._tol[m], collapse=spec.collapse)
+
+    def _empty(self) -> AlignedWindow:
+        z = np.zeros(0, dtype=np.float64)
+        return AlignedWindow(
+            times=z,
+            values={m: np.zeros((0, s.dim), dtype=np.float32) for m, s in self.specs.items()},
+            masks={m: np.zeros(0, dtype=bool) for m in self.specs},
+            staleness={m: z.copy() for m in self.specs},
+            interpolated={m: np.zeros(0, dtype=bool) for m in self.specs},
+            first_index=self._next,
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """JSON-safe counters: accepted, dropped (late), overflow, pending per modality, and the watermark."""
+        return {
+            "accepted": dict(self.accepted),
+            "dropped_late": dict(self.dropped),
+            "overflow": dict(self.overflow),
+            "pending": self.pending(),
+            "watermark": self.watermark if math.isfinite(self.watermark) else None,
+            "next_time": self.next_time,
+        }

@@ -1,0 +1,697 @@
+"""The streaming server: a WebSocket API for live streams, an HTTP batch endpoint, health, metrics, a live page.
+
+Needs the ``serve`` extra (FastAPI, uvicorn, websockets). Start it with ``mmfuse serve MODEL_DIR`` or
+:func:`serve`; protocol, limits and security in ``docs/streaming.md``.
+
+Design, in short:
+
+* one :class:`~mmfuse.stream.IncrementalModel` is shared by every stream; a single batcher task steps all
+  streams with queued steps as one batch (:func:`~mmfuse.stream.step_sessions`), so 100 streams cost about one
+  batched model step per round;
+* every message is size-checked before it is parsed, then validated field by field; a bad message gets a JSON
+  error ``{"type": "error", "error": code, "detail": text, "field": name}`` and the stream goes on;
+* backpressure: queued model steps and queued outgoing messages are bounded per connection; when a bound is hit
+  the *oldest* entries are dropped (live data: the newest matter most), counted, and the client is told with a
+  ``{"type": "backpressure", ...}`` message; incoming data is read one message at a time, so a client that
+  sends faster than the server reads is slowed by TCP flow control;
+* binds to 127.0.0.1 by default; any other host needs a token (refused otherwise), sent as
+  ``Authorization: Bearer TOKEN``, ``X-Mmfuse-Token: TOKEN`` or ``?token=TOKEN``.
+"""
+
+# No "from __future__ import annotations" here: FastAPI reads the annotations of the endpoint functions, whose
+# types (Request, WebSocket) are imported inside create_app so that this module imports without the extra.
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import json
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mmfuse.errors import StreamError
+from mmfuse.stream._page import LIVE_PAGE
+from mmfuse.stream.session import StreamConfig, StreamingSession, load_model_assets, step_sessions
+
+__all__ = ["ServerConfig", "ServerHandle", "create_app", "is_loopback", "run_in_thread", "serve"]
+
+logger = logging.getLogger(__name__)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address or ``localhost``.
+
+    Example:
+        >>> is_loopback("127.0.0.1"), is_loopback("::1"), is_loopback("0.0.0.0")
+        (True, True, False)
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class ServerConfig:
+    """Server settings.
+
+    Attributes:
+        host: Bind address (default loopback only).
+        port: TCP port (0: any free port).
+        token: Required from clients when set; mandatory for a non-loopback host.
+        max_streams: Most concurrent WebSocket streams; more are refused with ``too_many_streams``.
+        max_message_bytes: Largest WebSocket message (checked before parsing).
+        max_body_bytes: Largest HTTP request body.
+        queue_size: Per connection, most queued model steps and most queued outgoing messages.
+        send_timeout: Seconds a send may block before the connection is closed as unresponsive.
+        stream_config: Overrides the model directory's ``stream.json``.
+        rate: Grid rate when there is no stream config.
+        torch_threads: Torch intra-op threads set when the server starts (1: small models step fastest on one
+            thread, and several threads contend with the event loop); None leaves the setting alone.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None
+    max_streams: int = 256
+    max_message_bytes: int = 65536
+    max_body_bytes: int = 8 * 1024 * 1024
+    queue_size: int = 256
+    send_timeout: float = 10.0
+    stream_config: StreamConfig | None = None
+    rate: float | None = None
+    torch_threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        if not is_loopback(self.host) and not self.token:
+            raise StreamError(
+                f"Refusing to serve on non-loopback host {self.host!r} without a token: pass --token (or set "
+                "MMFUSE_TOKEN) so that only clients holding it can connect."
+            )
+        for name in ("max_streams", "max_message_bytes", "max_body_bytes", "queue_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise StreamError(f"The {name!r} parameter of ServerConfig must be a positive integer. Got {v!r}.")
+
+
+class _Error(Exception):
+    def __init__(self, error: str, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.code = error
+        self.payload: dict[str, Any] = {"type": "error", "error": error, "detail": detail, "field": field}
+
+
+def _no_constants(name: str) -> None:
+    raise _Error("non_finite", f"JSON constant {name} is not allowed: every number must be finite.", None)
+
+
+def _parse(text: str | bytes, limit: int) -> dict[str, Any]:
+    if len(text) > limit:
+        raise _Error("message_too_large", f"Message of {len(text)} bytes is over the limit of {limit} bytes.")
+    try:
+        msg = json.loads(text, parse_constant=_no_constants)
+    except _Error:
+        raise
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _Error("invalid_json", f"Message is not valid JSON: {exc}.") from None
+    if not isinstance(msg, dict):
+        raise _Error("invalid_message", f"A message must be a JSON object. Got {type(msg).__name__}.")
+    return msg
+
+
+def _finite_number(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _Error("invalid_value", f"{field!r} must be a finite number. Got {value!r}.", field)
+    return float(value)
+
+
+class _Stream:
+    """Per-connection state: the session, the outgoing queue and counters."""
+
+    def __init__(self, sid: str, session: StreamingSession, queue_size: int) -> None:
+        self.id = sid
+        self.session = session
+        self.out: deque[dict[str, Any]] = deque()
+        self.out_ready = asyncio.Event()
+        self.queue_size = queue_size
+        self.dropped_out = 0
+        self.dropped_steps = 0
+        self.last_seq: Any = None
+        self.sent_at = time.monotonic()
+        self.watchers: list[asyncio.Queue[dict[str, Any]]] = []
+        self.history: deque[dict[str, Any]] = deque(maxlen=600)
+        self.errors = 0
+        self.closed = False
+        self.dirty = False
+
+    def emit(self, msg: dict[str, Any]) -> None:
+        if len(self.out) >= self.queue_size:
+            self.out.popleft()
+            self.dropped_out += 1
+        self.out.append(msg)
+        self.out_ready.set()
+
+
+class _State:
+    def __init__(self, assets: Mapping[str, Any], config: ServerConfig) -> None:
+        self.config = config
+        self.engine = assets["engine"]
+        self.normalizers = assets["normalizers"]
+        self.class_names = assets["class_names"]
+        cfg = config.stream_config or assets["stream_config"]
+        if cfg is None:
+            if config.rate is None:
+                raise StreamError("The model directory has no stream.json; give the grid rate (--rate HZ).")
+            cfg = StreamConfig.default(self.engine.config.modality_dims, config.rate)
+        self.stream_config: StreamConfig = cfg
+        self.streams: dict[str, _Stream] = {}
+        self.counter = 0
+        self.total_streams = 0
+        self.refused_streams = 0
+        self.errors: dict[str, int] = {}
+        self.messages = 0
+        self.step_ms: deque[float] = deque(maxlen=20000)
+        self.batch_sizes: deque[int] = deque(maxlen=20000)
+        self.wake = asyncio.Event()
+        self.started = time.time()
+
+    def new_session(self) -> StreamingSession:
+        return StreamingSession(
+            self.engine, self.stream_config, normalizers=self.normalizers, class_names=self.class_names
+        )
+
+    def count_error(self, code: str) -> None:
+        self.errors[code] = self.errors.get(code, 0) + 1
+
+
+def _percentiles(values: Any) -> dict[str, float | None]:
+    a = np.asarray(list(values), dtype=np.float64)
+    if a.size == 0:
+        return {"p50": None, "p99": None, "max": None, "n": 0}
+    return {
+        "p50": float(np.percentile(a, 50)),
+        "p99": float(np.percentile(a, 99)),
+        "max": float(a.max()),
+        "n": int(a.size),
+    }
+
+
+def create_app(model_dir: str | Any, config: ServerConfig | None = None) -> Any:
+    """The FastAPI application serving ``model_dir`` (a model directory, or already loaded assets).
+
+    Raises:
+        ImportError: naming the ``serve`` extra when FastAPI is not installed.
+        StreamError: a non-causal model, or no stream config and no rate.
+    """
+    try:
+        from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
+        from fastapi.responses import HTMLResponse, JSONResponse
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("The mmfuse server needs the 'serve' extra: pip install 'mmfuse[serve]'.") from exc
+
+    config = config or ServerConfig()
+    assets = model_dir if isinstance(model_dir, Mapping) else load_model_assets(model_dir)
+    state = _State(assets, config)
+    modality_dims = state.engine.config.modality_dims
+
+    async def batcher() -> None:
+        while True:
+            await state.wake.wait()
+            state.wake.clear()
+            for s in list(state.streams.values()):
+                if s.dirty and not s.closed:
+                    try:
+                        collect(s)
+                    except Exception as exc:  # e.g. nested interval events refused by the alignment
+                        s.emit({"type": "error", "error": "invalid_value", "detail": str(exc), "field": "events"})
+            ready = [s for s in state.streams.values() if s.session.pending and not s.closed]
+            if not ready:
+                continue
+            t0 = time.perf_counter()
+            try:
+                results = step_sessions([s.session for s in ready], max_rounds=1)
+            except Exception as exc:  # a model failure must not kill the server
+                logger.exception("model step failed")
+                for s in ready:
+                    s.emit({"type": "error", "error": "model_error", "detail": str(exc), "field": None})
+                continue
+            ms = (time.perf_counter() - t0) * 1000.0
+            state.step_ms.append(ms)
+            state.batch_sizes.append(len(ready))
+            for s, res in zip(ready, results, strict=True):
+                for r in res:
+                    msg = {"type": "prediction", "seq": s.last_seq, **r.to_dict(state.class_names)}
+                    s.emit(msg)
+                    s.history.append(msg)
+                    for w in s.watchers:
+                        if w.full():
+                            with contextlib.suppress(asyncio.QueueEmpty):
+                                w.get_nowait()
+                        w.put_nowait(msg)
+            if any(s.session.pending for s in ready):
+                state.wake.set()  # more rounds to run, after the loop has read what arrived meanwhile
+            await asyncio.sleep(0)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any) -> Any:
+        if config.torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(config.torch_threads)
+        task = asyncio.create_task(batcher())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(title="mmfuse streaming server", lifespan=lifespan)
+    app.state.mmfuse = state
+
+    def token_ok(headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
+        if not config.token:
+            return True
+        got = query.get("token") or headers.get("x-mmfuse-token") or ""
+        auth = headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            got = auth[7:].strip()
+        return hmac.compare_digest(got.encode(), config.token.encode())
+
+    def http_error(status: int, error: str, detail: str, field: str | None = None) -> Any:
+        state.count_error(error)
+        return JSONResponse({"error": error, "detail": detail, "field": field}, status_code=status)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "streams": len(state.streams),
+            "max_streams": config.max_streams,
+            "uptime_s": round(time.time() - state.started, 3),
+        }
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Any:
+        if not token_ok(request.headers, request.query_params):
+            return http_error(401, "unauthorized", "A valid token is required.")
+        return {
+            "streams_active": len(state.streams),
+            "streams_total": state.total_streams,
+            "streams_refused": state.refused_streams,
+            "messages": state.messages,
+            "errors": state.errors,
+            "model_step_ms": _percentiles(state.step_ms),
+            "batch_size": _percentiles(state.batch_sizes),
+            "dropped_outgoing": sum(s.dropped_out for s in state.streams.values()),
+            "dropped_steps": sum(s.dropped_steps for s in state.streams.values()),
+            "incremental": state.engine.incremental,
+        }
+
+    @app.get("/streams")
+    async def streams(request: Request) -> Any:
+        if not token_ok(request.headers, request.query_params):
+            return http_error(401, "unauthorized", "A valid token is required.")
+        return {
+            "streams": [
+                {
+                    "id": s.id,
+                    "steps": s.session.steps,
+                    "buffer": s.session.buffer.stats(),
+                    "dropped_outgoing": s.dropped_out,
+                    "dropped_steps": s.dropped_steps,
+                    "errors": s.errors,
+                }
+                for s in state.streams.values()
+            ]
+        }
+
+    @app.get("/")
+    async def page(request: Request) -> Any:
+        if not token_ok(request.headers, request.query_params):
+            return http_error(401, "unauthorized", "A valid token is required (?token=...).")
+        return HTMLResponse(LIVE_PAGE)
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Any:
+        if not token_ok(request.headers, request.query_params):
+            return http_error(401, "unauthorized", "A valid token is required.")
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > config.max_body_bytes):
+            return http_error(413, "body_too_large", f"Request body over the limit of {config.max_body_bytes} bytes.")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > config.max_body_bytes:
+                return http_error(
+                    413, "body_too_large", f"Request body over the limit of {config.max_body_bytes} bytes."
+                )
+        try:
+            msg = _parse(bytes(body), config.max_body_bytes)
+            session = state.new_session()
+            streams_in = msg.get("streams")
+            if not isinstance(streams_in, dict) or not streams_in:
+                raise _Error(
+                    "invalid_message", "'streams' must be an object: modality -> {t, values[, ends]}.", "streams"
+                )
+            start = msg.get("start")
+            if start is not None:
+                session.buffer.start = _finite_number(start, "start")
+            for m, s in streams_in.items():
+                if m not in modality_dims:
+                    raise _Error(
+                        "unknown_modality",
+                        f"Unknown modality {m!r}; modalities: {sorted(modality_dims)}.",
+                        f"streams.{m}",
+                    )
+                if not isinstance(s, dict) or "t" not in s or "values" not in s:
+                    raise _Error(
+                        "invalid_message", f"streams.{m} must be an object with 't' and 'values'.", f"streams.{m}"
+                    )
+                try:
+                    session.push_many(m, s["t"], s["values"], s.get("ends"))
+                except StreamError as exc:
+                    raise _Error("invalid_value", str(exc), f"streams.{m}") from None
+            window = session.buffer.flush()
+            if len(window) == 0:
+                raise _Error("no_steps", "The streams give no step to predict.", "streams")
+            out = await asyncio.get_running_loop().run_in_executor(None, session.run_recording, window)
+        except _Error as err:
+            state.count_error(err.code)
+            return JSONResponse({k: v for k, v in err.payload.items() if k != "type"}, status_code=400)
+        res: dict[str, Any] = {
+            "times": out["times"].tolist(),
+            "raw": np.round(out["raw"], 6).tolist(),
+            "stable": np.round(out["stable"], 6).tolist(),
+            "held": out["held"].tolist(),
+            "masks": {m: window.masks[m].tolist() for m in modality_dims},
+        }
+        if session.classification:
+            res["labels"] = out["stable"].argmax(axis=1).tolist()
+            res["class_names"] = list(state.class_names)
+        return res
+
+    async def sender(ws: WebSocket, st: _Stream) -> None:
+        while not st.closed:
+            await st.out_ready.wait()
+            st.out_ready.clear()
+            while st.out:
+                msg = st.out.popleft()
+                try:
+                    await asyncio.wait_for(ws.send_text(json.dumps(msg)), timeout=config.send_timeout)
+                except Exception:  # slow or vanished client: stop sending, the receiver cleans up
+                    st.closed = True
+                    with contextlib.suppress(Exception):
+                        await ws.close(code=1008)
+                    return
+
+    def handle(st: _Stream, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        if "seq" in msg:
+            st.last_seq = msg["seq"]
+        events: Any
+        if kind == "event":
+            events = [msg]
+        elif kind == "events":
+            events = msg.get("events")
+            if not isinstance(events, list):
+                raise _Error("invalid_message", "'events' must be a list of event objects.", "events")
+        elif kind == "flush":
+            st.session.collect()
+            st.session.collect(flush=True)
+            state.wake.set()
+            return
+        elif kind == "ping":
+            st.emit({"type": "pong", "t": msg.get("t")})
+            return
+        else:
+            raise _Error(
+                "invalid_message", f"Unknown message type {kind!r}; valid: event, events, flush, ping.", "type"
+            )
+        checked = []
+        for i, ev in enumerate(events):
+            where = "" if kind == "event" else f"events[{i}]."
+            if not isinstance(ev, dict):
+                raise _Error("invalid_message", "Each event must be an object.", f"{where}".rstrip(".") or "events")
+            m = ev.get("modality")
+            if m not in modality_dims:
+                raise _Error(
+                    "unknown_modality",
+                    f"Unknown modality {m!r}; modalities: {sorted(modality_dims)}.",
+                    f"{where}modality",
+                )
+            t = _finite_number(ev.get("t"), f"{where}t")
+            values = ev.get("values")
+            if not isinstance(values, list) or len(values) != modality_dims[m]:
+                got = len(values) if isinstance(values, list) else type(values).__name__
+                raise _Error(
+                    "wrong_dimension",
+                    f"Modality {m!r} needs a list of {modality_dims[m]} numbers. Got {got}.",
+                    f"{where}values",
+                )
+            for j, v in enumerate(values):
+                _finite_number(v, f"{where}values[{j}]")
+            end = ev.get("end")
+            checked.append((str(m), t, values, None if end is None else _finite_number(end, f"{where}end")))
+        for m, t, values, end in checked:  # all valid: none of a bad message is used
+            try:
+                st.session.push(m, t, values, end)
+            except StreamError as exc:
+                raise _Error("invalid_value", str(exc), "events") from None
+        st.dirty = True  # the batcher aligns what arrived (several steps at once when it is behind)
+        state.wake.set()
+
+    def collect(st: _Stream) -> None:
+        st.dirty = False
+        st.session.collect()
+        over = st.session.pending - config.queue_size
+        if over > 0:  # the model is behind this stream: drop its oldest steps, keep the newest
+            for _ in range(over):
+                st.session._pending.popleft()
+            st.dropped_steps += over
+            st.emit(
+                {
+                    "type": "backpressure",
+                    "error": "steps_dropped",
+                    "dropped": st.dropped_steps,
+                    "detail": "The model fell behind this stream; the oldest steps were dropped.",
+                }
+            )
+
+    @app.websocket("/ws")
+    async def stream_ws(ws: WebSocket) -> None:
+        await ws.accept()
+        if not token_ok(ws.headers, ws.query_params):
+            state.count_error("unauthorized")
+            await ws.send_text(
+                json.dumps(
+                    {"type": "error", "error": "unauthorized", "detail": "A valid token is required.", "field": "token"}
+                )
+            )
+            await ws.close(code=1008)
+            return
+        if len(state.streams) >= config.max_streams:
+            state.refused_streams += 1
+            state.count_error("too_many_streams")
+            await ws.send_text(
+                json.dumps(
+                    {
+                        "type": "error",
+                        "error": "too_many_streams",
+                        "field": None,
+                        "detail": f"The server holds its maximum of {config.max_streams} streams.",
+                    }
+                )
+            )
+            await ws.close(code=1013)
+            return
+        state.counter += 1
+        state.total_streams += 1
+        st = _Stream(f"s{state.counter}", state.new_session(), config.queue_size)
+        state.streams[st.id] = st
+        st.emit(
+            {
+                "type": "hello",
+                "stream_id": st.id,
+                "modalities": modality_dims,
+                "rate": state.stream_config.rate,
+                "class_names": list(state.class_names),
+                "limits": {"max_message_bytes": config.max_message_bytes, "queue_size": config.queue_size},
+            }
+        )
+        send_task = asyncio.create_task(sender(ws, st))
+        try:
+            while not st.closed:
+                raw = await ws.receive()
+                if raw["type"] == "websocket.disconnect":
+                    break
+                data = raw.get("text")
+                if data is None:
+                    data_b = raw.get("bytes") or b""
+                    err = _Error("binary_not_supported", "Send JSON text messages, not binary ones.")
+                    if len(data_b) > config.max_message_bytes:
+                        err = _Error(
+                            "message_too_large",
+                            f"Message of {len(data_b)} bytes is over the limit of {config.max_message_bytes} bytes.",
+                        )
+                    st.errors += 1
+                    state.count_error(err.code)
+                    st.emit(err.payload)
+                    continue
+                state.messages += 1
+                try:
+                    handle(st, _parse(data, config.max_message_bytes))
+                except _Error as err:
+                    st.errors += 1
+                    state.count_error(err.code)
+                    st.emit(err.payload)
+                await asyncio.sleep(0)  # let the batcher and the senders run between messages
+        except WebSocketDisconnect:
+            pass
+        except Exception:  # never let one connection take the server down
+            logger.exception("stream %s failed", st.id)
+        finally:
+            st.closed = True
+            st.out_ready.set()
+            state.streams.pop(st.id, None)
+            send_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await send_task
+            for w in st.watchers:
+                with contextlib.suppress(asyncio.QueueFull):
+                    w.put_nowait({"type": "ended", "stream_id": st.id})
+
+    @app.websocket("/ws/watch")
+    async def watch_ws(ws: WebSocket) -> None:
+        await ws.accept()
+        if not token_ok(ws.headers, ws.query_params):
+            await ws.send_text(
+                json.dumps(
+                    {"type": "error", "error": "unauthorized", "detail": "A valid token is required.", "field": "token"}
+                )
+            )
+            await ws.close(code=1008)
+            return
+        sid = ws.query_params.get("stream")
+        st = state.streams.get(sid) if sid else None
+        deadline = time.monotonic() + 30.0
+        while st is None and time.monotonic() < deadline:  # wait for a stream to start
+            st = state.streams.get(sid) if sid else next(reversed(list(state.streams.values())), None)
+            if st is None:
+                await asyncio.sleep(0.1)
+        if st is None:
+            await ws.send_text(
+                json.dumps({"type": "error", "error": "no_stream", "detail": "No such stream.", "field": "stream"})
+            )
+            await ws.close()
+            return
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=config.queue_size)
+        st.watchers.append(queue)
+        try:
+            await ws.send_text(
+                json.dumps(
+                    {
+                        "type": "watch",
+                        "stream_id": st.id,
+                        "modalities": sorted(modality_dims),
+                        "class_names": list(state.class_names),
+                        "history": list(st.history),
+                    }
+                )
+            )
+            while True:
+                msg = await queue.get()
+                await asyncio.wait_for(ws.send_text(json.dumps(msg)), timeout=config.send_timeout)
+                if msg.get("type") == "ended":
+                    break
+        except Exception:
+            pass
+        finally:
+            with contextlib.suppress(ValueError):
+                st.watchers.remove(queue)
+
+    return app
+
+
+class ServerHandle:
+    """A server running in a background thread (tests, benchmarks, notebooks).
+
+    Attributes:
+        url: ``http://host:port``.
+        ws_url: ``ws://host:port/ws``.
+    """
+
+    def __init__(self, server: Any, thread: threading.Thread, host: str, port: int) -> None:
+        self._server, self._thread = server, thread
+        self.host, self.port = host, port
+        self.url = f"http://{host}:{port}"
+        self.ws_url = f"ws://{host}:{port}/ws"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the server to exit and wait for the thread."""
+        self._server.should_exit = True
+        self._thread.join(timeout)
+
+    def __enter__(self) -> "ServerHandle":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _uvicorn_server(app: Any, config: ServerConfig) -> Any:
+    import uvicorn
+
+    ucfg = uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level="warning",
+        ws="websockets-sansio",
+        ws_max_size=4 * config.max_message_bytes,  # larger frames are refused by the protocol (close 1009)
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        lifespan="on",
+    )
+    return uvicorn.Server(ucfg)
+
+
+def run_in_thread(app: Any, config: ServerConfig, timeout: float = 20.0) -> ServerHandle:
+    """Start ``app`` with uvicorn in a daemon thread and wait until it accepts connections.
+
+    Raises:
+        RuntimeError: the server did not start within ``timeout`` seconds.
+    """
+    import socket
+
+    port = config.port
+    if port == 0:
+        with socket.socket() as s:
+            s.bind((config.host, 0))
+            port = s.getsockname()[1]
+    cfg = ServerConfig(**{**config.__dict__, "port": port})
+    server = _uvicorn_server(app, cfg)
+    thread = threading.Thread(target=server.run, daemon=True, name="mmfuse-server")
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            server.should_exit = True
+            raise RuntimeError(f"The mmfuse server did not start on {cfg.host}:{port}.")
+        time.sleep(0.02)
+    return ServerHandle(server, thread, cfg.host, port)
+
+
+def serve(model_dir: str | Any, config: ServerConfig) -> None:
+    """Serve ``model_dir`` until interrupted (what ``mmfuse serve`` runs)."""
+    server = _uvicorn_server(create_app(model_dir, config), config)
+    server.run()

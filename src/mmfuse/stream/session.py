@@ -1,0 +1,417 @@
+"""A streaming session: fusion buffer -> normalisers -> incremental model -> stabiliser, for one live stream.
+
+The same trained model directory that ``mmfuse compare`` writes (``model.safetensors`` + ``config.json`` and
+``normalizers.json`` + ``normalizers.safetensors``) runs here unchanged. How the live streams are sampled is
+read from an optional ``stream.json`` in that directory (see :func:`load_stream_config`), or given directly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmfuse._io import atomic_write_json
+from mmfuse.errors import DataError, StreamError
+from mmfuse.models import MultimodalModel, load_model, read_model_info
+from mmfuse.preprocess import ModalityNormalizers
+from mmfuse.stream.buffer import AlignedWindow, FusionBuffer, StreamSpec
+from mmfuse.stream.engine import IncrementalModel, State, split_states, stack_states
+from mmfuse.stream.stabilize import Stabilizer, normalized_entropy, stabilize
+from mmfuse.types import TaskType
+
+__all__ = [
+    "STREAM_CONFIG_FILE",
+    "StepResult",
+    "StreamConfig",
+    "StreamingSession",
+    "load_model_assets",
+    "load_stream_config",
+    "save_stream_config",
+    "step_sessions",
+]
+
+STREAM_CONFIG_FILE = "stream.json"
+"""Optional file in a model directory describing the live streams (rate, specs, lateness, stabiliser)."""
+
+
+@dataclass
+class StreamConfig:
+    """How live data reach a model: the grid rate, one :class:`StreamSpec` per modality and the stabiliser.
+
+    Attributes:
+        rate: Step rate of the model's timeline in Hz.
+        specs: Modality -> :class:`StreamSpec`.
+        lateness: Seconds of lateness the buffer waits for.
+        alpha: Stabiliser weight of the newest step.
+        threshold: Stabiliser uncertainty threshold (inf: never hold).
+        max_history: Steps kept by key/value caches (None: unbounded).
+
+    Example:
+        >>> cfg = StreamConfig.default({"acc": 3, "gyro": 3}, rate=10.0)
+        >>> cfg.specs["acc"].effective_tolerance
+        0.1
+        >>> StreamConfig.from_dict(cfg.to_dict()) == cfg
+        True
+    """
+
+    rate: float
+    specs: dict[str, StreamSpec]
+    lateness: float = 0.0
+    alpha: float = 0.3
+    threshold: float = math.inf
+    max_history: int | None = None
+
+    @classmethod
+    def default(cls, modality_dims: Mapping[str, int], rate: float, **kw: Any) -> StreamConfig:
+        """Every modality continuous and sampled at ``rate`` (tolerance ``1 / rate``)."""
+        return cls(rate=rate, specs={m: StreamSpec(int(d), rate=rate) for m, d in sorted(modality_dims.items())}, **kw)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (an infinite threshold is written as null)."""
+        return {
+            "rate": self.rate,
+            "specs": {m: s.to_dict() for m, s in self.specs.items()},
+            "lateness": self.lateness,
+            "alpha": self.alpha,
+            "threshold": None if math.isinf(self.threshold) else self.threshold,
+            "max_history": self.max_history,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StreamConfig:
+        """Read :meth:`to_dict` output.
+
+        Raises:
+            StreamError: unknown keys or invalid values.
+        """
+        known = {"rate", "specs", "lateness", "alpha", "threshold", "max_history"}
+        if not isinstance(data, Mapping) or set(data) - known or "rate" not in data or "specs" not in data:
+            raise StreamError(
+                f"A stream config needs 'rate' and 'specs' and only the keys {sorted(known)}. Got {data!r}."
+            )
+        th = data.get("threshold")
+        return cls(
+            rate=float(data["rate"]),
+            specs={m: StreamSpec.from_value(s) for m, s in sorted(dict(data["specs"]).items())},
+            lateness=float(data.get("lateness", 0.0)),
+            alpha=float(data.get("alpha", 0.3)),
+            threshold=math.inf if th is None else float(th),
+            max_history=data.get("max_history"),
+        )
+
+
+def save_stream_config(directory: str | os.PathLike[str], config: StreamConfig) -> Path:
+    """Write ``stream.json`` into a model directory (atomic)."""
+    return atomic_write_json(Path(directory) / STREAM_CONFIG_FILE, config.to_dict())
+
+
+def load_stream_config(directory: str | os.PathLike[str]) -> StreamConfig | None:
+    """Read ``stream.json`` of a model directory, or None when there is none.
+
+    Raises:
+        DataError: naming the file when it is not valid JSON or not a valid stream config.
+    """
+    path = Path(directory) / STREAM_CONFIG_FILE
+    if not path.exists():
+        return None
+    try:
+        return StreamConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{path}: not a valid stream config: {exc}") from None
+
+
+@dataclass
+class StepResult:
+    """The prediction for one emitted step.
+
+    Attributes:
+        t: Step time (recording clock, seconds).
+        index: Grid index of the step.
+        raw: ``[C]`` class probabilities (classification) or outputs (regression).
+        stable: ``[C]`` stabilised outputs.
+        held: Whether the stabiliser held the previous output.
+        uncertainty: Normalised entropy of ``raw`` (classification), else 0.
+        masks: Modality -> present at this step.
+        label: Argmax class index of ``stable`` (classification), else None.
+    """
+
+    t: float
+    index: int
+    raw: np.ndarray
+    stable: np.ndarray
+    held: bool
+    uncertainty: float
+    masks: dict[str, bool] = field(default_factory=dict)
+    label: int | None = None
+
+    def to_dict(self, class_names: Sequence[str] = ()) -> dict[str, Any]:
+        """JSON-safe dict."""
+        out: dict[str, Any] = {
+            "t": round(self.t, 9),
+            "index": self.index,
+            "raw": [round(float(v), 6) for v in self.raw],
+            "stable": [round(float(v), 6) for v in self.stable],
+            "held": self.held,
+            "uncertainty": round(self.uncertainty, 6),
+            "masks": self.masks,
+        }
+        if self.label is not None:
+            out["label"] = self.label
+            if class_names:
+                out["class_name"] = class_names[self.label]
+        return out
+
+
+class StreamingSession:
+    """One live stream through a trained model.
+
+    Args:
+        model: A causal :class:`~mmfuse.models.MultimodalModel`, or an :class:`IncrementalModel` shared by several
+            sessions (the server shares one).
+        config: The :class:`StreamConfig` (rate, specs, lateness, stabiliser).
+        normalizers: Fitted normalisers of the model's training data (None: features used as given).
+        start: Time of grid step 0 (default: the first event's time).
+        class_names: Class names for the outputs (classification).
+
+    Example:
+        >>> from mmfuse.models import ModelConfig, build_model
+        >>> cfg = ModelConfig({"a": 1}, out_dim=2, hidden=8, causal=True, bidirectional=False, label_level="step")
+        >>> s = StreamingSession(build_model(cfg), StreamConfig.default({"a": 1}, rate=10.0), start=0.0)
+        >>> for t in np.arange(0.0, 1.0, 0.1):
+        ...     _ = s.push("a", t, [t])
+        >>> steps = s.poll()
+        >>> len(steps), steps[0].raw.shape
+        (8, (2,))
+    """
+
+    def __init__(
+        self,
+        model: MultimodalModel | IncrementalModel,
+        config: StreamConfig,
+        *,
+        normalizers: ModalityNormalizers | None = None,
+        start: float | None = None,
+        class_names: Sequence[str] = (),
+    ) -> None:
+        self.engine = (
+            model if isinstance(model, IncrementalModel) else IncrementalModel(model, max_history=config.max_history)
+        )
+        dims = self.engine.config.modality_dims
+        if set(config.specs) != set(dims):
+            raise StreamError(
+                f"The stream specs name modalities {sorted(config.specs)} but the model has {sorted(dims)}."
+            )
+        for m, spec in config.specs.items():
+            if spec.dim != dims[m]:
+                raise StreamError(f"The stream spec of modality {m!r} has dim {spec.dim}; the model expects {dims[m]}.")
+        if normalizers is not None and set(normalizers) != set(dims):
+            raise StreamError(f"The normalisers cover {sorted(normalizers)}; the model has {sorted(dims)}.")
+        self.config = config
+        self.normalizers = normalizers
+        self.class_names = tuple(class_names)
+        self.classification = TaskType(self.engine.config.task) is TaskType.CLASSIFICATION
+        self.buffer = FusionBuffer(config.specs, config.rate, lateness=config.lateness, start=start)
+        self.stabilizer = Stabilizer(config.alpha, config.threshold)
+        self.state: State = self.engine.init_state(1)
+        self._pending: deque[tuple[float, int, dict[str, np.ndarray], dict[str, bool]]] = deque()
+        self.steps = 0
+        self.modalities = self.engine.modalities
+
+    @classmethod
+    def from_dir(
+        cls,
+        model_dir: str | os.PathLike[str],
+        config: StreamConfig | None = None,
+        *,
+        rate: float | None = None,
+        engine: IncrementalModel | None = None,
+        start: float | None = None,
+    ) -> StreamingSession:
+        """A session for a model directory (weights, config, normalisers and optional ``stream.json``).
+
+        Args:
+            model_dir: A directory written by :func:`mmfuse.models.save_model` (e.g. ``mmfuse compare``'s
+                ``models/<fusion>-seed<k>/``).
+            config: Overrides ``stream.json``; without either, :meth:`StreamConfig.default` at ``rate``.
+            rate: Grid rate for the default config.
+            engine: Reuse an already loaded model.
+            start: Time of grid step 0.
+
+        Raises:
+            StreamError: no stream config and no rate.
+        """
+        assets = load_model_assets(model_dir)
+        cfg = config or assets["stream_config"]
+        model = engine or assets["engine"]
+        if cfg is None:
+            if rate is None:
+                raise StreamError(
+                    f"{model_dir} has no {STREAM_CONFIG_FILE}; pass a StreamConfig or the grid 'rate' in Hz."
+                )
+            cfg = StreamConfig.default(model.config.modality_dims, rate)
+        return cls(model, cfg, normalizers=assets["normalizers"], start=start, class_names=assets["class_names"])
+
+    # ----------------------------------------------------------------------------------------------- input
+    def push(self, modality: str, t: float, values: Any, end: float | None = None) -> int:
+        """Add one event (see :meth:`FusionBuffer.push`)."""
+        return self.buffer.push(modality, t, values, end)
+
+    def push_many(self, modality: str, times: Any, values: Any, ends: Any = None) -> int:
+        """Add events of one modality (see :meth:`FusionBuffer.push_many`)."""
+        return self.buffer.push_many(modality, times, values, ends)
+
+    def _normalise(self, window: AlignedWindow) -> dict[str, np.ndarray]:
+        if self.normalizers is None or len(window) == 0:
+            return window.values
+        out = self.normalizers.transform_arrays({m: (window.values[m], window.masks[m]) for m in self.modalities})
+        return {m: np.asarray(v, dtype=np.float32) for m, v in out.items()}
+
+    def collect(self, now: float | None = None, *, flush: bool = False) -> int:
+        """Move the steps the buffer can emit into this session's queue; returns how many are queued now."""
+        window = self.buffer.flush() if flush else self.buffer.pop_ready(now)
+        if len(window):
+            values = self._normalise(window)
+            for k in range(len(window)):  # one queue entry per step (each is stepped on its own anyway)
+                self._pending.append(
+                    (
+                        float(window.times[k]),
+                        window.first_index + k,
+                        {m: values[m][k] for m in self.modalities},
+                        {m: bool(window.masks[m][k]) for m in self.modalities},
+                    )
+                )
+        return len(self._pending)
+
+    @property
+    def pending(self) -> int:
+        """Emitted steps waiting for the model."""
+        return len(self._pending)
+
+    def poll(self, now: float | None = None) -> list[StepResult]:
+        """Emit what the buffer can and run the model on it (this session alone)."""
+        self.collect(now)
+        return step_sessions([self])[0]
+
+    def finish(self) -> list[StepResult]:
+        """End of the stream: flush the buffer and run the model on every remaining step."""
+        self.collect(flush=True)
+        return step_sessions([self])[0]
+
+    def _result(self, t: float, index: int, masks: dict[str, bool], out: np.ndarray) -> StepResult:
+        if self.classification:
+            e = np.exp(out - out.max())
+            raw = e / e.sum()
+            u = float(normalized_entropy(raw))
+        else:
+            raw, u = out.astype(np.float64), 0.0
+        stable, held = self.stabilizer.update(raw, u)
+        label = int(np.argmax(stable)) if self.classification else None
+        self.steps += 1
+        return StepResult(t=t, index=index, raw=raw, stable=stable, held=held, uncertainty=u, masks=masks, label=label)
+
+    # ------------------------------------------------------------------------------------------ whole recording
+    def run_recording(self, window: AlignedWindow) -> dict[str, np.ndarray]:
+        """Offline path for a whole aligned recording: one vectorised model pass and :func:`stabilize`.
+
+        Returns:
+            ``times [T]``, ``raw [T, C]``, ``stable [T, C]``, ``held [T]``, ``uncertainty [T]``.
+        """
+        values = self._normalise(window)
+        inputs = {m: torch.from_numpy(np.ascontiguousarray(values[m])) for m in self.modalities}
+        masks = {m: torch.from_numpy(window.masks[m]) for m in self.modalities}
+        out = self.engine.run_offline(inputs, masks).double().numpy()  # [T, C]
+        if self.classification:
+            e = np.exp(out - out.max(axis=1, keepdims=True))
+            raw = e / e.sum(axis=1, keepdims=True)
+            unc = normalized_entropy(raw)
+        else:
+            raw, unc = out, np.zeros(out.shape[0])
+        st = stabilize(raw, unc, alpha=self.config.alpha, threshold=self.config.threshold)
+        return {"times": window.times, "raw": raw, "stable": st.stable, "held": st.held, "uncertainty": unc}
+
+
+def step_sessions(sessions: Sequence[StreamingSession], max_rounds: int | None = None) -> list[list[StepResult]]:
+    """Run every queued step of several sessions that share one :class:`IncrementalModel`, batched.
+
+    Round ``r`` stacks the states of the sessions with more than ``r`` queued steps and steps them together,
+    so 100 streams cost about one batched step each round rather than 100 single ones.
+
+    Args:
+        sessions: Sessions sharing one engine.
+        max_rounds: Stop after this many rounds (a server yields between rounds so that new messages of other
+            streams join the next round); None runs until every queue is empty.
+
+    Returns:
+        Per session, its new results in order.
+
+    Raises:
+        StreamError: sessions that do not share one engine.
+    """
+    results: list[list[StepResult]] = [[] for _ in sessions]
+    if not sessions:
+        return results
+    engine = sessions[0].engine
+    if any(s.engine is not engine for s in sessions):
+        raise StreamError("step_sessions needs sessions that share one IncrementalModel.")
+    rounds = 0
+    while max_rounds is None or rounds < max_rounds:
+        rounds += 1
+        active = [i for i, s in enumerate(sessions) if s._pending]
+        if not active:
+            return results
+        items = [sessions[i]._pending.popleft() for i in active]
+        inputs = {m: torch.from_numpy(np.stack([it[2][m] for it in items])) for m in engine.modalities}  # [B, D_m]
+        masks = {m: torch.tensor([it[3][m] for it in items], dtype=torch.bool) for m in engine.modalities}  # [B]
+        state = sessions[active[0]].state if len(active) == 1 else stack_states([sessions[i].state for i in active])
+        out, new_state = engine.step(inputs, masks, state)  # [B, C]
+        parts = [new_state] if len(active) == 1 else split_states(new_state)
+        out_np = out.double().numpy()
+        for j, i in enumerate(active):
+            sessions[i].state = parts[j]
+            t, index, _, mk = items[j]
+            results[i].append(sessions[i]._result(t, index, mk, out_np[j]))
+    return results
+
+
+def load_model_assets(model_dir: str | os.PathLike[str], *, max_history: int | None = None) -> dict[str, Any]:
+    """Load what serving a model directory needs.
+
+    Returns ``engine``, ``normalizers`` (or None), ``stream_config`` (or None), ``class_names`` and ``info``
+    (``config.json``).
+
+    Raises:
+        FileNotFoundError: no model in the directory.
+        DataError: a corrupt file (named).
+        StreamError: the model is not causal.
+    """
+    directory = Path(model_dir)
+    model = load_model(directory)
+    info = read_model_info(directory)
+    normalizers = ModalityNormalizers.load(directory) if (directory / "normalizers.json").exists() else None
+    stream_config = load_stream_config(directory)
+    mh = stream_config.max_history if stream_config is not None and max_history is None else max_history
+    class_names: list[str] = []
+    metrics_file = directory / "test_metrics.json"
+    if metrics_file.exists():
+        try:
+            class_names = [str(c) for c in json.loads(metrics_file.read_text(encoding="utf-8")).get("class_names", [])]
+        except (ValueError, AttributeError):
+            class_names = []
+    if len(class_names) != model.config.out_dim:
+        class_names = []
+    return {
+        "engine": IncrementalModel(model, max_history=mh),
+        "normalizers": normalizers,
+        "stream_config": stream_config,
+        "class_names": class_names,
+        "info": info,
+    }

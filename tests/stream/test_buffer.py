@@ -1,0 +1,145 @@
+import warnings
+
+import numpy as np
+import pytest
+
+from mmfuse.align import Stream, Timeline, align
+from mmfuse.errors import StreamError
+from mmfuse.stream import AlignedWindow, FusionBuffer, LateEventWarning, StreamSpec
+
+
+def _recording(rng, seconds=4.0):
+    """Accelerometer at 50 Hz with jitter, gyroscope at 20 Hz, a speaking flag (discrete), words (intervals)."""
+    ta = np.sort(np.arange(0, seconds, 0.02) + rng.uniform(-0.004, 0.004, int(seconds / 0.02)))
+    tg = np.arange(0, seconds, 0.05)
+    tw = np.arange(0.1, seconds - 0.5, 0.4)
+    streams = {
+        "acc": Stream.create("acc", ta, rng.normal(size=(ta.size, 3))),
+        "gyro": Stream.create("gyro", tg, rng.normal(size=(tg.size, 2))),
+        "speaking": Stream.create("speaking", tg[::2], (rng.random(tg[::2].size) > 0.5).astype(float), kind="discrete"),
+        "words": Stream.create("words", tw, rng.normal(size=(tw.size, 4)), kind="interval", ends=tw + 0.25),
+    }
+    specs = {
+        "acc": StreamSpec(3, tolerance=0.03),
+        "gyro": StreamSpec(2, rate=20.0),
+        "speaking": StreamSpec(1, kind="discrete", rate=10.0),
+        "words": StreamSpec(4, kind="interval"),
+    }
+    tols = {"acc": 0.03, "gyro": 0.05, "speaking": 0.1, "words": 0.0}
+    return streams, specs, tols
+
+
+def _events(streams, rng, jitter):
+    """Every sample as an event, in arrival order: its time (interval: end) plus a random delay."""
+    rows = []
+    for m, s in streams.items():
+        for i in range(len(s)):
+            stamp = s.ends[i] if s.ends is not None else s.timestamps[i]
+            rows.append((stamp + rng.uniform(0, jitter), m, i))
+    rows.sort()
+    return rows
+
+
+def _feed(buf, streams, events, poll_every=7):
+    windows = []
+    for k, (_, m, i) in enumerate(events):
+        s = streams[m]
+        buf.push(m, s.timestamps[i], s.values[i], None if s.ends is None else s.ends[i])
+        if k % poll_every == 0:
+            windows.append(buf.pop_ready())
+    windows.append(buf.flush())
+    return AlignedWindow.concat([w for w in windows if len(w)])
+
+
+def test_live_windows_equal_offline_alignment_with_out_of_order_events(rng):
+    streams, specs, tols = _recording(rng)
+    events = _events(streams, rng, jitter=0.15)  # arrivals shuffled within 0.15 s
+    buf = FusionBuffer(specs, rate=10.0, lateness=0.4, start=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is late within the bound
+        live = _feed(buf, streams, events)
+    # the last step before every stream's end can differ (live edge); compare up to the last acc sample
+    offline = align(streams, Timeline.grid(10.0, 0.0, 3.7), tolerance=tols)
+    n = len(offline)
+    np.testing.assert_allclose(live.times[:n], offline.timeline.times)
+    for m in streams:
+        np.testing.assert_array_equal(live.masks[m][:n], offline[m].mask, err_msg=m)
+        np.testing.assert_allclose(live.values[m][:n], offline[m].values, rtol=1e-6, atol=1e-6, err_msg=m)
+        np.testing.assert_allclose(live.staleness[m][:n], offline[m].staleness, err_msg=m)
+        np.testing.assert_array_equal(live.interpolated[m][:n], offline[m].interpolated, err_msg=m)
+    assert sum(buf.dropped.values()) == 0
+    assert max(buf.pending().values()) < 30  # old events are pruned
+
+
+def test_late_events_are_counted_dropped_and_warned_once(rng):
+    buf = FusionBuffer({"a": StreamSpec(1, rate=10.0)}, rate=10.0, lateness=0.1, start=0.0)
+    buf.push_many("a", np.arange(0, 2.0, 0.1), np.arange(20.0))
+    assert len(buf.pop_ready()) > 0
+    with pytest.warns(LateEventWarning, match="'a'"):
+        assert buf.push("a", 0.55, [100.0]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert buf.push("a", 0.45, [100.0]) == 0  # counted, no second warning
+    assert buf.dropped == {"a": 2}
+    assert buf.push("a", 2.05, [1.0]) == 1  # within the bound: accepted
+    assert buf.stats()["dropped_late"] == {"a": 2}
+
+
+def test_silent_sources_still_emit_missing_steps_with_now():
+    buf = FusionBuffer({"a": StreamSpec(1, rate=10.0)}, rate=10.0, start=0.0)
+    buf.push("a", 0.0, [1.0])
+    w = buf.pop_ready(now=1.05)
+    assert len(w) == 10 and w.masks["a"].tolist() == [True] + [False] * 9
+    assert np.isinf(w.staleness["a"]).sum() == 0 and w.staleness["a"][5] == pytest.approx(0.5)
+
+
+def test_memory_is_bounded_by_max_pending():
+    buf = FusionBuffer({"a": StreamSpec(1, rate=10.0)}, rate=10.0, max_pending=100)
+    buf.push_many("a", np.arange(1000) * 1e-4, np.zeros(1000))
+    assert buf.pending()["a"] == 100 and buf.overflow["a"] == 900
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda b: b.push("nope", 0.0, [1.0]), "unknown modality 'nope'"),
+        (lambda b: b.push("a", 0.0, [1.0, 2.0]), r"shape \[N, 1\]"),
+        (lambda b: b.push("a", float("nan"), [1.0]), "finite"),
+        (lambda b: b.push("a", 0.0, [float("inf")]), "feature 0"),
+        (lambda b: b.push("a", 0.0, [1.0], end=1.0), "only allowed for interval"),
+        (lambda b: b.push("w", 0.0, [1.0]), "need 'end'"),
+        (lambda b: b.push("w", 1.0, [1.0], end=0.5), ">= its start"),
+    ],
+)
+def test_bad_events_are_refused_with_a_clear_error(call, match):
+    buf = FusionBuffer({"a": StreamSpec(1, rate=10.0), "w": StreamSpec(1, kind="interval")}, rate=10.0)
+    with pytest.raises(StreamError, match=match):
+        call(buf)
+    assert buf.accepted == {"a": 0, "w": 0}
+
+
+def test_bad_configuration_is_refused():
+    with pytest.raises(StreamError, match="needs 'tolerance'"):
+        StreamSpec(3)
+    with pytest.raises(StreamError, match="'rate' parameter of FusionBuffer"):
+        FusionBuffer({"a": StreamSpec(1, rate=1.0)}, rate=-1)
+    with pytest.raises(StreamError, match="Unknown stream kind"):
+        StreamSpec(1, kind="video", rate=1.0)
+
+
+def test_live_edge_is_never_extrapolated():
+    """The one documented difference: a step just after a sample, before a gap, is aligned with what is known."""
+    s = Stream.create("a", [0.0, 0.1, 0.2, 0.95], [0.0, 1.0, 2.0, 9.5])
+    offline = align({"a": s}, Timeline.grid(10.0, 0.0, 0.9), tolerance=0.1)
+    buf = FusionBuffer({"a": StreamSpec(1, tolerance=0.1)}, rate=10.0, start=0.0)
+    buf.push_many("a", s.timestamps[:3], s.values[:3])
+    first = buf.pop_ready(now=0.35)  # steps 0.0 .. 0.2 are final; 0.3 is not yet (within the horizon)
+    buf.push("a", 0.95, [9.5])
+    live = AlignedWindow.concat([first, buf.pop_ready()])
+    assert live.masks["a"][:3].all() and offline["a"].mask[3]  # offline interpolates 0.3 towards 0.95
+    assert live.masks["a"][3]  # 0.3 was emitted after 0.95 arrived: the same as offline
+    np.testing.assert_allclose(live.values["a"][:4, 0], offline["a"].values[:4, 0], rtol=1e-6)
+    late = FusionBuffer({"a": StreamSpec(1, tolerance=0.1)}, rate=10.0, start=0.0)
+    late.push_many("a", s.timestamps[:3], s.values[:3])
+    w = late.pop_ready(now=0.45)  # 0.3 emitted before 0.95 exists: missing, never extrapolated
+    assert w.masks["a"].tolist() == [True, True, True, False]
