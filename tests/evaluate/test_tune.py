@@ -121,7 +121,7 @@ def test_tune_with_a_metric_criterion_and_errors(toy: Path, tmp_path: Path) -> N
                 device="cpu",
             )
         )
-    with pytest.raises(ValueError, match="'model.<field>' or 'train.<field>'"):
+    with pytest.raises(ValueError, match=r"'model\.<field>' or 'train\.<field>'"):
         TuneConfig(dataset="x", search_space={"lr": [1]})
 
 

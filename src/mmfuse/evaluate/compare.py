@@ -70,24 +70,29 @@ DATASET_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "monitor": "loss",
         },
     },
+    # Chosen on the validation split only (validation NLL, the test split never read) by
+    #   mmfuse tune --dataset mosi-utterance --fusion concat --trials 16 --seeds 2
+    # (trial 11 of 16; trial 0 was the previous preset) and shared by every fusion: one recipe for all rows.
     "mosi-utterance": {
         "model": {
-            "hidden": 64,
+            "hidden": 128,
             "encoder": "gru",
             "bidirectional": True,
             "dropout": 0.3,
             "input_dropout": 0.2,
+            "modality_dropout": 0.3,
             "projection_norm": False,
-            "encoder_residual": False,
+            "encoder_residual": True,
         },
         "train": {
             "epochs": 15,
-            "batch_size": 8,
-            "lr": 1e-3,
+            "batch_size": 16,
+            "lr": 3e-3,
             "weight_decay": 1e-2,
+            "label_smoothing": 0.0,
             "scheduler": "none",
             "patience": 5,
-            "monitor": "accuracy",
+            "monitor": "loss",
         },
     },
 }
