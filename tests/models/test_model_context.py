@@ -133,3 +133,17 @@ def test_decision_level_fusions_are_the_prediction(level: str, fusion: str) -> N
         masks = {m: batch.masks[m] & batch.padding_mask for m in DIMS}
         encoded = model.encode(batch.inputs, masks, batch.padding_mask)
         torch.testing.assert_close(out, model.fuse(encoded, masks, batch.context))
+
+
+def test_modality_names_with_dots_build_train_and_save(tmp_path) -> None:
+    dims = {"audio.lld": 3, "text.words": 4}
+    model = build_model(ModelConfig(dims, out_dim=2, hidden=8, context_sizes={"site.id": 2})).eval()
+    batch = Batch(
+        inputs={m: torch.randn(2, 3, d) for m, d in dims.items()},
+        masks={m: torch.ones(2, 3, dtype=torch.bool) for m in dims},
+        padding_mask=torch.ones(2, 3, dtype=torch.bool),
+        context={"site.id": torch.tensor([0, 1])},
+    )
+    out = model(batch)
+    assert "audio.lld" in model.encoders and "projections.audio__lld.linear.weight" in model.state_dict()
+    torch.testing.assert_close(load_model(save_model(model, tmp_path))(batch), out)

@@ -33,6 +33,35 @@ class _Projection(nn.Module):
         return self.dropout(self.act(self.norm(self.linear(x))))
 
 
+def _module_key(name: str) -> str:
+    """A modality or context name as a submodule name: torch forbids "." there, so it becomes "__"."""
+    return name.replace(".", "__")
+
+
+class _NameDict(nn.ModuleDict):
+    """A ``ModuleDict`` indexed by modality (or context) names, which may contain "." (stored as "__").
+
+    Example:
+        >>> d = _NameDict({"audio.lld": nn.Identity()})
+        >>> list(d.keys()), "audio.lld" in d, type(d["audio.lld"]).__name__
+        (['audio__lld'], True, 'Identity')
+    """
+
+    def __init__(self, modules: Mapping[str, nn.Module]) -> None:
+        keys = [_module_key(k) for k in modules]
+        if len(set(keys)) != len(keys):
+            raise ValueError(
+                f"The names {sorted(modules)} collide once '.' is replaced by '__' in submodule names; rename one."
+            )
+        super().__init__({_module_key(k): v for k, v in modules.items()})
+
+    def __getitem__(self, key: str) -> nn.Module:
+        return super().__getitem__(_module_key(key))
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and super().__contains__(_module_key(key))
+
+
 class _ContextConditioning(nn.Module):
     """Embed categorical context per sample and join it to a sequence ``[B, T, H]`` (film, add or concat).
 
@@ -44,7 +73,7 @@ class _ContextConditioning(nn.Module):
         self.names: tuple[str, ...] = tuple(sorted(sizes))
         self.sizes = {k: int(sizes[k]) for k in self.names}
         self.mode = mode
-        self.embeddings = nn.ModuleDict({k: nn.Embedding(self.sizes[k] + 1, dim) for k in self.names})
+        self.embeddings = _NameDict({k: nn.Embedding(self.sizes[k] + 1, dim) for k in self.names})
         total = dim * len(self.names)
         if mode == "film":
             self.film = nn.Linear(total, 2 * hidden)
@@ -130,13 +159,13 @@ class MultimodalModel(nn.Module):
         self.modalities: tuple[str, ...] = tuple(sorted(config.modality_dims))
         h = config.hidden
         self.input_dropout = nn.Dropout(config.input_dropout)
-        self.projections = nn.ModuleDict(
+        self.projections = _NameDict(
             {
                 m: _Projection(d, h, config.activation, config.dropout, config.projection_norm)
                 for m, d in config.modality_dims.items()
             }
         )
-        self.encoders = nn.ModuleDict(
+        self.encoders = _NameDict(
             {
                 m: make_encoder(
                     config.encoder,
