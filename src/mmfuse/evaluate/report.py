@@ -22,6 +22,7 @@ import io
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -46,6 +47,7 @@ _SUMMARY_CSV = "summary.csv"
 _MODELS_DIR = "models"
 _HISTORY_JSON = "history.json"
 _TEST_METRICS_JSON = "test_metrics.json"
+_ANALYSIS_DIR = "analysis"  # written by mmfuse.evaluate.analysis.analyze_run
 
 _DPI = 100
 # Columns of results.csv that describe a run rather than measure its quality.
@@ -980,6 +982,8 @@ def _report_html(run: _Run, title: str) -> str:
                  ("curves", "Training curves")]  # fmt: skip
     if run.task == "classification":
         nav_items.append(("confusion", "Confusion matrices"))
+    analysis = _analysis_sections(run)
+    nav_items += [(sec["id"], sec["title"]) for sec in analysis]
     nav_items.append(("per-seed", "Per-seed results"))
     nav = "".join(f'<a href="#{anchor}">{text}</a>' for anchor, text in nav_items)
     sections.append(f'<header><h1>{_esc(title)}</h1><p class="sub">{_esc(sub)}</p><nav>{nav}</nav></header>')
@@ -1078,6 +1082,10 @@ def _report_html(run: _Run, title: str) -> str:
         sections.append(_notes_html(confusion_notes))
         sections.append('<div class="grid">' + "".join(confusion_figures) + "</div>")
 
+    analysis_html, analysis_figures = _analysis_html(run, analysis)
+    sections.append(analysis_html)
+    figures += analysis_figures
+
     sections.append('<h2 id="per-seed">Per-seed results</h2>')
     sections.append(
         f"<details><summary>Show all {len(run.results)} rows of {_RESULTS_CSV}</summary>"
@@ -1094,6 +1102,63 @@ def _report_html(run: _Run, title: str) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{_esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
     )
+
+
+def _analysis_sections(run: _Run) -> list[dict[str, Any]]:
+    """The sections ``analyze_run`` left in ``analysis/sections.json`` (empty when there is no analysis)."""
+    path = run.run_dir / _ANALYSIS_DIR / "sections.json"
+    if not path.is_file():
+        return []
+    problems: list[str] = []
+    raw = _read_optional_json(path, problems)
+    sections = raw.get("sections") if isinstance(raw, dict) else None
+    if not isinstance(sections, list):
+        run.notes.append(f"The analysis could not be shown: '{_rel(path)}' is unreadable or has no sections list.")
+        return []
+    good = [
+        s for s in sections if isinstance(s, dict) and isinstance(s.get("id"), str) and isinstance(s.get("title"), str)
+    ]
+    for sec in good:
+        sec["id"] = re.sub(r"[^A-Za-z0-9_-]", "-", sec["id"])
+    extra = raw.get("notes") if isinstance(raw, dict) else None
+    if isinstance(extra, list) and good:
+        good[0] = {**good[0], "notes": [*good[0].get("notes", []), *[str(n) for n in extra]]}
+    return good
+
+
+def _analysis_html(run: _Run, sections: Sequence[Mapping[str, Any]]) -> tuple[str, int]:
+    """The analysis sections as HTML, their PNG figures read from ``analysis/`` and embedded; and the figure count."""
+    parts: list[str] = []
+    count = 0
+    folder = run.run_dir / _ANALYSIS_DIR
+    for sec in sections:
+        parts.append(f'<h2 id="{_esc(sec["id"])}">{_esc(sec["title"])}</h2>')
+        parts += [f"<p>{_esc(p)}</p>" for p in sec.get("paragraphs", []) if isinstance(p, str)]
+        notes = [str(n) for n in sec.get("notes", [])]
+        figs = []
+        for fig in sec.get("figures", []):
+            if not isinstance(fig, dict) or not isinstance(fig.get("file"), str):
+                continue
+            path = folder / Path(fig["file"]).name  # only files inside analysis/
+            if not path.is_file():
+                notes.append(f"The figure '{_rel(path)}' is missing.")
+                continue
+            uri = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+            figs.append(_figure_html(uri, str(fig.get("alt", path.stem)), str(fig.get("caption", ""))))
+            count += 1
+        parts.append(_notes_html(notes))
+        if figs:
+            parts.append("".join(figs) if len(figs) < 3 else '<div class="grid">' + "".join(figs) + "</div>")
+        for table in sec.get("tables", []):
+            header = [_esc(h) for h in table.get("header", [])]
+            rows = [[(_esc(c), "") for c in r] for r in table.get("rows", []) if len(r) == len(header)]
+            numeric = list(table.get("numeric", [False] * len(header)))
+            if len(numeric) != len(header):
+                numeric = [False] * len(header)
+            if table.get("caption"):
+                parts.append(f"<p>{_esc(table['caption'])}</p>")
+            parts.append(_table(header, rows, numeric))
+    return "\n".join(p for p in parts if p), count
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -1133,6 +1198,9 @@ def _summary_markdown(run: _Run) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if run.notes:
         lines += ["", "Notes:", ""] + [f"- {_md(n)}" for n in run.notes]
+    analysis_md = run.run_dir / _ANALYSIS_DIR / "summary.md"
+    if analysis_md.is_file():  # written by mmfuse.evaluate.analysis.analyze_run (already Markdown-escaped)
+        lines += ["", analysis_md.read_text(encoding="utf-8").rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 

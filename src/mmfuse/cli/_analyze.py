@@ -1,0 +1,64 @@
+"""``mmfuse analyze RUN_DIR``: a thin wrapper over :func:`mmfuse.evaluate.analysis.analyze_run`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mmfuse.cli._app import _friendly_errors, app, console
+
+__all__ = ["analyze"]
+
+
+@app.command()
+@_friendly_errors
+def analyze(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by 'mmfuse compare'.")],
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only",
+            help="Run only these analyses (repeat or comma-separate): ablation, robustness, "
+            "calibration, uncertainty, separability, failures, inspection, complexity.",
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", "-d", help="Data set name or folder (default: the one in run.json).")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Folder of local data sets (else $MMFUSE_DATA_DIR).")
+    ] = None,
+    mc_passes: Annotated[int, typer.Option("--mc-passes", min=1, help="MC-dropout passes.")] = 10,
+    points: Annotated[int, typer.Option("--points", min=10, help="Rows drawn in the representation maps.")] = 300,
+    all_maps: Annotated[
+        bool, typer.Option("--all-maps", help="t-SNE and UMAP also for every unimodal encoder (slower).")
+    ] = False,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Analyse a compare run: ablation, robustness, calibration, uncertainty, maps, failures, weights, cost."""
+    from mmfuse.evaluate.analysis import ANALYSES, EMBEDDING_METHODS, AnalysisConfig, analyze_run
+
+    chosen = tuple(p.strip() for o in (only or []) for p in o.split(",") if p.strip()) or ANALYSES
+    config = AnalysisConfig(
+        analyses=chosen,
+        dataset=dataset,
+        data_dir=str(data_dir) if data_dir is not None else None,
+        mc_passes=mc_passes,
+        embedding_points=points,
+        encoder_embedding_methods=EMBEDDING_METHODS if all_maps else ("pca",),
+        device=device,
+    )
+    with console.status(f"analysing {run_dir} ..."):
+        result = analyze_run(run_dir, config=config)
+    table = Table(title=f"analysis of {run_dir}: seconds per part")
+    table.add_column("analysis")
+    table.add_column("seconds", justify="right")
+    for name, seconds in result.seconds.items():
+        table.add_row(name, f"{seconds:.1f}")
+    console.print(table)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"Wrote {result.out_dir}/, {run_dir}/final_results.csv, summary.md and report.html")

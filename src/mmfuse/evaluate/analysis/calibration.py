@@ -1,0 +1,302 @@
+"""Calibration: ECE / adaptive ECE / MCE, reliability curves, temperature scaling and affine regression calibration.
+
+Pure functions on arrays plus two small fitted calibrators (fitted state ends in ``_``, as everywhere in mmfuse).
+Temperature scaling is fitted on validation logits only; it divides every logit by one positive scalar, so the
+arg-max (and hence accuracy) never changes. The affine calibrator for regression heads maps ``y -> a * y + b`` per
+target with an L2 penalty pulling ``(a, b)`` towards the identity ``(1, 0)``; :func:`paired_improvement_test`
+decides from repeated runs whether keeping it is justified.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmfuse.errors import NotFittedError
+
+__all__ = [
+    "AffineCalibrator",
+    "TemperatureScaler",
+    "calibration_errors",
+    "expected_calibration_error",
+    "paired_improvement_test",
+    "reliability_curve",
+]
+
+
+def _check_probs(probs: Any, y_true: Any, owner: str) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(y_true)
+    if p.ndim != 2 or p.shape[0] != y.shape[0] or y.ndim != 1:
+        raise ValueError(
+            f"The 'probs' and 'y_true' parameters of {owner} must have shapes [N, C] and [N]. "
+            f"Got {list(p.shape)} and {list(y.shape)} instead."
+        )
+    if not np.isfinite(p).all():
+        raise ValueError(f"The 'probs' parameter of {owner} must be finite. Got NaN or inf.")
+    if p.shape[0] and (y.min() < 0 or y.max() >= p.shape[1]):
+        raise ValueError(f"The 'y_true' parameter of {owner} must hold class indices in [0, {p.shape[1]}).")
+    return p, y.astype(np.int64)
+
+
+def _bin_edges(conf: np.ndarray, n_bins: int, adaptive: bool) -> np.ndarray:
+    if not adaptive:
+        return np.linspace(0.0, 1.0, n_bins + 1)
+    # equal-mass bins: quantiles of the confidences (duplicates collapse for ties)
+    edges = np.quantile(conf, np.linspace(0.0, 1.0, n_bins + 1)) if conf.size else np.linspace(0, 1, n_bins + 1)
+    edges[0], edges[-1] = 0.0, 1.0
+    return np.unique(edges)
+
+
+def reliability_curve(probs: Any, y_true: Any, n_bins: int = 15, *, adaptive: bool = False) -> dict[str, np.ndarray]:
+    """Per-bin confidence, accuracy and count of the top-class predictions.
+
+    Args:
+        probs: ``[N, C]`` predicted probabilities.
+        y_true: ``[N]`` true class indices.
+        n_bins: Number of bins (equal width over [0, 1], or equal mass with ``adaptive=True``).
+        adaptive: Equal-mass bins (quantiles of the confidence) instead of equal-width ones.
+
+    Returns:
+        ``{"edges": [K+1], "confidence": [K], "accuracy": [K], "count": [K]}`` (NaN in empty bins).
+
+    Example:
+        >>> curve = reliability_curve([[0.9, 0.1], [0.2, 0.8]], [0, 0], n_bins=2)
+        >>> curve["count"].tolist(), curve["accuracy"].tolist()
+        ([0.0, 2.0], [nan, 0.5])
+    """
+    if not isinstance(n_bins, int) or n_bins < 1:
+        raise ValueError(f"The 'n_bins' parameter of reliability_curve must be a positive integer. Got {n_bins!r}.")
+    p, y = _check_probs(probs, y_true, "reliability_curve")
+    conf = p.max(axis=1)  # [N]
+    correct = (p.argmax(axis=1) == y).astype(np.float64)  # [N]
+    edges = _bin_edges(conf, n_bins, adaptive)
+    k = len(edges) - 1
+    idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, k - 1)  # right-closed bins (a, b]
+    count = np.bincount(idx, minlength=k).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(idx, weights=conf, minlength=k) / count
+        acc = np.bincount(idx, weights=correct, minlength=k) / count
+    return {"edges": edges, "confidence": mean_conf, "accuracy": acc, "count": count}
+
+
+def expected_calibration_error(probs: Any, y_true: Any, n_bins: int = 15, *, adaptive: bool = False) -> float:
+    """Expected calibration error: the count-weighted mean gap between confidence and accuracy over bins.
+
+    Args:
+        probs: ``[N, C]`` predicted probabilities.
+        y_true: ``[N]`` true class indices.
+        n_bins: Number of bins.
+        adaptive: Equal-mass bins (adaptive ECE) instead of equal-width ones.
+
+    Returns:
+        ECE in [0, 1]; NaN for no rows.
+
+    Example:
+        >>> expected_calibration_error([[0.75, 0.25]] * 4, [0, 0, 0, 1])
+        0.0
+    """
+    curve = reliability_curve(probs, y_true, n_bins, adaptive=adaptive)
+    count = curve["count"]
+    n = count.sum()
+    if n == 0:
+        return math.nan
+    used = count > 0
+    gap = np.abs(curve["accuracy"][used] - curve["confidence"][used])
+    return float((gap * count[used]).sum() / n)
+
+
+def calibration_errors(probs: Any, y_true: Any, n_bins: int = 15) -> dict[str, float]:
+    """ECE (equal width), adaptive ECE (equal mass), MCE (largest bin gap), NLL and Brier score.
+
+    Example:
+        >>> errs = calibration_errors([[0.75, 0.25]] * 4, [0, 0, 0, 1])
+        >>> errs["ece"], errs["mce"]
+        (0.0, 0.0)
+    """
+    p, y = _check_probs(probs, y_true, "calibration_errors")
+    curve = reliability_curve(p, y, n_bins)
+    used = curve["count"] > 0
+    gaps = np.abs(curve["accuracy"][used] - curve["confidence"][used])
+    n = p.shape[0]
+    onehot = np.zeros_like(p)
+    onehot[np.arange(n), y] = 1.0
+    return {
+        "ece": expected_calibration_error(p, y, n_bins),
+        "ece_adaptive": expected_calibration_error(p, y, n_bins, adaptive=True),
+        "mce": float(gaps.max()) if gaps.size else math.nan,
+        "nll": float(-np.log(np.clip(p[np.arange(n), y], 1e-12, 1.0)).mean()) if n else math.nan,
+        "brier": float(((p - onehot) ** 2).sum(axis=1).mean()) if n else math.nan,
+    }
+
+
+class TemperatureScaler:
+    """Divide logits by one temperature ``T > 0`` fitted by L-BFGS to minimise the NLL of validation logits.
+
+    Attributes:
+        temperature_: The fitted temperature (set by :meth:`fit`).
+
+    Example:
+        >>> logits = np.array([[4.0, 0.0], [0.0, 4.0], [4.0, 0.0], [0.0, 4.0]])
+        >>> scaler = TemperatureScaler().fit(logits, [0, 1, 1, 0])   # half wrong: very over-confident
+        >>> scaler.temperature_ > 1.0
+        True
+        >>> bool((scaler.transform(logits).argmax(1) == logits.argmax(1)).all())
+        True
+    """
+
+    def __init__(self, *, max_iter: int = 100) -> None:
+        self.max_iter = max_iter
+
+    def fit(self, logits: Any, y_true: Any) -> TemperatureScaler:
+        """Fit the temperature on ``[N, C]`` logits and ``[N]`` labels (use the validation split, never test)."""
+        z = np.asarray(logits, dtype=np.float64)
+        if z.ndim != 2 or z.shape[0] == 0 or not np.isfinite(z).all():
+            raise ValueError(
+                f"The 'logits' parameter of TemperatureScaler.fit must be a finite, non-empty [N, C] array. "
+                f"Got shape {list(z.shape)}."
+            )
+        _check_probs(np.zeros_like(z), y_true, "TemperatureScaler.fit")
+        zt = torch.from_numpy(z)
+        yt = torch.from_numpy(np.asarray(y_true, dtype=np.int64))
+        log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=self.max_iter, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(zt / log_t.exp(), yt)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        t = float(log_t.detach().exp())
+        self.temperature_ = t if math.isfinite(t) and t > 0 else 1.0
+        return self
+
+    def transform(self, logits: Any) -> np.ndarray:
+        """Scaled logits ``logits / T``."""
+        if not hasattr(self, "temperature_"):
+            raise NotFittedError("This TemperatureScaler is not fitted yet: call fit(val_logits, val_labels) first.")
+        return np.asarray(logits, dtype=np.float64) / self.temperature_
+
+    def predict_proba(self, logits: Any) -> np.ndarray:
+        """Calibrated probabilities ``softmax(logits / T)``."""
+        z = self.transform(logits)
+        z = z - z.max(axis=-1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=-1, keepdims=True)
+
+
+class AffineCalibrator:
+    """Per-target affine map ``y -> a * y + b`` for regression heads, L2-regularised towards the identity.
+
+    Minimises ``sum((a * y + b - t)^2) + l2 * N * ((a - 1)^2 + b^2)`` in closed form per target.
+
+    Attributes:
+        scale_: ``[K]`` the fitted ``a``.
+        shift_: ``[K]`` the fitted ``b``.
+
+    Example:
+        >>> y = np.linspace(-1, 1, 50)
+        >>> cal = AffineCalibrator(l2=0.0).fit(y, 2 * y + 0.5)
+        >>> np.round(cal.scale_, 3).tolist(), np.round(cal.shift_, 3).tolist()
+        ([2.0], [0.5])
+    """
+
+    def __init__(self, *, l2: float = 0.1) -> None:
+        if not isinstance(l2, (int, float)) or l2 < 0 or not math.isfinite(l2):
+            raise ValueError(f"The 'l2' parameter of AffineCalibrator must be a finite number >= 0. Got {l2!r}.")
+        self.l2 = float(l2)
+
+    @staticmethod
+    def _two_d(x: Any, name: str) -> np.ndarray:
+        a = np.asarray(x, dtype=np.float64)
+        if a.ndim == 1:
+            a = a[:, None]
+        if a.ndim != 2 or not np.isfinite(a).all():
+            raise ValueError(
+                f"The {name!r} parameter of AffineCalibrator must be a finite [N] or [N, K] array. "
+                f"Got shape {list(a.shape)}."
+            )
+        return a
+
+    def fit(self, y_pred: Any, y_true: Any) -> AffineCalibrator:
+        """Fit on validation predictions and targets (``[N]`` or ``[N, K]``)."""
+        y = self._two_d(y_pred, "y_pred")
+        t = self._two_d(y_true, "y_true")
+        if y.shape != t.shape or y.shape[0] == 0:
+            raise ValueError(
+                f"The 'y_pred' and 't_true' of AffineCalibrator.fit must have the same non-empty shape. "
+                f"Got {list(y.shape)} and {list(t.shape)}."
+            )
+        n = y.shape[0]
+        lam = self.l2 * n
+        # normal equations per target: [[Syy + lam, Sy], [Sy, n + lam]] [a, b] = [Syt + lam, St]
+        syy, sy, st, syt = (y * y).sum(0), y.sum(0), t.sum(0), (y * t).sum(0)
+        a11, a12, a22 = syy + lam, sy, n + lam
+        det = a11 * a22 - a12 * a12
+        safe = np.where(np.abs(det) > 1e-12, det, 1.0)
+        a = np.where(np.abs(det) > 1e-12, ((syt + lam) * a22 - a12 * st) / safe, 1.0)
+        b = np.where(np.abs(det) > 1e-12, (a11 * st - a12 * (syt + lam)) / safe, 0.0)
+        self.scale_ = a
+        self.shift_ = b
+        return self
+
+    def transform(self, y_pred: Any) -> np.ndarray:
+        """Calibrated predictions, in the input's layout."""
+        if not hasattr(self, "scale_"):
+            raise NotFittedError("This AffineCalibrator is not fitted yet: call fit(val_pred, val_true) first.")
+        arr = np.asarray(y_pred, dtype=np.float64)
+        out = self._two_d(arr, "y_pred") * self.scale_ + self.shift_
+        return out.reshape(arr.shape)
+
+
+def paired_improvement_test(
+    before: Sequence[float], after: Sequence[float], *, lower_is_better: bool = True, alpha: float = 0.05
+) -> dict[str, Any]:
+    """Does ``after`` improve on ``before`` over paired repeated runs? One-sided paired t-test (and Wilcoxon).
+
+    Args:
+        before: A metric per run without the calibration layer.
+        after: The same runs with it.
+        lower_is_better: Whether smaller metric values are better (MAE: True).
+        alpha: Significance level.
+
+    Returns:
+        ``{"test": "ttest_rel (one-sided)", "n", "mean_improvement", "p_value", "wilcoxon_p", "significant"}``;
+        ``p_value`` is NaN (and ``significant`` False) with fewer than 2 pairs or zero variance of the differences.
+
+    Example:
+        >>> r = paired_improvement_test([1.0, 1.1, 0.9, 1.0], [0.8, 0.85, 0.7, 0.79])
+        >>> r["significant"], r["p_value"] < 0.01
+        (True, True)
+    """
+    from scipy import stats
+
+    b = np.asarray(before, dtype=np.float64)
+    a = np.asarray(after, dtype=np.float64)
+    if b.shape != a.shape or b.ndim != 1:
+        raise ValueError(
+            f"The 'before' and 'after' parameters of paired_improvement_test must be 1-D of equal length. "
+            f"Got {list(b.shape)} and {list(a.shape)}."
+        )
+    gain = (b - a) if lower_is_better else (a - b)  # > 0 means improvement
+    out: dict[str, Any] = {
+        "test": "ttest_rel (one-sided)",
+        "n": int(b.size),
+        "mean_improvement": float(gain.mean()) if b.size else math.nan,
+        "p_value": math.nan,
+        "wilcoxon_p": math.nan,
+        "significant": False,
+    }
+    if b.size >= 2 and np.std(gain) > 1e-9 * max(1.0, float(np.abs(gain).mean())):
+        p = float(stats.ttest_rel(gain, np.zeros_like(gain), alternative="greater").pvalue)
+        out["p_value"] = p
+        if b.size >= 6 and np.any(gain != 0):
+            out["wilcoxon_p"] = float(stats.wilcoxon(gain, alternative="greater").pvalue)
+        out["significant"] = bool(p < alpha and out["mean_improvement"] > 0)
+    return out
