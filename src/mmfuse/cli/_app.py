@@ -325,3 +325,18 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory written
     write_summary_markdown(run_dir)
     path = write_report(run_dir)
     console.print(f"Wrote {path}")
+
+
+from mmfuse.cli._lr_find import lr_find  # noqa: E402 - registered last: the command module imports this one
+
+app.command("lr-find")(_friendly_errors(lr_find))
+
+from mmfuse.cli import _serve  # noqa: E402, F401 - registers the serve and stream commands
+from mmfuse.cli._extract import extract  # noqa: E402 - registers 'mmfuse extract'
+
+app.command("extract")(_friendly_errors(extract))
+
+from mmfuse.cli import _analyze  # noqa: E402, F401 - registers 'mmfuse analyze'
+from mmfuse.cli._import import import_app  # noqa: E402 - registers 'mmfuse import csd|mmsa|folders'
+
+app.add_typer(import_app, name="import")
