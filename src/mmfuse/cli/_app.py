@@ -99,6 +99,9 @@ def compare(
     jobs: Annotated[
         int, typer.Option("--jobs", "-j", min=1, help="Runs trained at once, each in its own process.")
     ] = 1,
+    analyze: Annotated[
+        bool, typer.Option("--analyze", help="Then run the analysis suite on the run (as 'mmfuse analyze').")
+    ] = False,
 ) -> None:
     """Train and test every chosen fusion for every seed; write results, summary and an HTML report.
 
@@ -181,6 +184,19 @@ def compare(
         )
     console.print(table)
     console.print(f"Wrote {result.out_dir}/results.csv, summary.csv, summary.md, report.html and models/")
+    if analyze:
+        from mmfuse.evaluate.analysis import AnalysisConfig, analyze_run
+        from mmfuse.train import resolve_device
+
+        with console.status("analysing the run (ablation, robustness, calibration, ...)"):
+            analysis = analyze_run(
+                result.out_dir,
+                config=AnalysisConfig(
+                    data_dir=str(data_dir) if data_dir is not None else None, device=resolve_device(device).type
+                ),
+            )
+        seconds = sum(analysis.seconds.values())
+        console.print(f"Analysis: {len(analysis.files)} files in {analysis.out_dir} ({seconds:.0f} s); report updated")
 
 
 @app.command()

@@ -357,6 +357,7 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
     run_meta: dict[str, Any] = {
         "dataset": {
             "name": dataset.name,
+            "path": str(Path(dataset.path).resolve()),
             "description": getattr(dataset, "description", ""),
             "modalities": {m: {"dim": s.dim, "kind": s.kind} for m, s in dataset.modalities.items()},
             "task": {"type": task.type.value, "level": task.level.value, "class_names": list(task.class_names)},
