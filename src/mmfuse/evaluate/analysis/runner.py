@@ -11,6 +11,7 @@ batch axis so a model runs one forward pass per kind of analysis, not one per pe
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import itertools
@@ -465,11 +466,13 @@ def _stacked_rows(
     with torch.no_grad():
         for start in range(0, len(variants), per):
             chunk = [_restrict(v, mods) for v in variants[start : start + per]]
+            shared = set.intersection(*(set(v.context) for v in chunk))  # categorical context every variant has
             stacked = Batch(
                 {m: torch.cat([v.inputs[m] for v in chunk]) for m in mods},  # [k*B, T, D_m]
                 {m: torch.cat([v.masks[m] for v in chunk]) for m in mods},  # [k*B, T]
                 torch.cat([v.padding_mask for v in chunk]),
                 None,
+                context={k: torch.cat([v.context[k] for v in chunk]) for k in sorted(shared)},  # [k*B]
             )
             outputs = model(stacked)  # [k*B, C] or [k*B, T, C]
             for k, piece in enumerate(outputs.split(batch.batch_size)):
@@ -606,6 +609,10 @@ def _analyse_one(
                     )
                 )
             out.ablation["no context"] = _score(task, torch.cat(no_ctx).numpy(), y)
+        if getattr(getattr(model, "config", None), "context_sizes", None) and any(b.context for b in test.batches):
+            # categorical context (domain, interaction, ...) off: the model sees "unknown" for every context
+            off = _variant_rows(model, test, lambda b, g: [dataclasses.replace(b, context={})], task, level, config)[0]
+            out.ablation["context off"] = _score(task, off, y)
         timings["ablation"] += time.perf_counter() - t0
 
     if "robustness" in want:
@@ -915,7 +922,7 @@ def _analyze(run_dir: Path, config: AnalysisConfig) -> AnalysisResult:
         )
         files.append(_plots.save_figure(fig, out_dir / "ablation.png"))
         full_label = subset_label(test0.modalities)
-        single_cols = [c for c in cols if "+" not in c and c != "no context"]
+        single_cols = [c for c in cols if "+" not in c and c not in ("no context", "context off")]
         sign = 1.0 if higher else -1.0
         best_single = [
             single_cols[int(np.argmax(np.nan_to_num([sign * mat[i, cols.index(c)] for c in single_cols], nan=-np.inf)))]
@@ -929,6 +936,11 @@ def _analyze(run_dir: Path, config: AnalysisConfig) -> AnalysisResult:
             + (
                 "'no context' cuts each sequence into single steps, so the temporal encoder sees no neighbours. "
                 if "no context" in cols
+                else ""
+            )
+            + (
+                "'context off' gives the model 'unknown' for every categorical context (domain, interaction...). "
+                if "context off" in cols
                 else ""
             )
             + f"The single modality that keeps the most {metric_label} is '{dominant.index[0]}' for "
