@@ -143,3 +143,71 @@ def test_live_edge_is_never_extrapolated():
     late.push_many("a", s.timestamps[:3], s.values[:3])
     w = late.pop_ready(now=0.45)  # 0.3 emitted before 0.95 exists: missing, never extrapolated
     assert w.masks["a"].tolist() == [True, True, True, False]
+
+
+def test_merged_alignment_of_many_buffers_equals_each_alone(rng, monkeypatch):
+    """pop_ready_many (one align_stream call per modality for all buffers) == pop_ready of each buffer."""
+    import mmfuse.stream.buffer as buffer_module
+    from mmfuse.stream import pop_ready_many
+
+    joined = []
+    merge = buffer_module._align_merged
+
+    def counting(buffers, plans, members, *args):
+        left = merge(buffers, plans, members, *args)
+        joined.append(len(members) - len(left))
+        return left
+
+    monkeypatch.setattr(buffer_module, "_align_merged", counting)
+
+    specs = {
+        "acc": StreamSpec(3, tolerance=0.03),
+        "gyro": StreamSpec(2, rate=20.0),
+        "speaking": StreamSpec(1, kind="discrete", rate=10.0),
+        "emb": StreamSpec(2, kind="embedding", rate=20.0),
+        "words": StreamSpec(4, kind="interval"),
+    }
+    n = 6
+    starts = [0.0, 0.013, 5.0, 1e4, 0.0, 2.5]  # different clocks; buffer 4 gets a gap and a silent modality
+    merged = [FusionBuffer(specs, rate=10.0, lateness=0.1, start=s) for s in starts]
+    alone = [FusionBuffer(specs, rate=10.0, lateness=0.1, start=s) for s in starts]
+    got = [[] for _ in range(n)]
+    want = [[] for _ in range(n)]
+    for step in range(60):
+        for j in range(n):
+            t0 = starts[j] + step * 0.05
+            ev = {
+                "acc": (t0 + rng.uniform(-0.004, 0.004), rng.normal(size=3)),
+                "gyro": (t0, rng.normal(size=2)),
+                "emb": (t0, rng.normal(size=2)),
+            }
+            if step % 2 == 0:
+                ev["speaking"] = (t0, [float(rng.random() > 0.5)])
+            if j == 4 and 20 <= step < 30:
+                del ev["gyro"]  # a gap in one buffer only
+            if j == 4:
+                ev.pop("speaking", None)  # never speaks
+            for m, (t, v) in ev.items():
+                for b in (merged[j], alone[j]):
+                    b.push(m, t, v)
+                    if step % 8 == 0 and m == "acc":
+                        b.push("words", t0, rng.normal(size=4) * 0 + step, end=t0 + 0.2)
+                    if j == 1 and step % 10 == 0 and m == "acc":
+                        b.push(m, t, np.ones(3))  # a corrected sample: same time again (duplicates: last)
+        if step % 3 == 0:
+            for j, w in enumerate(pop_ready_many(merged)):
+                got[j].append(w)
+            for j in range(n):
+                want[j].append(alone[j].pop_ready())
+    for j in range(n):
+        a = AlignedWindow.concat([w for w in got[j] if len(w)])
+        b = AlignedWindow.concat([w for w in want[j] if len(w)])
+        assert len(a) == len(b) > 20
+        np.testing.assert_array_equal(a.times, b.times)
+        for m in specs:
+            np.testing.assert_array_equal(a.masks[m], b.masks[m], err_msg=f"{j} {m}")
+            np.testing.assert_array_equal(a.interpolated[m], b.interpolated[m], err_msg=f"{j} {m}")
+            np.testing.assert_allclose(a.values[m], b.values[m], rtol=1e-6, atol=1e-6, err_msg=f"{j} {m}")
+            np.testing.assert_allclose(a.staleness[m], b.staleness[m], rtol=0, atol=1e-9, err_msg=f"{j} {m}")
+    assert not all(np.concatenate([w.masks["gyro"] for w in got[4]]))  # the gap was seen
+    assert sum(joined) > 100 and min(joined) == 0  # both paths ran: merged calls and buffers aligned alone

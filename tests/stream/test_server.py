@@ -92,6 +92,7 @@ def test_http_batch_endpoint_equals_the_offline_model(server, model_dir, make_re
         (json.dumps({"type": "event", "modality": "acc", "t": 0, "values": [1, 2]}), "wrong_dimension", "values"),
         ('{"type": "event", "modality": "acc", "t": 0, "values": [1, NaN, 2]}', "non_finite", None),
         ('{"type": "event", "modality": "acc", "t": 0, "values": [1, 1e999, 2]}', "invalid_value", "values[1]"),
+        ('{"type": "event", "modality": "acc", "t": 0, "values": [1, 1e39, 2]}', "invalid_value", "events"),
         (json.dumps({"type": "event", "modality": "acc", "t": "soon", "values": [1, 2, 3]}), "invalid_value", "t"),
         (
             json.dumps({"type": "events", "events": [{"modality": "gyro", "t": 0, "values": [1]}]}),

@@ -129,3 +129,37 @@ def test_from_dir_without_stream_config_needs_a_rate(tmp_path, make_model):
     with pytest.raises(StreamError, match="rate"):
         StreamingSession.from_dir(tmp_path)
     assert StreamingSession.from_dir(tmp_path, rate=5.0).config.specs["acc"].effective_tolerance == 0.2
+
+
+def test_collect_sessions_with_merged_alignment_equals_each_session_alone(make_model):
+    """The server path (collect_sessions + step_sessions, shared normalisers) == every session polled alone."""
+    from mmfuse.stream import collect_sessions
+
+    model = make_model("conv", "concat")
+    recs = [_streams(np.random.default_rng(seed), seconds=2.0) for seed in range(4)]
+    norms = _normalizers(recs[0])
+    engine = StreamingSession(model, _config()).engine
+    shared = [StreamingSession(engine, _config(), normalizers=norms, start=0.0) for _ in recs]
+    alone = [StreamingSession(model, _config(), normalizers=norms, start=0.0) for _ in recs]
+    got = [[] for _ in recs]
+    want = [[] for _ in recs]
+    for k in range(100):  # 20 ms ticks: every session gets its samples of the tick, then one server round
+        lo, hi = k * 0.02 - 1e-9, (k + 1) * 0.02 - 1e-9
+        for j, streams in enumerate(recs):
+            for m, st in streams.items():
+                sel = (st.timestamps >= lo) & (st.timestamps < hi)
+                if sel.any():
+                    shared[j].push_many(m, st.timestamps[sel], st.values[sel])
+                    alone[j].push_many(m, st.timestamps[sel], st.values[sel])
+        collect_sessions(shared)
+        for j, res in enumerate(step_sessions(shared)):
+            got[j] += res
+        for j, s in enumerate(alone):
+            want[j] += s.poll()
+    for a, b in zip(got, want, strict=True):
+        assert len(a) == len(b) > 15
+        assert [r.index for r in a] == [r.index for r in b]
+        assert [r.masks for r in a] == [r.masks for r in b]
+        np.testing.assert_allclose(np.stack([r.raw for r in a]), np.stack([r.raw for r in b]), atol=1e-5)
+        np.testing.assert_allclose(np.stack([r.stable for r in a]), np.stack([r.stable for r in b]), atol=1e-5)
+    assert not all(r.masks["gyro"] for r in got[0])  # the gyroscope gap reached the model as missing

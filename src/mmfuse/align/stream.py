@@ -284,6 +284,22 @@ class Stream:
                 t, v, e = _merge_duplicates(t, v, e, policy)
         return cls(name=name, kind=k, timestamps=t, values=v, ends=e, tolerance=tolerance)
 
+    @classmethod
+    def _trusted(
+        cls, name: str, kind: StreamKind, timestamps: np.ndarray, values: np.ndarray, ends: np.ndarray | None = None
+    ) -> Stream:
+        """Internal: wrap arrays that already satisfy every invariant of a Stream, without checking them again.
+
+        Only for callers that validated the rows themselves (the live fusion buffer: finite float64 times sorted
+        and without duplicates, finite float32 ``[N, D]`` values with ``N >= 1``). Public entry points validate.
+        """
+        self = object.__new__(cls)
+        for key, value in (("name", name), ("kind", kind), ("timestamps", timestamps), ("values", values)):
+            object.__setattr__(self, key, value)
+        object.__setattr__(self, "ends", ends)
+        object.__setattr__(self, "tolerance", None)
+        return self
+
     @property
     def dim(self) -> int:
         """``D``, the feature size."""

@@ -23,13 +23,14 @@ Example:
 
 from __future__ import annotations
 
-from mmfuse.stream.buffer import AlignedWindow, FusionBuffer, LateEventWarning, StreamSpec
+from mmfuse.stream.buffer import AlignedWindow, FusionBuffer, LateEventWarning, StreamSpec, pop_ready_many
 from mmfuse.stream.engine import POINTWISE_FUSIONS, IncrementalModel, State, split_states, stack_states
 from mmfuse.stream.session import (
     STREAM_CONFIG_FILE,
     StepResult,
     StreamConfig,
     StreamingSession,
+    collect_sessions,
     load_model_assets,
     load_stream_config,
     save_stream_config,
@@ -58,9 +59,11 @@ __all__ = [
     "StreamConfig",
     "StreamSpec",
     "StreamingSession",
+    "collect_sessions",
     "load_model_assets",
     "load_stream_config",
     "normalized_entropy",
+    "pop_ready_many",
     "save_stream_config",
     "split_states",
     "stability_metrics",

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +37,7 @@ from mmfuse.align import AlignedStream, Stream, StreamKind, Timeline, align_stre
 from mmfuse.align.stream import COLLAPSE_RULES, check_choice
 from mmfuse.errors import MmfuseWarning, StreamError
 
-__all__ = ["AlignedWindow", "FusionBuffer", "LateEventWarning", "StreamSpec"]
+__all__ = ["AlignedWindow", "FusionBuffer", "LateEventWarning", "StreamSpec", "pop_ready_many"]
 
 
 class LateEventWarning(MmfuseWarning):
@@ -165,41 +165,84 @@ class AlignedWindow:
 
 
 class _Events:
-    """The kept events of one modality: sorted on demand, pruned from the front (arrays, amortised growth)."""
+    """The kept events of one modality in growable arrays: appended in place, sorted on demand, pruned from the front.
+
+    ``t``, ``v`` and ``e`` are views of the live rows ``[lo, hi)`` of larger arrays whose capacity doubles when
+    full, so adding one event costs a copy of that event rather than of everything kept.
+    """
 
     def __init__(self, dim: int, interval: bool) -> None:
-        self.t = np.zeros(0, dtype=np.float64)
-        self.v = np.zeros((0, dim), dtype=np.float32)
-        self.e: np.ndarray | None = np.zeros(0, dtype=np.float64) if interval else None
+        cap = 16
+        self._t = np.empty(cap, dtype=np.float64)
+        self._v = np.empty((cap, dim), dtype=np.float32)
+        self._e: np.ndarray | None = np.empty(cap, dtype=np.float64) if interval else None
+        self.lo = self.hi = 0
         self.sorted = True
 
+    @property
+    def t(self) -> np.ndarray:
+        return self._t[self.lo : self.hi]
+
+    @property
+    def v(self) -> np.ndarray:
+        return self._v[self.lo : self.hi]
+
+    @property
+    def e(self) -> np.ndarray | None:
+        return None if self._e is None else self._e[self.lo : self.hi]
+
+    @property
+    def size(self) -> int:
+        return self.hi - self.lo
+
+    def _reserve(self, n: int) -> None:
+        if self.hi + n <= self._t.size:
+            return
+        size, cap = self.hi - self.lo, self._t.size
+        if size + n > cap // 2:  # grow; otherwise move the live rows to the front
+            cap = max(2 * cap, 2 * (size + n))
+        t, v = np.empty(cap, dtype=np.float64), np.empty((cap, self._v.shape[1]), dtype=np.float32)
+        t[:size], v[:size] = self._t[self.lo : self.hi], self._v[self.lo : self.hi]
+        if self._e is not None:
+            e = np.empty(cap, dtype=np.float64)
+            e[:size] = self._e[self.lo : self.hi]
+            self._e = e
+        self._t, self._v, self.lo, self.hi = t, v, 0, size
+
     def add(self, t: np.ndarray, v: np.ndarray, e: np.ndarray | None) -> None:
-        if self.t.size and t.size and (t[0] < self.t[-1] or np.any(np.diff(t) < 0)):
+        n = t.shape[0]
+        if n == 1:
+            if self.hi > self.lo and t[0] < self._t[self.hi - 1]:
+                self.sorted = False
+        elif n > 1 and ((self.hi > self.lo and t[0] < self._t[self.hi - 1]) or bool((t[1:] < t[:-1]).any())):
             self.sorted = False
-        elif t.size > 1 and np.any(np.diff(t) < 0):
-            self.sorted = False
-        self.t = np.concatenate([self.t, t])
-        self.v = np.concatenate([self.v, v])
-        if self.e is not None and e is not None:
-            self.e = np.concatenate([self.e, e])
+        self._reserve(n)
+        self._t[self.hi : self.hi + n] = t
+        self._v[self.hi : self.hi + n] = v
+        if self._e is not None and e is not None:
+            self._e[self.hi : self.hi + n] = e
+        self.hi += n
 
     def sort(self) -> None:
         if not self.sorted:
             order = np.argsort(self.t, kind="stable")  # stable: the later arrival of a duplicate time wins
-            self.t, self.v = self.t[order], self.v[order]
-            if self.e is not None:
-                self.e = self.e[order]
+            lo, hi = self.lo, self.hi
+            self._t[lo:hi], self._v[lo:hi] = self._t[lo:hi][order], self._v[lo:hi][order]
+            if self._e is not None:
+                self._e[lo:hi] = self._e[lo:hi][order]
             self.sorted = True
+
+    def drop_front(self, n: int) -> None:
+        """Forget the ``n`` oldest rows (the rows must be sorted)."""
+        self.lo += max(0, min(n, self.hi - self.lo))
 
     def prune(self, cutoff: float) -> None:
         """Drop events before ``cutoff`` except the newest of them (kept for staleness and interpolation)."""
         self.sort()
-        ref = self.e if self.e is not None else self.t
-        k = int(np.searchsorted(ref, cutoff, side="left")) - 1  # keep one before the cutoff
+        ref = self._e if self._e is not None else self._t
+        k = int(ref[self.lo : self.hi].searchsorted(cutoff, side="left")) - 1  # keep one before the cutoff
         if k > 0:
-            self.t, self.v = self.t[k:], self.v[k:]
-            if self.e is not None:
-                self.e = self.e[k:]
+            self.drop_front(k)
 
 
 class FusionBuffer:
@@ -339,6 +382,10 @@ class FusionBuffer:
                 )
         elif ends is not None:
             raise StreamError(f"'end' is only allowed for interval modalities; {modality!r} is {spec.kind!r}.")
+        return self._accept(modality, t, v, e)
+
+    def _accept(self, modality: str, t: np.ndarray, v: np.ndarray, e: np.ndarray | None) -> int:
+        """Keep validated events (``t [N]`` float64, ``v [N, D_m]`` float32, finite; ``e`` for intervals)."""
         if t.size == 0:
             return 0
         if self._last_emitted is not None:
@@ -361,16 +408,20 @@ class FusionBuffer:
                     return 0
         self._events[modality].add(t, v, e)
         self.accepted[modality] += int(t.size)
-        self._newest = max(self._newest, float((e if e is not None else t).max()))
-        self._earliest = min(self._earliest, float(t.min()))
+        if t.size == 1:
+            newest, earliest = float(t[0] if e is None else e[0]), float(t[0])
+        else:
+            newest, earliest = float((e if e is not None else t).max()), float(t.min())
+        if newest > self._newest:
+            self._newest = newest
+        if earliest < self._earliest:
+            self._earliest = earliest
         ev = self._events[modality]
-        if ev.t.size > self.max_pending:
+        if ev.size > self.max_pending:
             ev.sort()
-            extra = ev.t.size - self.max_pending
+            extra = ev.size - self.max_pending
             self.overflow[modality] += extra
-            ev.t, ev.v = ev.t[extra:], ev.v[extra:]
-            if ev.e is not None:
-                ev.e = ev.e[extra:]
+            ev.drop_front(extra)
         return int(t.size)
 
     # ---------------------------------------------------------------------------------------------- output
@@ -386,7 +437,7 @@ class FusionBuffer:
 
     def pending(self) -> dict[str, int]:
         """Modality -> events currently kept."""
-        return {m: int(ev.t.size) for m, ev in self._events.items()}
+        return {m: ev.size for m, ev in self._events.items()}
 
     def pop_ready(self, now: float | None = None) -> AlignedWindow:
         """Emit every step that no accepted event can change any more.
@@ -406,20 +457,33 @@ class FusionBuffer:
         """End of the stream: emit every remaining step up to the newest event time."""
         return self._emit_until(self._newest, strict=False)
 
-    def _emit_until(self, limit: float, strict: bool) -> AlignedWindow:
+    def _plan(self, limit: float, strict: bool) -> np.ndarray | None:
+        """Times ``[K]`` of the steps to emit up to ``limit`` (None when there are none)."""
         if not math.isfinite(limit):
-            return self._empty()
+            return None
         if self.start is None:
             if not math.isfinite(self._earliest):
-                return self._empty()
+                return None
             self.start = self._earliest
         pos = (limit - self.start) * self.rate
         # strict: x < limit (a sample exactly at x + horizon may still arrive with the newest time); else x <= limit
         n_last = math.ceil(pos - 1e-9) - 1 if strict else math.floor(pos + 1e-9)
         if n_last < self._next:
+            return None
+        return self.start + np.arange(self._next, n_last + 1) / self.rate  # [K]
+
+    def _advance(self, times: np.ndarray) -> None:
+        """Mark the steps ``times`` emitted and prune the events no later step needs."""
+        self._next += int(times.shape[0])
+        self._last_emitted = float(times[-1])
+        next_x = self.start + self._next / self.rate  # type: ignore[operator]
+        for m, ev in self._events.items():
+            ev.prune(next_x - self._tol[m] - 1.0 / self.rate)
+
+    def _emit_until(self, limit: float, strict: bool) -> AlignedWindow:
+        times = self._plan(limit, strict)
+        if times is None:
             return self._empty()
-        idx = np.arange(self._next, n_last + 1)
-        times = self.start + idx / self.rate  # [K]
         timeline = Timeline.from_points(times)
         out = AlignedWindow(times=times, first_index=self._next)
         for m, spec in self.specs.items():
@@ -428,16 +492,12 @@ class FusionBuffer:
             aligned = self._align(m, spec, ev, timeline)
             out.values[m], out.masks[m] = aligned.values, aligned.mask
             out.staleness[m], out.interpolated[m] = aligned.staleness, aligned.interpolated
-        self._next = n_last + 1
-        self._last_emitted = float(times[-1])
-        next_x = self.start + self._next / self.rate
-        for m, ev in self._events.items():
-            ev.prune(next_x - self._tol[m] - 1.0 / self.rate)
+        self._advance(times)
         return out
 
     def _align(self, m: str, spec: StreamSpec, ev: _Events, timeline: Timeline) -> AlignedStream:
         k = len(timeline)
-        if ev.t.size == 0:
+        if ev.size == 0:
             return AlignedStream(
                 name=m,
                 kind=StreamKind(spec.kind),
@@ -447,8 +507,13 @@ class FusionBuffer:
                 interpolated=np.zeros(k, dtype=bool),
                 tolerance=self._tol[m],
             )
-        # Later arrivals of an identical time replace earlier ones (a corrected sample), as duplicates="last".
-        stream = Stream.create(m, ev.t, ev.v, kind=spec.kind, ends=ev.e, duplicates="last")
+        t = ev.t
+        if spec.kind == "interval" or (t.size > 1 and not bool((t[1:] > t[:-1]).all())):
+            # Full validation (nested intervals are refused there). Later arrivals of an identical time replace
+            # earlier ones (a corrected sample), as duplicates="last".
+            stream = Stream.create(m, t, ev.v, kind=spec.kind, ends=ev.e, duplicates="last")
+        else:  # the kept rows are already valid: sorted, unique, finite (checked when pushed)
+            stream = Stream._trusted(m, StreamKind(spec.kind), t, ev.v, ev.e)
         return align_stream(stream, timeline, tolerance=self._tol[m], collapse=spec.collapse)
 
     def _empty(self) -> AlignedWindow:
@@ -472,3 +537,131 @@ class FusionBuffer:
             "watermark": self.watermark if math.isfinite(self.watermark) else None,
             "next_time": self.next_time,
         }
+
+
+_SLOT = 32.0
+"""Seconds between the segments of a merged alignment; a buffer joins only while its rows lie within a quarter of
+it around its first step, so no segment's samples are ever within a tolerance of another segment's steps."""
+
+
+def pop_ready_many(buffers: Sequence[FusionBuffer], now: float | None = None) -> list[AlignedWindow]:
+    """:meth:`FusionBuffer.pop_ready` for many buffers at once, with one alignment call per modality for all.
+
+    Buffers with the same specs and rate (the streams of one server) are aligned together: the kept events and
+    the new steps of buffer ``j`` are moved to their own segment of one time axis (``t - first step + 32 j``
+    seconds) and that single stream is aligned by :func:`mmfuse.align.align_stream`. Segments are far apart, so
+    a step only ever sees the samples of its own buffer. A buffer takes part for a modality only where the
+    result cannot depend on anything but its own samples: non-interval kinds, sorted unique times, a kept sample
+    at or before its first new step and one after its last, everything within 8 s of its first step (the
+    shifts then cost at most a few 1e-12 s of rounding). Every other case is aligned alone, exactly as
+    :meth:`FusionBuffer.pop_ready` does.
+
+    Args:
+        buffers: The buffers (at most a few thousand).
+        now: As for :meth:`FusionBuffer.pop_ready`, applied to every buffer.
+
+    Returns:
+        One window per buffer, in order (``K >= 0`` steps each).
+
+    Example:
+        >>> specs = {"a": StreamSpec(1, rate=10.0)}
+        >>> bufs = [FusionBuffer(specs, rate=10.0, start=0.0) for _ in range(2)]
+        >>> for j, b in enumerate(bufs):
+        ...     _ = b.push_many("a", np.arange(6) / 10, (np.arange(6.0) + 10 * j)[:, None])
+        >>> [w.values["a"][:, 0].tolist() for w in pop_ready_many(bufs)]
+        [[0.0, 1.0, 2.0, 3.0], [10.0, 11.0, 12.0, 13.0]]
+    """
+    plans: list[np.ndarray | None] = []
+    for b in buffers:
+        newest = b._newest if now is None else max(b._newest, float(now))
+        plans.append(b._plan(newest - b.lateness - b.horizon, strict=True))
+    out = [
+        b._empty() if p is None else AlignedWindow(times=p, first_index=b._next)
+        for b, p in zip(buffers, plans, strict=True)
+    ]
+    busy = [j for j, p in enumerate(plans) if p is not None]
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for j in busy:  # buffers that can share one alignment call
+        b = buffers[j]
+        groups.setdefault((b.rate, tuple(b.specs.items()), tuple(b._tol.items())), []).append(j)
+    for members in groups.values():
+        first = buffers[members[0]]
+        for m, spec in first.specs.items():
+            left = _align_merged(buffers, plans, members, m, spec, out) if len(members) > 1 else members
+            for j in left:  # those left to align alone
+                b, times = buffers[j], plans[j]
+                assert times is not None
+                ev = b._events[m]
+                ev.sort()
+                a = b._align(m, spec, ev, Timeline.from_points(times))
+                w = out[j]
+                w.values[m], w.masks[m], w.staleness[m], w.interpolated[m] = (
+                    a.values,
+                    a.mask,
+                    a.staleness,
+                    a.interpolated,
+                )
+    for j in busy:
+        buffers[j]._advance(plans[j])  # type: ignore[arg-type]
+    return out
+
+
+def _align_merged(
+    buffers: Sequence[FusionBuffer],
+    plans: Sequence[np.ndarray | None],
+    members: Sequence[int],
+    m: str,
+    spec: StreamSpec,
+    out: list[AlignedWindow],
+) -> list[int]:
+    """Align modality ``m`` of several buffers in one :func:`align_stream` call; return the buffers left out."""
+    tol = buffers[members[0]]._tol[m]
+    if spec.kind == "interval" or tol > _SLOT / 8:
+        return list(members)
+    reach = _SLOT / 4
+    alone: list[int] = []
+    joined: list[int] = []
+    ts: list[np.ndarray] = []
+    vs: list[np.ndarray] = []
+    xs: list[np.ndarray] = []
+    for j in members:
+        ev = buffers[j]._events[m]
+        times = plans[j]
+        assert times is not None
+        if ev.size < 2:
+            alone.append(j)
+            continue
+        ev.sort()
+        t = ev.t
+        x0, x1, first, last = float(times[0]), float(times[-1]), float(t[0]), float(t[-1])
+        # a sample at or before the first step and one after the last: no edge rule applies to these steps
+        if not (first <= x0 and last > x1 + 1e-6 and x0 - first <= reach and last - x0 <= reach):
+            alone.append(j)
+            continue
+        offset = _SLOT * len(joined)
+        ts.append((t - x0) + offset)
+        xs.append((times - x0) + offset)
+        vs.append(ev.v)
+        joined.append(j)
+    if len(joined) < 2:
+        return list(members)
+    t_all = np.concatenate(ts)  # [N_all], segment j around 32 j seconds
+    if not bool((t_all[1:] > t_all[:-1]).all()):  # duplicate times (or ones a shift made equal): align alone
+        return list(members)
+    x_all = np.concatenate(xs)  # [K_all]
+    stream = Stream._trusted(m, StreamKind(spec.kind), t_all, np.concatenate(vs))
+    a = align_stream(stream, Timeline.from_points(x_all), tolerance=tol, collapse=spec.collapse)
+    ends = np.cumsum([x.shape[0] for x in xs]).tolist()
+    cuts = list(zip([0, *ends[:-1]], ends, strict=True))
+    parts = zip(
+        joined,
+        [a.values[i:k] for i, k in cuts],
+        [a.mask[i:k] for i, k in cuts],
+        [a.staleness[i:k] for i, k in cuts],
+        [a.interpolated[i:k] for i, k in cuts],
+        strict=True,
+    )
+    for j, values, mask, staleness, interpolated in parts:
+        w = out[j]
+        w.values[m], w.masks[m], w.staleness[m], w.interpolated[m] = values, mask, staleness, interpolated
+    return alone

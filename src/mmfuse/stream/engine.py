@@ -215,7 +215,7 @@ class IncrementalModel:
         return s
 
     # ------------------------------------------------------------------------------------------------- step
-    @torch.no_grad()
+    @torch.inference_mode()
     def step(self, inputs: Mapping[str, Tensor], masks: Mapping[str, Tensor], state: State) -> tuple[Tensor, State]:
         """Advance every stream of the batch by one step.
 
@@ -238,7 +238,7 @@ class IncrementalModel:
         out, _ = self._incremental(inputs, masks, state)
         return out, state
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step_with_embeddings(
         self, inputs: Mapping[str, Tensor], masks: Mapping[str, Tensor], state: State
     ) -> tuple[Tensor, dict[str, Tensor], State]:

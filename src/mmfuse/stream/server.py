@@ -38,7 +38,13 @@ import numpy as np
 
 from mmfuse.errors import StreamError
 from mmfuse.stream._page import LIVE_PAGE
-from mmfuse.stream.session import StreamConfig, StreamingSession, load_model_assets, step_sessions
+from mmfuse.stream.session import (
+    StreamConfig,
+    StreamingSession,
+    collect_sessions,
+    load_model_assets,
+    step_sessions,
+)
 
 __all__ = ["ServerConfig", "ServerHandle", "create_app", "is_loopback", "run_in_thread", "serve"]
 
@@ -114,9 +120,28 @@ def _no_constants(name: str) -> None:
     raise _Error("non_finite", f"JSON constant {name} is not allowed: every number must be finite.", None)
 
 
+_orjson: Any
+try:  # optional fast JSON (the serve extra installs it); json is the reference and explains every error
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None
+
+
+def _dumps(msg: Any) -> str:
+    """JSON text of an outgoing message."""
+    return _orjson.dumps(msg).decode() if _orjson is not None else json.dumps(msg)
+
+
 def _parse(text: str | bytes, limit: int) -> dict[str, Any]:
     if len(text) > limit:
         raise _Error("message_too_large", f"Message of {len(text)} bytes is over the limit of {limit} bytes.")
+    if _orjson is not None:
+        try:  # valid messages take the fast path; anything it refuses goes through json for the exact error
+            fast = _orjson.loads(text)
+            if isinstance(fast, dict):
+                return fast
+        except _orjson.JSONDecodeError:
+            pass
     try:
         msg = json.loads(text, parse_constant=_no_constants)
     except _Error:
@@ -227,12 +252,16 @@ def create_app(model_dir: str | Any, config: ServerConfig | None = None) -> Any:
         while True:
             await state.wake.wait()
             state.wake.clear()
-            for s in list(state.streams.values()):
-                if s.dirty and not s.closed:
-                    try:
-                        collect(s)
-                    except Exception as exc:  # e.g. nested interval events refused by the alignment
-                        s.emit({"type": "error", "error": "invalid_value", "detail": str(exc), "field": "events"})
+            dirty = [s for s in state.streams.values() if s.dirty and not s.closed]
+            if dirty:
+                try:
+                    collect_many(dirty)
+                except Exception:  # e.g. nested interval events refused by the alignment: find the stream
+                    for s in dirty:
+                        try:
+                            collect_many([s])
+                        except Exception as exc:
+                            s.emit({"type": "error", "error": "invalid_value", "detail": str(exc), "field": "events"})
             ready = [s for s in state.streams.values() if s.session.pending and not s.closed]
             if not ready:
                 continue
@@ -407,7 +436,7 @@ def create_app(model_dir: str | Any, config: ServerConfig | None = None) -> Any:
             while st.out:
                 msg = st.out.popleft()
                 try:
-                    await asyncio.wait_for(ws.send_text(json.dumps(msg)), timeout=config.send_timeout)
+                    await asyncio.wait_for(ws.send_text(_dumps(msg)), timeout=config.send_timeout)
                 except Exception:  # slow or vanished client: stop sending, the receiver cleans up
                     st.closed = True
                     with contextlib.suppress(Exception):
@@ -462,18 +491,44 @@ def create_app(model_dir: str | Any, config: ServerConfig | None = None) -> Any:
                 _finite_number(v, f"{where}values[{j}]")
             end = ev.get("end")
             checked.append((str(m), t, values, None if end is None else _finite_number(end, f"{where}end")))
-        for m, t, values, end in checked:  # all valid: none of a bad message is used
-            try:
-                st.session.push(m, t, values, end)
-            except StreamError as exc:
-                raise _Error("invalid_value", str(exc), "events") from None
+        buf = st.session.buffer
+        rows: dict[str, tuple[list[float], list[Any], list[float | None]]] = {}
+        for m, t, values, end in checked:
+            ts, vs, es = rows.setdefault(m, ([], [], []))
+            ts.append(t)
+            vs.append(values)
+            es.append(end)
+        ready = []
+        for m, (ts, vs, es) in rows.items():  # all checked first: none of a bad message is used
+            v = np.array(vs, dtype=np.float32)  # [N, D_m]
+            t_arr = np.array(ts, dtype=np.float64)  # [N]
+            if not np.isfinite(v).all():
+                raise _Error("invalid_value", f"Values of modality {m!r} overflow float32.", "events")
+            e: np.ndarray | None = None
+            if buf.specs[m].kind == "interval":
+                if any(x is None for x in es):
+                    raise _Error("invalid_value", f"Events of interval modality {m!r} need 'end' times.", "events")
+                e = np.array(es, dtype=np.float64)
+                if bool((e < t_arr).any()):
+                    raise _Error("invalid_value", f"Event ends of modality {m!r} must be >= their starts.", "events")
+            elif any(x is not None for x in es):
+                raise _Error("invalid_value", f"'end' is only allowed for interval modalities; {m!r} is not.", "events")
+            ready.append((m, t_arr, v, e))
+        for m, t_arr, v, e in ready:
+            buf._accept(m, t_arr, v, e)
         st.dirty = True  # the batcher aligns what arrived (several steps at once when it is behind)
         state.wake.set()
 
-    def collect(st: _Stream) -> None:
-        st.dirty = False
-        st.session.collect()
-        over = st.session.pending - config.queue_size
+    def collect_many(streams: list[_Stream]) -> None:
+        for st in streams:
+            st.dirty = False
+        collect_sessions([st.session for st in streams])  # one alignment call per modality for all of them
+        for st in streams:
+            over = st.session.pending - config.queue_size
+            if over > 0:
+                drop_oldest(st, over)
+
+    def drop_oldest(st: _Stream, over: int) -> None:
         if over > 0:  # the model is behind this stream: drop its oldest steps, keep the newest
             for _ in range(over):
                 st.session._pending.popleft()
@@ -610,7 +665,7 @@ def create_app(model_dir: str | Any, config: ServerConfig | None = None) -> Any:
             )
             while True:
                 msg = await queue.get()
-                await asyncio.wait_for(ws.send_text(json.dumps(msg)), timeout=config.send_timeout)
+                await asyncio.wait_for(ws.send_text(_dumps(msg)), timeout=config.send_timeout)
                 if msg.get("type") == "ended":
                     break
         except Exception:

@@ -23,7 +23,7 @@ from mmfuse._io import atomic_write_json
 from mmfuse.errors import DataError, StreamError
 from mmfuse.models import MultimodalModel, load_model, read_model_info
 from mmfuse.preprocess import ModalityNormalizers
-from mmfuse.stream.buffer import AlignedWindow, FusionBuffer, StreamSpec
+from mmfuse.stream.buffer import AlignedWindow, FusionBuffer, StreamSpec, pop_ready_many
 from mmfuse.stream.engine import IncrementalModel, State, split_states, stack_states
 from mmfuse.stream.stabilize import Stabilizer, normalized_entropy, stabilize
 from mmfuse.types import TaskType
@@ -33,6 +33,7 @@ __all__ = [
     "StepResult",
     "StreamConfig",
     "StreamingSession",
+    "collect_sessions",
     "load_model_assets",
     "load_stream_config",
     "save_stream_config",
@@ -279,17 +280,17 @@ class StreamingSession:
         """Move the steps the buffer can emit into this session's queue; returns how many are queued now."""
         window = self.buffer.flush() if flush else self.buffer.pop_ready(now)
         if len(window):
-            values = self._normalise(window)
-            for k in range(len(window)):  # one queue entry per step (each is stepped on its own anyway)
-                self._pending.append(
-                    (
-                        float(window.times[k]),
-                        window.first_index + k,
-                        {m: values[m][k] for m in self.modalities},
-                        {m: bool(window.masks[m][k]) for m in self.modalities},
-                    )
-                )
+            self._queue(window, self._normalise(window))
         return len(self._pending)
+
+    def _queue(self, window: AlignedWindow, values: Mapping[str, np.ndarray]) -> None:
+        mods = self.modalities
+        times = window.times.tolist()
+        masks = {m: window.masks[m].tolist() for m in mods}
+        for k in range(len(times)):  # one queue entry per step (each is stepped on its own anyway)
+            self._pending.append(
+                (times[k], window.first_index + k, {m: values[m][k] for m in mods}, {m: masks[m][k] for m in mods})
+            )
 
     @property
     def pending(self) -> int:
@@ -306,15 +307,9 @@ class StreamingSession:
         self.collect(flush=True)
         return step_sessions([self])[0]
 
-    def _result(self, t: float, index: int, masks: dict[str, bool], out: np.ndarray) -> StepResult:
-        if self.classification:
-            e = np.exp(out - out.max())
-            raw = e / e.sum()
-            u = float(normalized_entropy(raw))
-        else:
-            raw, u = out.astype(np.float64), 0.0
+    def _result(self, t: float, index: int, masks: dict[str, bool], raw: np.ndarray, u: float) -> StepResult:
         stable, held = self.stabilizer.update(raw, u)
-        label = int(np.argmax(stable)) if self.classification else None
+        label = int(stable.argmax()) if self.classification else None
         self.steps += 1
         return StepResult(t=t, index=index, raw=raw, stable=stable, held=held, uncertainty=u, masks=masks, label=label)
 
@@ -362,6 +357,7 @@ def step_sessions(sessions: Sequence[StreamingSession], max_rounds: int | None =
     engine = sessions[0].engine
     if any(s.engine is not engine for s in sessions):
         raise StreamError("step_sessions needs sessions that share one IncrementalModel.")
+    classification = sessions[0].classification
     rounds = 0
     while max_rounds is None or rounds < max_rounds:
         rounds += 1
@@ -374,12 +370,66 @@ def step_sessions(sessions: Sequence[StreamingSession], max_rounds: int | None =
         state = sessions[active[0]].state if len(active) == 1 else stack_states([sessions[i].state for i in active])
         out, new_state = engine.step(inputs, masks, state)  # [B, C]
         parts = [new_state] if len(active) == 1 else split_states(new_state)
-        out_np = out.double().numpy()
+        out_np = out.double().numpy()  # [B, C]
+        if classification:  # softmax and normalised entropy of the whole batch at once
+            e = np.exp(out_np - out_np.max(axis=1, keepdims=True))
+            raw = e / e.sum(axis=1, keepdims=True)  # [B, C]
+            unc = normalized_entropy(raw).tolist()  # B floats
+        else:
+            raw, unc = out_np, [0.0] * len(active)
         for j, i in enumerate(active):
             sessions[i].state = parts[j]
             t, index, _, mk = items[j]
-            results[i].append(sessions[i]._result(t, index, mk, out_np[j]))
+            results[i].append(sessions[i]._result(t, index, mk, raw[j], unc[j]))
     return results
+
+
+def collect_sessions(sessions: Sequence[StreamingSession], now: float | None = None) -> list[int]:
+    """:meth:`StreamingSession.collect` for many sessions at once (what a server runs every round).
+
+    The buffers are aligned together by :func:`~mmfuse.stream.buffer.pop_ready_many` (one alignment call per
+    modality for all sessions with the same stream config), and sessions sharing one normaliser object are
+    normalised in one call (normalisers act on each step on its own).
+
+    Returns:
+        Per session, the number of steps queued now.
+
+    Example:
+        >>> from mmfuse.models import ModelConfig, build_model
+        >>> cfg = ModelConfig({"a": 1}, out_dim=2, hidden=8, causal=True, bidirectional=False, label_level="step")
+        >>> engine = IncrementalModel(build_model(cfg))
+        >>> ss = [StreamingSession(engine, StreamConfig.default({"a": 1}, rate=10.0), start=0.0) for _ in range(3)]
+        >>> for s in ss:
+        ...     _ = s.push_many("a", np.arange(10) / 10, np.arange(10.0))
+        >>> collect_sessions(ss)
+        [8, 8, 8]
+    """
+    windows = pop_ready_many([s.buffer for s in sessions], now)
+    groups: dict[int, list[int]] = {}
+    for i, (s, w) in enumerate(zip(sessions, windows, strict=True)):
+        if len(w):
+            groups.setdefault(id(s.normalizers), []).append(i)
+    for members in groups.values():
+        norms = sessions[members[0]].normalizers
+        if norms is None or len(members) == 1:
+            for i in members:
+                sessions[i]._queue(windows[i], sessions[i]._normalise(windows[i]))
+            continue
+        mods = sessions[members[0]].modalities
+        cat = {
+            m: (
+                np.concatenate([windows[i].values[m] for i in members]),  # [sum K, D_m]
+                np.concatenate([windows[i].masks[m] for i in members]),  # [sum K]
+            )
+            for m in mods
+        }
+        normed = norms.transform_arrays(cat)
+        ends = np.cumsum([len(windows[i]) for i in members]).tolist()
+        cuts = list(zip([0, *ends[:-1]], ends, strict=True))
+        split = {m: [np.asarray(normed[m], dtype=np.float32)[i:k] for i, k in cuts] for m in mods}
+        for k, i in enumerate(members):
+            sessions[i]._queue(windows[i], {m: split[m][k] for m in mods})
+    return [len(s._pending) for s in sessions]
 
 
 def load_model_assets(model_dir: str | os.PathLike[str], *, max_history: int | None = None) -> dict[str, Any]:
