@@ -27,7 +27,7 @@ def _best(fn, repeat: int) -> float:
     return best
 
 
-def big_run(gigabytes: float, chunk_size: int) -> None:
+def big_run(gigabytes: float, chunk_size: int) -> dict[str, float]:
     d = 256
     n = int(gigabytes * 1e9 / (4 * d))
     rng = np.random.default_rng(0)
@@ -35,7 +35,7 @@ def big_run(gigabytes: float, chunk_size: int) -> None:
     t = np.arange(n, dtype=np.float64) / 100.0
     stream = Stream.create("feat", t, values)
     grid = Timeline.grid(30.0, 0.0, float(t[-1]))
-    copy_s = _best(lambda: np.copy(values), 2)
+    copy_s = _best(lambda: np.copy(values), 5)
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
     t0 = time.perf_counter()
@@ -57,9 +57,17 @@ def big_run(gigabytes: float, chunk_size: int) -> None:
         f"| {chunk_size} |"
     )
     print(f"(source read at {values.nbytes / align_s / 1e9:.2f} GB/s)")
+    return {
+        "gigabytes": values.nbytes / 1e9,
+        "align_s": align_s,
+        "copy_s": copy_s,
+        "fraction_of_copy": copy_s / align_s,
+        "peak_extra_mb": peak / 1e6,
+        "output_mb": out_bytes / 1e6,
+    }
 
 
-def scaling_run(lengths: list[int]) -> None:
+def scaling_run(lengths: list[int]) -> dict[str, object]:
     rng = np.random.default_rng(1)
     print("\nscaling: 2.5 Hz word intervals <- 100 Hz × 74 and 30 Hz × 35 streams")
     print("| length s | words | audio rows | video rows | seconds |")
@@ -77,6 +85,7 @@ def scaling_run(lengths: list[int]) -> None:
         print(f"| {length} | {len(words)} | {ta.size} | {tv.size} | {s:.4f} |")
     k = np.polyfit(np.log(lengths), np.log(secs), 1)[0]
     print(f"scaling exponent (time ~ length^k): k = {k:.2f}")
+    return {"lengths": lengths, "seconds": secs, "exponent": float(k)}
 
 
 def main() -> None:
