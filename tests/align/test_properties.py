@@ -225,6 +225,35 @@ def test_interval_source_on_intervals_matches_naive_overlap(src, tgt, rule):
         np.testing.assert_allclose(a.values[j], ref, rtol=1e-4, atol=1e-4)
 
 
+@st.composite
+def disjoint_interval_rows(draw: st.DrawFn, max_size: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """Intervals that do not overlap each other (frames, words): the one-pass path of the overlap mean."""
+    starts = draw(times(max_size=max_size))
+    lens = np.asarray(draw(st.lists(st.floats(0.0, 3.0), min_size=starts.size, max_size=starts.size)))
+    ends = np.minimum(starts + lens, np.append(starts[1:], np.inf))
+    return starts, ends
+
+
+@SETTINGS
+@given(disjoint_interval_rows(), interval_rows(), st.integers(1, 5))
+def test_disjoint_interval_source_matches_naive_overlap(src, tgt, block):
+    s_, e_ = src
+    v = np.random.default_rng(s_.size).normal(size=(s_.size, 3)).astype(np.float32)
+    a_, b_ = tgt
+    a = align_stream(
+        Stream.create("w", s_, v, kind="interval", ends=e_), Timeline.from_intervals(a_, b_), chunk_size=block
+    )
+    for j in range(a_.size):
+        rows = np.flatnonzero((s_ < b_[j]) & (e_ > a_[j]))
+        if not rows.size:
+            continue
+        w = np.minimum(e_[rows], b_[j]) - np.maximum(s_[rows], a_[j])
+        sel = v[rows].astype(np.float64)
+        ref = (w[:, None] * sel).sum(0) / w.sum() if w.sum() > 1e-9 else sel.mean(0)
+        assert a.mask[j] and not a.interpolated[j]
+        np.testing.assert_allclose(a.values[j], ref, rtol=1e-4, atol=1e-4)
+
+
 @SETTINGS
 @given(
     point_case(),

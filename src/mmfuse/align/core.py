@@ -205,6 +205,10 @@ def _collapse(
     a, b = win
     starts, ends = s.timestamps, s.ends
     assert ends is not None  # interval streams always carry ends (checked at construction)
+    r0, r1 = int(lo.min()), int(hi.max())
+    # rows that do not overlap each other, up to 1 ns of rounding (frame ends computed as t + 1/rate)
+    if bool(np.all(ends[r0 : r1 - 1] <= starts[r0 + 1 : r1] + 1e-9)):
+        return _disjoint_weighted_mean(v, starts, ends, lo, hi, a, b, block)
     origin = float(a.min())  # shift times so the products stay small
     i_sa = np.searchsorted(starts, a, side="right")
     i_sb = np.searchsorted(starts, b, side="right")
@@ -232,6 +236,46 @@ def _collapse(
     use_w = weight > 1e-12 * scale
     out = plain
     out[use_w] = weighted[use_w] / weight[use_w, None]
+    return out
+
+
+def _disjoint_weighted_mean(
+    v: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    block: int,
+) -> np.ndarray:
+    """Overlap-weighted mean when the source rows do not overlap each other (frames, words): one pass.
+
+    Every row strictly inside a window is covered for its whole duration, so the weighted sum over rows
+    ``[lo, hi)`` is one running sum of ``v * duration`` minus the uncovered parts of the two edge rows. Gives
+    the same values as the general formula (three running sums) at a third of the work.
+    """
+    dur = ends - starts  # [N]
+    first, last = lo, hi - 1
+    inner_lo = lo + 1  # rows strictly between the edge rows are covered whole
+    inner_hi = np.maximum(hi - 1, inner_lo)
+    k = lo.size
+    sums = _prefix_at(v, np.concatenate([inner_lo, inner_hi]), [dur], block)[0]  # [2K, D]
+    w_first = np.minimum(ends[first], b) - np.maximum(starts[first], a)  # [K] covered part of each edge row
+    w_last = np.where(last > first, np.minimum(ends[last], b) - np.maximum(starts[last], a), 0.0)
+    # edges added directly (no subtraction of nearly equal sums), so tiny overlaps stay exact
+    weighted = (sums[k:] - sums[:k]) + v[first] * w_first[:, None] + v[last] * w_last[:, None]
+    cum = np.concatenate([[0.0], np.cumsum(dur[int(lo.min()) : int(hi.max())])])
+    base = int(lo.min())
+    weight = cum[inner_hi - base] - cum[inner_lo - base] + w_first + w_last  # [K] total overlap
+    scale = np.maximum(np.abs(b - a), 1.0)
+    use_w = weight > 1e-12 * scale
+    out = np.empty_like(weighted)
+    out[use_w] = weighted[use_w] / weight[use_w, None]
+    rest = np.flatnonzero(~use_w)
+    if rest.size:  # zero overlap everywhere (zero-length rows or window): the plain mean of the rows
+        plain = _prefix_at(v, np.concatenate([lo[rest], hi[rest]]), [None], block)[0]
+        out[rest] = (plain[rest.size :] - plain[: rest.size]) / (hi[rest] - lo[rest])[:, None]
     return out
 
 
