@@ -148,3 +148,41 @@ def test_face_landmarks_on_face_frames(fox_clip):
     # skimage's astronaut: the face is in the upper middle of the picture.
     centre = xy.mean(axis=1).mean(axis=0)
     assert 0.3 < centre[0] < 0.7 and 0.1 < centre[1] < 0.5
+    # Points in mediapipe's order: the iris centres (468, 473, from refine) flank the nose tip (1) above it,
+    # and the chin (152) is below it.
+    f0 = xy[0]
+    assert f0[468, 0] < f0[1, 0] < f0[473, 0] and max(f0[468, 1], f0[473, 1]) < f0[1, 1] < f0[152, 1]
+    # The clip's frame i is the picture rolled right by i % 4 px (256 px wide): the landmarks follow it.
+    roll = np.round(out.timestamps * 10).astype(int) % 4
+    shift_px = (xy[:, :, 0].mean(axis=1) - xy[0, :, 0].mean()) * 256
+    np.testing.assert_allclose(shift_px, roll - roll[0], atol=0.5)
+    # Without the iris refinement: 468 points on the same frames.
+    plain = create_extractor("face", rate=2.0, refine=False)(Media(fox_clip.path))["face_landmarks"]
+    assert plain.dim == 468 * 3 and len(plain) == n_frames and plain.meta["points"] == 468
+
+
+def test_face_extractor_no_face_and_errors(tmp_path, monkeypatch):
+    import sys
+
+    with pytest.raises(ValueError, match="'min_confidence' parameter of FaceExtractor must be in"):
+        create_extractor("face", min_confidence=1.5)
+    with pytest.raises(ValueError, match="'rate' parameter of FaceExtractor"):
+        create_extractor("face", rate=0.0)
+    with monkeypatch.context() as mp:  # as if mediapipe were not installed
+        mp.setitem(sys.modules, "mediapipe", None)
+        mp.setitem(sys.modules, "mediapipe.python.solutions", None)
+        with pytest.raises(ImportError, match=r"pip install 'mmfuse\[face\]'"):
+            create_extractor("face")(Media(tmp_path / "never-read.mp4"))
+    pytest.importorskip("mediapipe", reason="mediapipe is not installed (pip install 'mmfuse[face]')")
+    av = pytest.importorskip("av", reason="PyAV is not installed (pip install 'mmfuse[extract]')")
+    noise = tmp_path / "noise.mp4"
+    rng = np.random.default_rng(0)
+    with av.open(str(noise), "w") as out:
+        vs = out.add_stream("libx264", rate=10)
+        vs.width = vs.height = 128
+        vs.pix_fmt = "yuv420p"
+        for _ in range(10):
+            img = rng.integers(0, 256, size=(128, 128, 3), dtype=np.uint8)
+            out.mux(vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(vs.encode())
+    assert create_extractor("face", rate=5.0)(Media(noise)) == {}  # no face anywhere: no stream
