@@ -10,7 +10,10 @@
    alignment call per modality; ``step_sessions``: one batched model step; stabiliser; prediction messages
    encoded as JSON). Reported per stream-step; 100 streams at 30 Hz leave 333 us per stream-step on one core.
 3. End to end: a real server (``mmfuse.stream.server.serve`` in a subprocess on loopback) and N concurrent
-   WebSocket streams at 30 Hz from one asyncio client process (messages pre-encoded, so the client costs little).
+   WebSocket streams at 30 Hz from one asyncio client process (messages pre-encoded, so the client costs little;
+   on uvloop when installed; ``gc.freeze()`` first so that full collections do not stall it). With two or more
+   cores the server process is pinned to the first and the load generator to the second, so that the clients do
+   not take the server's core; the CPU share of each process over the run is reported.
    Latency runs from sending the message that completes a step (step ``i`` is final once the message of step
    ``i + 2`` has arrived: tolerance one sample, no lateness) to receiving that step's prediction. The report
    counts predictions expected vs received and fails the goal when the server falls behind (fewer than 99 % of
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import os
@@ -217,7 +221,19 @@ async def one_stream(url: str, seconds: float, lat: list[float], start_delay: fl
     stats["received"] += got
 
 
-def end_to_end(n_streams: int, seconds: float) -> dict[str, object]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (from /proc; NaN where that cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return math.nan
+
+
+def end_to_end(
+    n_streams: int, seconds: float, batch_interval: float | None = None, pin: bool = True
+) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as d:
         save_model(default_model(), d)
         save_stream_config(d, stream_config())
@@ -226,9 +242,16 @@ def end_to_end(n_streams: int, seconds: float) -> dict[str, object]:
             port = s.getsockname()[1]
         code = (
             "from mmfuse.stream.server import ServerConfig, serve; "
-            f"serve({d!r}, ServerConfig(port={port}, max_streams={n_streams + 10}))"
+            f"serve({d!r}, ServerConfig(port={port}, max_streams={n_streams + 10}"
+            + ("" if batch_interval is None else f", batch_interval={batch_interval}")
+            + "))"
         )
         proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"})
+        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        pinned = pin and len(cores) >= 2
+        if pinned:  # the server on one core, this load generator on another: the clients do not starve the server
+            os.sched_setaffinity(proc.pid, {cores[0]})
+            os.sched_setaffinity(0, {cores[1]})
         try:
             import httpx
 
@@ -248,12 +271,25 @@ def end_to_end(n_streams: int, seconds: float) -> dict[str, object]:
                     *(one_stream(url, seconds, lat, i / n_streams / RATE, stats) for i in range(n_streams))
                 )
 
+            gc.collect()
+            gc.freeze()  # no full collections over torch & co. in the load generator (100+ ms stalls)
             load_before = os.getloadavg()
-            asyncio.run(main())
+            cpu0, own0, wall0 = cpu_seconds(proc.pid), time.process_time(), time.perf_counter()
+            try:  # the clients on uvloop where installed (the serve extra): less client CPU per message
+                import uvloop
+            except ImportError:
+                asyncio.run(main())
+            else:
+                uvloop.run(main())
+            wall = time.perf_counter() - wall0
+            server_cpu = (cpu_seconds(proc.pid) - cpu0) / wall
+            client_cpu = (time.process_time() - own0) / wall
             metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").json()
         finally:
             proc.terminate()
             proc.wait(10)
+            if pinned:
+                os.sched_setaffinity(0, cores)
     e2e = pct(lat)
     share = stats["received"] / max(1, stats["expected"])
     return {
@@ -265,6 +301,9 @@ def end_to_end(n_streams: int, seconds: float) -> dict[str, object]:
         "received_share": round(share, 4),
         "backpressure_messages": stats["backpressure"],
         "end_to_end_ms": e2e,
+        "pinned_server_core_client_core": [cores[0], cores[1]] if pinned else None,
+        "server_cpu_share": round(server_cpu, 3),
+        "client_cpu_share": round(client_cpu, 3),
         "server_model_round_ms": metrics["model_step_ms"],
         "server_batch_size": metrics["batch_size"],
         "dropped_steps": metrics["dropped_steps"],
@@ -278,6 +317,8 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--skip-server", action="store_true")
+    parser.add_argument("--batch-interval", type=float, default=None, help="ServerConfig.batch_interval (s)")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin the server and the clients to cores")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"load average before: {os.getloadavg()}")
@@ -285,7 +326,7 @@ def main() -> None:
     print(json.dumps(res, indent=2))
     print(json.dumps(server_tick(args.streams), indent=2))
     if not args.skip_server:
-        print(json.dumps(end_to_end(args.streams, args.seconds), indent=2))
+        print(json.dumps(end_to_end(args.streams, args.seconds, args.batch_interval, not args.no_pin), indent=2))
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -188,3 +188,10 @@ def test_token_is_required_off_loopback_and_checked(model_dir):
         assert httpx.get(srv.url + "/metrics").status_code == 401
         assert httpx.get(srv.url + "/metrics", headers={"X-Mmfuse-Token": "s3cret"}).status_code == 200
         assert httpx.get(srv.url + "/health").status_code == 200
+
+
+def test_batch_interval_is_checked():
+    assert ServerConfig().batch_interval == 0.01 and ServerConfig(batch_interval=0).batch_interval == 0
+    for bad in (-0.1, 2.0, True, "0.01", float("nan")):
+        with pytest.raises(StreamError, match="batch_interval"):
+            ServerConfig(batch_interval=bad)
