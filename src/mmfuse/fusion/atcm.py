@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from mmfuse.fusion._checks import check_int
 from mmfuse.fusion.base import Fusion
 from mmfuse.fusion.registry import register_fusion
 from mmfuse.layers.attention import MaskedMultiheadAttention
@@ -15,13 +16,6 @@ from mmfuse.layers.encoders import TransformerEncoder
 from mmfuse.layers.masking import masked_mean, zero_missing
 
 __all__ = ["ATCMFusion"]
-
-
-def _check_int(owner: str, name: str, value: object, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"The {name!r} parameter of {owner} must be {what}. Got {value!r} instead.")
-    return value
 
 
 @register_fusion("atcm")
@@ -99,7 +93,7 @@ class ATCMFusion(Fusion):
     ) -> None:
         super().__init__(modality_dims, out_dim)
         owner = type(self).__name__
-        hidden = _check_int(owner, "hidden", out_dim if hidden is None else hidden, 1)
+        hidden = check_int(owner, "hidden", out_dim if hidden is None else hidden, 1)
         if num_heads is None:
             num_heads = next(h for h in (4, 2, 1) if hidden % h == 0)
         if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads < 1 or hidden % num_heads:
@@ -107,8 +101,8 @@ class ATCMFusion(Fusion):
                 f"The 'num_heads' parameter of {owner} must be a positive divisor of hidden ({hidden}). "
                 f"Got {num_heads!r} instead."
             )
-        window = _check_int(owner, "window", window, 0)
-        global_layers = _check_int(owner, "global_layers", global_layers, 0)
+        window = check_int(owner, "window", window, 0)
+        global_layers = check_int(owner, "global_layers", global_layers, 0)
         if not isinstance(causal, bool):
             raise ValueError(f"The 'causal' parameter of {owner} must be a bool. Got {causal!r} instead.")
         if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0.0 <= dropout < 1.0:

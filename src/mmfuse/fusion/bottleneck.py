@@ -11,28 +11,18 @@ sequence and costs ``O(M T K H_b)`` on top of the per-modality self-attention ``
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from mmfuse.fusion._checks import check_int, check_probability
 from mmfuse.fusion.base import Fusion
 from mmfuse.fusion.registry import register_fusion
 from mmfuse.layers.masking import masked_mean, masked_softmax
 
 __all__ = ["BottleneckFusion"]
-
-
-def _check_int(owner: str, name: str, value: Any, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"The {name!r} parameter of {owner} must be {what}. Got {value!r} instead.")
-
-
-def _check_dropout(owner: str, value: Any) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
-        raise ValueError(f"The 'dropout' parameter of {owner} must be a number in [0, 1). Got {value!r} instead.")
 
 
 class _BottleneckLayer(nn.Module):
@@ -151,9 +141,9 @@ class BottleneckFusion(Fusion):
     ) -> None:
         super().__init__(modality_dims, out_dim)
         owner = type(self).__name__
-        _check_int(owner, "bottleneck_dim", bottleneck_dim, 1)
-        _check_int(owner, "num_tokens", num_tokens, 1)
-        _check_int(owner, "layers", layers, 1)
+        check_int(owner, "bottleneck_dim", bottleneck_dim, 1)
+        check_int(owner, "num_tokens", num_tokens, 1)
+        check_int(owner, "layers", layers, 1)
         if num_heads is None:  # heads of 16 features: narrower heads cost more than they give on CPU
             num_heads = bottleneck_dim // 16 if bottleneck_dim >= 16 and bottleneck_dim % 16 == 0 else 1
         if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads < 1 or bottleneck_dim % num_heads:
@@ -161,7 +151,7 @@ class BottleneckFusion(Fusion):
                 f"The 'num_heads' parameter of {owner} must be a positive divisor of bottleneck_dim "
                 f"({bottleneck_dim}). Got {num_heads!r} instead."
             )
-        _check_dropout(owner, dropout)
+        check_probability(owner, "dropout", dropout)
         self.bottleneck_dim = bottleneck_dim
         self.num_tokens = num_tokens
         self.num_layers = layers

@@ -17,17 +17,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from mmfuse.fusion._checks import check_int
 from mmfuse.fusion.base import Fusion
 from mmfuse.fusion.registry import register_fusion
 from mmfuse.layers.masking import masked_mean, masked_softmax
 
 __all__ = ["GraphAttention", "GraphAttentionFusion", "temporal_knn_adjacency"]
-
-
-def _check_int(owner: str, name: str, value: Any, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"The {name!r} parameter of {owner} must be {what}. Got {value!r} instead.")
 
 
 def temporal_knn_adjacency(
@@ -65,8 +60,8 @@ def temporal_knn_adjacency(
         >>> temporal_knn_adjacency(x, mask, temporal_window=1, knn=1).int().tolist()
         [[[1, 1, 0, 1], [1, 1, 0, 0], [0, 0, 0, 0], [1, 0, 0, 1]]]
     """
-    _check_int("temporal_knn_adjacency", "temporal_window", temporal_window, 0)
-    _check_int("temporal_knn_adjacency", "knn", knn, 0)
+    check_int("temporal_knn_adjacency", "temporal_window", temporal_window, 0)
+    check_int("temporal_knn_adjacency", "knn", knn, 0)
     if x.dim() != 3 or mask.dim() != 2 or tuple(mask.shape) != tuple(x.shape[:2]) or mask.dtype != torch.bool:
         raise ValueError(
             "temporal_knn_adjacency needs x of shape [B, T, D] and a bool mask of shape [B, T]. "
@@ -130,7 +125,7 @@ class GraphAttention(nn.Module):
         self, dim: int, num_heads: int, *, dropout: float = 0.0, negative_slope: float = 0.2, few_nodes: bool = False
     ) -> None:
         super().__init__()
-        _check_int("GraphAttention", "dim", dim, 1)
+        check_int("GraphAttention", "dim", dim, 1)
         if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads < 1 or dim % num_heads:
             raise ValueError(
                 f"The 'num_heads' parameter of GraphAttention must be a positive divisor of dim ({dim}). "
@@ -255,10 +250,10 @@ class GraphAttentionFusion(Fusion):
         super().__init__(modality_dims, out_dim)
         owner = type(self).__name__
         hidden = out_dim if hidden is None else hidden
-        _check_int(owner, "hidden", hidden, 1)
-        _check_int(owner, "temporal_window", temporal_window, 0)
-        _check_int(owner, "knn", knn, 0)
-        _check_int(owner, "layers", layers, 1)
+        check_int(owner, "hidden", hidden, 1)
+        check_int(owner, "temporal_window", temporal_window, 0)
+        check_int(owner, "knn", knn, 0)
+        check_int(owner, "layers", layers, 1)
         if num_heads is None:
             num_heads = next(h for h in (4, 2, 1) if hidden % h == 0)
         if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads < 1 or hidden % num_heads:

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from mmfuse.fusion._checks import check_probability
 from mmfuse.fusion.base import Fusion
 from mmfuse.fusion.registry import register_fusion
 from mmfuse.layers.masking import masked_softmax
@@ -28,13 +29,6 @@ def _head_hidden_dims(owner: str, head_hidden: int | None) -> tuple[int, ...]:
     return (head_hidden,)
 
 
-def _check_dropout(owner: str, dropout: float) -> float:
-    """Validate a dropout probability."""
-    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"The 'dropout' parameter of {owner} must be a number in [0, 1). Got {dropout!r} instead.")
-    return float(dropout)
-
-
 def _make_heads(
     owner: str,
     modality_dims: Mapping[str, int],
@@ -45,7 +39,7 @@ def _make_heads(
 ) -> nn.ModuleList:
     """One head MLP per modality (canonical order): ``[B, T, D_m] -> [B, T, out_features]``."""
     hidden = _head_hidden_dims(owner, head_hidden)
-    dropout = _check_dropout(owner, dropout)
+    dropout = check_probability(owner, "dropout", dropout)
     make_activation(activation)  # unknown names fail here, listing the valid ones
     return nn.ModuleList(
         MLP(d, hidden, out_features, activation=activation, dropout=dropout) for d in modality_dims.values()

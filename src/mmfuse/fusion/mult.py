@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from mmfuse.fusion._checks import check_int, check_probability
 from mmfuse.fusion.base import Fusion
 from mmfuse.fusion.registry import register_fusion
 from mmfuse.layers.attention import MaskedMultiheadAttention
@@ -21,19 +22,6 @@ from mmfuse.layers.encoders import _sinusoidal_positions
 from mmfuse.layers.masking import masked_mean, zero_missing
 
 __all__ = ["MulTFusion"]
-
-
-def _check_int(owner: str, name: str, value: object, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"The {name!r} parameter of {owner} must be {what}. Got {value!r} instead.")
-    return value
-
-
-def _check_probability(owner: str, name: str, value: object) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
-        raise ValueError(f"The {name!r} parameter of {owner} must be a number in [0, 1). Got {value!r} instead.")
-    return float(value)
 
 
 class _Block(nn.Module):
@@ -165,7 +153,7 @@ class MulTFusion(Fusion):
     ) -> None:
         super().__init__(modality_dims, out_dim)
         owner = type(self).__name__
-        hidden = _check_int(owner, "hidden", hidden, 1)
+        hidden = check_int(owner, "hidden", hidden, 1)
         if num_heads is None:
             num_heads = next(h for h in (4, 2, 1) if hidden % h == 0)
         if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads < 1 or hidden % num_heads:
@@ -173,15 +161,15 @@ class MulTFusion(Fusion):
                 f"The 'num_heads' parameter of {owner} must be a positive divisor of hidden ({hidden}). "
                 f"Got {num_heads!r} instead."
             )
-        layers = _check_int(owner, "layers", layers, 1)
-        self_layers = _check_int(owner, "self_layers", self_layers, 0)
-        kernel_size = _check_int(owner, "kernel_size", kernel_size, 1)
+        layers = check_int(owner, "layers", layers, 1)
+        self_layers = check_int(owner, "self_layers", self_layers, 0)
+        kernel_size = check_int(owner, "kernel_size", kernel_size, 1)
         if kernel_size % 2 == 0:
             raise ValueError(f"The 'kernel_size' parameter of {owner} must be odd. Got {kernel_size} instead.")
         if not isinstance(causal, bool):
             raise ValueError(f"The 'causal' parameter of {owner} must be a bool. Got {causal!r} instead.")
-        dropout = _check_probability(owner, "dropout", dropout)
-        attn_dropout = _check_probability(owner, "attn_dropout", attn_dropout)
+        dropout = check_probability(owner, "dropout", dropout)
+        attn_dropout = check_probability(owner, "attn_dropout", attn_dropout)
 
         n = self.num_modalities
         self.is_causal = causal

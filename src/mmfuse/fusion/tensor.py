@@ -8,8 +8,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from mmfuse.fusion._checks import check_int, check_probability
 from mmfuse.fusion.base import Fusion
-from mmfuse.fusion.late import _check_dropout
 from mmfuse.fusion.registry import register_fusion
 from mmfuse.layers.masking import zero_missing
 from mmfuse.layers.mlp import MLP, make_activation
@@ -18,13 +18,6 @@ __all__ = ["LowRankFusion", "TensorFusion"]
 
 # Einsum subscripts for the modality axes ("b" and "t" are the batch and time axes).
 _AXES = "acdefghijklmnopqrsuvwxyz"
-
-
-def _check_int(owner: str, name: str, value: int, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"The {name!r} parameter of {owner} must be {kind}. Got {value!r} instead.")
-    return value
 
 
 def _append_one(x: Tensor) -> Tensor:
@@ -113,13 +106,13 @@ class TensorFusion(Fusion):
                     f"The 'factor_dim' parameter of {owner} must be an int or a mapping with exactly the modalities "
                     f"{list(self.modalities)}. Got the keys {sorted(factor_dim)} instead."
                 )
-            dims = {m: _check_int(owner, f"factor_dim[{m}]", factor_dim[m]) for m in self.modalities}
+            dims = {m: check_int(owner, f"factor_dim[{m}]", factor_dim[m]) for m in self.modalities}
         else:
-            dims = dict.fromkeys(self.modalities, _check_int(owner, "factor_dim", factor_dim))
-        _check_int(owner, "hidden", hidden)
-        _check_int(owner, "num_layers", num_layers, minimum=0)
-        _check_int(owner, "max_tensor_size", max_tensor_size)
-        dropout = _check_dropout(owner, dropout)
+            dims = dict.fromkeys(self.modalities, check_int(owner, "factor_dim", factor_dim))
+        check_int(owner, "hidden", hidden)
+        check_int(owner, "num_layers", num_layers, minimum=0)
+        check_int(owner, "max_tensor_size", max_tensor_size)
+        dropout = check_probability(owner, "dropout", dropout)
         n = self.num_modalities
         size = math.prod(d + 1 for d in dims.values())
         if size > max_tensor_size or n > len(_AXES):
@@ -230,8 +223,8 @@ class LowRankFusion(Fusion):
 
     def __init__(self, modality_dims: Mapping[str, int], out_dim: int, *, rank: int = 4, dropout: float = 0.0) -> None:
         super().__init__(modality_dims, out_dim)
-        _check_int("LowRankFusion", "rank", rank)
-        dropout = _check_dropout("LowRankFusion", dropout)
+        check_int("LowRankFusion", "rank", rank)
+        dropout = check_probability("LowRankFusion", "dropout", dropout)
         self.rank = rank
         # Each a_m[r, o] = sum_i z_m[i] W_m[r, i, o] has variance about 1 for unit-variance inputs, so the product
         # over modalities stays of order 1 whatever M is.
