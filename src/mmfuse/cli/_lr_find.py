@@ -10,16 +10,6 @@ import typer
 __all__ = ["lr_find"]
 
 
-def _open(dataset: str, data_dir: Path | None) -> Any:
-    """A native data-set folder, else a registered data set (as ``mmfuse compare`` opens it)."""
-    from mmfuse.data import is_dataset, load_dataset, open_dataset
-
-    path = Path(dataset)
-    if path.is_dir() and ((path / "meta.json").exists() or not is_dataset(dataset)):
-        return open_dataset(path)
-    return load_dataset(dataset, data_dir=None if data_dir is None else str(data_dir))
-
-
 def lr_find(
     dataset: Annotated[
         str, typer.Option("--dataset", "-d", help="Registered data-set name or a native data-set folder.")
@@ -44,6 +34,7 @@ def lr_find(
 
     from mmfuse._io import atomic_write_json
     from mmfuse.cli._app import console
+    from mmfuse.data import open_or_load_dataset
     from mmfuse.errors import DataError
     from mmfuse.evaluate.compare import DATASET_PRESETS
     from mmfuse.fusion import list_fusions
@@ -54,7 +45,7 @@ def lr_find(
     valid = list_fusions()
     if fusion not in valid:
         raise ValueError(f"Unknown fusion {fusion!r}. Valid names: {', '.join(valid)}.")
-    data = _open(dataset, data_dir)
+    data = open_or_load_dataset(dataset, data_dir=data_dir)
     if "train" not in data.split_names:
         raise DataError(
             f"Data set {data.name!r} ({data.path}) has no 'train' split; lr-find reads only that split. "

@@ -25,6 +25,7 @@ from mmfuse.data.registry import (
     is_dataset,
     list_datasets,
     load_dataset,
+    open_or_load_dataset,
     register_dataset,
 )
 
@@ -47,6 +48,7 @@ __all__ = [
     "load_dataset",
     "make_loader",
     "open_dataset",
+    "open_or_load_dataset",
     "register_dataset",
     "sha256_file",
     "write_dataset",

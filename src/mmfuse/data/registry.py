@@ -29,6 +29,7 @@ __all__ = [
     "is_dataset",
     "list_datasets",
     "load_dataset",
+    "open_or_load_dataset",
     "register_dataset",
 ]
 
@@ -267,3 +268,25 @@ def load_dataset(
         if not (dest / "meta.json").is_file():
             raise DataError(f"The builder of data set {name!r} returned without writing {dest}.")
     return open_dataset(dest)
+
+
+def open_or_load_dataset(
+    dataset: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] | None = None
+) -> MultimodalDataset:
+    """Open ``dataset`` as a native data-set folder, or else load the registered data set of that name.
+
+    The one rule every command uses: a folder holding ``meta.json`` (or any folder whose name is not a
+    registered data set) is opened as a native data set; anything else is a registered name.
+
+    Raises:
+        DataError: for a folder that is not a native data set (naming its missing ``meta.json``).
+        ValueError: for an unknown name (listing the registered ones).
+
+    Example:
+        >>> open_or_load_dataset("basic-motions").name
+        'basic-motions'
+    """
+    path = Path(dataset)
+    if path.is_dir() and ((path / "meta.json").exists() or not is_dataset(str(dataset))):
+        return open_dataset(path)
+    return load_dataset(str(dataset), data_dir=data_dir)

@@ -29,7 +29,7 @@ import torch
 
 from mmfuse import __version__
 from mmfuse._io import atomic_write_json, atomic_write_text
-from mmfuse.data import MultimodalDataset, is_dataset, load_dataset, open_dataset
+from mmfuse.data import MultimodalDataset, open_dataset, open_or_load_dataset
 from mmfuse.errors import DataError
 from mmfuse.evaluate.metrics import summarize_runs
 from mmfuse.fusion import list_fusions
@@ -248,13 +248,6 @@ def resolve_fusions(names: Sequence[str], modalities: Sequence[str] | None = Non
     return list(dict.fromkeys(out))
 
 
-def _open(dataset: str, data_dir: str | None) -> MultimodalDataset:
-    path = Path(dataset)
-    if path.is_dir() and ((path / "meta.json").exists() or not is_dataset(dataset)):
-        return open_dataset(path)  # a folder that is not a data set: DataError naming its missing meta.json
-    return load_dataset(dataset, data_dir=data_dir)
-
-
 def _versions() -> dict[str, str]:
     return {
         "mmfuse": __version__,
@@ -315,7 +308,7 @@ def compare(
 def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] | None) -> CompareResult:
     from mmfuse.evaluate.report import write_report, write_summary_markdown
 
-    dataset = _open(config.dataset, config.data_dir)
+    dataset = open_or_load_dataset(config.dataset, data_dir=config.data_dir)
     fusions = resolve_fusions(config.fusions, modalities=list(dataset.modalities))
     out_dir = Path(config.out_dir)
 

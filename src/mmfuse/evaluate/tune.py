@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from mmfuse._io import atomic_write_json, atomic_write_text
-from mmfuse.data import MultimodalDataset, is_dataset, load_dataset, open_dataset
+from mmfuse.data import MultimodalDataset, open_or_load_dataset
 from mmfuse.errors import DataError
 from mmfuse.evaluate.compare import DATASET_PRESETS, _model_config, _versions, resolve_fusions
 from mmfuse.models import build_model, parameter_report
@@ -166,13 +166,6 @@ def _split_trial(trial: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, An
     return model, train
 
 
-def _open(dataset: str, data_dir: str | None) -> MultimodalDataset:
-    path = Path(dataset)
-    if path.is_dir() and ((path / "meta.json").exists() or not is_dataset(dataset)):
-        return open_dataset(path)
-    return load_dataset(dataset, data_dir=data_dir)
-
-
 def tune(config: TuneConfig, *, progress: Callable[[dict[str, Any]], None] | None = None) -> TuneResult:
     """Random search per fusion, scored on the validation split only.
 
@@ -196,7 +189,7 @@ def tune(config: TuneConfig, *, progress: Callable[[dict[str, Any]], None] | Non
 
 
 def _tune(config: TuneConfig, progress: Callable[[dict[str, Any]], None] | None) -> TuneResult:
-    dataset = _open(config.dataset, config.data_dir)
+    dataset = open_or_load_dataset(config.dataset, data_dir=config.data_dir)
     missing = [s for s in ("train", "val") if s not in dataset.split_names]
     if missing:
         raise DataError(

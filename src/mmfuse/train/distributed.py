@@ -201,11 +201,10 @@ def _worker(
 
 
 def _run(dataset: str, model_config: dict[str, Any], kwargs: dict[str, Any]) -> DDPResult:
-    from mmfuse.data import load_dataset, open_dataset
+    from mmfuse.data import open_or_load_dataset
     from mmfuse.models import ModelConfig, build_model
 
-    p = Path(dataset)
-    ds = open_dataset(p) if p.is_dir() and (p / "meta.json").exists() else load_dataset(dataset)
+    ds = open_or_load_dataset(dataset)
     seed = int(kwargs.get("seed", 0))
     torch.manual_seed(seed)  # the same initial weights on every rank
     cfg = dict(model_config)

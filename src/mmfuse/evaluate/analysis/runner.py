@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from mmfuse._io import atomic_write_json, atomic_write_text
-from mmfuse.data import load_dataset, make_loader, open_dataset
+from mmfuse.data import make_loader, open_or_load_dataset
 from mmfuse.errors import DataError
 from mmfuse.evaluate.analysis import _plots
 from mmfuse.evaluate.analysis.ablation import modality_subsets, remove_context, subset_label
@@ -311,11 +311,8 @@ def _open_data(meta: Mapping[str, Any], config: AnalysisConfig) -> Any:
         )
     if not name:
         raise DataError("run.json names no data set; pass AnalysisConfig(dataset=NAME_OR_FOLDER).")
-    path = Path(name)
     try:
-        if path.is_dir():
-            return open_dataset(path)
-        return load_dataset(name, data_dir=config.data_dir)
+        return open_or_load_dataset(name, data_dir=config.data_dir)
     except (ValueError, FileNotFoundError) as exc:
         raise DataError(
             f"Cannot open the data set {name!r} of this run ({exc}). Pass AnalysisConfig(dataset=..., data_dir=...) "
