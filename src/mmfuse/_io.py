@@ -7,14 +7,17 @@ one, never half of one.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_csv", "atomic_write_json", "atomic_write_text"]
 
 
 def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], object], *, suffix: str = ".tmp") -> Path:
@@ -124,3 +127,34 @@ def _json_safe(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+def atomic_write_csv(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], *, nan: str = "nan") -> Path:
+    r"""Write dict rows as CSV atomically: columns in first-seen order, floats as ``%.6g``, None as empty.
+
+    Args:
+        path: Target file.
+        rows: One mapping per row; a row may lack some columns (written empty).
+        nan: How a NaN float is written (``"nan"``, or ``""`` to leave the cell empty).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> atomic_write_csv(d / "r.csv", [{"a": 1, "b": 0.123456789}, {"a": 2, "c": None}]).read_text()
+        'a,b,c\n1,0.123457,\n2,,\n'
+    """
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+
+    def cell(value: Any) -> Any:
+        if isinstance(value, float):
+            return nan if math.isnan(value) else f"{value:.6g}"
+        return "" if value is None else value
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: cell(row.get(k)) for k in columns})
+    return atomic_write_text(path, buf.getvalue(), newline="\n")

@@ -8,8 +8,6 @@ the fusion module changes between rows of the comparison.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import multiprocessing
@@ -28,7 +26,7 @@ import numpy as np
 import torch
 
 from mmfuse import __version__
-from mmfuse._io import atomic_write_json, atomic_write_text
+from mmfuse._io import atomic_write_csv, atomic_write_json
 from mmfuse.data import MultimodalDataset, open_dataset, open_or_load_dataset
 from mmfuse.errors import DataError
 from mmfuse.evaluate.metrics import summarize_runs
@@ -258,26 +256,6 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    columns: list[str] = []
-    for row in rows:
-        for key in row:
-            if key not in columns:
-                columns.append(key)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _fmt(row.get(k)) for k in columns})
-    atomic_write_text(path, buf.getvalue())
-
-
-def _fmt(value: Any) -> Any:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return "" if value is None else value
-
-
 def compare(
     config: CompareConfig,
     *,
@@ -400,14 +378,14 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
                     **common,
                 )
             )
-            _write_csv(out_dir / "results.csv", rows)
+            atomic_write_csv(out_dir / "results.csv", rows)
     else:
         rows = _run_parallel(config, dataset, normalizers, jobs, model_configs, per_fusion, common, progress)
 
     summary = summarize_runs(rows, by="fusion", metrics=["params", "train_seconds", *metric_names])
     higher_is_better = main_metric != "mae"
     summary.sort(key=lambda r: r[f"{main_metric}_mean"], reverse=higher_is_better)
-    _write_csv(out_dir / "summary.csv", summary)
+    atomic_write_csv(out_dir / "summary.csv", summary)
     run_meta["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     atomic_write_json(out_dir / "run.json", run_meta)
     write_summary_markdown(out_dir)
@@ -533,7 +511,7 @@ def _run_parallel(
             results[futures[future]] = row
             done_count += 1
             ordered = [results[i] for i in sorted(results)]
-            _write_csv(out_dir / "results.csv", ordered)
+            atomic_write_csv(out_dir / "results.csv", ordered)
             if progress is not None:
                 progress(CompareProgress(row["fusion"], row["seed"], done_count, len(jobs), logs=row, done=True))
     return [results[i] for i in sorted(results)]

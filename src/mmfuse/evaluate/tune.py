@@ -14,8 +14,6 @@ by the chosen criterion.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import time
@@ -28,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmfuse._io import atomic_write_json, atomic_write_text
+from mmfuse._io import atomic_write_csv, atomic_write_json
 from mmfuse.data import MultimodalDataset, open_or_load_dataset
 from mmfuse.errors import DataError
 from mmfuse.evaluate.compare import DATASET_PRESETS, _model_config, _versions, resolve_fusions
@@ -248,7 +246,7 @@ def _tune(config: TuneConfig, progress: Callable[[dict[str, Any]], None] | None)
                 "train_seconds": round(seconds, 2),
             }
             rows.append(row)
-            _write_csv(out_dir / "trials.csv", rows)
+            atomic_write_csv(out_dir / "trials.csv", rows)
             if progress is not None:
                 progress(row)
             score = row[f"val_{config.criterion}_mean"]
@@ -296,15 +294,3 @@ def _criterion(model: Any, val: MultimodalDataset, dataset: MultimodalDataset, c
             f"The tuning criterion {criterion!r} is not a validation metric; choose 'nll', 'mse' or one of {scalar}."
         )
     return float(metrics[criterion])
-
-
-def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    columns: list[str] = []
-    for row in rows:
-        columns.extend(k for k in row if k not in columns)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    atomic_write_text(path, buf.getvalue())

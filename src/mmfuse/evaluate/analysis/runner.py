@@ -10,10 +10,8 @@ batch axis so a model runs one forward pass per kind of analysis, not one per pe
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import io
 import itertools
 import json
 import logging
@@ -31,7 +29,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from mmfuse._io import atomic_write_json, atomic_write_text
+from mmfuse._io import atomic_write_csv, atomic_write_json, atomic_write_text
 from mmfuse.data import make_loader, open_or_load_dataset
 from mmfuse.errors import DataError
 from mmfuse.evaluate.analysis import _plots
@@ -712,25 +710,8 @@ def _analyse_one(
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _fmt(value: Any) -> Any:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.6g}"
-    return "" if value is None else value
-
-
 def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]], files: list[Path]) -> Path:
-    columns: list[str] = []
-    for row in rows:
-        for key in row:
-            if key not in columns:
-                columns.append(key)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _fmt(row.get(k)) for k in columns})
-    atomic_write_text(path, buf.getvalue(), newline="\n")
-    files.append(path)
+    files.append(atomic_write_csv(path, rows, nan=""))
     return path
 
 
