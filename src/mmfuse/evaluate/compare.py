@@ -460,13 +460,22 @@ def _run_one(
     return row
 
 
+def _preset_settings(preset: Mapping[str, Any], fusion: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A preset's model and training keyword arguments, with its per-fusion entry for ``fusion`` applied."""
+    specific = preset.get("fusions", {}).get(fusion, {}) if fusion is not None else {}
+    return (
+        {**preset.get("model", {}), **specific.get("model", {})},
+        {**preset.get("train", {}), **specific.get("train", {})},
+    )
+
+
 def _settings(
     preset: Mapping[str, Any], fusion: str | None, config: CompareConfig
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Model and training keyword arguments: preset, then the preset's per-fusion entry, then the overrides."""
-    specific = preset.get("fusions", {}).get(fusion, {}) if fusion is not None else {}
-    model_kwargs = {**preset.get("model", {}), **specific.get("model", {}), **config.model_overrides}
-    train_kwargs = {**preset.get("train", {}), **specific.get("train", {}), **config.train_overrides}
+    base_model, base_train = _preset_settings(preset, fusion)
+    model_kwargs = {**base_model, **config.model_overrides}
+    train_kwargs = {**base_train, **config.train_overrides}
     if config.epochs is not None:
         train_kwargs["epochs"] = config.epochs
     train_kwargs.setdefault("device", config.device)

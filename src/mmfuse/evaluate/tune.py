@@ -29,7 +29,7 @@ import torch
 from mmfuse._io import atomic_write_csv, atomic_write_json
 from mmfuse.data import MultimodalDataset, open_or_load_dataset
 from mmfuse.errors import DataError
-from mmfuse.evaluate.compare import DATASET_PRESETS, _model_config, _versions, resolve_fusions
+from mmfuse.evaluate.compare import DATASET_PRESETS, _model_config, _preset_settings, _versions, resolve_fusions
 from mmfuse.models import build_model, parameter_report
 from mmfuse.preprocess import default_normalizers
 from mmfuse.train import TrainConfig, Trainer, evaluate_model, predict, seed_everything
@@ -207,9 +207,7 @@ def _tune(config: TuneConfig, progress: Callable[[dict[str, Any]], None] | None)
     rows: list[dict[str, Any]] = []
     best: dict[str, dict[str, Any]] = {}
     for fusion_index, fusion in enumerate(fusions):
-        specific = preset.get("fusions", {}).get(fusion, {})
-        base_model = {**preset.get("model", {}), **specific.get("model", {})}
-        base_train = {**preset.get("train", {}), **specific.get("train", {})}
+        base_model, base_train = _preset_settings(preset, fusion)
         current: dict[str, Any] = {}
         for key in space:
             scope, _, name = key.partition(".")
