@@ -127,3 +127,9 @@ def test_context_is_embedded_when_the_data_set_has_it(tmp_path: Path) -> None:
     compare(_cfg(path, tmp_path / "run", fusions=["gated"]))
     info = read_model_info(tmp_path / "run" / "models" / "gated-seed0")
     assert info["model_config"]["context_sizes"] == {"domain": 2}
+
+
+@pytest.mark.parametrize("jobs", [0, -1, 1.5, True])
+def test_jobs_must_be_a_positive_integer(jobs: Any) -> None:
+    with pytest.raises(ValueError, match=r"The 'jobs' parameter of CompareConfig must be a positive integer"):
+        CompareConfig(jobs=jobs)

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from mmfuse.cli._app import app
 from mmfuse.data import ModalitySpec, MultimodalDataset, SequenceRecord, TaskSpec, write_dataset
+from mmfuse.errors import DataError
 from mmfuse.evaluate.tune import TuneConfig, sample_trials, tune
 from mmfuse.types import LabelLevel, TaskType
 
@@ -133,3 +134,28 @@ def test_tune_cli(toy: Path, tmp_path: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     assert (out / "best.json").is_file() and "chosen on validation nll" in res.output
+
+
+def test_tune_needs_train_and_val_splits(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    records = [
+        SequenceRecord(
+            id=f"r{i}",
+            group=f"g{i}",
+            split=("train", "test")[i % 2],
+            values={"a": rng.normal(size=(3, 2)).astype(np.float32)},
+            masks={"a": np.ones(3, dtype=bool)},
+            label=i % 2,
+        )
+        for i in range(8)
+    ]
+    path = tmp_path / "noval"
+    write_dataset(
+        path,
+        records,
+        name="toy-noval",
+        modalities=[ModalitySpec("a", 2)],
+        task=TaskSpec(TaskType.CLASSIFICATION, LabelLevel.SAMPLE, class_names=("n", "p")),
+    )
+    with pytest.raises(DataError, match=r"lacks the split\(s\) \['val'\]; tuning needs 'train' and 'val'"):
+        tune(TuneConfig(dataset=str(path), trials=1, seeds=1, out_dir=str(tmp_path / "t"), device="cpu"))

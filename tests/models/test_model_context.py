@@ -147,3 +147,8 @@ def test_modality_names_with_dots_build_train_and_save(tmp_path) -> None:
     out = model(batch)
     assert "audio.lld" in model.encoders and "projections.audio__lld.linear.weight" in model.state_dict()
     torch.testing.assert_close(load_model(save_model(model, tmp_path))(batch), out)
+
+
+def test_modality_names_that_collide_once_dots_are_replaced_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"collide once '\.' is replaced by '__'"):
+        build_model(ModelConfig({"a.b": 2, "a__b": 2}, out_dim=2, hidden=8))
