@@ -4,14 +4,17 @@ A ``.csd`` file is HDF5. Its one root group is named after the sequence and hold
 
     <root>/data/<video id>/features     [n, d]   numbers (or [n, 1] byte strings: the words of a words sequence)
     <root>/data/<video id>/intervals    [n, 2]   start, end in seconds
-    <root>/metadata/<key>               [1] string, JSON-encoded ("root name", "dimension names", ...)
+    <root>/metadata/<key>               [1] string ("root name", "dimension names", ...)
 
-It is read with ``h5py`` alone (``pip install 'mmfuse[importers]'``); the SDK is not needed. See
-``docs/importers.md``.
+It is read with ``h5py`` alone (``pip install 'mmfuse[importers]'``); the SDK is not needed. The SDK writes
+each metadata value as ``str(value)`` (a list becomes ``"['sentiment']"``); :func:`read_csd` decodes JSON and
+Python literals, and :func:`write_csd` writes strings as they are (so the SDK reads ``"root name"`` back
+unchanged) and other values as JSON. See ``docs/importers.md``.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import logging
@@ -55,6 +58,34 @@ def _h5py() -> Any:
 
 def _text(x: Any) -> str:
     return x.decode("utf-8", errors="replace") if isinstance(x, bytes) else str(x)
+
+
+def _metadata_value(text: str) -> Any:
+    """Decode one metadata string: JSON, a Python literal (the SDK's ``str(value)``), else the text itself.
+
+    JSON covers what mmfuse wrote before (``'"mine"'``); a literal covers the SDK's lists, dicts and tuples
+    (``"['sentiment']"``, ``"True"``). A bare number reads as that number.
+
+    Example:
+        >>> _metadata_value("['sentiment', 'happy']"), _metadata_value('"mine"'), _metadata_value("mine")
+        (['sentiment', 'happy'], 'mine', 'mine')
+    """
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, TypeError, ValueError):
+        pass
+    if text.lstrip()[:1] in ("[", "{", "(") or text in ("True", "False", "None"):
+        try:
+            value = ast.literal_eval(text)  # literals only: never evaluates code
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return text
+        return list(value) if isinstance(value, tuple) else value
+    return text
+
+
+def _metadata_text(value: Any) -> str:
+    """Encode one metadata value: a string as it is (the SDK's convention), anything else as JSON."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 @dataclass
@@ -168,18 +199,14 @@ class _CsdFile:
     def _read_metadata(self, group: Any) -> dict[str, Any]:
         if group is None:
             return {}
-        meta: dict[str, Any] = {k: _text(v) for k, v in group.attrs.items()}
+        meta: dict[str, Any] = {k: _metadata_value(_text(v)) for k, v in group.attrs.items()}
         for key in group.keys():
             try:
                 raw = group[key][()]
             except (OSError, RuntimeError, TypeError):
                 continue
             item = raw[0] if isinstance(raw, np.ndarray) and raw.size else raw
-            text = _text(item)
-            try:
-                meta[key] = json.loads(text)
-            except (json.JSONDecodeError, TypeError):
-                meta[key] = text
+            meta[key] = _metadata_value(_text(item))
         return meta
 
     def close(self) -> None:
@@ -313,7 +340,8 @@ def write_csd(
         path: Target ``.csd`` file.
         data: Video id -> ``(intervals [n, 2], features [n, d])``; features may be strings (words).
         root_name: The root group's name (the sequence name).
-        metadata: Metadata entries, each stored JSON-encoded in a one-element string dataset.
+        metadata: Metadata entries, each stored in a one-element string dataset: a string as it is (as the SDK
+            writes it, so the SDK reads ``"root name"`` back unchanged), any other value JSON-encoded.
 
     Returns:
         ``path`` as a Path.
@@ -342,7 +370,7 @@ def write_csd(
             mg = root.create_group("metadata")
             for key, value in meta.items():
                 ds = mg.create_dataset(key, (1,), dtype=h5py.string_dtype())
-                ds[0] = json.dumps(value)
+                ds[0] = _metadata_text(value)
 
     return atomic_write(path, fill)
 
