@@ -12,7 +12,7 @@ import pytest
 
 from mmfuse.align import Stream, Timeline, align, align_folder, read_stream_file
 from mmfuse.data import open_dataset
-from mmfuse.errors import DataError, StreamError
+from mmfuse.errors import DataError, MmfuseWarning, StreamError
 from mmfuse.types import TaskType
 
 
@@ -82,7 +82,8 @@ def test_round_trip_with_missing_modality(tmp_path):
 
 def test_reference_modality_and_regression_labels(tmp_path):
     src = _make(tmp_path, labels="recording,label,split\nr1,0.5,train\nr2,1.5,test\nr3,-2,train\n")
-    path, _ = align_folder(src, tmp_path / "ds", reference="words")
+    with pytest.warns(MmfuseWarning, match="no recording is in the 'val' split"):
+        path, _ = align_folder(src, tmp_path / "ds", reference="words", carve_val=False)
     ds = open_dataset(path)
     assert ds.task.type is TaskType.REGRESSION
     rec = ds[0]

@@ -177,18 +177,14 @@ def test_report_on_a_missing_folder(tmp_path: Path) -> None:
 def test_align_writes_a_dataset_and_the_validation_report(tmp_path: Path) -> None:
     src = _recordings(tmp_path)
     dst = tmp_path / "dst"
-    result = _invoke("align", src, "--out", dst, "--rate", "10")
+    result = _invoke("align", src, "--out", dst, "--rate", "10", "--name", "my-sensors")
     assert result.exit_code == 0, result.output
-    assert "# Stream validation report" in result.stdout
-    # the Markdown table is printed as written: every row on one line, one per stream and recording
-    rows = [line for line in result.stdout.splitlines() if line.startswith(("| r1 ", "| r2 "))]
-    assert sorted(r.split("|")[1].strip() + "/" + r.split("|")[2].strip() for r in rows) == [
-        "r1/acc",
-        "r1/gyro",
-        "r2/acc",
-        "r2/gyro",
-    ]
-    assert all(line.rstrip().endswith("|") for line in result.stdout.splitlines() if line.startswith("|"))
+    # a summary, one row per stream (not per recording), and where the whole report is
+    assert "2 recording(s) aligned" in result.stdout
+    rows = [line.strip("│┃ ").split()[0] for line in result.stdout.splitlines() if line.startswith(("│ acc", "│ gyro"))]
+    assert rows == ["acc", "gyro"], result.stdout
+    assert "| r1 " not in result.stdout and str(dst / "validation.md") in result.stdout.replace("\n", "")
+    assert open_dataset(dst).name == "my-sensors"
     saved = json.loads((dst / "validation.json").read_text(encoding="utf-8"))
     assert sorted(saved["recordings"]) == ["r1", "r2"] and saved["errors"] == []
     assert set(saved["summary"]) == {"acc", "gyro"} and saved["summary"]["gyro"]["present_in"] == 2
@@ -196,6 +192,23 @@ def test_align_writes_a_dataset_and_the_validation_report(tmp_path: Path) -> Non
     assert sorted(ds.ids) == ["r1", "r2"] and sorted(ds.modalities) == ["acc", "gyro"]
     assert ds.task.class_names == ("run", "walk")
     assert str(dst) in result.stdout.replace("\n", "")
+
+
+def test_align_summarises_many_warnings_and_prints_each_once(tmp_path: Path) -> None:
+    names = tuple(f"r{i:02d}" for i in range(12))
+    src = _recordings(tmp_path, names)
+    for n in names[2:]:  # ten recordings lack the gyroscope: ten "absent" warnings
+        (src / n / "gyro.csv").unlink()
+    (src / "labels.csv").write_text(
+        "recording,label\n" + "".join(f"{n},{'ab'[i % 2]}\n" for i, n in enumerate(names)), encoding="utf-8"
+    )
+    result = _invoke("align", src, "--out", tmp_path / "dst", "--rate", "10")
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "dst" / "validation.json").read_text(encoding="utf-8"))
+    assert len(saved["warnings"]) == 12 and sum("'gyro' is absent" in w for w in saved["warnings"]) == 10
+    lines = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert lines[:5] == [f"warning: {w}" for w in saved["warnings"][:5]], result.stderr  # the first five, once each
+    assert lines[5:] == [f"warning: … and 7 more; all 12 are in {tmp_path / 'dst' / 'validation.md'}"]
 
 
 def test_align_without_a_timeline_says_what_is_needed(tmp_path: Path) -> None:

@@ -247,6 +247,7 @@ class _Labels:
     group: dict[str, str]
     rule: _LabelRule | None = None  # sample-level labels only
     label: dict[str, int | float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # how splits were filled in (also warned)
 
 
 @dataclass
@@ -320,6 +321,7 @@ def _read_labels(
     seed: int,
     *,
     step_level: bool = False,
+    carve_val: bool = True,
 ) -> _Labels:
     """Read ``labels.csv``. With step labels (``step_level``) the file is optional and only its split/group count."""
     raw: dict[str, dict[str, str]] = {}
@@ -376,7 +378,57 @@ def _read_labels(
         by_group = _assign_splits([labels.group[r] for r in todo], fractions, seed)
         for r in todo:
             labels.split[r] = by_group[labels.group[r]]
+    given = len(todo) < len(recordings)  # the file has a split column with some cells filled
+    if todo and given:
+        counts = {k: sum(labels.split[r] == k for r in todo) for k in ("train", "val", "test")}
+        labels.notes.append(
+            f"{len(todo)} recording(s) have an empty 'split' cell {todo[:5]}"
+            + (" …" if len(todo) > 5 else "")
+            + f"; they were assigned by group ({len({labels.group[r] for r in todo})} group(s)): "
+            + ", ".join(f"{n} {k}" for k, n in counts.items())
+            + ". Fill the cells to choose."
+        )
+    if not any(labels.split[r] == "val" for r in recordings):
+        if given and carve_val:
+            labels.notes.append(_carve_val(labels, fractions, seed))
+        else:
+            labels.notes.append(
+                "no recording is in the 'val' split; training runs without validation (early stopping and tuning "
+                "need one)" + ("." if given else f" ({len(set(labels.group.values()))} group(s) to split).")
+            )
+    if not any(labels.split[r] == "test" for r in recordings):
+        labels.notes.append("no recording is in the 'test' split; a comparison has nothing to test on.")
+    for note in labels.notes:
+        warnings.warn(f"{path}: {note}", MmfuseWarning, stacklevel=3)
     return labels
+
+
+def _carve_val(labels: _Labels, fractions: tuple[float, float, float], seed: int) -> str:
+    """Move a seeded share of the all-train groups to ``val`` (as the built-in data sets do); say what happened.
+
+    The share is ``val / (train + val)`` of ``fractions``, at least one group and never every group.
+    """
+    split_of_group: dict[str, set[str]] = {}
+    for r, g in labels.group.items():
+        split_of_group.setdefault(g, set()).add(labels.split[r])
+    train_groups = sorted(g for g, splits in split_of_group.items() if splits == {"train"})
+    if len(train_groups) < 2:
+        return (
+            f"no recording is in the 'val' split and the train split has {len(train_groups)} group(s) that could be "
+            "moved there; training runs without validation (early stopping and tuning need a 'val' split)."
+        )
+    share = fractions[1] / (fractions[0] + fractions[1]) if fractions[0] + fractions[1] > 0 else 0.0
+    n = min(max(round(share * len(train_groups)), 1), len(train_groups) - 1)
+    order = np.random.default_rng(seed).permutation(len(train_groups))
+    moved = {train_groups[int(i)] for i in order[:n]}
+    recs = [r for r, g in labels.group.items() if g in moved]
+    for r in recs:
+        labels.split[r] = "val"
+    return (
+        f"the 'split' column names no 'val' recording; {n} of the {len(train_groups)} train group(s) "
+        f"({len(recs)} recording(s)) were moved to 'val' (seed {seed}). Name 'val' rows to choose, or pass "
+        "carve_val=False (--no-carve-val) to keep them in train."
+    )
 
 
 # --- step labels: SRC_DIR/<recording>/labels.csv|.npz|.parquet
@@ -589,6 +641,7 @@ def align_folder(
     seed: int = 0,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     label_tolerance: float | None = None,
+    carve_val: bool = True,
     overwrite: bool = False,
 ) -> tuple[Path, ValidationReport]:
     r"""Align a folder of per-recording stream files and write it as an mmfuse data set.
@@ -604,6 +657,11 @@ def align_folder(
     number, regression; otherwise classification with the sorted distinct strings as class names. A missing
     group is the recording name; a missing split is assigned per group (seeded permutation of the sorted
     groups, ``split_fractions`` for train/val/test, at least one group each when there are three or more).
+    When the file has a ``split`` column, empty cells in it are assigned that way with a warning, and if no
+    recording ends up in ``val``, a seeded share ``val / (train + val)`` of the groups that are wholly in
+    ``train`` is moved to ``val`` (``carve_val``; at least one group, never all), with a warning. A data set
+    left without a ``val`` or ``test`` split is warned about too. What was done is recorded in ``meta.json``
+    (``extra_meta.align.split_notes``).
 
     Step labels: when every recording holds a label file ``labels.csv|.parquet`` (``time,label`` point labels or
     ``start,end,label`` segments) or ``labels.npz`` (``timestamps`` or ``starts``/``ends``, and ``labels``), the
@@ -635,6 +693,7 @@ def align_folder(
         chunk_size: Alignment chunk size.
         label_tolerance: Alignment tolerance (seconds) of the step labels (default: their median interval for
             point labels, 0 for segments).
+        carve_val: Move train groups to ``val`` when the ``split`` column names no ``val`` recording.
         overwrite: Replace an existing data set at ``out``.
 
     Returns:
@@ -689,7 +748,9 @@ def align_folder(
             + (" …" if len(without) > 10 else "")
             + ". Give every recording one (step-level labels) or none (sample-level labels from labels.csv)."
         )
-    labels = _read_labels(src / "labels.csv", rec_names, split_fractions, seed, step_level=step_level)
+    labels = _read_labels(
+        src / "labels.csv", rec_names, split_fractions, seed, step_level=step_level, carve_val=carve_val
+    )
     step_raw: dict[str, _StepLabels] = {}
     if step_level:
         step_raw = {r: _read_step_labels(label_files[r], time_column) for r in rec_names}
@@ -848,6 +909,7 @@ def align_folder(
             "duplicates": duplicates,
             "label_level": level.value,
             "label_tolerance": label_tolerance,
+            "split_notes": labels.notes,
         }
     }
     path = write_dataset(

@@ -57,11 +57,15 @@ def _command_line() -> str:
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details to stderr.")] = False,
 ) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    from mmfuse.cli._show import install_warning_display
+
+    ctx.call_on_close(install_warning_display())
 
 
 @app.command()
@@ -216,10 +220,18 @@ def align(
         float | None,
         typer.Option("--label-tolerance", help="Seconds a point step label holds (default: its median interval)."),
     ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Data set name (reports are titled after it; default: the folder).")
+    ] = None,
+    no_carve_val: Annotated[
+        bool,
+        typer.Option("--no-carve-val", help="Keep train groups in train when the split column names no 'val'."),
+    ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing data set at --out.")] = False,
 ) -> None:
     """Align a folder of per-recording stream files into a native data set, with a validation report."""
     from mmfuse.align import align_folder
+    from mmfuse.cli._show import show_validation
 
     path, report = align_folder(
         src_dir,
@@ -229,13 +241,12 @@ def align(
         tolerance=tolerance,
         gap_threshold=gap_threshold,
         label_tolerance=label_tolerance,
+        name=name,
+        carve_val=not no_carve_val,
         overwrite=overwrite,
     )
-    # Markdown as written: no markup parsing (names may hold brackets) and no hard wrap (it breaks table rows).
-    console.print(report.to_markdown(), markup=False, highlight=False, soft_wrap=True)
-    for warning in report.warnings:
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
-    console.print(f"Wrote data set {path} (validation.json, validation.md inside).")
+    show_validation(report, path)
+    console.print(f"Wrote data set {path} (the full validation report: {path / 'validation.md'}).")
 
 
 @app.command()

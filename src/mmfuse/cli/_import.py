@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from mmfuse.cli._app import _friendly_errors, console, err_console
+from mmfuse.cli._show import MAX_WARNINGS, show_warnings
 
 __all__ = ["import_app"]
 
@@ -20,10 +21,20 @@ import_app = typer.Typer(
 
 
 def _show(path: Path, report: Any) -> None:
-    console.print(report.to_markdown(), markup=False, highlight=False, soft_wrap=True)
-    for warning in report.warnings:
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    """The import report's summary, what was left out or masked (counts), the first warnings, and where the rest is."""
+    console.print(report.summary(), highlight=False, soft_wrap=True)
+    for title, table in (("masked (kept)", report.missing), ("left out", report.skipped)):
+        for key, names in sorted(table.items()):
+            if names:
+                shown = ", ".join(names[:5]) + (" …" if len(names) > 5 else "")
+                console.print(f"  {title}: {escape(key)}: {len(names)} ({escape(shown)})", highlight=False)
+    for note in report.mismatched[:MAX_WARNINGS]:
+        err_console.print(f"[yellow]mismatched:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    show_warnings(report.warnings, str(path / "import_report.md"))
     console.print(f"Wrote data set {path} (import_report.json, import_report.md inside).")
+
+
+_NAME_HELP = "Data set name (reports are titled after it; default: the output folder's / source's name)."
 
 
 def _pairs(items: list[str], option: str) -> dict[str, str]:
@@ -62,6 +73,7 @@ def csd(
     duplicates: Annotated[str, typer.Option("--duplicates", help="Rows sharing a start: error, mean, first, last.")] = (
         "error"
     ),
+    name: Annotated[str | None, typer.Option("--name", help=_NAME_HELP)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing data set at --out.")] = False,
 ) -> None:
     """Import CMU Multimodal SDK computational sequences, aligned at word level onto --reference."""
@@ -78,6 +90,7 @@ def csd(
         splits=splits,
         collapse=collapse,
         duplicates=duplicates,
+        name=name,
         overwrite=overwrite,
     )
     _show(path, report)
@@ -94,12 +107,13 @@ def mmsa(
     task: Annotated[
         str, typer.Option("--task", help="regression, or binary (negative < 0 <= positive).")
     ] = "regression",
+    name: Annotated[str | None, typer.Option("--name", help=_NAME_HELP)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing data set at --out.")] = False,
 ) -> None:
     """Import an MMSA feature pickle (refused without --allow-pickle)."""
     from mmfuse.importers import import_mmsa
 
-    path, report = import_mmsa(pickle_file, out, allow_pickle=allow_pickle, task=task, overwrite=overwrite)
+    path, report = import_mmsa(pickle_file, out, allow_pickle=allow_pickle, task=task, name=name, overwrite=overwrite)
     _show(path, report)
 
 
@@ -116,6 +130,7 @@ def folders(
     kind: Annotated[
         list[str] | None, typer.Option("--kind", help="MODALITY=KIND (continuous, discrete, embedding, interval).")
     ] = None,
+    name: Annotated[str | None, typer.Option("--name", help=_NAME_HELP)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing data set at --out.")] = False,
 ) -> None:
     """Import per-modality feature folders, matching videos by file name; missing modalities are masked."""
@@ -128,6 +143,7 @@ def folders(
         reference=reference,
         labels=labels,
         kinds=_pairs(kind or [], "--kind"),
+        name=name,
         overwrite=overwrite,
     )
     _show(path, report)
