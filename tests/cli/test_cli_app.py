@@ -271,3 +271,15 @@ def test_align_then_compare_end_to_end(tmp_path: Path) -> None:
     rows = list(csv.DictReader((out / "results.csv").open(encoding="utf-8")))
     assert len(rows) == 1 and float(rows[0]["accuracy"]) >= 0.75  # the drift's sign is easy to learn
     assert (out / "report.html").stat().st_size > 10_000
+
+
+def test_align_average_option(tmp_path: Path) -> None:
+    src = _recordings(tmp_path)
+    result = _invoke("align", src, "--out", tmp_path / "dst", "--rate", "2", "--average", "acc")
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "dst" / "meta.json").read_text(encoding="utf-8"))
+    assert meta["extra_meta"]["align"]["average"] == ["acc"]
+    bad = _invoke("align", src, "--out", tmp_path / "bad", "--rate", "2", "--average", "sound")
+    assert _assert_clean_failure(bad).startswith("error: The 'average' parameter of align_folder names unknown")
+    bad = _invoke("align", src, "--out", tmp_path / "bad", "--reference", "acc", "--average", "all")
+    assert "only on a grid" in _assert_clean_failure(bad)

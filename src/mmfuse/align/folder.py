@@ -52,7 +52,7 @@ LABEL_STEM = "labels"
 _LABEL_COLUMN = "label"
 _START_COLUMN = "start"
 
-_STREAM_KEYS = ("kind", "tolerance", "collapse", "time_column", "description")
+_STREAM_KEYS = ("kind", "tolerance", "collapse", "time_column", "description", "average")
 
 
 @dataclass
@@ -595,7 +595,27 @@ def _read_stream_config(src: Path) -> dict[str, dict[str, Any]]:
                 raise DataError(str(exc)) from None
         if "collapse" in entry:
             check_choice(entry["collapse"], COLLAPSE_RULES, parameter="collapse", owner=f"{path} modality {mod!r}")
+        if "average" in entry and not isinstance(entry["average"], bool):
+            raise DataError(f"{path}: modality {mod!r}: 'average' must be true or false. Got {entry['average']!r}.")
     return cfg
+
+
+def _averaged(
+    average: bool | Sequence[str] | None, cfg: Mapping[str, Mapping[str, Any]], modalities: Sequence[str], src: Path
+) -> dict[str, bool]:
+    """Modality -> whether it is averaged into its steps: the ``average`` argument, else ``streams.json``."""
+    if average is None:
+        return {m: bool(cfg.get(m, {}).get("average", False)) for m in modalities}
+    if isinstance(average, bool):
+        return {m: average for m in modalities}
+    names = [average] if isinstance(average, str) else list(average)
+    unknown = sorted(set(names) - set(modalities))
+    if unknown:
+        raise ValueError(
+            f"The 'average' parameter of align_folder names unknown modalities {unknown}; modalities of {src}: "
+            f"{list(modalities)}."
+        )
+    return {m: m in names for m in modalities}
 
 
 def _discover(src: Path) -> tuple[dict[str, dict[str, Path]], dict[str, Path]]:
@@ -641,6 +661,7 @@ def align_folder(
     seed: int = 0,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     label_tolerance: float | None = None,
+    average: bool | Sequence[str] | None = None,
     carve_val: bool = True,
     overwrite: bool = False,
 ) -> tuple[Path, ValidationReport]:
@@ -648,9 +669,15 @@ def align_folder(
 
     Every recording becomes one sample. Its reference timeline is a grid at ``rate`` Hz from the earliest to
     the latest sample of any of its streams, or the timestamps (rows, for an interval stream) of the modality
-    named by ``reference``. A modality a recording lacks is written as zeros with an all-False mask. Stream
-    kinds come from ``SRC_DIR/streams.json`` (``{"mod": {"kind": ..., "tolerance": ..., "collapse": ...,
-    "time_column": ...}}``), else continuous (interval when the file has ends).
+    named by ``reference``. On a grid, a modality is read at each grid point (interpolated, held or the
+    covering row; see :func:`mmfuse.align.align`), or, when it is averaged (``average``, or ``"average": true``
+    in ``streams.json``), every sample in the step's window ``[x - h/2, x + h/2)`` (``h = 1/rate``) is
+    collapsed (``collapse``, the mean by default; an empty window falls back to the grid point): use it for
+    streams denser than the grid, which point sampling would thin out (100 Hz frames on a 10 Hz grid: one in
+    ten). Step timestamps stay the grid points either way. A modality a recording lacks is written as zeros
+    with an all-False mask. Stream kinds come from ``SRC_DIR/streams.json`` (``{"mod": {"kind": ...,
+    "tolerance": ..., "collapse": ..., "time_column": ..., "average": ...}}``), else continuous (interval when
+    the file has ends).
 
     Labels come from ``SRC_DIR/labels.csv`` (``recording,label[,split][,group]``): if every label is an integer
     the task is classification with the sorted integers as class names; otherwise, if every label is a
@@ -693,6 +720,8 @@ def align_folder(
         chunk_size: Alignment chunk size.
         label_tolerance: Alignment tolerance (seconds) of the step labels (default: their median interval for
             point labels, 0 for segments).
+        average: Average each step's window instead of reading the grid point: True (every modality), False
+            (none), or the modality names; None follows ``streams.json`` (default: no averaging). Needs ``rate``.
         carve_val: Move train groups to ``val`` when the ``split`` column names no ``val`` recording.
         overwrite: Replace an existing data set at ``out``.
 
@@ -771,6 +800,12 @@ def align_folder(
         warnings.warn(
             f"{src / 'streams.json'} configures modalities with no files: {unused}", MmfuseWarning, stacklevel=2
         )
+    avg_of = _averaged(average, cfg, modalities, src)
+    if any(avg_of.values()) and rate is None:
+        raise ValueError(
+            "align_folder can average modalities into steps only on a grid: give 'rate' (--rate) instead of "
+            f"'reference', or drop 'average'. Averaged: {sorted(m for m, a in avg_of.items() if a)}."
+        )
     tol_of = {m: (tolerance.get(m) if isinstance(tolerance, Mapping) else tolerance) for m in modalities}
     for m in modalities:
         if tol_of[m] is None and "tolerance" in cfg.get(m, {}):
@@ -804,6 +839,35 @@ def align_folder(
             f"modality whose timestamps are the timeline, --reference). Recording {rec_names[0]!r} has: {found}."
         )
 
+    def label_timeline(tl: Timeline) -> Timeline:
+        """Step labels are aligned onto the windows when every modality is averaged, else onto the points."""
+        windows = windows_of(tl)
+        return windows if windows is not None and all(avg_of.values()) else tl
+
+    def windows_of(tl: Timeline) -> Timeline | None:
+        """The grid's steps as windows, when some modality is averaged."""
+        if not any(avg_of.values()) or rate is None:
+            return None
+        return Timeline.windows(float(rate), tl.start, tl.end)
+
+    def aligned_streams(streams: Mapping[str, Stream], tl: Timeline) -> dict[str, Any]:
+        """Point-read modalities on ``tl``, averaged ones on its windows."""
+        out: dict[str, Any] = {}
+        windows = windows_of(tl)
+        for group, target in ((False, tl), (True, windows)):
+            part = {m: s for m, s in streams.items() if avg_of[m] is group}
+            if part and target is not None:
+                out.update(
+                    align(
+                        part,
+                        target,
+                        tolerance={m: t for m, t in tol_of.items() if m in part and t is not None},
+                        collapse={m: r for m, r in rule_of.items() if m in part},
+                        chunk_size=chunk_size,
+                    ).streams
+                )
+        return out
+
     def timeline_of(rec: str, streams: Mapping[str, Stream]) -> Timeline:
         if reference is not None:
             if reference not in streams:
@@ -836,6 +900,9 @@ def align_folder(
             dims.setdefault(m, (s.dim, rec))
             kinds.setdefault(m, (s.kind, rec))
         tl = timeline_of(rec, streams)
+        windows = windows_of(tl)
+        if windows is not None and all(avg_of.values()):
+            tl = windows  # validation and step labels see the steps as they are aligned
         raw_map: dict[str, Any] = {
             m: ((raws[m].timestamps, raws[m].values, streams[m].kind, raws[m].ends) if m in raws else None)
             for m in modalities
@@ -867,17 +934,11 @@ def align_folder(
         for rec in rec_names:
             streams, _ = load(rec)  # pass 2: read again, one recording at a time
             tl = timeline_of(rec, streams)
-            aligned = align(
-                streams,
-                tl,
-                tolerance={m: t for m, t in tol_of.items() if m in streams and t is not None},
-                collapse={m: r for m, r in rule_of.items() if m in streams},
-                chunk_size=chunk_size,
-            )
+            aligned = aligned_streams(streams, tl)
             values: dict[str, np.ndarray] = {}
             masks: dict[str, np.ndarray] = {}
             for m in modalities:
-                if m in aligned.streams:
+                if m in aligned:
                     values[m], masks[m] = aligned[m].values, aligned[m].mask
                 else:
                     values[m] = np.zeros((len(tl), dims[m][0]), dtype=np.float32)
@@ -889,7 +950,7 @@ def align_folder(
                 split=labels.split[rec],
                 values=values,
                 masks=masks,
-                label=step_labels(rec, tl) if step_level else labels.label[rec],
+                label=step_labels(rec, label_timeline(tl)) if step_level else labels.label[rec],
                 timestamps=ts,
             )
 
@@ -905,6 +966,7 @@ def align_folder(
             "reference": reference,
             "tolerance": {m: t for m, t in tol_of.items() if t is not None},
             "collapse": rule_of,
+            "average": sorted(m for m, a in avg_of.items() if a),
             "gap_threshold": float(gap_threshold),
             "duplicates": duplicates,
             "label_level": level.value,

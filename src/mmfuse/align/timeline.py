@@ -93,6 +93,29 @@ class Timeline:
         return cls(start + np.arange(n, dtype=np.float64) / float(rate))
 
     @classmethod
+    def windows(cls, rate: float, start: float, end: float) -> Timeline:
+        """The steps of :meth:`grid` as windows: step ``k`` is ``[x_k - h/2, x_k + h/2)`` with ``h = 1/rate``.
+
+        Aligning onto windows averages every sample inside a step (``collapse``) instead of reading the stream
+        at the grid point, which is what a dense stream (100 Hz audio frames on a 10 Hz grid) needs: point
+        sampling would use one frame in ten. The centres (``times + h/2``) are the grid's points, so there are
+        as many windows as grid steps; they tile ``[start - h/2, x_last + h/2)``, and samples after that (less
+        than half a step, as the grid stops at or before ``end``) fall in none, as point sampling never reads
+        them either.
+
+        Raises:
+            StreamError: as :meth:`grid`.
+
+        Example:
+            >>> tl = Timeline.windows(10.0, 0.0, 0.2)
+            >>> tl.times.round(3).tolist(), tl.ends.round(3).tolist()
+            ([-0.05, 0.05, 0.15], [0.05, 0.15, 0.25])
+        """
+        n = len(cls.grid(rate, start, end))
+        edges = start + (np.arange(n + 1, dtype=np.float64) - 0.5) / float(rate)  # shared: no gap, no overlap
+        return cls(edges[:-1], edges[1:])
+
+    @classmethod
     def from_points(cls, times: Any) -> Timeline:
         """A point timeline at the given strictly increasing times."""
         return cls(times)

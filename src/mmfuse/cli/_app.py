@@ -203,6 +203,18 @@ def compare(
         console.print(f"Analysis: {len(analysis.files)} files in {analysis.out_dir} ({seconds:.0f} s); report updated")
 
 
+def _average_option(text: str | None) -> bool | list[str] | None:
+    """``--average``: None (streams.json decides), 'all', 'none', or modality names."""
+    if text is None:
+        return None
+    if text.strip().lower() in ("all", "none"):
+        return text.strip().lower() == "all"
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"The '--average' option takes 'all', 'none' or modality names. Got {text!r} instead.")
+    return names
+
+
 @app.command()
 @_friendly_errors
 def align(
@@ -219,6 +231,14 @@ def align(
     label_tolerance: Annotated[
         float | None,
         typer.Option("--label-tolerance", help="Seconds a point step label holds (default: its median interval)."),
+    ] = None,
+    average: Annotated[
+        str | None,
+        typer.Option(
+            "--average",
+            help="Average each grid step's window instead of reading the grid point: 'all', 'none' or modality "
+            "names (comma-separated). Default: streams.json's 'average' entries.",
+        ),
     ] = None,
     name: Annotated[
         str | None, typer.Option("--name", help="Data set name (reports are titled after it; default: the folder).")
@@ -241,6 +261,7 @@ def align(
         tolerance=tolerance,
         gap_threshold=gap_threshold,
         label_tolerance=label_tolerance,
+        average=_average_option(average),
         name=name,
         carve_val=not no_carve_val,
         overwrite=overwrite,
