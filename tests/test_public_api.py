@@ -30,13 +30,14 @@ def test_every_module_declares_all():
 def test_layers_import_only_downwards():
     """A lower layer never imports a higher one (types -> data -> align -> preprocess -> ... -> cli).
 
-    ``evaluate.metrics`` is a pure functional core that training uses too, so it ranks just below ``train``.
+    ``metrics`` is a pure functional core (NumPy, SciPy, scikit-learn, torch and the registry) that every layer
+    may use, so it ranks just above ``types``; ``_version``, ``_registry``, ``_io`` and ``errors`` are below all.
     """
     order = ["types", "data", "align", "preprocess", "importers", "layers", "fusion", "models", "train", "evaluate"]
     order += ["monitor", "stream"]
     order += ["cli"]
     rank: dict[str, float] = {name: float(i) for i, name in enumerate(order)}
-    rank["evaluate.metrics"] = rank["train"] - 0.5
+    rank["metrics"] = rank["types"] + 0.5
     rank["extract"] = rank["preprocess"] + 0.5  # raw media -> streams and data sets (uses data/align)
     root = Path(mmfuse.__file__).parent
     violations = []
@@ -47,8 +48,6 @@ def test_layers_import_only_downwards():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mmfuse."):
                 target = node.module.split(".")[1]
-                if node.module == "mmfuse.evaluate.metrics":
-                    target = "evaluate.metrics"
                 if target in rank and rank[target] > rank[owner]:
                     violations.append(f"{path.relative_to(root)} imports {node.module}")
     assert violations == []
@@ -72,3 +71,15 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
         assert kept.read_text() == "new"
     finally:
         os.umask(umask)
+
+
+def test_metrics_imports_nothing_of_mmfuse_above_types() -> None:
+    root = Path(mmfuse.__file__).parent / "metrics"
+    allowed = {"mmfuse._registry", "mmfuse.errors", "mmfuse.types"}
+    found = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mmfuse"):
+                if not node.module.startswith("mmfuse.metrics"):
+                    found.add(node.module)
+    assert found <= allowed, found - allowed

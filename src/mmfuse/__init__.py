@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from mmfuse._version import __version__
 
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
@@ -127,7 +127,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from mmfuse.align import Stream, StreamKind, Timeline, align, align_folder, validate_streams
-    from mmfuse.data import (  # type: ignore[no-redef]
+    from mmfuse.data import (
         ModalitySpec,
         MultimodalDataset,
         SequenceRecord,
@@ -146,5 +146,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from mmfuse.fusion import Fusion, create_fusion, list_fusions, register_fusion
     from mmfuse.models import ModelConfig, MultimodalModel, build_model, load_model, save_model
     from mmfuse.preprocess import ModalityNormalizers, default_normalizers
-    from mmfuse.train import TrainConfig, Trainer, evaluate_model, predict  # type: ignore[no-redef]
+    from mmfuse.train import TrainConfig, Trainer, evaluate_model, predict
     from mmfuse.types import Batch

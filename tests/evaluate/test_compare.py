@@ -18,9 +18,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, list_datasets, load_dataset, open_dataset, write_dataset
+from mmfuse.data import (
+    ModalitySpec,
+    SequenceRecord,
+    TaskSpec,
+    dataset_preset,
+    list_datasets,
+    load_dataset,
+    open_dataset,
+    write_dataset,
+)
 from mmfuse.errors import DataError
-from mmfuse.evaluate.compare import DATASET_PRESETS, CompareConfig, CompareProgress, CompareResult, compare
+from mmfuse.evaluate.compare import CompareConfig, CompareProgress, CompareResult, compare
 from mmfuse.fusion import list_fusions
 from mmfuse.models import load_model, read_model_info
 from mmfuse.preprocess import ModalityNormalizers, ZScoreNormalizer
@@ -105,7 +114,7 @@ def test_results_csv_has_one_row_per_fusion_and_seed(basic_run: tuple[CompareRes
     rows = _read_csv(result.out_dir / "results.csv")
     assert [(r["fusion"], int(r["seed"])) for r in rows] == [(f, s) for f in FUSIONS for s in range(SEEDS)]
     assert set(CLASSIFICATION_COLUMNS) <= set(rows[0])
-    monitor = DATASET_PRESETS["basic-motions"]["train"]["monitor"]
+    monitor = dataset_preset("basic-motions")["train"]["monitor"]
     assert f"val_{monitor}" in rows[0]  # the validation value of the metric early stopping watched
     for row, returned in zip(rows, result.rows, strict=True):
         assert int(row["params"]) == returned["params"] > 0
@@ -169,7 +178,9 @@ def test_run_json_records_the_run(basic_run: tuple[CompareResult, list[ComparePr
     # the preset, with the overrides applied over it
     assert meta["train_config"]["epochs"] == EPOCHS
     assert meta["train_config"]["lr"] == FAST["lr"]
-    assert meta["train_config"]["batch_size"] == DATASET_PRESETS["basic-motions"]["train"]["batch_size"]
+    assert meta["train_config"]["batch_size"] == dataset_preset("basic-motions")["train"]["batch_size"]
+    assert meta["preset"] == "basic-motions"  # which preset the run used
+    assert meta["metrics"] == ["accuracy", "f1_weighted", "f1_macro"] and meta["main_metric"] == "accuracy"
     assert meta["model_config"]["hidden"] == TINY["hidden"]
 
 
@@ -473,4 +484,4 @@ def test_mosi_utterance_with_the_real_preset(tmp_path: Path) -> None:
     assert val and test and not (val & test) and not (train & test) and not (train & val)
     meta = json.loads((result.out_dir / "run.json").read_text(encoding="utf-8"))
     assert meta["dataset"]["sizes"] == {s: len(ds.split(s)) for s in ("train", "val", "test")}
-    assert meta["model_config"] == DATASET_PRESETS["mosi-utterance"]["model"]
+    assert meta["model_config"] == dataset_preset("mosi-utterance")["model"]

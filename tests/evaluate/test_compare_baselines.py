@@ -12,6 +12,7 @@ import pytest
 from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, write_dataset
 from mmfuse.evaluate import compare as compare_module
 from mmfuse.evaluate.compare import CompareConfig, compare, resolve_fusions
+from mmfuse.evaluate.protocol import Preset
 from mmfuse.fusion import list_fusions
 from mmfuse.models import read_model_info
 from mmfuse.types import LabelLevel, TaskType
@@ -103,10 +104,10 @@ def test_parallel_jobs_give_the_same_rows(toy: Path, tmp_path: Path) -> None:
 def test_per_fusion_preset_entries_apply_to_their_fusion_only(
     toy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    presets = {
-        "toy-baselines": {"model": {"dropout": 0.1}, "train": {}, "fusions": {"gated": {"model": {"dropout": 0.4}}}}
-    }
-    monkeypatch.setattr(compare_module, "DATASET_PRESETS", presets)
+    preset = Preset.from_dict(
+        "toy-baselines", {"model": {"dropout": 0.1}, "train": {}, "fusions": {"gated": {"model": {"dropout": 0.4}}}}
+    )
+    monkeypatch.setattr(compare_module, "preset_for", lambda dataset: preset)
     compare(_cfg(toy, tmp_path / "run", fusions=["concat", "gated"]))
     models = tmp_path / "run" / "models"
     assert read_model_info(models / "concat-seed0")["model_config"]["dropout"] == 0.1

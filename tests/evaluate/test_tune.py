@@ -108,7 +108,9 @@ def test_tune_with_a_metric_criterion_and_errors(toy: Path, tmp_path: Path) -> N
         )
     )
     assert 0.0 <= result.best["concat"]["criterion"] <= 1.0
-    with pytest.raises(ValueError, match="not a validation metric"):
+    with pytest.raises(ValueError, match=r"must be a registered metric name.*Got 'nope'"):
+        TuneConfig(dataset=str(toy), criterion="nope")
+    with pytest.raises(ValueError, match="'mae' does not apply to this classification data set"):
         tune(
             TuneConfig(
                 dataset=str(toy),
@@ -117,11 +119,12 @@ def test_tune_with_a_metric_criterion_and_errors(toy: Path, tmp_path: Path) -> N
                 seeds=1,
                 epochs=1,
                 out_dir=str(tmp_path / "x"),
-                criterion="nope",
+                criterion="mae",
                 search_space=SPACE,
                 device="cpu",
             )
         )
+    assert not (tmp_path / "x" / "trials.csv").exists()  # refused before any trial
     with pytest.raises(ValueError, match=r"'model\.<field>' or 'train\.<field>'"):
         TuneConfig(dataset="x", search_space={"lr": [1]})
 

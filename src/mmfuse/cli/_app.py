@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mmfuse import __version__
+from mmfuse._version import __version__
 
 __all__ = ["app"]
 

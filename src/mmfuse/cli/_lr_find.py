@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -36,10 +36,9 @@ def lr_find(
     from mmfuse.cli._app import console
     from mmfuse.data import open_or_load_dataset
     from mmfuse.errors import DataError
-    from mmfuse.evaluate.compare import DATASET_PRESETS
+    from mmfuse.evaluate.protocol import fit_normalizers, model_config_for, preset_for, settings_for
     from mmfuse.fusion import list_fusions
-    from mmfuse.models import ModelConfig, build_model
-    from mmfuse.preprocess import default_normalizers
+    from mmfuse.models import build_model
     from mmfuse.train import TrainConfig, find_lr, seed_everything
 
     valid = list_fusions()
@@ -51,28 +50,15 @@ def lr_find(
             f"Data set {data.name!r} ({data.path}) has no 'train' split; lr-find reads only that split. "
             f"Its splits: {data.split_names}."
         )
-    preset: dict[str, Any] = DATASET_PRESETS.get(data.name, {})
-    specific = preset.get("fusions", {}).get(fusion, {})
-    model_kwargs = {**preset.get("model", {}), **specific.get("model", {})}
-    train_kwargs = {**preset.get("train", {}), **specific.get("train", {}), "device": device, "seed": seed}
-    if hidden is not None:
-        model_kwargs["hidden"] = hidden
-    vocab = getattr(data, "context_vocab", {}) or {}
-    if vocab and "context_sizes" not in model_kwargs:
-        model_kwargs["context_sizes"] = {k: len(v) for k, v in vocab.items()}
-    task = data.task
-    model_config = ModelConfig(
-        modality_dims={m: s.dim for m, s in data.modalities.items()},
-        out_dim=task.out_dim,
-        task=task.type.value,
-        label_level=task.level.value,
-        fusion=fusion,
-        **model_kwargs,
+    preset = preset_for(data)
+    model_kwargs, train_kwargs = settings_for(
+        preset, fusion, model_overrides={"hidden": hidden} if hidden is not None else {}
     )
-    train_config = TrainConfig(**train_kwargs)
+    model_config = model_config_for(data, fusion, **model_kwargs)
+    train_config = TrainConfig(**{**train_kwargs, "device": device, "seed": seed})
 
     train_view = data.split("train")  # the only split read: normalisers and the test itself
-    normalizers = default_normalizers(data.modalities).fit(train_view)
+    normalizers = fit_normalizers(train_view)
     train = train_view.with_transform(normalizers.transform_record)
     seed_everything(seed)
     model = build_model(model_config)
@@ -83,6 +69,7 @@ def lr_find(
         "dataset": data.name,
         "fusion": fusion,
         "split": "train",
+        "preset": preset.name,
         "preset_lr": train_config.lr,
         "model_config": model_config.to_dict(),
         "train_config": train_config.to_dict(),

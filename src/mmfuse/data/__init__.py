@@ -22,11 +22,13 @@ from mmfuse.data.registry import (
     cache_root,
     data_root,
     dataset_info,
+    dataset_preset,
     is_dataset,
     list_datasets,
     load_dataset,
     open_or_load_dataset,
     register_dataset,
+    registered_name_of,
 )
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "collate",
     "data_root",
     "dataset_info",
+    "dataset_preset",
     "fetch",
     "is_dataset",
     "list_datasets",
@@ -50,6 +53,7 @@ __all__ = [
     "open_dataset",
     "open_or_load_dataset",
     "register_dataset",
+    "registered_name_of",
     "sha256_file",
     "write_dataset",
 ]

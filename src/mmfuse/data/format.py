@@ -443,7 +443,7 @@ def _write_into(
     description: str,
     extra: dict[str, Any],
 ) -> dict[str, Any]:
-    from mmfuse import __version__
+    from mmfuse._version import __version__
 
     (tmp / "modalities").mkdir()
     validator = _Validator(specs, task)

@@ -10,9 +10,10 @@ sets live in ``<cache>/datasets/<name>-v<version>/``.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,11 +27,13 @@ __all__ = [
     "cache_root",
     "data_root",
     "dataset_info",
+    "dataset_preset",
     "is_dataset",
     "list_datasets",
     "load_dataset",
     "open_or_load_dataset",
     "register_dataset",
+    "registered_name_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -78,6 +81,7 @@ class _Entry:
     citation: str
     homepage: str
     version: str
+    preset: Mapping[str, Any] | None
 
 
 _DATASETS: Registry[_Entry] = Registry("data set")
@@ -125,6 +129,7 @@ def register_dataset(
     homepage: str = "",
     version: str = "1",
     locate: Locator | None = None,
+    preset: Mapping[str, Any] | None = None,
 ) -> Any:
     """Register a data set under ``name``; without ``builder`` it returns a decorator for the builder.
 
@@ -140,6 +145,10 @@ def register_dataset(
         version: Builder version; part of the cache key, so a new version rebuilds.
         locate: ``locate(data_dir=..., cache_dir=...) -> str``: where the raw data is read from (for
             :func:`dataset_info`).
+        preset: The hyperparameters comparisons use on this data set: ``{"model": {...}, "train": {...}}``
+            keyword arguments of ``ModelConfig`` and ``TrainConfig``, optionally ``"fusions": {name: {"model":
+            {...}, "train": {...}}}`` per fusion. It applies to this data set as built by ``builder`` only, never to
+            another folder of the same name (see :func:`registered_name_of`).
 
     Returns:
         The builder (or, in decorator form, a decorator that registers and returns it).
@@ -159,6 +168,8 @@ def register_dataset(
         raise ValueError(f"The 'description' parameter of register_dataset({name!r}) must be a non-empty string.")
     if not isinstance(version, str) or not version or "/" in version:
         raise ValueError(f"The 'version' parameter of register_dataset({name!r}) must be a non-empty string.")
+    if preset is not None:
+        _check_preset(name, preset)
 
     def decorator(fn: Builder) -> Builder:
         if not callable(fn):
@@ -172,6 +183,7 @@ def register_dataset(
             citation=citation,
             homepage=homepage,
             version=version,
+            preset=copy.deepcopy(dict(preset)) if preset is not None else None,
         )
         _DATASETS.add(name, entry)
         return fn
@@ -179,6 +191,63 @@ def register_dataset(
     if builder is None:
         return decorator
     return decorator(builder)
+
+
+def _check_preset(name: str, preset: Mapping[str, Any]) -> None:
+    """The preset's shape (its keys are checked against ModelConfig / TrainConfig where it is used)."""
+    where = f"The 'preset' parameter of register_dataset({name!r})"
+    if not isinstance(preset, Mapping):
+        raise ValueError(f"{where} must be a mapping. Got {type(preset).__name__}.")
+    unknown = sorted(set(preset) - {"model", "train", "fusions"})
+    if unknown:
+        raise ValueError(f"{where} has unknown keys {unknown}; valid keys: ['fusions', 'model', 'train'].")
+    sections = [("model", preset.get("model", {})), ("train", preset.get("train", {}))]
+    fusions = preset.get("fusions", {})
+    if not isinstance(fusions, Mapping):
+        raise ValueError(f"{where}: 'fusions' must map fusion names to {{'model': ..., 'train': ...}}.")
+    for fusion, entry in fusions.items():
+        if not isinstance(entry, Mapping) or set(entry) - {"model", "train"}:
+            raise ValueError(f"{where}: 'fusions'[{fusion!r}] must hold only 'model' and 'train' mappings.")
+        sections += [(f"fusions.{fusion}.{k}", v) for k, v in entry.items()]
+    for key, section in sections:
+        if not isinstance(section, Mapping):
+            raise ValueError(f"{where}: {key!r} must be a mapping of keyword arguments. Got {section!r}.")
+
+
+def dataset_preset(name: str) -> dict[str, Any] | None:
+    """Return (a copy of) the preset registered with data set ``name``, or None when it has none.
+
+    Raises:
+        ValueError: unknown name (the message lists the valid ones).
+
+    Example:
+        >>> dataset_preset("basic-motions")["train"]["monitor"]
+        'loss'
+    """
+    entry = _DATASETS.get(name)
+    return copy.deepcopy(dict(entry.preset)) if entry.preset is not None else None
+
+
+def registered_name_of(dataset: Any) -> str | None:
+    """Return the registered name of the data set ``dataset`` is, or None for any other folder.
+
+    A data set is the registered one when it is the folder :func:`load_dataset` converts that entry into
+    (``<cache>/datasets/<name>-v<version>``, whatever the cache root) and its ``meta.json`` carries the name.
+    A user's data set that merely has a built-in's name is not the built-in, so it does not get its preset.
+
+    Example:
+        >>> registered_name_of(load_dataset("basic-motions"))
+        'basic-motions'
+    """
+    name = getattr(dataset, "name", None)
+    path = getattr(dataset, "path", None)
+    if not isinstance(name, str) or path is None or name not in _DATASETS:
+        return None
+    entry = _DATASETS.get(name)
+    folder = Path(path).resolve()
+    if folder.name == f"{entry.name}-v{entry.version}" and folder.parent.name == "datasets":
+        return entry.name
+    return None
 
 
 def list_datasets() -> list[str]:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-import platform
 import shutil
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -22,22 +20,28 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from mmfuse import __version__
-from mmfuse._io import atomic_write_csv, atomic_write_json
+from mmfuse._io import atomic_write_json
 from mmfuse.data import MultimodalDataset, open_dataset, open_or_load_dataset
 from mmfuse.errors import DataError
-from mmfuse.evaluate.metrics import summarize_runs
-from mmfuse.fusion import list_fusions
+from mmfuse.evaluate.protocol import (
+    UNIMODAL_PREFIX,
+    Preset,
+    fit_normalizers,
+    model_config_for,
+    preset_for,
+    resolve_fusions,
+    settings_for,
+    torch_threads,
+    versions,
+)
+from mmfuse.evaluate.rundir import RunDir
+from mmfuse.metrics import compute_metric, default_metrics, get_metric, main_metric, summarize_runs
 from mmfuse.models import ModelConfig, build_model, load_model, parameter_report, save_model
-from mmfuse.preprocess import default_normalizers
-from mmfuse.train import TrainConfig, Trainer, evaluate_model, seed_everything
-from mmfuse.types import TaskType
+from mmfuse.train import TrainConfig, Trainer, metrics_from_predictions, predict, seed_everything
 
 __all__ = [
-    "DATASET_PRESETS",
     "UNIMODAL_PREFIX",
     "CompareConfig",
     "CompareProgress",
@@ -49,54 +53,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_DATASET = "basic-motions"
-
-UNIMODAL_PREFIX = "unimodal-"
-"""Run names ``unimodal-<modality>`` are the unimodal baselines: the same model on that modality alone."""
-
-#: Hyperparameters per built-in data set (how each was chosen: README, "Data sets" and "Results on MOSI-utterance").
-#: Keys ``model`` and ``train`` hold keyword arguments of :class:`ModelConfig` and :class:`TrainConfig`.
-DATASET_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "basic-motions": {
-        "model": {"hidden": 32, "encoder": "conv", "encoder_layers": 2, "dropout": 0.2, "pooling": "mean"},
-        "train": {
-            "epochs": 60,
-            "batch_size": 8,
-            "lr": 3e-3,
-            "weight_decay": 1e-2,
-            "patience": 15,
-            # 8 validation recordings: accuracy saturates at 1.0, the loss still ranks epochs
-            "monitor": "loss",
-        },
-    },
-    # Chosen on the validation split only (validation NLL, the test split never read) by
-    #   mmfuse tune --dataset mosi-utterance --fusion concat --trials 16 --seeds 2
-    # (trial 11 of 16; trial 0 was the previous preset) and shared by every fusion: one recipe for all rows.
-    "mosi-utterance": {
-        "model": {
-            "hidden": 128,
-            "encoder": "gru",
-            "bidirectional": True,
-            "dropout": 0.3,
-            "input_dropout": 0.2,
-            "modality_dropout": 0.3,
-            "projection_norm": False,
-            "encoder_residual": True,
-        },
-        "train": {
-            "epochs": 15,
-            "batch_size": 16,
-            "lr": 3e-3,
-            "weight_decay": 1e-2,
-            "label_smoothing": 0.0,
-            "scheduler": "none",
-            "patience": 5,
-            "monitor": "loss",
-        },
-    },
-}
-
-_CLASSIFICATION_METRICS = ("accuracy", "f1_weighted", "f1_macro")
-_REGRESSION_METRICS = ("mae", "rmse", "pearson")
 
 
 @dataclass
@@ -123,6 +79,10 @@ class CompareConfig:
         jobs: Runs trained at the same time, each in its own process (1: in this process). On a machine with
             ``n`` cores, ``jobs = n`` with ``num_threads = 1`` is usually fastest for small models. Results do not
             depend on ``jobs``: every run is seeded on its own.
+        metrics: Test metrics recorded per run (registered names, see :func:`mmfuse.metrics.list_metrics`);
+            default: :func:`mmfuse.metrics.default_metrics` of the task. The first ranks the summary unless
+            ``main_metric`` is given.
+        main_metric: The metric that ranks the fusions (default: the first of ``metrics``).
 
     Example:
         >>> cfg = CompareConfig(fusions=["concat", "gated"], seeds=2, epochs=5, device="cpu")
@@ -145,6 +105,8 @@ class CompareConfig:
     keep_checkpoints: bool = False
     num_threads: int | None = 1
     jobs: int = 1
+    metrics: list[str] | None = None
+    main_metric: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.jobs, int) or isinstance(self.jobs, bool) or self.jobs < 1:
@@ -160,8 +122,18 @@ class CompareConfig:
                 f"The 'num_threads' parameter of CompareConfig must be a positive integer or None. "
                 f"Got {self.num_threads!r}."
             )
-        if not self.fusions:
-            raise ValueError("The 'fusions' parameter of CompareConfig must name at least one fusion (or 'all').")
+        if not self.fusions or not any(str(f).replace(",", "").strip() for f in self.fusions):
+            raise ValueError(
+                f"The 'fusions' parameter of CompareConfig must name at least one fusion (or 'all'). "
+                f"Got {self.fusions!r}."
+            )
+        if not isinstance(self.dataset, str) or not self.dataset.strip():
+            raise ValueError(
+                "The 'dataset' parameter of CompareConfig must be a registered data-set name or a data-set folder. "
+                f"Got {self.dataset!r}."
+            )
+        for name in [*(self.metrics or []), *([self.main_metric] if self.main_metric else [])]:
+            get_metric(name)  # an unknown name raises, listing the registered ones
 
 
 @dataclass
@@ -200,62 +172,6 @@ class CompareResult:
         return self.summary[0]
 
 
-def resolve_fusions(names: Sequence[str], modalities: Sequence[str] | None = None) -> list[str]:
-    """Expand ``"all"`` / ``"unimodal"`` and check every name against the fusion registry.
-
-    ``"all"`` means every registered fusion followed by the unimodal baselines ``unimodal-<m>`` (one per
-    modality, when ``modalities`` is given); ``"unimodal"`` means the unimodal baselines alone. A baseline name
-    is checked against ``modalities`` when they are given, else only its form is checked.
-
-    Raises:
-        ValueError: naming the unknown fusion or modality and listing the valid ones.
-
-    Example:
-        >>> names = resolve_fusions(["all"], modalities=["audio", "text"])
-        >>> "concat" in names, names[-2:]
-        (True, ['unimodal-audio', 'unimodal-text'])
-        >>> resolve_fusions(["gated,unimodal-text"], modalities=["audio", "text"])
-        ['gated', 'unimodal-text']
-    """
-    valid = list_fusions()
-    baselines = [f"{UNIMODAL_PREFIX}{m}" for m in sorted(modalities)] if modalities is not None else []
-    out: list[str] = []
-    for name in names:
-        for part in str(name).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if part == "all":
-                out.extend([*valid, *baselines])
-            elif part == "unimodal":
-                out.extend(baselines)
-            elif part.startswith(UNIMODAL_PREFIX):
-                modality = part.removeprefix(UNIMODAL_PREFIX)
-                if not modality or (modalities is not None and modality not in modalities):
-                    choices = ", ".join(baselines) if baselines else "unimodal-<modality>"
-                    raise ValueError(f"Unknown unimodal baseline {part!r}: the data set's baselines are {choices}.")
-                out.append(part)
-            elif part not in valid:
-                raise ValueError(
-                    f"Unknown fusion {part!r}. Valid names: {', '.join(valid)} (or 'all', 'unimodal', "
-                    "'unimodal-<modality>')."
-                )
-            else:
-                out.append(part)
-    # keep the first occurrence of each name, in order
-    return list(dict.fromkeys(out))
-
-
-def _versions() -> dict[str, str]:
-    return {
-        "mmfuse": __version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-    }
-
-
 def compare(
     config: CompareConfig,
     *,
@@ -274,13 +190,30 @@ def compare(
     Returns:
         The rows written, the per-fusion summary (best first) and the main metric.
     """
-    previous_threads = torch.get_num_threads()
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
-    try:
+    with torch_threads(config.num_threads):
         return _compare(config, progress)
-    finally:
-        torch.set_num_threads(previous_threads)
+
+
+def _metric_names(config: CompareConfig, task: str) -> tuple[list[str], str]:
+    """The test metrics recorded per run and the one that ranks the summary, checked against the task."""
+    names = [get_metric(m).name for m in config.metrics] if config.metrics else list(default_metrics(task))
+    wrong = [m for m in names if not get_metric(m).applies_to(task) or get_metric(m).scorer is None]
+    if wrong:
+        raise ValueError(
+            f"The metric(s) {wrong} cannot be computed on this {task} data set's test predictions. "
+            f"Choose from: {', '.join(m for m in default_metrics(task))} or any of "
+            f"{', '.join(n for n in _computable(task))}."
+        )
+    main = main_metric(task, config.main_metric or names[0])
+    if main not in names:
+        names.insert(0, main)
+    return list(dict.fromkeys(names)), main
+
+
+def _computable(task: str) -> list[str]:
+    from mmfuse.metrics import list_metrics
+
+    return [n for n in list_metrics(task) if get_metric(n).scorer is not None]
 
 
 def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] | None) -> CompareResult:
@@ -288,15 +221,18 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
 
     dataset = open_or_load_dataset(config.dataset, data_dir=config.data_dir)
     fusions = resolve_fusions(config.fusions, modalities=list(dataset.modalities))
-    out_dir = Path(config.out_dir)
+    run = RunDir(config.out_dir)
+    out_dir = run.path
 
-    preset = DATASET_PRESETS.get(dataset.name, {"model": {}, "train": {}})
+    preset = preset_for(dataset)
     model_kwargs, train_kwargs = _settings(preset, None, config)
     per_fusion = {f: _settings(preset, f, config) for f in fusions}
+    task = dataset.task
+    metric_names, main = _metric_names(config, task.type.value)
 
     # Check everything that can be checked before the first file is written: every model config builds within
     # the parameter budget, the training config is valid, and a resumed run directory used the same settings.
-    model_configs = {f: _model_config(dataset, f, per_fusion[f][0]) for f in fusions}
+    model_configs = {f: model_config_for(dataset, f, **per_fusion[f][0]) for f in fusions}
     for cfg in model_configs.values():
         build_model(cfg, max_params=config.max_params)
     for _, fusion_train in per_fusion.values():
@@ -313,14 +249,9 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
         )
     train_view, val_view, test_view = (dataset.split(s) for s in ("train", "val", "test"))
     # Normalisers are fitted on the training split only, once, and shared by every run.
-    normalizers = default_normalizers(dataset.modalities).fit(train_view)
+    normalizers = fit_normalizers(train_view)
     _ = dataset[0]
-    (out_dir / "models").mkdir(parents=True, exist_ok=True)
-
-    task = dataset.task
-    classification = task.type == TaskType.CLASSIFICATION
-    metric_names = _CLASSIFICATION_METRICS if classification else _REGRESSION_METRICS
-    main_metric = metric_names[0]
+    run.models_dir.mkdir(parents=True, exist_ok=True)
 
     train_t, val_t, test_t = (v.with_transform(normalizers.transform_record) for v in (train_view, val_view, test_view))
 
@@ -338,16 +269,17 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
         "seeds": list(range(config.seeds)),
         "train_config": train_kwargs,
         "model_config": model_kwargs,
-        "versions": _versions(),
+        "preset": preset.name,
+        "metrics": metric_names,
+        "main_metric": main,
+        "versions": versions(),
         "started": started,
         "finished": None,
         "command": config.command,
     }
-    atomic_write_json(out_dir / "run.json", run_meta)
-
     if any(per_fusion[f] != (model_kwargs, train_kwargs) for f in fusions):
         run_meta["per_fusion"] = {f: {"model_config": mk, "train_config": tk} for f, (mk, tk) in per_fusion.items()}
-        atomic_write_json(out_dir / "run.json", run_meta)
+    run.write_meta(run_meta)
 
     jobs = [(fusion, seed) for fusion in fusions for seed in range(config.seeds)]
     total = len(jobs)
@@ -378,19 +310,18 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
                     **common,
                 )
             )
-            atomic_write_csv(out_dir / "results.csv", rows)
+            run.write_results(rows)
     else:
         rows = _run_parallel(config, dataset, normalizers, jobs, model_configs, per_fusion, common, progress)
 
     summary = summarize_runs(rows, by="fusion", metrics=["params", "train_seconds", *metric_names])
-    higher_is_better = main_metric != "mae"
-    summary.sort(key=lambda r: r[f"{main_metric}_mean"], reverse=higher_is_better)
-    atomic_write_csv(out_dir / "summary.csv", summary)
+    summary.sort(key=lambda r: r[f"{main}_mean"], reverse=get_metric(main).higher_is_better)
+    run.write_summary(summary)
     run_meta["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    atomic_write_json(out_dir / "run.json", run_meta)
+    run.write_meta(run_meta)
     write_summary_markdown(out_dir)
     write_report(out_dir)
-    return CompareResult(out_dir=out_dir, rows=rows, summary=summary, main_metric=main_metric)
+    return CompareResult(out_dir=out_dir, rows=rows, summary=summary, main_metric=main)
 
 
 def _run_one(
@@ -414,8 +345,9 @@ def _run_one(
     total_runs: int,
 ) -> dict[str, Any]:
     task = dataset.task
-    run_dir = out_dir / "models" / f"{fusion}-seed{seed}"
-    done_file = run_dir / "result.json"
+    run = RunDir(out_dir)
+    run_dir = run.model_dir(fusion, seed)
+    done_file = run.result_json(fusion, seed)
     if resume and done_file.exists():
         finished = _read_result(done_file)
         logger.info("%s seed %d: reusing the finished run in %s", fusion, seed, run_dir)
@@ -436,8 +368,8 @@ def _run_one(
     train_seconds = time.perf_counter() - start
 
     best = load_model(run_dir)
-    metrics = evaluate_model(best, test, task)
-    atomic_write_json(run_dir / "test_metrics.json", metrics)
+    metrics = _test_metrics(best, test, task, metric_names)
+    atomic_write_json(run_dir / RunDir.TEST_METRICS_JSON, metrics)
     normalizers.save(run_dir)
     save_model(best, run_dir, extra={"train_config": train_config.to_dict(), "dataset": dataset.name})
 
@@ -451,7 +383,7 @@ def _run_one(
     for name in metric_names:
         row[name] = float(metrics[name]) if metrics.get(name) is not None else float("nan")
     row[f"val_{result.monitor}"] = result.best_metric
-    atomic_write_json(done_file, row)
+    run.write_result(fusion, seed, row)
     if not keep_checkpoints:
         shutil.rmtree(run_dir / "last", ignore_errors=True)
     if progress is not None:
@@ -460,26 +392,26 @@ def _run_one(
     return row
 
 
-def _preset_settings(preset: Mapping[str, Any], fusion: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A preset's model and training keyword arguments, with its per-fusion entry for ``fusion`` applied."""
-    specific = preset.get("fusions", {}).get(fusion, {}) if fusion is not None else {}
-    return (
-        {**preset.get("model", {}), **specific.get("model", {})},
-        {**preset.get("train", {}), **specific.get("train", {})},
-    )
+def _test_metrics(model: Any, test: MultimodalDataset, task: Any, metric_names: Sequence[str]) -> dict[str, Any]:
+    """The test metrics dict of one run, and every requested registered metric beyond it."""
+    predictions = predict(model, test, task=task)
+    metrics = metrics_from_predictions(predictions, task.class_names or None)
+    for name in metric_names:
+        if metrics.get(name) is None:
+            metrics[name] = compute_metric(name, predictions.y_true, predictions.y_pred, predictions.probs)
+    return metrics
 
 
-def _settings(
-    preset: Mapping[str, Any], fusion: str | None, config: CompareConfig
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def _settings(preset: Preset, fusion: str | None, config: CompareConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Model and training keyword arguments: preset, then the preset's per-fusion entry, then the overrides."""
-    base_model, base_train = _preset_settings(preset, fusion)
-    model_kwargs = {**base_model, **config.model_overrides}
-    train_kwargs = {**base_train, **config.train_overrides}
-    if config.epochs is not None:
-        train_kwargs["epochs"] = config.epochs
-    train_kwargs.setdefault("device", config.device)
-    return model_kwargs, train_kwargs
+    return settings_for(
+        preset,
+        fusion,
+        model_overrides=config.model_overrides,
+        train_overrides=config.train_overrides,
+        epochs=config.epochs,
+        device=config.device,
+    )
 
 
 def _run_parallel(
@@ -493,8 +425,8 @@ def _run_parallel(
     progress: Callable[[CompareProgress], None] | None,
 ) -> list[dict[str, Any]]:
     """Train the runs in ``config.jobs`` worker processes; each reopens the data set and the shared normalisers."""
-    out_dir = Path(config.out_dir)
-    shared = out_dir / "normalizers"
+    run = RunDir(config.out_dir)
+    shared = run.normalizers_dir
     normalizers.save(shared)
     ctx = multiprocessing.get_context("spawn")  # fork is unsafe with torch's thread pools
     results: dict[int, dict[str, Any]] = {}
@@ -519,8 +451,7 @@ def _run_parallel(
             row = future.result()  # a failed run re-raises its error here
             results[futures[future]] = row
             done_count += 1
-            ordered = [results[i] for i in sorted(results)]
-            atomic_write_csv(out_dir / "results.csv", ordered)
+            run.write_results([results[i] for i in sorted(results)])
             if progress is not None:
                 progress(CompareProgress(row["fusion"], row["seed"], done_count, len(jobs), logs=row, done=True))
     return [results[i] for i in sorted(results)]
@@ -559,35 +490,11 @@ def _worker_run(spec: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def _model_config(dataset: MultimodalDataset, fusion: str, model_kwargs: Mapping[str, Any]) -> ModelConfig:
-    """The model of one row: every modality and ``fusion``, or one modality alone for ``unimodal-<m>``."""
-    task = dataset.task
-    dims = {m: s.dim for m, s in dataset.modalities.items()}
-    kwargs = dict(model_kwargs)
-    if fusion.startswith(UNIMODAL_PREFIX):
-        modality = fusion.removeprefix(UNIMODAL_PREFIX)
-        dims = {modality: dims[modality]}
-        fusion = "concat"  # one modality: the fusion is a projection, the rest of the model is unchanged
-        kwargs.pop("fusion_kwargs", None)
-        kwargs["modality_dropout"] = 0.0
-    vocab = getattr(dataset, "context_vocab", {}) or {}
-    if vocab and "context_sizes" not in kwargs:
-        kwargs["context_sizes"] = {k: len(v) for k, v in vocab.items()}
-    return ModelConfig(
-        modality_dims=dims,
-        out_dim=task.out_dim,
-        task=task.type.value,
-        label_level=task.level.value,
-        fusion=fusion,
-        **kwargs,
-    )
-
-
 def _check_resumable(
     out_dir: Path, dataset_name: str, model_kwargs: Mapping[str, Any], train_kwargs: Mapping[str, Any]
 ) -> None:
     """Refuse to resume a run directory whose finished runs used other settings than the ones given now."""
-    path = out_dir / "run.json"
+    path = RunDir(out_dir).run_json
     if not path.exists():
         return
     try:

@@ -24,15 +24,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from mmfuse._io import atomic_write_csv, atomic_write_json
 from mmfuse.data import MultimodalDataset, open_or_load_dataset
 from mmfuse.errors import DataError
-from mmfuse.evaluate.compare import DATASET_PRESETS, _model_config, _preset_settings, _versions, resolve_fusions
+from mmfuse.evaluate.protocol import (
+    fit_normalizers,
+    model_config_for,
+    preset_for,
+    resolve_fusions,
+    torch_threads,
+    versions,
+)
+from mmfuse.metrics import compute_metric, get_metric, is_metric, list_metrics
 from mmfuse.models import build_model, parameter_report
-from mmfuse.preprocess import default_normalizers
-from mmfuse.train import TrainConfig, Trainer, evaluate_model, predict, seed_everything
+from mmfuse.train import TrainConfig, Trainer, predict, seed_everything
 
 __all__ = ["SEARCH_SPACES", "TuneConfig", "TuneResult", "sample_trials", "tune"]
 
@@ -100,8 +106,11 @@ class TuneConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"The {name!r} parameter of TuneConfig must be a positive integer. Got {value!r}.")
-        if not isinstance(self.criterion, str) or not self.criterion:
-            raise ValueError(f"The 'criterion' parameter of TuneConfig must be a metric name. Got {self.criterion!r}.")
+        if not isinstance(self.criterion, str) or not is_metric(self.criterion) or self.criterion == "loss":
+            raise ValueError(
+                f"The 'criterion' parameter of TuneConfig must be a registered metric name such as 'nll', 'mse', "
+                f"'accuracy' or 'mae' (see mmfuse.metrics.list_metrics()). Got {self.criterion!r}."
+            )
         space = self.search_space if self.search_space is not None else SEARCH_SPACES["default"]
         for key, values in space.items():
             scope, _, name = key.partition(".")
@@ -177,13 +186,8 @@ def tune(config: TuneConfig, *, progress: Callable[[dict[str, Any]], None] | Non
     Raises:
         DataError: if the data set lacks a ``train`` or ``val`` split.
     """
-    previous = torch.get_num_threads()
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
-    try:
+    with torch_threads(config.num_threads):
         return _tune(config, progress)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _tune(config: TuneConfig, progress: Callable[[dict[str, Any]], None] | None) -> TuneResult:
@@ -195,19 +199,20 @@ def _tune(config: TuneConfig, progress: Callable[[dict[str, Any]], None] | None)
             f"reads 'test'). Its splits: {dataset.split_names}."
         )
     fusions = resolve_fusions(config.fusions, modalities=list(dataset.modalities))
+    _check_criterion(config.criterion, dataset.task.type.value)
     space = config.search_space if config.search_space is not None else SEARCH_SPACES["default"]
     train_view, val_view = dataset.split("train"), dataset.split("val")  # the test split is never opened
-    normalizers = default_normalizers(dataset.modalities).fit(train_view)
+    normalizers = fit_normalizers(train_view)
     train_t, val_t = (v.with_transform(normalizers.transform_record) for v in (train_view, val_view))
-    preset = DATASET_PRESETS.get(dataset.name, {"model": {}, "train": {}})
+    preset = preset_for(dataset)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    lower_is_better = config.criterion in ("nll", "mse") or config.criterion.endswith(("loss", "mae", "rmse", "error"))
+    lower_is_better = not get_metric(config.criterion).higher_is_better
 
     rows: list[dict[str, Any]] = []
     best: dict[str, dict[str, Any]] = {}
     for fusion_index, fusion in enumerate(fusions):
-        base_model, base_train = _preset_settings(preset, fusion)
+        base_model, base_train = preset.settings(fusion)
         current: dict[str, Any] = {}
         for key in space:
             scope, _, name = key.partition(".")
@@ -224,7 +229,7 @@ def _tune(config: TuneConfig, progress: Callable[[dict[str, Any]], None] | None)
             scores, accs, seconds, params = [], [], 0.0, 0
             for seed in range(config.seeds):
                 seed_everything(seed)
-                model = build_model(_model_config(dataset, fusion, model_kwargs))
+                model = build_model(model_config_for(dataset, fusion, **model_kwargs))
                 params = parameter_report(model).trainable
                 train_config = TrainConfig(**{**train_kwargs, "seed": seed})
                 start = time.perf_counter()
@@ -256,6 +261,7 @@ def _tune(config: TuneConfig, progress: Callable[[dict[str, Any]], None] | None)
         out_dir / "tune.json",
         {
             "dataset": dataset.name,
+            "preset": preset.name,
             "fusions": fusions,
             "trials": config.trials,
             "seeds": list(range(config.seeds)),
@@ -265,30 +271,27 @@ def _tune(config: TuneConfig, progress: Callable[[dict[str, Any]], None] | None)
             "sampler_seed": config.sampler_seed,
             "splits_read": ["train", "val"],
             "command": config.command,
-            "versions": _versions(),
+            "versions": versions(),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     )
     return TuneResult(out_dir=out_dir, trials=rows, best=best)
 
 
-def _criterion(model: Any, val: MultimodalDataset, dataset: MultimodalDataset, criterion: str) -> float:
-    """Score the fitted model on the validation split: plain NLL / MSE (no label smoothing) or a metric."""
-    if criterion in ("nll", "mse"):
-        preds = predict(model, val, task=dataset.task)
-        if preds.y_true is None:
-            raise DataError("The validation split has no labels to tune on.")
-        if criterion == "nll":
-            if preds.probs is None:
-                raise ValueError("The 'nll' criterion needs a classification task; use 'mse' or a metric name.")
-            picked = preds.probs[np.arange(len(preds.y_true)), preds.y_true.astype(np.int64)]
-            return float(-np.log(np.clip(picked, 1e-12, 1.0)).mean())
-        diff = np.asarray(preds.y_pred, dtype=np.float64) - np.asarray(preds.y_true, dtype=np.float64)
-        return float(np.mean(diff**2))
-    metrics = evaluate_model(model, val, dataset.task)
-    if metrics.get(criterion) is None:
-        scalar = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)))
+def _check_criterion(criterion: str, task: str) -> None:
+    """Refuse, before any training, a criterion that cannot be computed on this task's validation predictions."""
+    info = get_metric(criterion)
+    if not info.applies_to(task) or info.scorer is None:
+        choices = [n for n in list_metrics(task) if get_metric(n).scorer is not None]
         raise ValueError(
-            f"The tuning criterion {criterion!r} is not a validation metric; choose 'nll', 'mse' or one of {scalar}."
+            f"The tuning criterion {criterion!r} does not apply to this {task} data set; choose one of "
+            f"{', '.join(choices)}."
         )
-    return float(metrics[criterion])
+
+
+def _criterion(model: Any, val: MultimodalDataset, dataset: MultimodalDataset, criterion: str) -> float:
+    """Score the fitted model on the validation split with a registered metric (NLL without label smoothing...)."""
+    preds = predict(model, val, task=dataset.task)
+    if preds.y_true is None:
+        raise DataError("The validation split has no labels to tune on.")
+    return compute_metric(criterion, preds.y_true, preds.y_pred, preds.probs)

@@ -16,7 +16,7 @@ from mmfuse.train.checkpoint import load_pretrained, load_weights, save_weights
 from mmfuse.train.config import TrainConfig, monitor_mode
 from mmfuse.train.losses import IGNORE_INDEX, compute_loss, select_rows
 from mmfuse.train.lr_finder import LRFinderResult, find_lr, suggest_lr
-from mmfuse.train.predict import Predictions, evaluate_model, predict
+from mmfuse.train.predict import Predictions, evaluate_model, metrics_from_predictions, predict
 from mmfuse.train.schedules import ramp_factor
 from mmfuse.train.seeding import resolve_device, seed_everything
 from mmfuse.train.trainer import (
@@ -45,6 +45,7 @@ __all__ = [
     "frozen_parameters",
     "load_pretrained",
     "load_weights",
+    "metrics_from_predictions",
     "monitor_mode",
     "predict",
     "ramp_factor",

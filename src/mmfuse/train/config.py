@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MONITOR_MAX", "MONITOR_MIN", "TrainConfig", "monitor_mode"]
+from mmfuse.metrics import metric_info_for_column
+
+__all__ = ["TrainConfig", "monitor_mode"]
 
 SCHEDULERS: tuple[str, ...] = ("cosine", "onecycle", "plateau", "none")
 OPTIMIZERS: tuple[str, ...] = ("adamw",)
@@ -16,54 +18,28 @@ MODES: tuple[str, ...] = ("auto", "max", "min")
 RAMPS: tuple[str, ...] = ("constant", "linear", "cosine")
 AMP_MODES: tuple[str, ...] = ("auto", "off", "bf16", "fp16")
 
-MONITOR_MIN: frozenset[str] = frozenset({"loss", "mae", "mse", "rmse", "mape", "error"})
-"""Monitored quantities for which lower is better (names ending in ``loss`` or ``error`` are added)."""
-
-MONITOR_MAX: frozenset[str] = frozenset(
-    {
-        "accuracy",
-        "balanced_accuracy",
-        "f1_weighted",
-        "f1_macro",
-        "f1_micro",
-        "precision_weighted",
-        "precision_macro",
-        "recall_weighted",
-        "recall_macro",
-        "pearson",
-        "spearman",
-        "r2",
-        "ccc",
-        "auc",
-        "roc_auc",
-        "auroc",
-        "kappa",
-        "mcc",
-    }
-)
-"""Monitored quantities for which higher is better (names starting with ``f1``, ``accuracy``, ``precision``,
-``recall`` or ``auc`` are added)."""
-
 
 def monitor_mode(monitor: str) -> str:
-    """Return ``"min"`` or ``"max"``: the direction in which ``monitor`` improves.
+    """Return ``"min"`` or ``"max"``: the direction in which ``monitor`` improves, from the metric registry.
+
+    The name may carry a ``val_`` prefix. The direction is the registered metric's (:mod:`mmfuse.metrics`), the
+    one table every consumer reads; register a metric of your own with
+    :func:`mmfuse.metrics.register_metric`, or set ``TrainConfig.mode``.
 
     Raises:
-        ValueError: when the direction of an unknown name cannot be told; set ``TrainConfig.mode`` then.
+        ValueError: when ``monitor`` names no registered metric.
 
     Example:
         >>> monitor_mode("f1_weighted"), monitor_mode("mae"), monitor_mode("val_loss")
         ('max', 'min', 'min')
     """
-    name = monitor.removeprefix("val_")
-    if name in MONITOR_MIN or name.endswith(("loss", "error")):
-        return "min"
-    if name in MONITOR_MAX or name.startswith(("f1", "accuracy", "precision", "recall", "auc")):
-        return "max"
-    raise ValueError(
-        f"The 'mode' of TrainConfig cannot be inferred for monitor {monitor!r}: set mode='max' or mode='min'. "
-        f"Known lower-is-better names: {sorted(MONITOR_MIN)}; higher-is-better: {sorted(MONITOR_MAX)}."
-    )
+    try:
+        return metric_info_for_column(monitor).mode
+    except ValueError as exc:
+        raise ValueError(
+            f"The 'mode' of TrainConfig cannot be inferred for monitor {monitor!r}: set mode='max' or mode='min', "
+            f"or register the metric. {exc}"
+        ) from None
 
 
 def _fail(field_name: str, expected: str, got: Any) -> ValueError:

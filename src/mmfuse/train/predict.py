@@ -248,8 +248,8 @@ def predict(
 
 
 def metrics_from_predictions(predictions: Predictions, class_names: Any = None) -> dict[str, Any]:
-    """Apply :mod:`mmfuse.evaluate.metrics` to predictions with targets."""
-    from mmfuse.evaluate.metrics import classification_metrics, regression_metrics
+    """Apply :mod:`mmfuse.metrics` to predictions with targets."""
+    from mmfuse.metrics import classification_metrics, regression_metrics
 
     if predictions.y_true is None:
         raise ValueError("Metrics need targets, but the data have none (targets=None).")
@@ -274,8 +274,8 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Predict over ``data`` and compute the metrics of ``task``.
 
-    Classification uses :func:`mmfuse.evaluate.metrics.classification_metrics` (accuracy, F1, per-class scores,
-    confusion matrix); regression uses :func:`mmfuse.evaluate.metrics.regression_metrics` (MAE, RMSE, Pearson).
+    Classification uses :func:`mmfuse.metrics.classification_metrics` (accuracy, F1, per-class scores,
+    confusion matrix); regression uses :func:`mmfuse.metrics.regression_metrics` (MAE, RMSE, Pearson).
     Step-level data are scored over every real labelled step.
 
     Args:

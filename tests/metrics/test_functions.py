@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmfuse.evaluate.metrics import MetricAccumulator, classification_metrics, regression_metrics, summarize_runs
+from mmfuse.metrics import MetricAccumulator, classification_metrics, regression_metrics, summarize_runs
 
 # Imbalanced 3-class case (supports 6, 2, 2), worked out by hand:
 #   confusion (rows true, cols predicted) = [[5, 1, 0], [0, 1, 1], [1, 0, 1]]

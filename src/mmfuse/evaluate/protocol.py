@@ -1,0 +1,317 @@
+"""The evaluation protocol every experiment command shares: presets, the model of a row, normalisers, versions.
+
+``compare``, ``tune``, ``lr-find`` and ``analyze`` build their models and data the same way through these public
+functions, so a row of a comparison, a tuning trial and a learning-rate test of the same fusion on the same data
+set are the same model on the same normalised data:
+
+* :func:`preset_for` picks the data set's preset (registered beside the data set with
+  ``register_dataset(..., preset=...)``), keyed by the data set's identity, not its name alone;
+* :func:`settings_for` layers a preset, its per-fusion entry and the caller's overrides;
+* :func:`model_config_for` is the model of one row (every modality and a fusion, a modality subset, or a
+  unimodal baseline ``unimodal-<m>``);
+* :func:`fit_normalizers` fits the default normalisers on a training view only;
+* :func:`versions` and :func:`torch_threads` make runs reproducible and their thread use explicit.
+"""
+
+from __future__ import annotations
+
+import copy
+import platform
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmfuse._version import __version__
+from mmfuse.data import MultimodalDataset, dataset_preset, registered_name_of
+from mmfuse.fusion import list_fusions
+from mmfuse.models import ModelConfig
+from mmfuse.preprocess import ModalityNormalizers, default_normalizers
+
+__all__ = [
+    "UNIMODAL_PREFIX",
+    "Preset",
+    "fit_normalizers",
+    "model_config_for",
+    "preset_for",
+    "resolve_fusions",
+    "settings_for",
+    "torch_threads",
+    "versions",
+]
+
+UNIMODAL_PREFIX = "unimodal-"
+"""Run names ``unimodal-<modality>`` are the unimodal baselines: the same model on that modality alone."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Hyperparameters of a data set: model and training keyword arguments, and per-fusion entries over them.
+
+    Attributes:
+        name: What the run records as its preset: the data set's registered name, ``"defaults"`` (no preset:
+            the library defaults) or the file it was read from.
+        model: :class:`~mmfuse.models.ModelConfig` keyword arguments.
+        train: :class:`~mmfuse.train.TrainConfig` keyword arguments.
+        fusions: Fusion name -> ``{"model": {...}, "train": {...}}`` applied over ``model`` / ``train``.
+
+    Example:
+        >>> p = Preset("mine", model={"hidden": 16}, fusions={"gated": {"model": {"hidden": 8}}})
+        >>> p.settings("gated"), p.settings("concat")
+        (({'hidden': 8}, {}), ({'hidden': 16}, {}))
+    """
+
+    name: str
+    model: Mapping[str, Any] = field(default_factory=dict)
+    train: Mapping[str, Any] = field(default_factory=dict)
+    fusions: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, name: str, data: Mapping[str, Any]) -> Preset:
+        """Build a preset from ``{"model": ..., "train": ..., "fusions": ...}``; unknown keys are refused.
+
+        Raises:
+            ValueError: naming the unknown key and the valid ones.
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"The preset {name!r} must be a mapping. Got {type(data).__name__}.")
+        unknown = sorted(set(data) - {"model", "train", "fusions"})
+        if unknown:
+            raise ValueError(f"The preset {name!r} has unknown keys {unknown}; valid keys: fusions, model, train.")
+        fusions = data.get("fusions", {}) or {}
+        for fusion, entry in fusions.items():
+            if not isinstance(entry, Mapping) or set(entry) - {"model", "train"}:
+                raise ValueError(
+                    f"The preset {name!r}: the entry of fusion {fusion!r} must hold only 'model' and 'train'."
+                )
+        return cls(
+            name=name,
+            model=copy.deepcopy(dict(data.get("model", {}) or {})),
+            train=copy.deepcopy(dict(data.get("train", {}) or {})),
+            fusions=copy.deepcopy({str(k): dict(v) for k, v in fusions.items()}),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return ``{"model", "train"[, "fusions"]}`` as plain, JSON-safe dicts."""
+        out: dict[str, Any] = {"model": copy.deepcopy(dict(self.model)), "train": copy.deepcopy(dict(self.train))}
+        if self.fusions:
+            out["fusions"] = copy.deepcopy({k: dict(v) for k, v in self.fusions.items()})
+        return out
+
+    def settings(self, fusion: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The model and training keyword arguments for ``fusion``: the preset, then its entry for the fusion."""
+        specific = self.fusions.get(fusion, {}) if fusion is not None else {}
+        return (
+            {**copy.deepcopy(dict(self.model)), **copy.deepcopy(dict(specific.get("model", {})))},
+            {**copy.deepcopy(dict(self.train)), **copy.deepcopy(dict(specific.get("train", {})))},
+        )
+
+
+def preset_for(dataset: MultimodalDataset) -> Preset:
+    """Return the preset of ``dataset``: the one registered with it, or ``Preset("defaults")``.
+
+    A preset belongs to the data set a registered builder wrote, so a user's folder that carries a built-in's
+    name gets the defaults, not the built-in's hyperparameters (:func:`mmfuse.data.registered_name_of`).
+
+    Example:
+        >>> from mmfuse.data import load_dataset
+        >>> p = preset_for(load_dataset("basic-motions"))
+        >>> p.name, p.train["monitor"]
+        ('basic-motions', 'loss')
+    """
+    name = registered_name_of(dataset)
+    registered = dataset_preset(name) if name is not None else None
+    if name is None or registered is None:
+        return Preset("defaults")
+    return Preset.from_dict(name, registered)
+
+
+def settings_for(
+    preset: Preset,
+    fusion: str | None,
+    *,
+    model_overrides: Mapping[str, Any] | None = None,
+    train_overrides: Mapping[str, Any] | None = None,
+    epochs: int | None = None,
+    device: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Model and training keyword arguments: the preset, its per-fusion entry, then the overrides.
+
+    ``epochs`` overrides the number of epochs; ``device`` is the training device unless a layer above set one.
+
+    Example:
+        >>> settings_for(Preset("p", train={"epochs": 9, "lr": 0.1}), "concat", epochs=2, device="cpu")
+        ({}, {'epochs': 2, 'lr': 0.1, 'device': 'cpu'})
+    """
+    base_model, base_train = preset.settings(fusion)
+    model_kwargs = {**base_model, **copy.deepcopy(dict(model_overrides or {}))}
+    train_kwargs = {**base_train, **copy.deepcopy(dict(train_overrides or {}))}
+    if epochs is not None:
+        train_kwargs["epochs"] = epochs
+    if device is not None:
+        train_kwargs.setdefault("device", device)
+    return model_kwargs, train_kwargs
+
+
+def resolve_fusions(names: Sequence[str], modalities: Sequence[str] | None = None) -> list[str]:
+    """Expand ``"all"`` / ``"unimodal"`` and check every name against the fusion registry.
+
+    ``"all"`` means every registered fusion followed by the unimodal baselines ``unimodal-<m>`` (one per
+    modality, when ``modalities`` is given); ``"unimodal"`` means the unimodal baselines alone. A baseline name
+    is checked against ``modalities`` when they are given, else only its form is checked.
+
+    Raises:
+        ValueError: naming the unknown fusion or modality and listing the valid ones, or when the names
+            select nothing (empty, or only commas).
+
+    Example:
+        >>> names = resolve_fusions(["all"], modalities=["audio", "text"])
+        >>> "concat" in names, names[-2:]
+        (True, ['unimodal-audio', 'unimodal-text'])
+        >>> resolve_fusions(["gated,unimodal-text"], modalities=["audio", "text"])
+        ['gated', 'unimodal-text']
+    """
+    valid = list_fusions()
+    baselines = [f"{UNIMODAL_PREFIX}{m}" for m in sorted(modalities)] if modalities is not None else []
+    out: list[str] = []
+    for name in names:
+        for part in str(name).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if part == "all":
+                out.extend([*valid, *baselines])
+            elif part == "unimodal":
+                out.extend(baselines)
+            elif part.startswith(UNIMODAL_PREFIX):
+                modality = part.removeprefix(UNIMODAL_PREFIX)
+                if not modality or (modalities is not None and modality not in modalities):
+                    choices = ", ".join(baselines) if baselines else "unimodal-<modality>"
+                    raise ValueError(f"Unknown unimodal baseline {part!r}: the data set's baselines are {choices}.")
+                out.append(part)
+            elif part not in valid:
+                raise ValueError(
+                    f"Unknown fusion {part!r}. Valid names: {', '.join(valid)} (or 'all', 'unimodal', "
+                    "'unimodal-<modality>')."
+                )
+            else:
+                out.append(part)
+    if not out:
+        raise ValueError(
+            f"The fusion names {list(names)!r} select no fusion. Name at least one: {', '.join(valid)}, "
+            "'all', 'unimodal' or 'unimodal-<modality>'."
+        )
+    return list(dict.fromkeys(out))  # the first occurrence of each name, in order
+
+
+def model_config_for(
+    dataset: MultimodalDataset,
+    fusion: str,
+    *,
+    modalities: Sequence[str] | None = None,
+    **overrides: Any,
+) -> ModelConfig:
+    """The model of one comparison row: the data set's modalities (or ``modalities``) fused by ``fusion``.
+
+    ``unimodal-<m>`` is the unimodal baseline: the same model on modality ``m`` alone (a one-input ``concat``,
+    without modality dropout). The data set's categorical context sizes are filled in unless given.
+
+    Args:
+        dataset: The data set (its modalities, task and context vocabulary are read).
+        fusion: A registered fusion name or ``unimodal-<modality>``.
+        modalities: Use only these modalities of the data set (default: all of them).
+        **overrides: :class:`~mmfuse.models.ModelConfig` keyword arguments (a preset's, then the user's).
+
+    Raises:
+        ValueError: for a modality the data set does not have.
+
+    Example:
+        >>> from mmfuse.data import load_dataset
+        >>> cfg = model_config_for(load_dataset("basic-motions"), "unimodal-gyroscope", hidden=16)
+        >>> cfg.fusion, cfg.modality_dims, cfg.hidden
+        ('concat', {'gyroscope': 3}, 16)
+    """
+    task = dataset.task
+    dims = {m: s.dim for m, s in dataset.modalities.items()}
+    if modalities is not None:
+        unknown = [m for m in modalities if m not in dims]
+        if unknown:
+            raise ValueError(
+                f"Unknown modality {unknown[0]!r} of data set {dataset.name!r}. Its modalities: {sorted(dims)}."
+            )
+        dims = {m: dims[m] for m in sorted(set(modalities))}
+    kwargs = dict(overrides)
+    if fusion.startswith(UNIMODAL_PREFIX):
+        modality = fusion.removeprefix(UNIMODAL_PREFIX)
+        if modality not in dims:
+            raise ValueError(f"Unknown unimodal baseline {fusion!r}: the modalities in use are {sorted(dims)}.")
+        dims = {modality: dims[modality]}
+        fusion = "concat"  # one modality: the fusion is a projection, the rest of the model is unchanged
+        kwargs.pop("fusion_kwargs", None)
+        kwargs["modality_dropout"] = 0.0
+    vocab = getattr(dataset, "context_vocab", {}) or {}
+    if vocab and "context_sizes" not in kwargs:
+        kwargs["context_sizes"] = {k: len(v) for k, v in vocab.items()}
+    return ModelConfig(
+        modality_dims=dims,
+        out_dim=task.out_dim,
+        task=task.type.value,
+        label_level=task.level.value,
+        fusion=fusion,
+        **kwargs,
+    )
+
+
+def fit_normalizers(train_view: MultimodalDataset) -> ModalityNormalizers:
+    """Fit the default normaliser of every modality on the training view only (never on validation or test).
+
+    Example:
+        >>> from mmfuse.data import load_dataset
+        >>> norms = fit_normalizers(load_dataset("basic-motions").split("train"))
+        >>> sorted(norms)
+        ['accelerometer', 'gyroscope']
+    """
+    return default_normalizers(train_view.modalities).fit(train_view)
+
+
+def versions() -> dict[str, str]:
+    """The versions a run records: mmfuse, torch, NumPy, Python and the platform.
+
+    Example:
+        >>> sorted(versions())
+        ['mmfuse', 'numpy', 'platform', 'python', 'torch']
+    """
+    return {
+        "mmfuse": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(n)`` and restore the previous count after it (``None``: as is).
+
+    Example:
+        >>> before = torch.get_num_threads()
+        >>> with torch_threads(1):
+        ...     torch.get_num_threads()
+        1
+        >>> torch.get_num_threads() == before
+        True
+    """
+    previous = torch.get_num_threads()
+    if n is not None:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"The thread count of torch_threads must be a positive integer or None. Got {n!r}.")
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

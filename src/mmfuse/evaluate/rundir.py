@@ -1,0 +1,305 @@
+"""The run directory of a comparison as an object: where every file lives, and validated reading of them.
+
+Every writer and reader of a run (``compare``, ``tune``'s trials, the report, the analysis) goes through
+:class:`RunDir` instead of writing path literals, so the layout is defined once::
+
+    RUN/
+      run.json            what ran: data set, fusions, seeds, resolved settings, preset, versions, times
+      config.yaml         the resolved experiment file: `mmfuse compare --config RUN/config.yaml` reruns it
+      results.csv         one row per fusion x seed (test metrics, parameters, time, best epoch)
+      summary.csv         mean and std per fusion, best first
+      summary.md          the comparison in Markdown
+      report.html         the self-contained report
+      models/<fusion>-seed<k>/   model.safetensors, config.json, normalisers, history, test metrics, result.json
+      analysis/           written by `mmfuse analyze` (tables, figures, sections.json, summary.md)
+      final_results.csv   written by `mmfuse analyze` (every metric per run)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mmfuse._io import atomic_write_csv, atomic_write_json
+from mmfuse.errors import DataError
+
+__all__ = ["RunDir"]
+
+_SEED_DIR = re.compile(r"^(?P<fusion>.+)-seed(?P<seed>\d+)$")
+
+
+class RunDir:
+    """One comparison's run directory (it need not exist yet).
+
+    Args:
+        path: The directory.
+
+    Example:
+        >>> run = RunDir("runs/bm")
+        >>> run.model_dir("concat", 0).as_posix(), run.results_csv.name
+        ('runs/bm/models/concat-seed0', 'results.csv')
+    """
+
+    RUN_JSON = "run.json"
+    CONFIG_YAML = "config.yaml"
+    RESULTS_CSV = "results.csv"
+    SUMMARY_CSV = "summary.csv"
+    SUMMARY_MD = "summary.md"
+    REPORT_HTML = "report.html"
+    MODELS_DIR = "models"
+    ANALYSIS_DIR = "analysis"
+    FINAL_RESULTS_CSV = "final_results.csv"
+    NORMALIZERS_DIR = "normalizers"
+    RESULT_JSON = "result.json"
+    HISTORY_JSON = "history.json"
+    TEST_METRICS_JSON = "test_metrics.json"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._aside: Path | None = None  # the previous run, moved aside by prepare(overwrite=True)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    # ------------------------------------------------------------------------------------------- the layout
+    @property
+    def run_json(self) -> Path:
+        """``run.json``: what ran and how."""
+        return self.path / self.RUN_JSON
+
+    @property
+    def config_yaml(self) -> Path:
+        """``config.yaml``: the resolved experiment file that reruns the comparison."""
+        return self.path / self.CONFIG_YAML
+
+    @property
+    def results_csv(self) -> Path:
+        """``results.csv``: one row per fusion x seed."""
+        return self.path / self.RESULTS_CSV
+
+    @property
+    def summary_csv(self) -> Path:
+        """``summary.csv``: mean and std per fusion."""
+        return self.path / self.SUMMARY_CSV
+
+    @property
+    def summary_md(self) -> Path:
+        """``summary.md``: the comparison in Markdown."""
+        return self.path / self.SUMMARY_MD
+
+    @property
+    def report_html(self) -> Path:
+        """``report.html``: the report."""
+        return self.path / self.REPORT_HTML
+
+    @property
+    def models_dir(self) -> Path:
+        """``models/``: one model directory per fusion x seed."""
+        return self.path / self.MODELS_DIR
+
+    @property
+    def analysis_dir(self) -> Path:
+        """``analysis/``: what ``mmfuse analyze`` writes."""
+        return self.path / self.ANALYSIS_DIR
+
+    @property
+    def final_results_csv(self) -> Path:
+        """``final_results.csv``: every metric per run, written by the analysis."""
+        return self.path / self.FINAL_RESULTS_CSV
+
+    @property
+    def normalizers_dir(self) -> Path:
+        """``normalizers/``: the shared fitted normalisers handed to worker processes (``--jobs``)."""
+        return self.path / self.NORMALIZERS_DIR
+
+    def model_dir(self, fusion: str, seed: int) -> Path:
+        """``models/<fusion>-seed<seed>/``."""
+        return self.models_dir / f"{fusion}-seed{int(seed)}"
+
+    def result_json(self, fusion: str, seed: int) -> Path:
+        """``models/<fusion>-seed<seed>/result.json``: the results row of a finished run."""
+        return self.model_dir(fusion, seed) / self.RESULT_JSON
+
+    # ------------------------------------------------------------------------------------------------ state
+    def exists(self) -> bool:
+        """Whether the directory exists and holds anything."""
+        return self.path.is_dir() and any(self.path.iterdir())
+
+    def is_run(self) -> bool:
+        """Whether the directory holds a ``run.json`` (a comparison was started here)."""
+        return self.run_json.is_file()
+
+    def runs(self) -> list[tuple[str, int]]:
+        """The ``(fusion, seed)`` of every model directory, in ``run.json``'s fusion order, then by seed.
+
+        Example:
+            >>> RunDir("no/such/run").runs()
+            []
+        """
+        if not self.models_dir.is_dir():
+            return []
+        found: list[tuple[str, int]] = []
+        for child in self.models_dir.iterdir():
+            match = _SEED_DIR.match(child.name)
+            if child.is_dir() and match:
+                found.append((match["fusion"], int(match["seed"])))
+        order: list[str] = []
+        if self.is_run():
+            fusions = self.read_meta().get("fusions")
+            order = [str(f) for f in fusions] if isinstance(fusions, list) else []
+        rank = {name: i for i, name in enumerate(order)}
+        return sorted(found, key=lambda fs: (rank.get(fs[0], len(rank)), fs[0], fs[1]))
+
+    # ---------------------------------------------------------------------------------------------- reading
+    def _require(self, path: Path, what: str) -> None:
+        if not self.path.is_dir():
+            raise DataError(f"The run directory '{self.path}' does not exist or is not a directory.")
+        if not path.is_file():
+            raise DataError(
+                f"The {what} '{path}' of the run does not exist. Pass a directory `mmfuse compare` wrote "
+                f"(it holds {self.RUN_JSON} and {self.RESULTS_CSV})."
+            )
+
+    def read_meta(self) -> dict[str, Any]:
+        """Return ``run.json`` as a dict.
+
+        Raises:
+            DataError: when it is missing, not JSON or not a JSON object (the file is named).
+        """
+        self._require(self.run_json, "run description")
+        return _read_json_object(self.run_json, "run description")
+
+    def read_results(self) -> pd.DataFrame:
+        """Return ``results.csv``: ``fusion`` as text, ``seed`` as int, one row per run.
+
+        Raises:
+            DataError: when it is missing, empty, unparsable, lacks ``fusion``/``seed`` or has a non-integer seed.
+        """
+        path = self.results_csv
+        self._require(path, "results table")
+        try:
+            # Fusion names are user input: read them verbatim ("NA" or "1" must stay a name, not NaN or an int).
+            results = pd.read_csv(path, converters={"fusion": str})
+        except pd.errors.EmptyDataError as exc:
+            raise DataError(f"The results table '{path}' is empty: it has no header and no rows.") from exc
+        except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+            raise DataError(f"The results table '{path}' could not be parsed as CSV: {exc}.") from exc
+        missing = [c for c in ("fusion", "seed") if c not in results.columns]
+        if missing:
+            raise DataError(
+                f"The results table '{path}' must have the columns 'fusion' and 'seed'. "
+                f"Got the columns {list(results.columns)} instead."
+            )
+        if results.empty:
+            raise DataError(f"The results table '{path}' has a header but no rows: the compare run recorded nothing.")
+        results["fusion"] = results["fusion"].astype(str)
+        seeds = pd.to_numeric(results["seed"], errors="coerce")
+        if seeds.isna().any() or (seeds != seeds.round()).any():
+            raise DataError(
+                f"The 'seed' column of the results table '{path}' must hold integers. Got {results['seed'].tolist()}."
+            )
+        results["seed"] = seeds.astype(int)
+        return results
+
+    def read_result(self, fusion: str, seed: int) -> dict[str, Any]:
+        """Return the ``result.json`` of one finished run (NaN where it holds null).
+
+        Raises:
+            DataError: when it is missing, not JSON, or not a row of this fusion and seed.
+        """
+        path = self.result_json(fusion, seed)
+        if not path.is_file():
+            raise DataError(f"The run {fusion} seed {seed} has no '{path}'.")
+        row = _read_json_object(path, "run result")
+        if row.get("fusion") != fusion or row.get("seed") != seed:
+            raise DataError(
+                f"The run result '{path}' belongs to fusion {row.get('fusion')!r} seed {row.get('seed')!r}, not to "
+                f"{fusion!r} seed {seed}: the file was moved or edited."
+            )
+        return {k: (float("nan") if v is None else v) for k, v in row.items()}
+
+    # ---------------------------------------------------------------------------------------------- writing
+    def write_meta(self, meta: Mapping[str, Any]) -> Path:
+        """Write ``run.json`` atomically."""
+        return atomic_write_json(self.run_json, dict(meta))
+
+    def write_results(self, rows: Sequence[Mapping[str, Any]]) -> Path:
+        """Write ``results.csv`` atomically."""
+        return atomic_write_csv(self.results_csv, rows)
+
+    def write_summary(self, rows: Sequence[Mapping[str, Any]]) -> Path:
+        """Write ``summary.csv`` atomically."""
+        return atomic_write_csv(self.summary_csv, rows)
+
+    def write_result(self, fusion: str, seed: int, row: Mapping[str, Any]) -> Path:
+        """Write the ``result.json`` of a finished run atomically (the marker ``--resume`` reuses)."""
+        return atomic_write_json(self.result_json(fusion, seed), dict(row))
+
+    # ----------------------------------------------------------------------------------- starting a new run
+    def prepare(self, *, resume: bool = False, overwrite: bool = False) -> RunDir:
+        """Make the directory ready for a new run: one run directory holds one run.
+
+        * A missing or empty directory is created.
+        * ``resume``: an existing run directory is kept as it is (the caller checks what it reuses).
+        * ``overwrite``: an existing directory is moved aside, the new run starts in an empty one, and the old
+          one is deleted only by :meth:`commit` once the new run has finished; a failed run restores it with
+          :meth:`rollback`.
+        * Otherwise an existing, non-empty directory is refused.
+
+        Raises:
+            FileExistsError: an existing non-empty directory without ``resume`` or ``overwrite``.
+            NotADirectoryError: the path is a file.
+            ValueError: both ``resume`` and ``overwrite``.
+        """
+        if resume and overwrite:
+            raise ValueError("Choose one of resume (continue the run in the directory) and overwrite (replace it).")
+        if self.path.exists() and not self.path.is_dir():
+            raise NotADirectoryError(f"The run directory '{self.path}' exists and is a file, not a directory.")
+        self._aside = None
+        if self.exists() and not resume:
+            if not overwrite:
+                what = "a run" if self.is_run() else "files"
+                raise FileExistsError(
+                    f"The run directory '{self.path}' already holds {what}. A run directory holds one run: pass "
+                    "--resume to continue it, --overwrite to replace it, or another --out."
+                )
+            self._aside = self.path.with_name(f".{self.path.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(self.path, self._aside)
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def commit(self) -> None:
+        """Delete the directory :meth:`prepare` moved aside for ``overwrite`` (the new run is complete)."""
+        aside = self._aside
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+            self._aside = None
+
+    def rollback(self) -> None:
+        """Put back the directory :meth:`prepare` moved aside, dropping the failed new run; without one, no-op."""
+        aside = self._aside
+        if aside is not None and aside.is_dir():
+            shutil.rmtree(self.path, ignore_errors=True)
+            os.replace(aside, self.path)
+            self._aside = None
+
+
+def _read_json_object(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise DataError(f"The {what} '{path}' is not valid JSON: {exc}.") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"The {what} '{path}' must hold a JSON object. Got a {type(data).__name__} instead.")
+    return data

@@ -1,0 +1,415 @@
+"""Classification metrics: pure functions of labels (and class probabilities), and their registry entries.
+
+The maths is scikit-learn's where it has it (accuracy, F1, top-k accuracy, log loss, ROC-AUC, Brier score);
+this module adds the input checks, fixed label sets (every class ``0 .. C-1`` counts, also when absent from the
+data) and explicit undefined values: a metric that is 0/0 returns NaN, and :func:`classification_metrics` says
+why in its ``notes`` list.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import log_loss as sk_log_loss
+
+from mmfuse.metrics._checks import as_labels, as_probs, same_length
+from mmfuse.metrics.registry import register_metric
+
+__all__ = [
+    "accuracy",
+    "brier_score",
+    "classification_metrics",
+    "expected_calibration_error",
+    "f1_macro",
+    "f1_weighted",
+    "log_loss",
+    "roc_auc",
+    "top_k_accuracy",
+]
+
+_CLASSIFICATION = ("classification",)
+
+
+def _pair(owner: str, y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
+    yt = as_labels(owner, "y_true", y_true)
+    yp = as_labels(owner, "y_pred", y_pred)
+    same_length(owner, yt, yp)
+    return yt, yp
+
+
+def _with_probs(owner: str, y_true: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
+    yt = as_labels(owner, "y_true", y_true)
+    if yt.shape[0] == 0:
+        raise ValueError(f"{owner} needs at least one sample; y_true is empty.")
+    p = as_probs(owner, probs, yt.shape[0])
+    bad = np.flatnonzero((yt < 0) | (yt >= p.shape[1]))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"The 'y_true' parameter of {owner} holds label {int(yt[i])} at index {i}, outside the "
+            f"{p.shape[1]} classes of 'probs'."
+        )
+    return yt, p
+
+
+def accuracy(y_true: Any, y_pred: Any) -> float:
+    """Fraction of samples whose predicted class is the true one.
+
+    Example:
+        >>> accuracy([0, 1, 1, 2], [0, 1, 2, 2])
+        0.75
+    """
+    yt, yp = _pair("accuracy", y_true, y_pred)
+    return float(accuracy_score(yt, yp))
+
+
+def f1_weighted(y_true: Any, y_pred: Any) -> float:
+    """F1 per class averaged with the classes' supports as weights (a class never present weighs nothing).
+
+    A class that is never predicted has F1 0 (its precision is 0/0, counted as 0, scikit-learn's
+    ``zero_division=0``).
+
+    Example:
+        >>> round(f1_weighted([0, 0, 1, 1], [0, 1, 1, 1]), 4)
+        0.7333
+    """
+    yt, yp = _pair("f1_weighted", y_true, y_pred)
+    return float(f1_score(yt, yp, average="weighted", zero_division=0.0))
+
+
+def f1_macro(y_true: Any, y_pred: Any) -> float:
+    """Unweighted mean of the per-class F1 over the classes that occur in ``y_true`` or ``y_pred``.
+
+    Example:
+        >>> round(f1_macro([0, 0, 1, 1], [0, 1, 1, 1]), 4)
+        0.7333
+    """
+    yt, yp = _pair("f1_macro", y_true, y_pred)
+    return float(f1_score(yt, yp, labels=np.union1d(yt, yp), average="macro", zero_division=0.0))
+
+
+def top_k_accuracy(y_true: Any, probs: Any, k: int = 3) -> float:
+    """Fraction of samples whose true class is among the ``k`` most probable classes.
+
+    With ``k >= C`` every sample counts as a hit (1.0), as in scikit-learn's ``top_k_accuracy_score``; ties in
+    probability are broken as scikit-learn breaks them.
+
+    Args:
+        y_true: ``[n]`` true class indices.
+        probs: ``[n, C]`` class probabilities.
+        k: How many of the most probable classes count.
+
+    Example:
+        >>> top_k_accuracy([0, 1, 2], [[0.5, 0.3, 0.2], [0.6, 0.3, 0.1], [0.7, 0.2, 0.1]], k=2)
+        0.6666666666666666
+    """
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"The 'k' parameter of top_k_accuracy must be a positive integer. Got {k!r}.")
+    yt, p = _with_probs("top_k_accuracy", y_true, probs)
+    n_classes = p.shape[1]
+    if k >= n_classes:
+        return 1.0
+    if n_classes == 2:  # k == 1: the arg-max
+        return float(np.mean(p.argmax(axis=1) == yt))
+    from sklearn.metrics import top_k_accuracy_score
+
+    return float(top_k_accuracy_score(yt, p, k=k, labels=np.arange(n_classes)))
+
+
+def log_loss(y_true: Any, probs: Any) -> float:
+    """Mean negative log-likelihood of the true class (natural log), scikit-learn's ``log_loss``.
+
+    NaN with a single class (there is nothing to predict).
+
+    Example:
+        >>> round(log_loss([0, 1], [[0.8, 0.2], [0.4, 0.6]]), 4)
+        0.367
+    """
+    yt, p = _with_probs("log_loss", y_true, probs)
+    if p.shape[1] < 2:
+        return math.nan
+    return float(sk_log_loss(yt, p, labels=np.arange(p.shape[1])))
+
+
+def brier_score(y_true: Any, probs: Any) -> float:
+    """Mean over samples of the squared distance between ``probs`` and the one-hot truth, summed over classes.
+
+    The multi-class form, in [0, 2]: scikit-learn's ``brier_score_loss(..., scale_by_half=False)``. For two
+    classes it is twice the binary Brier score of the positive class.
+
+    Example:
+        >>> brier_score([0, 1], [[1.0, 0.0], [0.5, 0.5]])
+        0.25
+    """
+    yt, p = _with_probs("brier_score", y_true, probs)
+    onehot = np.zeros_like(p)
+    onehot[np.arange(yt.shape[0]), yt] = 1.0
+    return float(((p - onehot) ** 2).sum(axis=1).mean())
+
+
+def _calibration_bins(conf: np.ndarray, n_bins: int, adaptive: bool) -> np.ndarray:
+    if not adaptive:
+        return np.linspace(0.0, 1.0, n_bins + 1)
+    edges = np.quantile(conf, np.linspace(0.0, 1.0, n_bins + 1))  # equal mass; ties collapse
+    edges[0], edges[-1] = 0.0, 1.0
+    return np.unique(edges)
+
+
+def expected_calibration_error(y_true: Any, probs: Any, n_bins: int = 15, *, adaptive: bool = False) -> float:
+    """Expected calibration error of the top-class confidence: the count-weighted mean |accuracy - confidence|.
+
+    Bins are equal-width over [0, 1] and right-closed (``(a, b]``, the first one also holds 0), or equal-mass
+    (quantiles of the confidence) with ``adaptive=True``. torchmetrics' ``MulticlassCalibrationError`` with
+    ``norm="l1"`` gives the same value unless a confidence falls exactly on a bin edge (its bins are left-closed).
+
+    Args:
+        y_true: ``[n]`` true class indices.
+        probs: ``[n, C]`` class probabilities.
+        n_bins: Number of bins.
+        adaptive: Equal-mass bins instead of equal-width ones.
+
+    Example:
+        >>> expected_calibration_error([0, 0, 0, 1], [[0.75, 0.25]] * 4)
+        0.0
+    """
+    if not isinstance(n_bins, int) or isinstance(n_bins, bool) or n_bins < 1:
+        raise ValueError(
+            f"The 'n_bins' parameter of expected_calibration_error must be a positive integer. Got {n_bins!r}."
+        )
+    yt, p = _with_probs("expected_calibration_error", y_true, probs)
+    conf = p.max(axis=1)  # [n]
+    correct = (p.argmax(axis=1) == yt).astype(np.float64)  # [n]
+    edges = _calibration_bins(conf, n_bins, adaptive)
+    k = len(edges) - 1
+    idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, k - 1)  # right-closed bins (a, b]
+    count = np.bincount(idx, minlength=k).astype(np.float64)
+    gap = np.abs(np.bincount(idx, weights=correct, minlength=k) - np.bincount(idx, weights=conf, minlength=k))
+    return float(gap.sum() / count.sum())  # sum over bins of count * |acc - conf| / n
+
+
+def roc_auc(y_true: Any, probs: Any) -> float:
+    """Area under the ROC curve: binary, or the one-vs-rest macro average over classes.
+
+    NaN unless every class occurs in ``y_true`` (a class without positives has no ROC curve) and there are at
+    least two classes.
+
+    Example:
+        >>> roc_auc([0, 0, 1, 1], [[0.9, 0.1], [0.6, 0.4], [0.65, 0.35], [0.2, 0.8]])
+        0.75
+    """
+    yt, p = _with_probs("roc_auc", y_true, probs)
+    n_classes = p.shape[1]
+    if n_classes < 2 or np.setdiff1d(np.arange(n_classes), yt).size:
+        return math.nan
+    if n_classes == 2:
+        return float(roc_auc_score(yt, p[:, 1]))
+    return float(roc_auc_score(yt, p, multi_class="ovr", average="macro", labels=np.arange(n_classes)))
+
+
+def classification_metrics(
+    y_true: Any,
+    y_pred: Any,
+    class_names: Sequence[str] | None = None,
+    *,
+    probs: Any = None,
+) -> dict[str, Any]:
+    """Accuracy, F1 (weighted and macro), per-class precision/recall/F1 and the confusion matrix.
+
+    Every class ``0 .. C-1`` appears in ``per_class`` and in the ``C x C`` confusion matrix, also when the data
+    holds none of it. Precision or recall of a class that is never predicted or never present is 0 (its ratio
+    is 0/0). ``f1_weighted`` weights classes by their support, so absent classes do not count. ``f1_macro``
+    is the unweighted mean over the classes that occur in ``y_true`` or ``y_pred`` (scikit-learn's choice);
+    when that is fewer than ``C`` a note says so.
+
+    Args:
+        y_true: ``[n]`` true class indices (int, bool, or whole-number floats; numpy or torch).
+        y_pred: ``[n]`` predicted class indices.
+        class_names: Class index -> name. If None, ``C`` is ``probs.shape[1]`` when ``probs`` is given, else
+            the largest label + 1, and the names are ``"0"``, ``"1"``, ...
+        probs: Optional ``[n, C]`` predicted class probabilities (rows summing to 1). Adds ``log_loss`` and
+            ``roc_auc`` (one-vs-rest macro average; NaN with a note unless every class occurs in ``y_true``).
+
+    Returns:
+        ``n``, ``accuracy``, ``f1_weighted``, ``f1_macro``, ``class_names``, ``per_class`` (name ->
+        ``precision``, ``recall``, ``f1``, ``support``), ``confusion_matrix`` (list of rows; row = true class,
+        column = predicted class), ``notes`` (list of strings), and ``log_loss``/``roc_auc`` when ``probs`` is
+        given.
+
+    Raises:
+        ValueError: on empty input, different lengths (both are named), labels outside ``[0, C)``, duplicate
+            class names, or ``probs`` of the wrong shape, with values outside [0, 1] or rows not summing to 1.
+
+    Example:
+        >>> m = classification_metrics([0, 0, 1, 1], [0, 1, 1, 1], ["cat", "dog"])
+        >>> m["accuracy"], m["confusion_matrix"]
+        (0.75, [[1, 1], [0, 2]])
+        >>> m["per_class"]["dog"]
+        {'precision': 0.6666666666666666, 'recall': 1.0, 'f1': 0.8, 'support': 2}
+    """
+    owner = "classification_metrics"
+    yt, yp = _pair(owner, y_true, y_pred)
+    n = int(yt.shape[0])
+    P = None if probs is None else as_probs(owner, probs, n)
+    if class_names is not None:
+        names = [str(c) for c in class_names]
+        if len(set(names)) != len(names):
+            raise ValueError(f"The 'class_names' parameter of classification_metrics has duplicates: {names}.")
+        n_classes = len(names)
+    else:
+        n_classes = int(P.shape[1]) if P is not None else int(max(yt.max(), yp.max())) + 1
+        names = [str(i) for i in range(n_classes)]
+    if n_classes == 0:
+        raise ValueError("classification_metrics needs at least one class; 'class_names' is empty.")
+    for arg, arr in (("y_true", yt), ("y_pred", yp)):
+        bad = np.flatnonzero((arr < 0) | (arr >= n_classes))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"The '{arg}' parameter of classification_metrics holds label {int(arr[i])} at index {i}, outside "
+                f"the {n_classes} classes [0, {n_classes})."
+            )
+    if P is not None and P.shape[1] != n_classes:
+        raise ValueError(
+            f"The 'probs' parameter of classification_metrics must have C={n_classes} columns (one per class). "
+            f"Got shape {P.shape}."
+        )
+
+    labels = np.arange(n_classes)
+    notes: list[str] = []
+    precision, recall, f1, support = precision_recall_fscore_support(
+        yt, yp, labels=labels, average=None, zero_division=0.0
+    )
+    present = np.union1d(yt, yp)
+    if present.size < n_classes:
+        notes.append(
+            f"f1_macro averages over the {present.size} of {n_classes} classes that occur in y_true or y_pred."
+        )
+    out: dict[str, Any] = {
+        "n": n,
+        "accuracy": accuracy(yt, yp),
+        "f1_weighted": f1_weighted(yt, yp),
+        "f1_macro": f1_macro(yt, yp),
+        "class_names": names,
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(names)
+        },
+        "confusion_matrix": confusion_matrix(yt, yp, labels=labels).astype(int).tolist(),
+    }
+    if P is not None:
+        if n_classes < 2:
+            notes.append("log_loss and roc_auc are nan: they need at least two classes.")
+        else:
+            missing = np.setdiff1d(labels, yt)
+            if missing.size:
+                notes.append(f"roc_auc is nan: classes {missing.tolist()} never occur in y_true.")
+        out["log_loss"] = log_loss(yt, P)
+        out["roc_auc"] = roc_auc(yt, P)
+    out["notes"] = notes
+    return out
+
+
+def _register() -> None:
+    def hard(fn: Any) -> Any:
+        return lambda t, p, _probs: fn(t, p)
+
+    def soft(fn: Any, **kw: Any) -> Any:
+        return lambda t, _p, probs: fn(t, probs, **kw)
+
+    unit01 = (0.0, 1.0)
+    register_metric(
+        "accuracy",
+        label="accuracy",
+        higher_is_better=True,
+        tasks=_CLASSIFICATION,
+        bounds=unit01,
+        unit="fraction correct",
+        description="Fraction of samples whose predicted class is the true one.",
+        scorer=hard(accuracy),
+    )
+    register_metric(
+        "f1_weighted",
+        label="weighted F1",
+        higher_is_better=True,
+        tasks=_CLASSIFICATION,
+        bounds=unit01,
+        unit="0–1",
+        description="Per-class F1 averaged with class supports as weights (scikit-learn average='weighted').",
+        scorer=hard(f1_weighted),
+    )
+    register_metric(
+        "f1_macro",
+        label="macro F1",
+        higher_is_better=True,
+        tasks=_CLASSIFICATION,
+        bounds=unit01,
+        unit="0–1",
+        description="Unweighted mean of per-class F1 over the classes that occur (scikit-learn average='macro').",
+        scorer=hard(f1_macro),
+    )
+    for k in (3, 5):
+        register_metric(
+            f"top{k}_accuracy",
+            label=f"top-{k} accuracy",
+            higher_is_better=True,
+            tasks=_CLASSIFICATION,
+            bounds=unit01,
+            needs_probs=True,
+            unit="fraction correct",
+            description=f"Fraction of samples whose true class is among the {k} most probable (1.0 when C <= {k}).",
+            scorer=soft(top_k_accuracy, k=k),
+        )
+    register_metric(
+        "log_loss",
+        label="NLL",
+        higher_is_better=False,
+        tasks=_CLASSIFICATION,
+        bounds=(0.0, None),
+        needs_probs=True,
+        unit="nats",
+        aliases=("nll",),
+        description="Mean negative log-likelihood of the true class (scikit-learn log_loss).",
+        scorer=soft(log_loss),
+    )
+    register_metric(
+        "brier",
+        label="Brier score",
+        higher_is_better=False,
+        tasks=_CLASSIFICATION,
+        bounds=(0.0, 2.0),
+        needs_probs=True,
+        description="Squared distance of the probabilities to the one-hot truth, summed over classes, averaged.",
+        scorer=soft(brier_score),
+    )
+    register_metric(
+        "ece",
+        label="ECE",
+        higher_is_better=False,
+        tasks=_CLASSIFICATION,
+        bounds=unit01,
+        needs_probs=True,
+        description="Expected calibration error of the top-class confidence, 15 equal-width bins.",
+        scorer=soft(expected_calibration_error),
+    )
+    register_metric(
+        "roc_auc",
+        label="ROC-AUC",
+        higher_is_better=True,
+        tasks=_CLASSIFICATION,
+        bounds=unit01,
+        needs_probs=True,
+        description="Area under the ROC curve (one-vs-rest macro average for more than two classes).",
+        scorer=soft(roc_auc),
+    )
+
+
+_register()
