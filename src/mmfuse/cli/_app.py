@@ -172,7 +172,7 @@ def compare(
     table.add_column("fusion", no_wrap=True)
     table.add_column(metric, justify="right", no_wrap=True)
     table.add_column("± std", justify="right", no_wrap=True)
-    extra = [m for m in ("f1_weighted", "f1_macro", "rmse", "pearson") if f"{m}_mean" in result.summary[0]]
+    extra = [m for m in result.metrics if m != metric and f"{m}_mean" in result.summary[0]]
     for m in extra:
         table.add_column(m, justify="right", no_wrap=True)
     table.add_column("params", justify="right", no_wrap=True)

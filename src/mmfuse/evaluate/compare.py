@@ -159,12 +159,14 @@ class CompareResult:
         rows: One dict per fusion x seed (the rows of ``results.csv``).
         summary: One dict per fusion (the rows of ``summary.csv``), best first.
         main_metric: The metric the summary is sorted by.
+        metrics: Every test metric recorded per run (the columns of ``results.csv``), in order.
     """
 
     out_dir: Path
     rows: list[dict[str, Any]]
     summary: list[dict[str, Any]]
     main_metric: str
+    metrics: list[str] = field(default_factory=list)
 
     @property
     def best(self) -> dict[str, Any]:
@@ -321,7 +323,7 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
     run.write_meta(run_meta)
     write_summary_markdown(out_dir)
     write_report(out_dir)
-    return CompareResult(out_dir=out_dir, rows=rows, summary=summary, main_metric=main)
+    return CompareResult(out_dir=out_dir, rows=rows, summary=summary, main_metric=main, metrics=metric_names)
 
 
 def _run_one(

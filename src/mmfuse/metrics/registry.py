@@ -23,6 +23,7 @@ __all__ = [
     "Scorer",
     "compute_metric",
     "default_metrics",
+    "default_monitor",
     "get_metric",
     "is_metric",
     "list_metrics",
@@ -42,6 +43,7 @@ _COLUMN_PREFIXES = ("val_", "test_", "train_")
 _COLUMN_SUFFIXES = ("_mean", "_std")
 
 _MAIN: dict[str, str] = {"classification": "accuracy", "regression": "mae"}
+_MONITOR: dict[str, str] = {"classification": "f1_weighted", "regression": "mae"}
 _DEFAULTS: dict[str, tuple[str, ...]] = {
     "classification": ("accuracy", "f1_weighted", "f1_macro"),
     "regression": ("mae", "rmse", "pearson"),
@@ -294,6 +296,16 @@ def default_metrics(task: str) -> tuple[str, ...]:
         ('mae', 'rmse', 'pearson')
     """
     return _DEFAULTS[_task_name(task)]
+
+
+def default_monitor(task: str) -> str:
+    """Return the validation metric early stopping watches for ``task`` when ``TrainConfig.monitor`` is ``"auto"``.
+
+    Example:
+        >>> default_monitor("classification"), default_monitor("regression")
+        ('f1_weighted', 'mae')
+    """
+    return _MONITOR[_task_name(task)]
 
 
 def compute_metric(name: str, y_true: Any, y_pred: Any, probs: Any = None) -> float:

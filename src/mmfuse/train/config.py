@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mmfuse.metrics import metric_info_for_column
+from mmfuse.metrics import default_monitor, metric_info_for_column
 
 __all__ = ["TrainConfig", "monitor_mode"]
 
@@ -229,7 +229,7 @@ class TrainConfig:
         """
         if self.monitor != "auto":
             return self.monitor.removeprefix("val_")
-        return "f1_weighted" if str(getattr(task, "value", task)) == "classification" else "mae"
+        return default_monitor(str(getattr(task, "value", task)))
 
     def resolved_mode(self, task: str) -> str:
         """Return ``"max"`` or ``"min"`` for the monitor of ``task``, resolving ``auto``.
