@@ -10,15 +10,15 @@ unparsable one raises :class:`~mmfuse.errors.DataError` naming the file. Everyth
 the report where the figure would have been.
 
 The HTML page embeds its figures as base64 PNG images and carries its own CSS, so it can be mailed, archived or
-opened offline. Figures are drawn with matplotlib's Agg canvas directly, without ``pyplot``, so writing a report
-never changes the user's matplotlib backend or open figures.
+opened offline. Python computes what the page shows; ``templates/report.html.j2`` and ``templates/summary.md.j2``
+(jinja2, HTML autoescaped) lay it out and ``templates/report.css`` styles it. Figures come from the figure kit
+:mod:`mmfuse.evaluate.figures` (one palette, one DPI, one escaper per target), shared with the analyses.
 """
 
 from __future__ import annotations
 
 import base64
-import html
-import io
+import functools
 import json
 import math
 import os
@@ -26,18 +26,32 @@ import re
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
+from markupsafe import Markup
 from matplotlib.figure import Figure
-from matplotlib.font_manager import FontProperties
 from matplotlib.transforms import blended_transform_factory
 
 from mmfuse._io import atomic_write_text
 from mmfuse.errors import DataError
+from mmfuse.evaluate.figures import (
+    BEST_COLOR,
+    DPI,
+    MAIN_COLOR,
+    TRAIN_COLOR,
+    VAL_COLOR,
+    html_escape,
+    md_escape,
+    mpl_text,
+    png_data_uri,
+    style_axes,
+    text_width_px,
+)
 
 __all__ = ["write_report", "write_summary_markdown"]
 
@@ -49,16 +63,11 @@ _HISTORY_JSON = "history.json"
 _TEST_METRICS_JSON = "test_metrics.json"
 _ANALYSIS_DIR = "analysis"  # written by mmfuse.evaluate.analysis.analyze_run
 
-_DPI = 100
 # Columns of results.csv that describe a run rather than measure its quality.
 _NON_METRIC_COLUMNS = ("fusion", "seed", "params", "train_seconds", "best_epoch")
 # Preferred order of the metric columns in tables; unknown metrics follow in file order.
 _KNOWN_METRICS = ("accuracy", "f1_weighted", "f1_macro", "mae", "rmse", "pearson")
 _LOWER_IS_BETTER = frozenset({"mae", "rmse", "mse", "loss", "error", "nll", "mape", "brier", "ece"})
-_MAIN_COLOR = "#2563eb"
-_BEST_COLOR = "#16a34a"
-_TRAIN_COLOR = "#2563eb"
-_VAL_COLOR = "#ea580c"
 # Confusion matrices with more classes than this are drawn without per-cell numbers (they would not fit).
 _MAX_ANNOTATED_CLASSES = 17
 
@@ -379,20 +388,8 @@ def _axis_label(metric: str, prefix: str) -> str:
     return f"{prefix} {_metric_label(metric)}{unit_text} — {direction}"
 
 
-def _mpl(text: str, limit: int = 40) -> str:
-    """User text made safe for matplotlib: ``$`` would start mathtext; very long names are shortened."""
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return text.replace("$", r"\$")
-
-
-def _esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _md(text: str) -> str:
-    """Escape the Markdown punctuation that acts inside a line or a table cell (CommonMark backslash escapes)."""
-    return "".join("\\" + ch if ch in "\\`*_[]<>|~&" else ch for ch in text)
+_mpl = mpl_text
+_md = md_escape
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -466,32 +463,10 @@ def _headline(
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _png_data_uri(fig: Figure) -> str:
-    FigureCanvasAgg(fig)  # attaches an Agg canvas to this figure only; pyplot and the global backend stay untouched
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=_DPI, facecolor="white", metadata={"Software": None})
-    fig.clear()
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _text_width_px(texts: Iterable[str], size: float, *, family: str = "sans-serif", weight: str = "normal") -> float:
-    """The widest rendered width of ``texts`` in pixels at the report DPI.
-
-    Figures are laid out from these measurements instead of matplotlib's constrained layout, which draws every
-    figure twice and doubled the time of a report.
-    """
-    renderer = RendererAgg(1, 1, _DPI)
-    prop = FontProperties(size=size, family=family, weight=weight)
-    widths = [renderer.get_text_width_height_descent(t.replace(r"\$", "$"), prop, ismath=False)[0] for t in texts]
-    return max(widths, default=0.0)
-
-
-def _style_axes(ax: Any) -> None:
-    ax.spines["top"].set_visible(False)
-    ax.spines["right"].set_visible(False)
-    ax.tick_params(labelsize=9)
-    ax.grid(True, axis="both", color="#e5e7eb", linewidth=0.8)
-    ax.set_axisbelow(True)
+_DPI = DPI
+_png_data_uri = png_data_uri
+_text_width_px = text_width_px
+_style_axes = style_axes
 
 
 def _comparison_figure(run: _Run) -> str:
@@ -515,7 +490,7 @@ def _comparison_figure(run: _Run) -> str:
     for y, (fusion, stat) in enumerate(zip(fusions, stats, strict=True)):
         if y % 2 == 0:
             ax.axhspan(y - 0.5, y + 0.5, color="#f3f4f6", zorder=0, linewidth=0)
-        color = _BEST_COLOR if y == 0 else _MAIN_COLOR
+        color = BEST_COLOR if y == 0 else MAIN_COLOR
         values = run.results.loc[run.results["fusion"] == fusion, main].dropna().to_numpy(dtype=float)
         # Spread the seed dots vertically (deterministically) so equal values stay visible.
         offsets = np.linspace(-0.2, 0.2, len(values)) if len(values) > 1 else np.zeros(len(values))
@@ -587,12 +562,12 @@ def _plot_metric_panel(
     for i, (seed, frame) in enumerate(histories.items()):
         if metric not in frame:
             continue
-        ax.plot(frame["epoch"], frame[metric], color=_MAIN_COLOR, alpha=0.35, linewidth=1,
+        ax.plot(frame["epoch"], frame[metric], color=MAIN_COLOR, alpha=0.35, linewidth=1,
                 label=("single seeds" if n > 1 else "validation") if i == 0 else None)  # fmt: skip
         b = best[seed]
         value = frame.loc[frame["epoch"] == b, metric].dropna() if b is not None else pd.Series(dtype=float)
         if len(value):
-            ax.plot([b] * len(value), value, linestyle="none", marker="*", ms=11, color=_BEST_COLOR,
+            ax.plot([b] * len(value), value, linestyle="none", marker="*", ms=11, color=BEST_COLOR,
                     markeredgecolor="black", markeredgewidth=0.5, zorder=5,
                     label=None if star_labelled else "best epoch")  # fmt: skip
             star_labelled = True
@@ -602,7 +577,7 @@ def _plot_metric_panel(
         # Stop the mean where fewer than half of the seeds are still training (early stopping ends them).
         grouped = grouped[grouped["count"] >= max(2, math.ceil(n / 2))]
         if len(grouped):
-            ax.plot(grouped.index, grouped["mean"], color=_MAIN_COLOR, linewidth=2.2, label="mean over seeds")
+            ax.plot(grouped.index, grouped["mean"], color=MAIN_COLOR, linewidth=2.2, label="mean over seeds")
     unit = _metric_unit(metric)
     ax.set_ylabel(_mpl(_capitalised(_metric_label(_base_metric(metric))), 30), fontsize=10)
     ax.set_title(_mpl(f"Validation {_metric_label(_base_metric(metric))}", 45) + (f" [{unit}]" if unit else ""),
@@ -611,7 +586,7 @@ def _plot_metric_panel(
 
 def _plot_loss_panel(ax: Any, histories: Mapping[int, pd.DataFrame], best: Mapping[int, float | None]) -> None:
     n = len(histories)
-    for column, color, label in (("train_loss", _TRAIN_COLOR, "train"), ("val_loss", _VAL_COLOR, "validation")):
+    for column, color, label in (("train_loss", TRAIN_COLOR, "train"), ("val_loss", VAL_COLOR, "validation")):
         frames = [f[["epoch", column]] for f in histories.values() if column in f]
         if not frames:
             continue
@@ -754,80 +729,38 @@ def _summed_confusion(run: _Run, fusion: str, problems: list[str]) -> tuple[np.n
 
 
 # --------------------------------------------------------------------------------------------------------------
-# HTML
+# HTML: Python computes the page's data, templates/report.html.j2 lays it out, templates/report.css styles it
 # --------------------------------------------------------------------------------------------------------------
 
-_CSS = """
-:root { --fg:#111827; --muted:#6b7280; --line:#e5e7eb; --soft:#f9fafb; --accent:#1d4ed8; --best:#dcfce7; }
-* { box-sizing:border-box; }
-body { margin:0; color:var(--fg); background:#fff; line-height:1.5;
-  font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif; }
-main { max-width:1120px; margin:0 auto; padding:24px 28px 48px; }
-h1 { font-size:1.7rem; margin:0 0 4px; }
-h2 { font-size:1.25rem; margin:36px 0 12px; padding-bottom:6px; border-bottom:2px solid var(--line); }
-h3 { font-size:1.02rem; margin:18px 0 8px; }
-.sub { color:var(--muted); margin:0 0 16px; }
-nav { display:flex; flex-wrap:wrap; gap:6px 16px; font-size:.9rem; margin:8px 0 20px; }
-nav a { color:var(--accent); text-decoration:none; } nav a:hover { text-decoration:underline; }
-.headline { background:#eff6ff; border-left:4px solid var(--accent); padding:12px 16px; border-radius:6px; }
-.headline p { margin:4px 0; }
-.note { background:#fffbeb; border-left:4px solid #f59e0b; padding:8px 14px; border-radius:6px; font-size:.9rem; }
-.note ul { margin:4px 0; padding-left:18px; }
-table { border-collapse:collapse; font-size:.88rem; margin:8px 0 12px; }
-th, td { padding:5px 10px; border-bottom:1px solid var(--line); text-align:left; vertical-align:top; }
-th { background:var(--soft); font-weight:600; }
-td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
-td.best { background:var(--best); font-weight:700; }
-tbody tr:hover { background:var(--soft); }
-.kv th { width:13rem; }
-.scroll { overflow-x:auto; }
-.cols { display:grid; grid-template-columns:repeat(auto-fit,minmax(320px,1fr)); gap:8px 28px; }
-.grid { display:grid; grid-template-columns:repeat(auto-fit,minmax(460px,1fr)); gap:16px; }
-figure { margin:8px 0; } figure img { max-width:100%; height:auto; display:block; }
-figcaption { color:var(--muted); font-size:.85rem; }
-code, pre { font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace; font-size:.85rem; }
-pre { background:var(--soft); border:1px solid var(--line); padding:10px; border-radius:6px; overflow-x:auto;
-  white-space:pre-wrap; word-break:break-all; }
-details { margin:10px 0; } summary { cursor:pointer; font-weight:600; color:var(--accent); }
-footer { margin-top:40px; color:var(--muted); font-size:.8rem; }
-"""
+
+@dataclass(frozen=True)
+class _Cell:
+    """One table cell: its text (escaped by the template), extra CSS classes, and how it is set."""
+
+    text: str
+    cls: str = ""
+    kind: str = ""  # "" | "code" | "strong"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[tuple[str, str]]], numeric: Sequence[bool]) -> str:
-    """An HTML table; every cell is ``(escaped_html, extra_class)``."""
-    head = "".join(
-        f'<th class="num">{h}</th>' if num else f"<th>{h}</th>" for h, num in zip(header, numeric, strict=True)
-    )
-    body = []
-    for row in rows:
-        cells = []
-        for (content, extra), num in zip(row, numeric, strict=True):
-            classes = " ".join(c for c in ("num" if num else "", extra) if c)
-            cells.append(f'<td class="{classes}">{content}</td>' if classes else f"<td>{content}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+def _table(
+    header: Sequence[str], rows: Sequence[Sequence[_Cell]], numeric: Sequence[bool], caption: str = ""
+) -> dict[str, Any]:
+    return {"header": list(header), "rows": [list(r) for r in rows], "numeric": list(numeric), "caption": caption}
 
 
-def _kv_table(items: Iterable[tuple[str, object]], *, code: Container[str] | None = None) -> str:
-    """A two-column key/value table; values of the keys in ``code`` (every key when None) are set as code."""
-    rows = []
+def _kv_items(
+    items: Iterable[tuple[str, object]], *, code: Container[str] | None = None
+) -> list[tuple[str, str, bool]]:
+    """Key/value rows; values of the keys in ``code`` (every key when None) are set as code."""
+    out = []
     for key, value in items:
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-        cell = f"<code>{_esc(text)}</code>" if code is None or key in code else _esc(text)
-        rows.append(f"<tr><th>{_esc(key)}</th><td>{cell}</td></tr>")
-    return f'<table class="kv"><tbody>{"".join(rows)}</tbody></table>' if rows else "<p>Not recorded.</p>"
+        out.append((str(key), text, code is None or key in code))
+    return out
 
 
-def _notes_html(notes: Sequence[str]) -> str:
-    if not notes:
-        return ""
-    items = "".join(f"<li>{_esc(n)}</li>" for n in notes)
-    return f'<div class="note"><strong>Notes</strong><ul>{items}</ul></div>'
-
-
-def _figure_html(uri: str, alt: str, caption: str = "") -> str:
-    cap = f"<figcaption>{_esc(caption)}</figcaption>" if caption else ""
-    return f'<figure><img src="{uri}" alt="{_esc(alt)}">{cap}</figure>'
+def _figure(uri: str, alt: str, caption: str = "") -> dict[str, str]:
+    return {"uri": uri, "alt": alt, "caption": caption}
 
 
 def _parse_time(value: object) -> datetime | None:
@@ -855,12 +788,8 @@ def _when(meta: Mapping[str, Any]) -> str:
     return text
 
 
-def _header_html(run: _Run) -> str:
+def _dataset_context(run: _Run) -> dict[str, Any]:
     dataset = _dataset(run.meta)
-    parts = ['<h2 id="data">Data set and run</h2><div class="cols"><div>']
-    parts.append(f"<h3>{_esc(dataset.get('name', 'unnamed data set'))}</h3>")
-    if dataset.get("description"):
-        parts.append(f"<p>{_esc(dataset['description'])}</p>")
     raw_task = dataset.get("task")
     task: dict[str, Any] = raw_task if isinstance(raw_task, dict) else {}
     task_items: list[tuple[str, object]] = [("type", run.task)]
@@ -868,32 +797,36 @@ def _header_html(run: _Run) -> str:
         task_items.append(("label level", str(task["level"])))
     if isinstance(task.get("class_names"), list) and task["class_names"]:
         task_items.append(("classes", ", ".join(str(c) for c in task["class_names"])))
-    parts.append("<h3>Task</h3>" + _kv_table(task_items, code=()))
+    context: dict[str, Any] = {
+        "name": str(dataset.get("name", "unnamed data set")),
+        "description": str(dataset.get("description") or ""),
+        "task": _kv_items(task_items, code=()),
+        "sizes": None,
+        "modalities": None,
+    }
     sizes = dataset.get("sizes")
     if isinstance(sizes, dict) and sizes:
         rows = [
-            [(_esc(k), ""), (_fmt_int(float(v)) if isinstance(v, int | float) else _esc(v), "")]
+            [_Cell(str(k)), _Cell(_fmt_int(float(v)) if isinstance(v, int | float) else str(v))]
             for k, v in sizes.items()
         ]
-        parts.append("<h3>Split sizes (samples)</h3>" + _table(["split", "samples"], rows, [False, True]))
+        context["sizes"] = _table(["split", "samples"], rows, [False, True])
     modalities = dataset.get("modalities")
     if isinstance(modalities, dict) and modalities:
         specs = {str(k): (v if isinstance(v, dict) else {}) for k, v in sorted(modalities.items())}
         described = any(spec.get("description") for spec in specs.values())
         header = ["modality", "dim", "kind"] + (["description"] if described else [])
-        rows = []
+        mod_rows = []
         for name, spec in specs.items():
-            row = [
-                (f"<code>{_esc(name)}</code>", ""),
-                (_esc(spec.get("dim", "–")), ""),
-                (_esc(spec.get("kind", "–")), ""),
-            ]
+            row = [_Cell(name, kind="code"), _Cell(str(spec.get("dim", "–"))), _Cell(str(spec.get("kind", "–")))]
             if described:
-                row.append((_esc(spec.get("description", "")), ""))
-            rows.append(row)
-        parts.append("<h3>Modalities</h3>" + _table(header, rows, [False, True, False, False][: len(header)]))
-    parts.append("</div><div>")
-    parts.append("<h3>Run</h3>")
+                row.append(_Cell(str(spec.get("description", ""))))
+            mod_rows.append(row)
+        context["modalities"] = _table(header, mod_rows, [False, True, False, False][: len(header)])
+    return context
+
+
+def _run_context(run: _Run) -> dict[str, Any]:
     run_items: list[tuple[str, object]] = [("date", _when(run.meta))]
     if run.meta.get("command"):
         run_items.append(("command", str(run.meta["command"])))
@@ -901,24 +834,25 @@ def _header_html(run: _Run) -> str:
     fusions = [str(f) for f in listed] if isinstance(listed, list) and listed else run.fusions
     run_items.append(("fusions", ", ".join(fusions)))
     run_items.append(("seeds", ", ".join(str(s) for s in sorted(run.results["seed"].unique()))))
-    parts.append(_kv_table(run_items, code={"command"}))
     versions = run.meta.get("versions")
-    if isinstance(versions, dict) and versions:
-        parts.append("<h3>Versions</h3>" + _kv_table(versions.items(), code=()))
+    configs = []
     for key, title in (("train_config", "Training configuration"), ("model_config", "Model configuration")):
         config = run.meta.get(key)
         if isinstance(config, dict) and config:
-            parts.append(f"<details><summary>{title}</summary>{_kv_table(sorted(config.items()))}</details>")
-    parts.append("</div></div>")
-    return "".join(parts)
+            configs.append({"title": title, "rows": _kv_items(sorted(config.items()))})
+    return {
+        "run_items": _kv_items(run_items, code={"command"}),
+        "versions": _kv_items(versions.items(), code=()) if isinstance(versions, dict) and versions else [],
+        "configs": configs,
+    }
 
 
-def _comparison_table(run: _Run) -> str:
-    header = ["Fusion", "Seeds"] + [_esc(_metric_label(m)) for m in run.metrics] + ["Parameters", "Train time [s]"]
+def _comparison_table(run: _Run) -> dict[str, Any]:
+    header = ["Fusion", "Seeds"] + [_metric_label(m) for m in run.metrics] + ["Parameters", "Train time [s]"]
     numeric = [False, True] + [True] * len(run.metrics) + [True, True]
-    columns: list[list[tuple[str, str]]] = [
-        [(f"<strong>{_esc(f)}</strong>" if i == 0 else _esc(f), "") for i, f in enumerate(run.fusions)],
-        [(str(run.n_seeds[f]), "") for f in run.fusions],
+    columns: list[list[_Cell]] = [
+        [_Cell(f, kind="strong" if i == 0 else "") for i, f in enumerate(run.fusions)],
+        [_Cell(str(run.n_seeds[f])) for f in run.fusions],
     ]
 
     def best_flags(values: Sequence[float], higher: bool) -> list[str]:
@@ -934,20 +868,20 @@ def _comparison_table(run: _Run) -> str:
         stats = [run.stats[f][metric] for f in run.fusions]
         dec = _decimals([s.mean for s in stats], [s.std for s in stats])
         flags = best_flags([s.mean for s in stats], _higher_is_better(metric))
-        columns.append([(_esc(_fmt_stat(s, dec)), flag) for s, flag in zip(stats, flags, strict=True)])
+        columns.append([_Cell(_fmt_stat(s, dec), flag) for s, flag in zip(stats, flags, strict=True)])
     params = [run.params[f] for f in run.fusions]
-    columns.append([(_fmt_int(p), flag) for p, flag in zip(params, best_flags(params, False), strict=True)])
+    columns.append([_Cell(_fmt_int(p), flag) for p, flag in zip(params, best_flags(params, False), strict=True)])
     seconds = [run.train_seconds[f] for f in run.fusions]
-    columns.append([(_fmt(s, 1), flag) for s, flag in zip(seconds, best_flags(seconds, False), strict=True)])
+    columns.append([_Cell(_fmt(s, 1), flag) for s, flag in zip(seconds, best_flags(seconds, False), strict=True)])
     rows = [list(row) for row in zip(*columns, strict=True)]
     return _table(header, rows, numeric)
 
 
-def _per_seed_table(run: _Run) -> str:
+def _per_seed_table(run: _Run) -> dict[str, Any]:
     results = run.results.sort_values(
         ["fusion", "seed"], key=lambda s: s.map(run.fusions.index) if s.name == "fusion" else s
     )
-    header = [_esc(c) for c in results.columns]
+    header = [str(c) for c in results.columns]
     numeric = [bool(pd.api.types.is_numeric_dtype(results[c])) for c in results.columns]
     decimals = {
         c: _decimals(results[c].dropna().astype(float).tolist())
@@ -964,57 +898,14 @@ def _per_seed_table(run: _Run) -> str:
                 text = _fmt_int(float(value))
             else:
                 text = "–" if isinstance(value, float) and math.isnan(value) else str(value)
-            row.append((_esc(text), ""))
+            row.append(_Cell(text))
         rows.append(row)
     return _table(header, rows, numeric)
 
 
-def _report_html(run: _Run, title: str) -> str:
-    figures = 1
-    sections: list[str] = []
-    dataset_name = str(_dataset(run.meta).get("name", "unnamed data set"))
-    seeds = sorted(run.results["seed"].unique())
-    sub = (
-        f"{dataset_name} · {run.task} · {len(run.fusions)} fusion{'s' if len(run.fusions) != 1 else ''} × "
-        f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} · {_when(run.meta)}"
-    )
-    nav_items = [("summary", "Summary"), ("data", "Data set and run"), ("comparison", "Comparison"),
-                 ("curves", "Training curves")]  # fmt: skip
-    if run.task == "classification":
-        nav_items.append(("confusion", "Confusion matrices"))
-    analysis = _analysis_sections(run)
-    nav_items += [(sec["id"], sec["title"]) for sec in analysis]
-    nav_items.append(("per-seed", "Per-seed results"))
-    nav = "".join(f'<a href="#{anchor}">{text}</a>' for anchor, text in nav_items)
-    sections.append(f'<header><h1>{_esc(title)}</h1><p class="sub">{_esc(sub)}</p><nav>{nav}</nav></header>')
-
-    headline = _headline(
-        run, name=lambda f: f"<code>{_esc(f)}</code>", strong=lambda f: f"<strong>{_esc(f)}</strong>", text=_esc
-    )
-    sections.append(
-        '<h2 id="summary">Summary</h2><div class="headline">' + "".join(f"<p>{s}</p>" for s in headline) + "</div>"
-    )
-    sections.append(_notes_html(run.notes))
-    sections.append(_header_html(run))
-
-    main_label = _metric_label(run.main_metric)
-    sections.append('<h2 id="comparison">Comparison</h2>')
-    sections.append(
-        _figure_html(
-            _comparison_figure(run),
-            f"Test {main_label} per fusion",
-            f"Fusions sorted best first by test {main_label}. Diamonds: mean over seeds; bars: ± one standard "
-            "deviation; dots: individual seeds.",
-        )
-    )
-    sections.append(
-        "<p>Every test metric as mean ± standard deviation over seeds; the best value of each column is "
-        "highlighted (fewest parameters and shortest training time count as best).</p>"
-    )
-    sections.append(_comparison_table(run))
-
-    curve_notes: list[str] = []
-    curve_figures: list[str] = []
+def _curves_context(run: _Run) -> dict[str, Any]:
+    notes: list[str] = []
+    figures: list[dict[str, str]] = []
     for fusion in run.fusions:
         histories: dict[int, pd.DataFrame] = {}
         problems: list[str] = []
@@ -1029,79 +920,59 @@ def _report_html(run: _Run, title: str) -> str:
                 continue
             histories[seed] = frame
         if problems:
-            curve_notes.append(_missing_note("training curves", fusion, problems, nothing_left=not histories))
+            notes.append(_missing_note("training curves", fusion, problems, nothing_left=not histories))
         if not histories:
             continue
         uri = _curves_figure(run, fusion, histories)
         if uri is None:
-            curve_notes.append(
+            notes.append(
                 f"No training curves for {fusion}: its histories record neither a validation metric nor a loss."
             )
             continue
-        figures += 1
-        curve_figures.append(_figure_html(uri, f"Training curves of {fusion}"))
-    sections.append('<h2 id="curves">Training curves</h2>')
-    sections.append(
-        "<p>Validation metric per epoch (thin lines: seeds, thick line: their mean, stars: the epoch whose "
-        "checkpoint was kept) and the training and validation loss (mean ± std over seeds).</p>"
-    )
-    sections.append(_notes_html(curve_notes))
-    sections.append('<div class="grid">' + "".join(curve_figures) + "</div>")
+        figures.append(_figure(uri, f"Training curves of {fusion}"))
+    return {
+        "text": "Validation metric per epoch (thin lines: seeds, thick line: their mean, stars: the epoch whose "
+        "checkpoint was kept) and the training and validation loss (mean ± std over seeds).",
+        "notes": notes,
+        "figures": figures,
+    }
 
-    if run.task == "classification":
-        confusion_notes: list[str] = []
-        confusion_figures: list[str] = []
-        too_many_classes = False
-        for fusion in run.fusions:
-            problems = []
-            summed = _summed_confusion(run, fusion, problems)
-            if problems or summed is None:
-                problems = problems or ["no seed has a test_metrics.json"]
-                confusion_notes.append(_missing_note("confusion matrix", fusion, problems, nothing_left=summed is None))
-            if summed is None:
-                continue
-            counts, names, used = summed
-            too_many_classes |= counts.shape[0] > _MAX_ANNOTATED_CLASSES
-            confusion_figures.append(
-                _figure_html(
-                    _confusion_figure(fusion, counts, names, used),
-                    f"Confusion matrix of {fusion} ({int(counts.sum())} test predictions over "
-                    f"{used} seed{'s' if used != 1 else ''})",
-                )
+
+def _confusion_context(run: _Run) -> dict[str, Any] | None:
+    if run.task != "classification":
+        return None
+    notes: list[str] = []
+    figures: list[dict[str, str]] = []
+    too_many_classes = False
+    for fusion in run.fusions:
+        problems: list[str] = []
+        summed = _summed_confusion(run, fusion, problems)
+        if problems or summed is None:
+            problems = problems or ["no seed has a test_metrics.json"]
+            notes.append(_missing_note("confusion matrix", fusion, problems, nothing_left=summed is None))
+        if summed is None:
+            continue
+        counts, names, used = summed
+        too_many_classes |= counts.shape[0] > _MAX_ANNOTATED_CLASSES
+        figures.append(
+            _figure(
+                _confusion_figure(fusion, counts, names, used),
+                f"Confusion matrix of {fusion} ({int(counts.sum())} test predictions over "
+                f"{used} seed{'s' if used != 1 else ''})",
             )
-            figures += 1
-        sections.append('<h2 id="confusion">Confusion matrices</h2>')
-        sections.append(
-            "<p>Test-set confusion matrices summed over seeds. Colour: share of each true class (rows sum to "
-            "100 %); cell text: count and share.</p>"
         )
-        if too_many_classes:
-            confusion_notes.append(
-                f"Matrices with more than {_MAX_ANNOTATED_CLASSES} classes show colours only: the counts would not fit."
-            )
-        sections.append(_notes_html(confusion_notes))
-        sections.append('<div class="grid">' + "".join(confusion_figures) + "</div>")
-
-    analysis_html, analysis_figures = _analysis_html(run, analysis)
-    sections.append(analysis_html)
-    figures += analysis_figures
-
-    sections.append('<h2 id="per-seed">Per-seed results</h2>')
-    sections.append(
-        f"<details><summary>Show all {len(run.results)} rows of {_RESULTS_CSV}</summary>"
-        f"{_per_seed_table(run)}</details>"
-    )
-    version = run.meta.get("versions", {}).get("mmfuse") if isinstance(run.meta.get("versions"), dict) else None
-    sections.append(
-        f"<footer>Written by mmfuse{' ' + _esc(version) if version else ''} from the run directory "
-        f"<code>{_esc(run.run_dir.name)}</code>; {figures} embedded figure{'s' if figures != 1 else ''}.</footer>"
-    )
-    body = "\n".join(s for s in sections if s)
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{_esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
-    )
+    if too_many_classes:
+        notes.append(
+            f"Matrices with more than {_MAX_ANNOTATED_CLASSES} classes show colours only: the counts would not fit."
+        )
+    return {
+        "text": "Test-set confusion matrices summed over seeds. Colour: share of each true class (rows sum to "
+        "100 %); cell text: count and share.",
+        "notes": notes,
+        "figures": figures,
+        "folded": [],
+        "folded_summary": "",
+    }
 
 
 def _analysis_sections(run: _Run) -> list[dict[str, Any]]:
@@ -1126,14 +997,11 @@ def _analysis_sections(run: _Run) -> list[dict[str, Any]]:
     return good
 
 
-def _analysis_html(run: _Run, sections: Sequence[Mapping[str, Any]]) -> tuple[str, int]:
-    """The analysis sections as HTML, their PNG figures read from ``analysis/`` and embedded; and the figure count."""
-    parts: list[str] = []
-    count = 0
+def _analysis_context(run: _Run, sections: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The analysis sections for the template, their PNG figures read from ``analysis/`` and embedded."""
     folder = run.run_dir / _ANALYSIS_DIR
+    out = []
     for sec in sections:
-        parts.append(f'<h2 id="{_esc(sec["id"])}">{_esc(sec["title"])}</h2>')
-        parts += [f"<p>{_esc(p)}</p>" for p in sec.get("paragraphs", []) if isinstance(p, str)]
         notes = [str(n) for n in sec.get("notes", [])]
         figs = []
         for fig in sec.get("figures", []):
@@ -1144,21 +1012,117 @@ def _analysis_html(run: _Run, sections: Sequence[Mapping[str, Any]]) -> tuple[st
                 notes.append(f"The figure '{_rel(path)}' is missing.")
                 continue
             uri = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-            figs.append(_figure_html(uri, str(fig.get("alt", path.stem)), str(fig.get("caption", ""))))
-            count += 1
-        parts.append(_notes_html(notes))
-        if figs:
-            parts.append("".join(figs) if len(figs) < 3 else '<div class="grid">' + "".join(figs) + "</div>")
+            figs.append(_figure(uri, str(fig.get("alt", path.stem)), str(fig.get("caption", ""))))
+        tables = []
         for table in sec.get("tables", []):
-            header = [_esc(h) for h in table.get("header", [])]
-            rows = [[(_esc(c), "") for c in r] for r in table.get("rows", []) if len(r) == len(header)]
+            header = [str(h) for h in table.get("header", [])]
+            rows = [[_Cell(str(c)) for c in r] for r in table.get("rows", []) if len(r) == len(header)]
             numeric = list(table.get("numeric", [False] * len(header)))
             if len(numeric) != len(header):
                 numeric = [False] * len(header)
-            if table.get("caption"):
-                parts.append(f"<p>{_esc(table['caption'])}</p>")
-            parts.append(_table(header, rows, numeric))
-    return "\n".join(p for p in parts if p), count
+            tables.append(_table(header, rows, numeric, str(table.get("caption") or "")))
+        out.append(
+            {
+                "id": sec["id"],
+                "title": sec["title"],
+                "paragraphs": [p for p in sec.get("paragraphs", []) if isinstance(p, str)],
+                "notes": notes,
+                "figures": figs,
+                "tables": tables,
+            }
+        )
+    return out
+
+
+def _report_html(run: _Run, title: str) -> str:
+    dataset_name = str(_dataset(run.meta).get("name", "unnamed data set"))
+    seeds = sorted(run.results["seed"].unique())
+    subtitle = (
+        f"{dataset_name} · {run.task} · {len(run.fusions)} fusion{'s' if len(run.fusions) != 1 else ''} × "
+        f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} · {_when(run.meta)}"
+    )
+    confusion = _confusion_context(run)
+    analysis = _analysis_context(run, _analysis_sections(run))
+    nav = [("summary", "Summary"), ("data", "Data set and run"), ("comparison", "Comparison"),
+           ("curves", "Training curves")]  # fmt: skip
+    if confusion is not None:
+        nav.append(("confusion", "Confusion matrices"))
+    nav += [(sec["id"], sec["title"]) for sec in analysis]
+    nav.append(("per-seed", "Per-seed results"))
+    # The headline's callables escape each user-derived piece, so the joined sentences are safe markup.
+    headline = [
+        Markup(s)
+        for s in _headline(
+            run,
+            name=lambda f: f"<code>{html_escape(f)}</code>",
+            strong=lambda f: f"<strong>{html_escape(f)}</strong>",
+            text=html_escape,
+        )
+    ]
+    main_label = _metric_label(run.main_metric)
+    comparison = {
+        "figure": _figure(
+            _comparison_figure(run),
+            f"Test {main_label} per fusion",
+            f"Fusions sorted best first by test {main_label}. Diamonds: mean over seeds; bars: ± one standard "
+            "deviation; dots: individual seeds.",
+        ),
+        "text": "Every test metric as mean ± standard deviation over seeds; the best value of each column is "
+        "highlighted (fewest parameters and shortest training time count as best).",
+        "table": _comparison_table(run),
+    }
+    curves = _curves_context(run)
+    figure_count = 1 + len(curves["figures"]) + sum(len(sec["figures"]) for sec in analysis)
+    if confusion is not None:
+        figure_count += len(confusion["figures"]) + len(confusion["folded"])
+    versions = run.meta.get("versions")
+    version = versions.get("mmfuse") if isinstance(versions, dict) else None
+    return _render(
+        "report.html.j2",
+        title=title,
+        subtitle=subtitle,
+        nav=nav,
+        css=Markup(_template_text("report.css")),
+        headline=headline,
+        notes=run.notes,
+        dataset=_dataset_context(run),
+        **_run_context(run),
+        comparison=comparison,
+        curves=curves,
+        confusion=confusion,
+        analysis=analysis,
+        per_seed={"file": _RESULTS_CSV, "table": _per_seed_table(run)},
+        version=version,
+        run_dir_name=run.run_dir.name,
+        figure_count=figure_count,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Templates
+# --------------------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    """One jinja2 environment over ``templates/``: HTML autoescaped, Markdown escaped by the ``md`` filter."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("mmfuse.evaluate", "templates"),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"), default_for_string=False),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["md"] = md_escape
+    return env
+
+
+def _render(template: str, **context: Any) -> str:
+    return _environment().get_template(template).render(**context)
+
+
+def _template_text(name: str) -> str:
+    return resources.files("mmfuse.evaluate").joinpath("templates", name).read_text(encoding="utf-8")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -1169,25 +1133,15 @@ def _analysis_html(run: _Run, sections: Sequence[Mapping[str, Any]]) -> tuple[st
 def _summary_markdown(run: _Run) -> str:
     main = run.main_metric
     sign = 1.0 if _higher_is_better(main) else -1.0
-    dataset_name = str(_dataset(run.meta).get("name", "unnamed data set"))
-    lines = [f"# Fusion comparison on {_md(dataset_name)}", ""]
-    lines.append(
-        f"Task: {run.task}. Main metric: test {_md(_metric_label(main))} "
-        f"({'higher' if sign > 0 else 'lower'} is better). Run: {_md(_when(run.meta))}."
-    )
-    lines.append("")
-    lines.extend(_headline(run, name=_md, strong=lambda f: f"**{_md(f)}**", text=_md))
-    lines.append("")
     best = run.stats[run.fusions[0]][main].mean
     metrics = [main] + [m for m in run.metrics if m != main and not m.startswith("val_")]
     header = ["Rank", "Fusion", "Seeds"] + [f"{_md(_metric_label(m))} (mean ± std)" for m in metrics]
     header += [f"Δ {_md(_metric_label(main))} vs best", "Parameters", "Train time [s]"]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join(["---:", ":---", "---:"] + ["---:"] * (len(header) - 3)) + "|")
     decimals = {
         m: _decimals([run.stats[f][m].mean for f in run.fusions], [run.stats[f][m].std for f in run.fusions])
         for m in metrics
     }
+    rows = []
     for rank, fusion in enumerate(run.fusions, start=1):
         stats = run.stats[fusion]
         delta = stats[main].mean - best
@@ -1195,13 +1149,24 @@ def _summary_markdown(run: _Run) -> str:
         cells += [_fmt_stat(stats[m], decimals[m]) for m in metrics]
         cells.append("–" if rank == 1 else f"{delta:+.{decimals[main]}f}" if math.isfinite(delta) else "–")
         cells += [_fmt_int(run.params[fusion]), _fmt(run.train_seconds[fusion], 1)]
-        lines.append("| " + " | ".join(cells) + " |")
-    if run.notes:
-        lines += ["", "Notes:", ""] + [f"- {_md(n)}" for n in run.notes]
+        rows.append(cells)
     analysis_md = run.run_dir / _ANALYSIS_DIR / "summary.md"
-    if analysis_md.is_file():  # written by mmfuse.evaluate.analysis.analyze_run (already Markdown-escaped)
-        lines += ["", analysis_md.read_text(encoding="utf-8").rstrip("\n")]
-    return "\n".join(lines) + "\n"
+    # written by mmfuse.evaluate.analysis.analyze_run (already Markdown-escaped)
+    analysis = analysis_md.read_text(encoding="utf-8").rstrip("\n") if analysis_md.is_file() else ""
+    return _render(
+        "summary.md.j2",
+        dataset_name=str(_dataset(run.meta).get("name", "unnamed data set")),
+        task=run.task,
+        main_label=_metric_label(main),
+        direction="higher" if sign > 0 else "lower",
+        when=_when(run.meta),
+        headline=_headline(run, name=_md, strong=lambda f: f"**{_md(f)}**", text=_md),
+        header=header,
+        align=["---:", ":---", "---:"] + ["---:"] * (len(header) - 3),
+        rows=rows,
+        notes=run.notes,
+        analysis=analysis,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Figures of the analysis, drawn on matplotlib's Agg canvas without pyplot and saved as PNG files."""
+"""Figures of the analysis, drawn with the figure kit of :mod:`mmfuse.evaluate.figures` and saved as PNG files."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from mmfuse._io import atomic_write
+from mmfuse.evaluate.figures import colour, mpl_text, save_png, style_axes
 
 __all__ = [
     "ablation_matrix",
     "agreement_matrix",
+    "colour",
     "embedding_grid",
     "reliability_grid",
     "risk_coverage_plot",
@@ -24,54 +24,18 @@ __all__ = [
     "weights_figure",
 ]
 
-_DPI = 100
-_PALETTE = (
-    "#2563eb",
-    "#ea580c",
-    "#16a34a",
-    "#dc2626",
-    "#9333ea",
-    "#0891b2",
-    "#ca8a04",
-    "#db2777",
-    "#4b5563",
-    "#65a30d",
-    "#7c3aed",
-    "#0d9488",
-    "#b45309",
-    "#be123c",
-    "#1d4ed8",
-    "#15803d",
-)
-
-
-def colour(i: int) -> str:
-    """A distinct colour for the ``i``-th series."""
-    return _PALETTE[i % len(_PALETTE)]
-
 
 def _txt(text: str, limit: int = 40) -> str:
-    """Figure text: ``$`` shown literally (not mathtext), long names shortened."""
-    text = str(text)
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return text.replace("$", r"\$")
+    return mpl_text(text, limit)
 
 
 def _style(ax: Any) -> None:
-    ax.spines["top"].set_visible(False)
-    ax.spines["right"].set_visible(False)
-    ax.tick_params(labelsize=8)
-    ax.grid(True, color="#e5e7eb", linewidth=0.8)
-    ax.set_axisbelow(True)
+    style_axes(ax, labelsize=8)
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
-    """Write ``fig`` as a PNG (atomically) and release it."""
-    FigureCanvasAgg(fig)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=_DPI, facecolor="white"), suffix=".png")
-    fig.clear()
-    return path
+    """Write ``fig`` as a PNG (atomically, at the kit's DPI) and release it."""
+    return save_png(fig, path)
 
 
 def ablation_matrix(rows: Sequence[str], cols: Sequence[str], values: np.ndarray, metric: str, title: str) -> Figure:

@@ -58,6 +58,7 @@ from mmfuse.evaluate.analysis.uncertainty import (
     regression_uncertainty,
     risk_coverage,
 )
+from mmfuse.evaluate.figures import md_escape
 from mmfuse.models import load_model, parameter_report
 from mmfuse.preprocess import ModalityNormalizers
 from mmfuse.train import select_rows
@@ -762,8 +763,7 @@ def _is_num(text: str) -> bool:
         return False
 
 
-def _md(text: object) -> str:
-    return re.sub(r"([\\`*_{}\[\]<>|#])", r"\\\1", str(text))
+_md = md_escape
 
 
 # --------------------------------------------------------------------------------------------------------------
