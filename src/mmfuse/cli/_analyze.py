@@ -8,13 +8,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mmfuse.cli._app import _friendly_errors, app, console
+from mmfuse.cli._common import console
 
 __all__ = ["analyze"]
 
 
-@app.command()
-@_friendly_errors
 def analyze(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by 'mmfuse compare'.")],
     only: Annotated[
@@ -36,10 +34,11 @@ def analyze(
     all_maps: Annotated[
         bool, typer.Option("--all-maps", help="t-SNE and UMAP also for every unimodal encoder (slower).")
     ] = False,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
 ) -> None:
     """Analyse a compare run: ablation, robustness, calibration, uncertainty, maps, failures, weights, cost."""
     from mmfuse.evaluate.analysis import ANALYSES, EMBEDDING_METHODS, AnalysisConfig, analyze_run
+    from mmfuse.train import resolve_device
 
     chosen = tuple(p.strip() for o in (only or []) for p in o.split(",") if p.strip()) or ANALYSES
     config = AnalysisConfig(
@@ -49,7 +48,7 @@ def analyze(
         mc_passes=mc_passes,
         embedding_points=points,
         encoder_embedding_methods=EMBEDDING_METHODS if all_maps else ("pca",),
-        device=device,
+        device=resolve_device(device).type,
     )
     with console.status(f"analysing {run_dir} ..."):
         result = analyze_run(run_dir, config=config)

@@ -7,13 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
+from mmfuse.cli._common import console, err_console, split_names
+
 __all__ = ["extract"]
-
-
-def _split_names(values: list[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    return [n.strip() for v in values for n in v.split(",") if n.strip()]
 
 
 def extract(
@@ -48,10 +44,9 @@ def extract(
     """Extract audio (openSMILE eGeMAPS), speech (Whisper + MiniLM), face and frame streams into a data set."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from mmfuse.cli._app import console, err_console
     from mmfuse.extract import DEFAULT_EXTRACTORS, create_extractor, extract_folder, find_media
 
-    names = _split_names(extractors) or list(DEFAULT_EXTRACTORS)
+    names = split_names(extractors) or list(DEFAULT_EXTRACTORS)
     objs: list[Any] = []
     for n in names:
         if n == "frames":

@@ -8,16 +8,11 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from mmfuse.cli._app import _friendly_errors, console, err_console
-from mmfuse.cli._show import MAX_WARNINGS, show_warnings
+from mmfuse.cli._common import MAX_WARNINGS, console, err_console, show_warnings
 
-__all__ = ["import_app"]
+__all__ = ["IMPORT_HELP", "csd", "folders", "mmsa"]
 
-import_app = typer.Typer(
-    name="import",
-    help="Import data written by other tools (CMU SDK .csd, MMSA pickles, feature folders) as a native data set.",
-    no_args_is_help=True,
-)
+IMPORT_HELP = "Import data written by other tools (CMU SDK .csd, MMSA pickles, feature folders) as a native data set."
 
 
 def _show(path: Path, report: Any) -> None:
@@ -47,8 +42,6 @@ def _pairs(items: list[str], option: str) -> dict[str, str]:
     return out
 
 
-@import_app.command("csd")
-@_friendly_errors
 def csd(
     seq: Annotated[
         list[str], typer.Option("--seq", "-s", help="MODALITY=FILE.csd, once per sequence (the reference included).")
@@ -96,8 +89,6 @@ def csd(
     _show(path, report)
 
 
-@import_app.command("mmsa")
-@_friendly_errors
 def mmsa(
     pickle_file: Annotated[Path, typer.Argument(help="An MMSA feature pickle (train / valid / test).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the native data set.")],
@@ -117,8 +108,6 @@ def mmsa(
     _show(path, report)
 
 
-@import_app.command("folders")
-@_friendly_errors
 def folders(
     root: Annotated[Path, typer.Argument(help="Folder with one sub-folder per modality, one file per video.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the native data set.")],

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from mmfuse.cli._common import console
+
 __all__ = ["lr_find"]
 
 
@@ -33,7 +35,6 @@ def lr_find(
     from rich.markup import escape
 
     from mmfuse._io import atomic_write_json
-    from mmfuse.cli._app import console
     from mmfuse.data import open_or_load_dataset
     from mmfuse.errors import DataError
     from mmfuse.evaluate.protocol import fit_normalizers, model_config_for, preset_for, settings_for

@@ -8,13 +8,11 @@ from typing import Annotated
 
 import typer
 
-from mmfuse.cli._app import _friendly_errors, app, console
+from mmfuse.cli._common import console
 
 __all__ = ["serve", "stream"]
 
 
-@app.command()
-@_friendly_errors
 def serve(
     model_dir: Annotated[Path, typer.Argument(help="A model directory (e.g. runs/X/models/<fusion>-seed0).")],
     host: Annotated[str, typer.Option(help="Bind address; anything but loopback needs --token.")] = "127.0.0.1",
@@ -44,8 +42,6 @@ def serve(
     run_server(model_dir, config)
 
 
-@app.command()
-@_friendly_errors
 def stream(
     recording: Annotated[Path, typer.Argument(help="A recording folder of <modality>.csv|npz|parquet files.")],
     url: Annotated[str, typer.Option(help="The server's WebSocket URL.")] = "ws://127.0.0.1:8000/ws",

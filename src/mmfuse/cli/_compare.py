@@ -1,0 +1,140 @@
+"""``mmfuse compare``: train and test fusions over seeds; results, summary and report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mmfuse.cli._common import command_line, console, err_console
+
+__all__ = ["compare"]
+
+
+def compare(
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", help="Registered data-set name or a native data-set folder.")
+    ] = "basic-motions",
+    fusion: Annotated[
+        list[str], typer.Option("--fusion", "-f", help="Fusion names (repeat or comma-separate), or 'all'.")
+    ] = ["all"],  # noqa: B006 - typer reads the default, it is never mutated
+    seeds: Annotated[int, typer.Option("--seeds", "-s", min=1, help="Seeds per fusion (0 .. N-1).")] = 3,
+    epochs: Annotated[int | None, typer.Option("--epochs", "-e", min=1, help="Override the preset's epochs.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default runs/<dataset>).")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Folder of local data sets (else $MMFUSE_DATA_DIR).")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
+    max_params: Annotated[
+        int | None, typer.Option("--max-params", min=1, help="Refuse models with more trainable parameters.")
+    ] = None,
+    hidden: Annotated[int | None, typer.Option("--hidden", min=1, help="Override the hidden size H.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Reuse finished runs in --out and continue an interrupted one.")
+    ] = False,
+    keep_checkpoints: Annotated[
+        bool, typer.Option("--keep-checkpoints", help="Keep each run's last/ checkpoint after it finishes.")
+    ] = False,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", min=1, help="Runs trained at once, each in its own process.")
+    ] = 1,
+    analyze: Annotated[
+        bool, typer.Option("--analyze", help="Then run the analysis suite on the run (as 'mmfuse analyze').")
+    ] = False,
+) -> None:
+    """Train and test every chosen fusion for every seed; write results, summary and an HTML report.
+
+    Fusion names: any registered fusion (see 'mmfuse fusions'), 'unimodal-<modality>' for a unimodal
+    baseline, 'unimodal' for all of them, or 'all' for every fusion plus every unimodal baseline.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from mmfuse.data import dataset_info
+    from mmfuse.evaluate.compare import CompareConfig, CompareProgress, resolve_fusions
+    from mmfuse.evaluate.compare import compare as run_compare
+
+    # Check the names before the progress display starts, so a typo gives one clean line.
+    resolve_fusions(list(fusion))
+    if not Path(dataset).is_dir():
+        dataset_info(dataset)
+
+    name = Path(dataset).name if Path(dataset).is_dir() else dataset
+    out_dir = out if out is not None else Path("runs") / name
+    config = CompareConfig(
+        dataset=dataset,
+        fusions=list(fusion),
+        seeds=seeds,
+        out_dir=str(out_dir),
+        epochs=epochs,
+        data_dir=str(data_dir) if data_dir is not None else None,
+        model_overrides={"hidden": hidden} if hidden is not None else {},
+        device=device,
+        max_params=max_params,
+        command=command_line(),
+        resume=resume,
+        keep_checkpoints=keep_checkpoints,
+        jobs=jobs,
+    )
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    ) as bar:
+        overall = bar.add_task("runs", total=None)
+        current = bar.add_task("epochs", total=None)
+
+        def on_progress(event: CompareProgress) -> None:
+            bar.update(overall, total=event.total_runs, completed=event.run_index - (0 if event.done else 1))
+            if event.done:
+                bar.update(current, description=f"{event.fusion} seed {event.seed} done")
+            else:
+                metric = {k: v for k, v in event.logs.items() if k.startswith("val_") and isinstance(v, float)}
+                shown = " ".join(f"{k}={v:.3f}" for k, v in list(metric.items())[:2])
+                bar.update(
+                    current,
+                    description=f"{event.fusion} seed {event.seed} {shown}",
+                    total=event.epochs,
+                    completed=event.epoch,
+                )
+
+        result = run_compare(config, progress=on_progress)
+
+    table = Table(title=f"{name}: test results, mean over {seeds} seed(s)")
+    metric = result.main_metric
+    table.add_column("fusion", no_wrap=True)
+    table.add_column(metric, justify="right", no_wrap=True)
+    table.add_column("± std", justify="right", no_wrap=True)
+    extra = [m for m in result.metrics if m != metric and f"{m}_mean" in result.summary[0]]
+    for m in extra:
+        table.add_column(m, justify="right", no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True)
+    table.add_column("train s", justify="right", no_wrap=True)
+    for row in result.summary:
+        table.add_row(
+            str(row["fusion"]),
+            f"{row[f'{metric}_mean']:.4f}",
+            f"{row[f'{metric}_std']:.4f}",
+            *[f"{row[f'{m}_mean']:.4f}" for m in extra],
+            f"{int(row['params_mean']):,}",
+            f"{row['train_seconds_mean']:.1f}",
+        )
+    console.print(table)
+    console.print(f"Wrote {result.out_dir}/results.csv, summary.csv, summary.md, report.html and models/")
+    if analyze:
+        from mmfuse.evaluate.analysis import AnalysisConfig, analyze_run
+        from mmfuse.train import resolve_device
+
+        with console.status("analysing the run (ablation, robustness, calibration, ...)"):
+            analysis = analyze_run(
+                result.out_dir,
+                config=AnalysisConfig(
+                    data_dir=str(data_dir) if data_dir is not None else None, device=resolve_device(device).type
+                ),
+            )
+        seconds = sum(analysis.seconds.values())
+        console.print(f"Analysis: {len(analysis.files)} files in {analysis.out_dir} ({seconds:.0f} s); report updated")
