@@ -92,7 +92,7 @@ def _plain_help(annotation: Any) -> Any:
             if base is bool and info.metavar is None:
                 info.metavar = ""  # a flag takes no value: show none
         infos.append(info)
-    return Annotated[(base, *infos)]  # type: ignore[valid-type]
+    return Annotated[(base, *infos)]
 
 
 def _command(func: Callable[..., Any]) -> Callable[..., Any]:
