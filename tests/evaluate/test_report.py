@@ -395,3 +395,64 @@ def test_summary_written_by_summarize_runs_is_understood(tmp_path: Path) -> None
     table = page[page.index('id="comparison"') : page.index('id="curves"')]
     assert "0.850 ± 0.000" not in table and "0.850</td>" in table  # concat: one seed left, no spread shown
     assert "1,000" in table and "2,000" in table  # parameters from params_mean
+
+
+def _set_accuracy(
+    run_dir: Path, accuracy: dict[str, tuple[float, float]], rename: dict[str, str] | None = None
+) -> None:
+    """Rewrite results.csv with the given per-seed accuracies (and renamed runs); summary.csv is dropped."""
+    results = pd.read_csv(run_dir / "results.csv", converters={"fusion": str})
+    results["fusion"] = results["fusion"].replace(rename or {})
+    for fusion, values in accuracy.items():
+        for seed, value in enumerate(values):
+            results.loc[(results["fusion"] == fusion) & (results["seed"] == seed), "accuracy"] = value
+    results.to_csv(run_dir / "results.csv", index=False)
+    (run_dir / "summary.csv").unlink(missing_ok=True)
+
+
+def _headline_lines(text: str) -> list[str]:
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Task:")) + 2
+    return lines[start : lines.index("", start)]
+
+
+def test_tied_fusions_are_reported_as_a_tie_not_ranked_by_name(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "run")
+    _set_accuracy(run_dir, {"concat": (0.95, 0.91)})  # the same seeds as attention
+    lines = _headline_lines(write_summary_markdown(run_dir).read_text(encoding="utf-8"))
+    head, tied = lines[0].split(": ", 1)
+    assert head == "2 fusions tie for the best test accuracy, 0.930 ± 0.028 (mean ± std over 2 seeds)"
+    assert sorted(tied.rstrip(".").split(", ")) == ["**attention**", "**concat**"]
+    assert not any(line.startswith("Best fusion") for line in lines)
+    assert lines[1].startswith("They beat the next fusion \\<b\\>x\\</b\\>")
+    page = write_report(run_dir).read_text(encoding="utf-8")
+    # Both tied accuracies are highlighted as best (and attention's val accuracy, which is the same numbers).
+    assert page.count('<td class="num best">0.930 ± 0.028</td>') == 3
+
+
+def test_summary_states_best_fusion_against_best_unimodal_baseline_first(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "run")
+    _set_accuracy(run_dir, {"unimodal-accel": (0.95, 0.91)}, rename={"<b>x</b>": "unimodal-accel"})
+    lines = _headline_lines(write_summary_markdown(run_dir).read_text(encoding="utf-8"))
+    # The baseline ties the best fusion: said right after the best fusion, and it is not one of "the other fusions".
+    assert lines[0].startswith("Best fusion: **attention** with test accuracy 0.930 ± 0.028")
+    assert lines[1].startswith("Against the best unimodal baseline, unimodal-accel (0.930 ± 0.028): a tie.")
+    assert "Averaged over the other 1 fusion," in lines[3]
+
+
+def test_significance_columns_of_the_summary_qualify_the_baseline_comparison(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "run")
+    _set_accuracy(run_dir, {"unimodal-accel": (0.70, 0.72)}, rename={"<b>x</b>": "unimodal-accel"})
+    summary = pd.DataFrame(
+        {
+            "fusion": ["attention", "concat", "unimodal-accel"],
+            "vs_best_unimodal": ["better", "better", ""],
+            "p_vs_best_unimodal": [0.012, 0.2, float("nan")],
+        }
+    )
+    summary.to_csv(run_dir / "summary.csv", index=False)
+    lines = _headline_lines(write_summary_markdown(run_dir).read_text(encoding="utf-8"))
+    assert lines[1] == (
+        "Against the best unimodal baseline, unimodal-accel (0.710 ± 0.014), it is significantly better: "
+        "+0.220 accuracy; paired test p = 0.012."
+    )

@@ -40,6 +40,7 @@ from matplotlib.transforms import blended_transform_factory
 from mmfuse._io import atomic_write_text
 from mmfuse.errors import DataError
 from mmfuse.evaluate.figures import (
+    BASELINE_COLOR,
     BEST_COLOR,
     DPI,
     MAIN_COLOR,
@@ -52,6 +53,8 @@ from mmfuse.evaluate.figures import (
     style_axes,
     text_width_px,
 )
+from mmfuse.evaluate.protocol import UNIMODAL_PREFIX
+from mmfuse.metrics import metric_info_for_column
 
 __all__ = ["write_report", "write_summary_markdown"]
 
@@ -101,6 +104,8 @@ class _Run:
     train_seconds: dict[str, float]  # fusion -> mean training time in seconds
     n_seeds: dict[str, int]
     notes: list[str] = field(default_factory=list)
+    # fusion -> optional columns of summary.csv (vs_best_unimodal, p_vs_best_unimodal, ci_low, ci_high)
+    extra: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _require_file(path: Path, what: str) -> None:
@@ -284,7 +289,33 @@ def _load_run(run_dir: str | os.PathLike[str]) -> _Run:
         return (math.isnan(mean), -sign * mean if not math.isnan(mean) else 0.0)
 
     fusions = sorted(stats, key=rank_key)
-    return _Run(root, meta, results, task, metrics, main, fusions, stats, params, seconds, n_seeds, notes)
+    run = _Run(root, meta, results, task, metrics, main, fusions, stats, params, seconds, n_seeds, notes)
+    run.extra = _read_significance(root)
+    return run
+
+
+_SIGNIFICANCE_COLUMNS = ("vs_best_unimodal", "p_vs_best_unimodal", "ci_low", "ci_high")
+
+
+def _read_significance(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """The optional significance columns of summary.csv per fusion (empty when the file or columns are absent)."""
+    path = run_dir / _SUMMARY_CSV
+    try:
+        summary = pd.read_csv(path, converters={"fusion": str})
+    except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError):
+        return {}
+    if "fusion" not in summary.columns:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for _, row in summary.drop_duplicates("fusion", keep="last").iterrows():
+        values: dict[str, Any] = {}
+        for column in _SIGNIFICANCE_COLUMNS:
+            if column not in summary.columns or pd.isna(row[column]):
+                continue
+            value = row[column]
+            values[column] = value if column == "vs_best_unimodal" else float(value)
+        out[str(row["fusion"])] = values
+    return out
 
 
 def _read_optional_json(path: Path, problems: list[str]) -> Any | None:
@@ -397,13 +428,24 @@ _md = md_escape
 # --------------------------------------------------------------------------------------------------------------
 
 
+def _is_baseline(name: str) -> bool:
+    return name.startswith(UNIMODAL_PREFIX)
+
+
+def _tied(a: float, b: float) -> bool:
+    """Equal means, to the precision the numbers carry (a tie is reported as a tie, never broken by name)."""
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
 def _headline(
     run: _Run, name: Callable[[str], str], strong: Callable[[str], str], text: Callable[[str], str]
 ) -> list[str]:
-    """Sentences that state the winner and its margin.
+    """Sentences that state the best fusion, how it stands against the best unimodal baseline, and its margins.
 
-    ``name`` and ``strong`` format (and escape) a fusion name for the target format, ``text`` escapes other
-    user-derived text (the metric name comes from a column of results.csv).
+    Fusions and unimodal baselines (``unimodal-<m>``) are ranked apart: the first sentences name the best fusion
+    and compare it with the best baseline (with the significance columns of ``summary.csv`` where present);
+    runs whose means are equal are reported as tied, never ranked by name. ``name`` and ``strong`` format (and
+    escape) a run name for the target format, ``text`` escapes other user-derived text.
     """
     main = run.main_metric
     label = text(_metric_label(main))
@@ -411,17 +453,29 @@ def _headline(
     if not ranked:
         return [f"No fusion has a finite test {label}; there is no ranking."]
     dec = _decimals([run.stats[f][main].mean for f in ranked], [run.stats[f][main].std for f in ranked])
-    best = ranked[0]
+    sign = 1.0 if _higher_is_better(main) else -1.0
+    fusions = [f for f in ranked if not _is_baseline(f)] or ranked
+    baselines = [f for f in ranked if _is_baseline(f) and f not in fusions]
+    best = fusions[0]
     b = run.stats[best][main]
     seeds = run.n_seeds[best]
-    out = [
-        f"Best fusion: {strong(best)} with test {label} {_fmt_stat(b, dec)} "
-        f"(mean ± std over {seeds} seed{'s' if seeds != 1 else ''})."
-    ]
-    if len(ranked) == 1:
-        out.append("It is the only fusion with a result, so there is nothing to compare it with.")
+    over = f"(mean ± std over {seeds} seed{'s' if seeds != 1 else ''})"
+    tied = [f for f in fusions if _tied(run.stats[f][main].mean, b.mean)]
+    if len(tied) > 1:
+        out = [
+            f"{len(tied)} fusions tie for the best test {label}, {_fmt_stat(b, dec)} {over}: "
+            + ", ".join(strong(f) for f in tied)
+            + "."
+        ]
+    else:
+        out = [f"Best fusion: {strong(best)} with test {label} {_fmt_stat(b, dec)} {over}."]
+    if baselines:
+        out.append(_versus_baseline(run, best, baselines, dec, sign, name, text))
+    rest = [f for f in fusions if f not in tied]
+    if not rest:
+        if len(tied) == 1:
+            out.append("It is the only fusion with a result, so there is no other fusion to compare it with.")
         return out
-    sign = 1.0 if _higher_is_better(main) else -1.0
 
     def margin(other: str) -> str:
         o = run.stats[other][main]
@@ -429,17 +483,19 @@ def _headline(
         relative = f" ({100 * gap / abs(o.mean):.1f} % relative)" if o.mean != 0 else ""
         return f"{_fmt(gap, dec)}{relative}"
 
-    runner, worst = ranked[1], ranked[-1]
+    subject = "They beat" if len(tied) > 1 else "It beats"
+    runner, worst = rest[0], rest[-1]
     r = run.stats[runner][main]
-    sentence = f"It beats the runner-up {name(runner)} ({_fmt_stat(r, dec)}) by {margin(runner)}"
+    what = "the next fusion" if len(tied) > 1 else "the runner-up"
+    sentence = f"{subject} {what} {name(runner)} ({_fmt_stat(r, dec)}) by {margin(runner)}"
     if worst != runner:
         sentence += f" and the weakest, {name(worst)} ({_fmt_stat(run.stats[worst][main], dec)}), by {margin(worst)}"
     out.append(sentence + ".")
-    others = [run.stats[f][main].mean for f in ranked[1:]]
+    others = [run.stats[f][main].mean for f in rest]
     mean_gap = sign * (b.mean - float(np.mean(others)))
     out.append(
         f"Averaged over the other {len(others)} fusion{'s' if len(others) != 1 else ''}, "
-        f"it is better by {_fmt(mean_gap, dec)} {label}."
+        f"{'they are' if len(tied) > 1 else 'it is'} better by {_fmt(mean_gap, dec)} {label}."
     )
     spread = max((s for s in (b.std, r.std) if math.isfinite(s)), default=math.nan)
     gap = sign * (b.mean - r.mean)
@@ -456,6 +512,46 @@ def _headline(
             f"({_fmt(spread, dec)} at most)."
         )
     return out
+
+
+def _versus_baseline(
+    run: _Run,
+    best: str,
+    baselines: Sequence[str],
+    dec: int,
+    sign: float,
+    name: Callable[[str], str],
+    text: Callable[[str], str],
+) -> str:
+    """How the best fusion stands against the best unimodal baseline: better, tied or worse (and how sure)."""
+    main = run.main_metric
+    b = run.stats[best][main]
+    base = baselines[0]
+    u = run.stats[base][main]
+    tied_bases = [f for f in baselines if _tied(run.stats[f][main].mean, u.mean)]
+    base_text = " and ".join(name(f) for f in tied_bases)
+    which = "the best unimodal baseline" if len(tied_bases) == 1 else "the best unimodal baselines"
+    gap = sign * (b.mean - u.mean)
+    mark = str(run.extra.get(best, {}).get("vs_best_unimodal") or "").strip().lower()
+    p_value = run.extra.get(best, {}).get("p_vs_best_unimodal")
+    p_text = f"; paired test p = {p_value:.3g}" if isinstance(p_value, float) and math.isfinite(p_value) else ""
+    if _tied(b.mean, u.mean):
+        return (
+            f"Against {which}, {base_text} ({_fmt_stat(u, dec)}): a tie. A single modality does as well as the best "
+            f"fusion on test {text(_metric_label(main))}{p_text}."
+        )
+    verdict = "better" if gap > 0 else "worse"
+    if mark in ("tie", "better", "worse"):
+        verdict = {"tie": "not significantly different", "better": "significantly better",
+                   "worse": "significantly worse"}[mark]  # fmt: skip
+    elif math.isfinite(b.std) or math.isfinite(u.std):
+        spread = max(s for s in (b.std, u.std) if math.isfinite(s))
+        if abs(gap) <= spread:
+            verdict += ", within one seed-to-seed standard deviation"
+    return (
+        f"Against {which}, {base_text} ({_fmt_stat(u, dec)}), it is {verdict}: "
+        f"{'+' if gap > 0 else '−'}{_fmt(abs(gap), dec)} {text(_metric_label(main))}{p_text}."
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -487,21 +583,32 @@ def _comparison_figure(run: _Run) -> str:
     fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height)
     ax = fig.add_subplot()
     label_transform = blended_transform_factory(ax.transAxes, ax.transData)
+    top_mean = stats[0].mean
+    best_rows = {y for y, s in enumerate(stats) if math.isfinite(top_mean) and _tied(s.mean, top_mean)}
     for y, (fusion, stat) in enumerate(zip(fusions, stats, strict=True)):
         if y % 2 == 0:
             ax.axhspan(y - 0.5, y + 0.5, color="#f3f4f6", zorder=0, linewidth=0)
-        color = BEST_COLOR if y == 0 else MAIN_COLOR
+        baseline = _is_baseline(fusion)
+        color = BEST_COLOR if y in best_rows else BASELINE_COLOR if baseline else MAIN_COLOR
         values = run.results.loc[run.results["fusion"] == fusion, main].dropna().to_numpy(dtype=float)
         # Spread the seed dots vertically (deterministically) so equal values stay visible.
         offsets = np.linspace(-0.2, 0.2, len(values)) if len(values) > 1 else np.zeros(len(values))
         ax.scatter(values, y + offsets, s=16, color="#374151", alpha=0.55, zorder=3, linewidths=0)
         if math.isfinite(stat.mean):
             xerr = stat.std if math.isfinite(stat.std) else None
-            ax.errorbar(stat.mean, y, xerr=xerr, fmt="D", color=color, ms=7, capsize=4, elinewidth=2, zorder=4)
+            ax.errorbar(stat.mean, y, xerr=xerr, fmt="s" if baseline else "D", color=color, ms=7, capsize=4,
+                        elinewidth=2, zorder=4, mfc="white" if baseline else color, mew=2)  # fmt: skip
         ax.text(
             1.0, y, "  " + values_text[y], transform=label_transform, va="center", ha="left", fontsize=9,
-            fontweight="bold" if y == 0 else "normal", family="monospace", color=color,
+            fontweight="bold" if y in best_rows else "normal", family="monospace", color=color,
         )  # fmt: skip
+    baselines = [f for f in fusions if _is_baseline(f) and math.isfinite(run.stats[f][main].mean)]
+    if baselines and len(baselines) < n:
+        ref = run.stats[baselines[0]][main].mean
+        ax.axvline(ref, color=BASELINE_COLOR, linestyle="--", linewidth=1.2, zorder=2)
+        ax.text(ref, -0.5, f" best unimodal: {_mpl(baselines[0], 30)}", color=BASELINE_COLOR, fontsize=8,
+                va="bottom", ha="left", clip_on=False)  # fmt: skip
+    ax.set_xlim(*_honest_limits(main, run.results[main].dropna().to_numpy(dtype=float), stats))
     ax.set_yticks(range(n), names)
     ax.set_ylim(n - 0.5, -0.5)  # best at the top
     ax.tick_params(axis="y", length=0)
@@ -516,6 +623,40 @@ def _comparison_figure(run: _Run) -> str:
         fontsize=11, va="top", ha="left",
     )  # fmt: skip
     return _png_data_uri(fig)
+
+
+def _honest_limits(metric: str, values: np.ndarray, stats: Sequence[_Stat]) -> tuple[float, float]:
+    """Axis limits that neither zoom a small gap to fill the page nor run past a bounded metric's range.
+
+    The span is at least a tenth of the metric's range (bounded metrics such as accuracy) or a tenth of the
+    largest magnitude (unbounded ones such as MAE), and the limits stay inside the metric's bounds.
+    """
+    ends = [float(v) for v in values if math.isfinite(v)]
+    for st in stats:
+        if math.isfinite(st.mean):
+            spread = st.std if math.isfinite(st.std) else 0.0
+            ends += [st.mean - spread, st.mean + spread]
+    if not ends:
+        return 0.0, 1.0
+    low, high = min(ends), max(ends)
+    try:
+        bound_low, bound_high = metric_info_for_column(metric).bounds
+    except ValueError:
+        bound_low, bound_high = None, None
+    if bound_low is not None and bound_high is not None:
+        min_span = 0.1 * (bound_high - bound_low)
+    else:
+        min_span = 0.1 * max(abs(low), abs(high), 1e-12)
+    pad = 0.06 * max(high - low, min_span)
+    if high - low < min_span:
+        centre = (low + high) / 2
+        low, high = centre - min_span / 2, centre + min_span / 2
+    low, high = low - pad, high + pad
+    if bound_low is not None and low < bound_low:
+        high, low = min(high + (bound_low - low), bound_high if bound_high is not None else math.inf), bound_low
+    if bound_high is not None and high > bound_high:
+        low, high = max(low - (high - bound_high), bound_low if bound_low is not None else -math.inf), bound_high
+    return low, high
 
 
 def _history_frame(raw: Any) -> pd.DataFrame | None:
@@ -598,7 +739,10 @@ def _plot_loss_panel(ax: Any, histories: Mapping[int, pd.DataFrame], best: Mappi
                 label=f"{label} loss" + (" (mean ± std)" if n > 1 else ""))  # fmt: skip
         spread = std.reindex(mean.index).fillna(0.0).to_numpy()
         if n > 1 and spread.any():
-            ax.fill_between(mean.index, mean - spread, mean + spread, color=color, alpha=0.15, linewidth=0)
+            low = mean - spread
+            if (mean >= 0).all():  # a loss is never negative: the band must not suggest it
+                low = low.clip(lower=0.0)
+            ax.fill_between(mean.index, low, mean + spread, color=color, alpha=0.15, linewidth=0)
     known = [b for b in best.values() if b is not None]
     if known:
         ax.axvline(float(np.median(known)), color="#6b7280", linestyle=":", linewidth=1.5,
@@ -618,9 +762,17 @@ def _legend_location(panel: str, metric: str | None) -> str:
     return "lower right" if _higher_is_better(metric) else "upper right"
 
 
+def _is_flat(frames: Sequence[pd.DataFrame], column: str) -> bool:
+    """Whether ``column`` holds one value over every epoch of every seed (a flat curve shows nothing)."""
+    values = pd.concat([f[column] for f in frames if column in f]).dropna()
+    return len(values) > 1 and bool(np.isclose(values.min(), values.max(), rtol=0, atol=1e-12))
+
+
 def _curves_figure(run: _Run, fusion: str, histories: Mapping[int, pd.DataFrame]) -> str | None:
     frames = list(histories.values())
     metric = _curve_metric(run, frames)
+    if metric is not None and _is_flat(frames, metric):
+        metric = None  # a flat panel carries nothing; the caller notes which fusions had one
     has_loss = any(c in f and f[c].notna().any() for f in frames for c in ("train_loss", "val_loss"))
     panels = [p for p in ("metric" if metric else "", "loss" if has_loss else "") if p]
     if not panels:
@@ -906,6 +1058,8 @@ def _per_seed_table(run: _Run) -> dict[str, Any]:
 def _curves_context(run: _Run) -> dict[str, Any]:
     notes: list[str] = []
     figures: list[dict[str, str]] = []
+    flat: list[str] = []
+    flat_metric = ""
     for fusion in run.fusions:
         histories: dict[int, pd.DataFrame] = {}
         problems: list[str] = []
@@ -923,6 +1077,10 @@ def _curves_context(run: _Run) -> dict[str, Any]:
             notes.append(_missing_note("training curves", fusion, problems, nothing_left=not histories))
         if not histories:
             continue
+        metric = _curve_metric(run, list(histories.values()))
+        if metric is not None and _is_flat(list(histories.values()), metric):
+            flat.append(fusion)
+            flat_metric = metric
         uri = _curves_figure(run, fusion, histories)
         if uri is None:
             notes.append(
@@ -930,6 +1088,12 @@ def _curves_context(run: _Run) -> dict[str, Any]:
             )
             continue
         figures.append(_figure(uri, f"Training curves of {fusion}"))
+    if flat:
+        notes.append(
+            f"The {_metric_label(flat_metric)} curve is flat (one value at every epoch and seed) for "
+            + ", ".join(flat)
+            + "; only the losses are drawn for them."
+        )
     return {
         "text": "Validation metric per epoch (thin lines: seeds, thick line: their mean, stars: the epoch whose "
         "checkpoint was kept) and the training and validation loss (mean ± std over seeds).",

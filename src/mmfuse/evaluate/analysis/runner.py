@@ -766,6 +766,30 @@ def _is_num(text: str) -> bool:
 _md = md_escape
 
 
+def _calibration_warnings(means: pd.DataFrame) -> list[str]:
+    """One warning per fusion whose test ECE or NLL got worse with temperature scaling (it is no fix there).
+
+    ``means`` is indexed by fusion with ``ece_before``/``ece_after`` and ``nll_before``/``nll_after`` columns.
+    """
+    out = []
+    for name, row in means.iterrows():
+        worse = [
+            f"{label} {row[f'{key}_before']:.3f} -> {row[f'{key}_after']:.3f}"
+            for key, label in (("ece", "ECE"), ("nll", "NLL"))
+            if f"{key}_before" in row
+            and f"{key}_after" in row
+            and math.isfinite(row[f"{key}_before"])
+            and math.isfinite(row[f"{key}_after"])
+            and row[f"{key}_after"] > row[f"{key}_before"] + 1e-12
+        ]
+        if worse:
+            out.append(
+                f"Temperature scaling made the test calibration of {name} worse ({', '.join(worse)}): the "
+                "temperature fitted on the calibration split does not transfer to test, so do not apply it."
+            )
+    return out
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The public entry point
 # --------------------------------------------------------------------------------------------------------------
@@ -1095,6 +1119,7 @@ def _analyze(run_dir: Path, config: AnalysisConfig) -> AnalysisResult:
                 ],
             )
             report.figure(sec, "reliability.png", "Reliability diagrams", "Dashed: perfect calibration.")
+            sec["notes"].extend(_calibration_warnings(cf))
             report.table(
                 sec,
                 "Calibration on test (mean over seeds).",
