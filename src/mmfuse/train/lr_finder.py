@@ -33,13 +33,13 @@ from mmfuse.train.seeding import (
     seed_everything,
 )
 from mmfuse.train.trainer import (
-    _check_task_options,
-    _forward_loss,
-    _loss_kwargs,
-    _optimizer_step,
-    _precision,
     build_optimizer,
+    check_task_options,
+    forward_loss,
     frozen_parameters,
+    loss_options,
+    optimizer_step,
+    precision_for,
 )
 from mmfuse.types import Batch
 
@@ -284,7 +284,7 @@ def find_lr(
     }
 
     device = resolve_device(cfg.device)
-    precision = _precision(cfg.amp, device)
+    precision = precision_for(cfg.amp, device)
     source = BatchSource(train, "train", batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers)
     task_type, label_level = resolve_task_level(model, train, task, level)
     if task_type is None:
@@ -292,7 +292,7 @@ def find_lr(
         if first is None:
             raise ValueError("The 'train' data of find_lr are empty.")
         task_type = _infer_task(first.targets)
-    _check_task_options(cfg, task_type)
+    check_task_options(cfg, task_type)
 
     # Everything the test changes, to put back afterwards.
     weights = state_dict_cpu(model)
@@ -308,7 +308,7 @@ def find_lr(
                 param.requires_grad_(False)
             optimizer = build_optimizer(model, cfg)
             params = [p for group in optimizer.param_groups for p in group["params"]]
-            loss_kwargs = _loss_kwargs(cfg, task_type, source, device)
+            loss_kwargs = loss_options(cfg, task_type, source, device)
             lrs, smoothed, raw, diverged = _range_test(
                 model,
                 _endless(source, cfg.seed),
@@ -370,7 +370,7 @@ def _range_test(
         batch = next(batches)
         if batch.targets is None:
             raise ValueError("A training batch given to find_lr has no targets (targets=None).")
-        loss, count = _forward_loss(model, batch.to(device), precision, task_type, label_level, loss_kwargs)
+        loss, count = forward_loss(model, batch.to(device), precision, task_type, label_level, loss_kwargs)
         if count == 0:  # nothing labelled in this batch: take the next one at the same rate
             skipped += 1
             if skipped > 1000:
@@ -381,7 +381,7 @@ def _range_test(
             return lrs, smoothed, raw, True
         for group in optimizer.param_groups:
             group["lr"] = lr
-        _optimizer_step(loss, optimizer, params, precision, cfg.grad_clip)
+        optimizer_step(loss, optimizer, params, precision, cfg.grad_clip)
         average = beta * average + (1.0 - beta) * value
         current = average / (1.0 - beta ** (len(lrs) + 1))
         lrs.append(lr)

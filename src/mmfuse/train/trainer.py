@@ -40,7 +40,20 @@ from mmfuse.train.seeding import (
 )
 from mmfuse.types import LabelLevel, TaskType
 
-__all__ = ["TrainResult", "Trainer", "build_optimizer", "build_scheduler", "frozen_parameters", "resolve_amp"]
+__all__ = [
+    "Precision",
+    "TrainResult",
+    "Trainer",
+    "build_optimizer",
+    "build_scheduler",
+    "check_task_options",
+    "forward_loss",
+    "frozen_parameters",
+    "loss_options",
+    "optimizer_step",
+    "precision_for",
+    "resolve_amp",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -288,14 +301,19 @@ def _step_scheduler_per_batch(scheduler: Any) -> None:
 
 
 @dataclass
-class _Precision:
-    """How the training forward pass runs: autocast dtype (or none) and the gradient scaler of float16."""
+class Precision:
+    """How the training forward pass runs: autocast dtype (or none) and the gradient scaler of float16.
+
+    One of the engine's public pieces (with :func:`forward_loss` and :func:`optimizer_step`) that the trainer,
+    the LR finder and continual adaptation share.
+    """
 
     mode: str  # "off", "bf16" or "fp16"
     device_type: str
     scaler: Any = None  # torch.amp.GradScaler with fp16, else None
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Autocast in the mode's dtype, or a no-op context when the mode is ``"off"``."""
         if self.mode == "off":
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if self.mode == "bf16" else torch.float16
@@ -339,16 +357,22 @@ def resolve_amp(amp: str, device: torch.device | str) -> str:
     raise ValueError(f"The 'amp' parameter of TrainConfig must be one of ['auto', 'off', 'bf16', 'fp16']. Got {amp!r}.")
 
 
-def _precision(amp: str, device: torch.device) -> _Precision:
+def precision_for(amp: str, device: torch.device) -> Precision:
+    """The :class:`Precision` of ``TrainConfig.amp`` on ``device`` (with a gradient scaler for float16).
+
+    Example:
+        >>> precision_for("auto", torch.device("cpu")).mode
+        'off'
+    """
     mode = resolve_amp(amp, device)
     scaler = torch.amp.GradScaler(device.type) if mode == "fp16" else None
-    return _Precision(mode=mode, device_type=device.type, scaler=scaler)
+    return Precision(mode=mode, device_type=device.type, scaler=scaler)
 
 
-def _forward_loss(
+def forward_loss(
     model: nn.Module,
     batch: Any,
-    precision: _Precision,
+    precision: Precision,
     task_type: TaskType,
     level: LabelLevel | None,
     loss_kwargs: dict[str, Any],
@@ -361,11 +385,11 @@ def _forward_loss(
     return loss_and_count(outputs, batch, task_type, level=level, **loss_kwargs)
 
 
-def _optimizer_step(
+def optimizer_step(
     loss: Tensor,
     optimizer: torch.optim.Optimizer,
     params: list[nn.Parameter],
-    precision: _Precision,
+    precision: Precision,
     grad_clip: float | None,
 ) -> None:
     """Backward, (unscale and) clip, step: one optimiser update from ``loss``."""
@@ -423,7 +447,7 @@ def _frozen_during(config: TrainConfig, epoch: int) -> bool:
     return bool(config.freeze) and (config.unfreeze_epoch is None or epoch + 1 < config.unfreeze_epoch)
 
 
-def _check_task_options(config: TrainConfig, task_type: TaskType) -> None:
+def check_task_options(config: TrainConfig, task_type: TaskType) -> None:
     """Refuse classification-only options (class weights, label smoothing) for regression."""
     if task_type != TaskType.REGRESSION:
         return
@@ -439,7 +463,7 @@ def _check_task_options(config: TrainConfig, task_type: TaskType) -> None:
         )
 
 
-def _loss_kwargs(
+def loss_options(
     config: TrainConfig, task_type: TaskType, train_src: BatchSource, device: torch.device
 ) -> dict[str, Any]:
     """Keyword arguments of :func:`~mmfuse.train.losses.loss_and_count` for training and validation."""
@@ -622,7 +646,7 @@ class Trainer:
         device: torch.device,
     ) -> TrainResult:
         cfg = self.config
-        precision = _precision(cfg.amp, device)  # fp16 on a CPU fails here, before any work
+        precision = precision_for(cfg.amp, device)  # fp16 on a CPU fails here, before any work
         train_src = BatchSource(train, "train", batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers)
         val_src = (
             None
@@ -635,7 +659,7 @@ class Trainer:
             if first is None:
                 raise ValueError("The 'train' data of Trainer.fit are empty.")
             task_type = _infer_task(first.targets)
-        _check_task_options(cfg, task_type)
+        check_task_options(cfg, task_type)
         if val_src is None:
             monitor, mode = "train_loss", "min"
         else:
@@ -699,12 +723,12 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         scheduler: Any,
         per_step: bool,
-        precision: _Precision,
+        precision: Precision,
         frozen: list[nn.Parameter],
         dropout: tuple[Callable[[float], Any], float] | None,
     ) -> TrainResult:
         cfg = self.config
-        loss_kwargs = _loss_kwargs(cfg, task_type, train_src, device)
+        loss_kwargs = loss_options(cfg, task_type, train_src, device)
 
         # Parameter counts before and after unfreezing (the flags are set again at the start of every epoch).
         for param in frozen:
@@ -875,7 +899,7 @@ class Trainer:
         level: LabelLevel | None,
         loss_kwargs: dict[str, Any],
         epoch: int,
-        precision: _Precision,
+        precision: Precision,
         step_scheduler: Any,
     ) -> float:
         cfg = self.config
@@ -885,7 +909,7 @@ class Trainer:
             if batch.targets is None:
                 raise ValueError(f"Training batch {index} of epoch {epoch + 1} has no targets (targets=None).")
             batch = batch.to(device)
-            loss, count = _forward_loss(model, batch, precision, task_type, level, loss_kwargs)
+            loss, count = forward_loss(model, batch, precision, task_type, level, loss_kwargs)
             if count == 0:
                 continue
             if not torch.isfinite(loss):
@@ -893,7 +917,7 @@ class Trainer:
                     f"The training loss became {float(loss)} at epoch {epoch + 1}, batch {index}; "
                     "lower 'lr' or set 'grad_clip' in TrainConfig, and check the inputs for NaN."
                 )
-            _optimizer_step(loss, optimizer, params, precision, cfg.grad_clip)
+            optimizer_step(loss, optimizer, params, precision, cfg.grad_clip)
             if step_scheduler is not None:
                 _step_scheduler_per_batch(step_scheduler)
             value = float(loss.detach())
