@@ -1,4 +1,4 @@
-"""Generic building blocks: mask-aware primitives, attention, pooling, MLPs and temporal encoders."""
+"""Generic building blocks: mask-aware primitives, attention, pooling, MLPs, temporal and pretrained encoders."""
 
 from __future__ import annotations
 
@@ -14,6 +14,14 @@ from mmfuse.layers.encoders import (
 from mmfuse.layers.masking import masked_mean, masked_softmax, zero_missing
 from mmfuse.layers.mlp import ACTIVATIONS, MLP, make_activation
 from mmfuse.layers.pooling import POOLINGS, AttentionPool, LastStepPool, MeanPool, make_pooling
+from mmfuse.layers.pretrained import (
+    PretrainedTextEncoder,
+    backbone_parameter_groups,
+    cached_text_embeddings,
+    list_pretrained,
+    register_pretrained,
+    resolve_pretrained,
+)
 
 __all__ = [
     "ACTIVATIONS",
@@ -26,12 +34,18 @@ __all__ = [
     "LastStepPool",
     "MaskedMultiheadAttention",
     "MeanPool",
+    "PretrainedTextEncoder",
     "RNNEncoder",
     "TransformerEncoder",
+    "backbone_parameter_groups",
+    "cached_text_embeddings",
+    "list_pretrained",
     "make_activation",
     "make_encoder",
     "make_pooling",
     "masked_mean",
     "masked_softmax",
+    "register_pretrained",
+    "resolve_pretrained",
     "zero_missing",
 ]
