@@ -319,6 +319,135 @@ def test_resume_refuses_a_corrupt_result_json(
         compare(_config(out, resume=True))
 
 
+def _tree(path: Path) -> dict[str, int]:
+    return {str(p.relative_to(path)): p.stat().st_mtime_ns for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def _rewrite_json(path: Path, change: Any) -> None:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    change(data)
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def _set(data: dict[str, Any], key: str, value: Any) -> None:
+    data[key] = value
+
+
+TAMPERED_RESULTS = {
+    "metric edited": ("result.json", lambda d: _set(d, "accuracy", 0.999)),
+    "metric not a number": ("result.json", lambda d: _set(d, "accuracy", "high")),
+    "metric infinite": ("result.json", lambda d: _set(d, "f1_macro", float("inf"))),
+    "metric missing": ("result.json", lambda d: d.pop("f1_weighted")),
+    "params edited": ("result.json", lambda d: _set(d, "params", d["params"] + 1)),
+    "model of other settings": ("config.json", lambda d: d["model_config"].update(hidden=32)),
+    "model of another seed": ("config.json", lambda d: d["train_config"].update(seed=7)),
+    "model of another data set": ("config.json", lambda d: _set(d, "dataset", "other")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TAMPERED_RESULTS))
+def test_resume_refuses_a_tampered_or_inconsistent_run(
+    basic_run: tuple[CompareResult, list[CompareProgress]], tmp_path: Path, case: str
+) -> None:
+    result, _ = basic_run
+    out = tmp_path / "run"
+    shutil.copytree(result.out_dir, out)
+    name, change = TAMPERED_RESULTS[case]
+    run_dir = out / "models" / "weighted-seed0"
+    _rewrite_json(run_dir / name, change)
+    with pytest.raises(DataError, match=re.escape(str(run_dir / "result.json"))):
+        compare(_config(out, resume=True))
+
+
+def test_resume_refuses_a_directory_that_is_not_a_run(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="not a run directory"):
+        compare(_config(out, resume=True))
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# one run directory holds one run
+
+
+def test_an_existing_run_directory_is_refused_without_resume_or_overwrite(
+    basic_run: tuple[CompareResult, list[CompareProgress]], tmp_path: Path
+) -> None:
+    result, _ = basic_run
+    out = tmp_path / "run"
+    shutil.copytree(result.out_dir, out)
+    before = _tree(out)
+    with pytest.raises(FileExistsError, match=r"already holds a run.*--resume.*--overwrite"):
+        compare(_config(out, fusions=["concat"], seeds=1))
+    assert _tree(out) == before
+
+
+def test_resume_and_overwrite_exclude_each_other(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'resume' and 'overwrite'"):
+        _config(tmp_path, resume=True, overwrite=True)
+
+
+def _old_run_with_analysis(result: CompareResult, out: Path) -> None:
+    shutil.copytree(result.out_dir, out)
+    (out / "analysis").mkdir()
+    (out / "analysis" / "summary.md").write_text("old analysis")
+    (out / "final_results.csv").write_text("fusion,seed\nweighted,0\n")
+
+
+def test_overwrite_replaces_the_whole_directory(
+    basic_run: tuple[CompareResult, list[CompareProgress]], tmp_path: Path
+) -> None:
+    result, _ = basic_run
+    out = tmp_path / "run"
+    _old_run_with_analysis(result, out)
+    new = compare(_config(out, fusions=["concat"], seeds=1, overwrite=True))
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["concat-seed0"]
+    assert not (out / "analysis").exists() and not (out / "final_results.csv").exists()
+    assert [r["fusion"] for r in _read_csv(out / "results.csv")] == ["concat"]
+    assert json.loads((out / "run.json").read_text())["fusions"] == ["concat"]
+    assert not re.search(r">\s*weighted\s*<", (out / "report.html").read_text(encoding="utf-8"))
+    assert [p.name for p in tmp_path.iterdir()] == ["run"], "the old run was not deleted"
+    assert _without_time(new.rows) == _without_time(
+        [r for r in result.rows if (r["fusion"], r["seed"]) == ("concat", 0)]
+    )
+
+
+@pytest.mark.parametrize(
+    "bad", [{"fusions": ["nope"]}, {"max_params": 10}, {"dataset": "no-such-data"}, {"metrics": ["mae"]}]
+)
+def test_overwrite_with_invalid_settings_keeps_the_old_run(
+    basic_run: tuple[CompareResult, list[CompareProgress]], tmp_path: Path, bad: dict[str, Any]
+) -> None:
+    result, _ = basic_run
+    out = tmp_path / "run"
+    _old_run_with_analysis(result, out)
+    before = _tree(out)
+    with pytest.raises(ValueError):
+        compare(_config(out, overwrite=True, **bad))
+    assert _tree(out) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_a_failed_overwrite_puts_the_old_run_back(
+    basic_run: tuple[CompareResult, list[CompareProgress]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result, _ = basic_run
+    out = tmp_path / "run"
+    _old_run_with_analysis(result, out)
+    before = _tree(out)
+
+    def failing_fit(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(Trainer, "fit", failing_fit)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        compare(_config(out, fusions=["concat"], seeds=1, overwrite=True))
+    assert _tree(out) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
 # ----------------------------------------------------------------------------------------------------------
 # errors
 

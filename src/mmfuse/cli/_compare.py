@@ -34,6 +34,10 @@ def compare(
     resume: Annotated[
         bool, typer.Option("--resume", help="Reuse finished runs in --out and continue an interrupted one.")
     ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Replace an existing --out whole (kept until the new run has finished)."),
+    ] = False,
     keep_checkpoints: Annotated[
         bool, typer.Option("--keep-checkpoints", help="Keep each run's last/ checkpoint after it finishes.")
     ] = False,
@@ -45,6 +49,9 @@ def compare(
     ] = False,
 ) -> None:
     """Train and test every chosen fusion for every seed; write results, summary and an HTML report.
+
+    A run directory holds one run: an existing --out is refused unless --resume continues it or --overwrite
+    replaces it.
 
     Fusion names: any registered fusion (see 'mmfuse fusions'), 'unimodal-<modality>' for a unimodal
     baseline, 'unimodal' for all of them, or 'all' for every fusion plus every unimodal baseline.
@@ -74,6 +81,7 @@ def compare(
         max_params=max_params,
         command=command_line(),
         resume=resume,
+        overwrite=overwrite,
         keep_checkpoints=keep_checkpoints,
         jobs=jobs,
     )

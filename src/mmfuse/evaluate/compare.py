@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import multiprocessing
 import shutil
 import time
@@ -38,7 +39,7 @@ from mmfuse.evaluate.protocol import (
 )
 from mmfuse.evaluate.rundir import RunDir
 from mmfuse.metrics import compute_metric, default_metrics, get_metric, main_metric, summarize_runs
-from mmfuse.models import ModelConfig, build_model, load_model, parameter_report, save_model
+from mmfuse.models import ModelConfig, build_model, load_model, parameter_report, read_model_info, save_model
 from mmfuse.train import TrainConfig, Trainer, metrics_from_predictions, predict, seed_everything
 
 __all__ = [
@@ -71,8 +72,13 @@ class CompareConfig:
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         max_params: Refuse models with more trainable parameters than this.
         command: The command line that started the run, recorded in ``run.json``.
-        resume: Reuse the runs of ``out_dir`` that finished (their ``result.json``) and continue an interrupted run
-            from its last checkpoint, instead of starting every run afresh.
+        resume: Reuse the runs of ``out_dir`` that finished (their ``result.json``, checked against this run's
+            settings and model directories) and continue an interrupted run from its last checkpoint, instead of
+            starting every run afresh.
+        overwrite: Replace an existing ``out_dir`` whole (its models, analysis and tables). The old directory
+            is moved aside once every setting of the new run is validated and deleted when the new run has
+            finished; a failed run puts it back. Without ``resume`` or ``overwrite`` an existing, non-empty
+            ``out_dir`` is refused: a run directory holds one run.
         keep_checkpoints: Keep each run's ``last/`` checkpoint (optimizer, scheduler and RNG state, about three
             times the model's size) after the run has finished; by default it is removed once the run is done.
         num_threads: Torch intra-op threads; small sequence models run fastest with 1 on a busy machine.
@@ -102,6 +108,7 @@ class CompareConfig:
     max_params: int | None = None
     command: str = ""
     resume: bool = False
+    overwrite: bool = False
     keep_checkpoints: bool = False
     num_threads: int | None = 1
     jobs: int = 1
@@ -109,6 +116,11 @@ class CompareConfig:
     main_metric: str | None = None
 
     def __post_init__(self) -> None:
+        if self.resume and self.overwrite:
+            raise ValueError(
+                "The 'resume' and 'overwrite' parameters of CompareConfig exclude each other: resume continues the "
+                "run in out_dir, overwrite replaces it. Choose one."
+            )
         if not isinstance(self.jobs, int) or isinstance(self.jobs, bool) or self.jobs < 1:
             raise ValueError(f"The 'jobs' parameter of CompareConfig must be a positive integer. Got {self.jobs!r}.")
         if not isinstance(self.seeds, int) or isinstance(self.seeds, bool) or self.seeds < 1:
@@ -219,12 +231,10 @@ def _computable(task: str) -> list[str]:
 
 
 def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] | None) -> CompareResult:
-    from mmfuse.evaluate.report import write_report, write_summary_markdown
-
+    run = RunDir(config.out_dir)
+    run.check_ready(resume=config.resume, overwrite=config.overwrite)  # refused before any data is read
     dataset = open_or_load_dataset(config.dataset, data_dir=config.data_dir)
     fusions = resolve_fusions(config.fusions, modalities=list(dataset.modalities))
-    run = RunDir(config.out_dir)
-    out_dir = run.path
 
     preset = preset_for(dataset)
     model_kwargs, train_kwargs = _settings(preset, None, config)
@@ -235,12 +245,14 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
     # Check everything that can be checked before the first file is written: every model config builds within
     # the parameter budget, the training config is valid, and a resumed run directory used the same settings.
     model_configs = {f: model_config_for(dataset, f, **per_fusion[f][0]) for f in fusions}
-    for cfg in model_configs.values():
-        build_model(cfg, max_params=config.max_params)
+    params = {
+        f: parameter_report(build_model(cfg, max_params=config.max_params)).trainable
+        for f, cfg in model_configs.items()
+    }
     for _, fusion_train in per_fusion.values():
         TrainConfig(**fusion_train)
     if config.resume:
-        _check_resumable(out_dir, dataset.name, model_kwargs, train_kwargs)
+        _check_resumable(run.path, dataset.name, model_kwargs, train_kwargs)
     # The three splits exist, and every stored file of the data set is read (and its checksum checked) by
     # fitting the normalisers and reading one sample, so a missing split or a corrupt file is refused here.
     missing = [s for s in ("train", "val", "test") if s not in dataset.split_names]
@@ -249,45 +261,120 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
             f"Data set {dataset.name!r} ({dataset.path}) lacks the split(s) {missing}; compare needs 'train', 'val' "
             f"and 'test'. Its splits: {dataset.split_names}."
         )
-    train_view, val_view, test_view = (dataset.split(s) for s in ("train", "val", "test"))
+    views = {s: dataset.split(s) for s in ("train", "val", "test")}
     # Normalisers are fitted on the training split only, once, and shared by every run.
-    normalizers = fit_normalizers(train_view)
+    normalizers = fit_normalizers(views["train"])
     _ = dataset[0]
-    run.models_dir.mkdir(parents=True, exist_ok=True)
 
-    train_t, val_t, test_t = (v.with_transform(normalizers.transform_record) for v in (train_view, val_view, test_view))
+    stale = run.stale_asides()
+    if stale and not config.overwrite:
+        logger.warning(
+            "An interrupted --overwrite of %s left the earlier run aside in %s; delete it, or it goes with the "
+            "next --overwrite.",
+            run.path,
+            ", ".join(str(p) for p in stale),
+        )
+    run.prepare(resume=config.resume, overwrite=config.overwrite)
+    try:
+        result = _train_and_report(
+            config,
+            run,
+            dataset,
+            views,
+            normalizers,
+            fusions,
+            model_configs,
+            params,
+            per_fusion,
+            progress,
+            meta=_run_meta(
+                config,
+                dataset,
+                views,
+                fusions,
+                per_fusion,
+                (model_kwargs, train_kwargs),
+                preset.name,
+                metric_names,
+                main,
+            ),
+            metric_names=metric_names,
+            main=main,
+        )
+    except BaseException:
+        run.rollback()  # an overwrite that failed puts the previous run back; otherwise a no-op
+        raise
+    run.commit()
+    return result
 
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    run_meta: dict[str, Any] = {
+
+def _run_meta(
+    config: CompareConfig,
+    dataset: MultimodalDataset,
+    views: Mapping[str, MultimodalDataset],
+    fusions: Sequence[str],
+    per_fusion: Mapping[str, tuple[dict[str, Any], dict[str, Any]]],
+    settings: tuple[dict[str, Any], dict[str, Any]],
+    preset_name: str,
+    metric_names: Sequence[str],
+    main: str,
+) -> dict[str, Any]:
+    """The contents of ``run.json`` at the start of the run (``finished`` is filled in at the end)."""
+    task = dataset.task
+    model_kwargs, train_kwargs = settings
+    meta: dict[str, Any] = {
         "dataset": {
             "name": dataset.name,
             "path": str(Path(dataset.path).resolve()),
             "description": getattr(dataset, "description", ""),
             "modalities": {m: {"dim": s.dim, "kind": s.kind} for m, s in dataset.modalities.items()},
             "task": {"type": task.type.value, "level": task.level.value, "class_names": list(task.class_names)},
-            "sizes": {"train": len(train_view), "val": len(val_view), "test": len(test_view)},
+            "sizes": {name: len(view) for name, view in views.items()},
         },
-        "fusions": fusions,
+        "fusions": list(fusions),
         "seeds": list(range(config.seeds)),
         "train_config": train_kwargs,
         "model_config": model_kwargs,
-        "preset": preset.name,
-        "metrics": metric_names,
+        "preset": preset_name,
+        "metrics": list(metric_names),
         "main_metric": main,
         "versions": versions(),
-        "started": started,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "finished": None,
         "command": config.command,
     }
-    if any(per_fusion[f] != (model_kwargs, train_kwargs) for f in fusions):
-        run_meta["per_fusion"] = {f: {"model_config": mk, "train_config": tk} for f, (mk, tk) in per_fusion.items()}
-    run.write_meta(run_meta)
+    if any(per_fusion[f] != settings for f in fusions):
+        meta["per_fusion"] = {f: {"model_config": mk, "train_config": tk} for f, (mk, tk) in per_fusion.items()}
+    return meta
 
+
+def _train_and_report(
+    config: CompareConfig,
+    run: RunDir,
+    dataset: MultimodalDataset,
+    views: Mapping[str, MultimodalDataset],
+    normalizers: Any,
+    fusions: Sequence[str],
+    model_configs: Mapping[str, ModelConfig],
+    params: Mapping[str, int],
+    per_fusion: Mapping[str, tuple[dict[str, Any], dict[str, Any]]],
+    progress: Callable[[CompareProgress], None] | None,
+    *,
+    meta: dict[str, Any],
+    metric_names: list[str],
+    main: str,
+) -> CompareResult:
+    """Everything that writes: ``run.json``, every run (in this process or in workers), the tables and report."""
+    from mmfuse.evaluate.report import write_report, write_summary_markdown
+
+    run.models_dir.mkdir(parents=True, exist_ok=True)
+    run.write_meta(meta)
+    train_t, val_t, test_t = (views[s].with_transform(normalizers.transform_record) for s in ("train", "val", "test"))
     jobs = [(fusion, seed) for fusion in fusions for seed in range(config.seeds)]
     total = len(jobs)
     common: dict[str, Any] = {
         "metric_names": metric_names,
-        "out_dir": out_dir,
+        "out_dir": run.path,
         "max_params": config.max_params,
         "resume": config.resume,
         "keep_checkpoints": config.keep_checkpoints,
@@ -306,6 +393,7 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
                     test=test_t,
                     normalizers=normalizers,
                     model_config=model_configs[fusion],
+                    expected_params=params[fusion],
                     train_kwargs=per_fusion[fusion][1],
                     progress=progress,
                     run_index=run_index,
@@ -314,16 +402,16 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
             )
             run.write_results(rows)
     else:
-        rows = _run_parallel(config, dataset, normalizers, jobs, model_configs, per_fusion, common, progress)
+        rows = _run_parallel(config, dataset, normalizers, jobs, model_configs, params, per_fusion, common, progress)
 
     summary = summarize_runs(rows, by="fusion", metrics=["params", "train_seconds", *metric_names])
     summary.sort(key=lambda r: r[f"{main}_mean"], reverse=get_metric(main).higher_is_better)
     run.write_summary(summary)
-    run_meta["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    run.write_meta(run_meta)
-    write_summary_markdown(out_dir)
-    write_report(out_dir)
-    return CompareResult(out_dir=out_dir, rows=rows, summary=summary, main_metric=main, metrics=metric_names)
+    meta["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    run.write_meta(meta)
+    write_summary_markdown(run.path)
+    write_report(run.path)
+    return CompareResult(out_dir=run.path, rows=rows, summary=summary, main_metric=main, metrics=metric_names)
 
 
 def _run_one(
@@ -336,6 +424,7 @@ def _run_one(
     test: MultimodalDataset,
     normalizers: Any,
     model_config: ModelConfig,
+    expected_params: int,
     train_kwargs: dict[str, Any],
     metric_names: Sequence[str],
     out_dir: Path,
@@ -351,7 +440,7 @@ def _run_one(
     run_dir = run.model_dir(fusion, seed)
     done_file = run.result_json(fusion, seed)
     if resume and done_file.exists():
-        finished = _read_result(done_file)
+        finished = _reused_row(run, fusion, seed, model_config, expected_params, metric_names, dataset.name)
         logger.info("%s seed %d: reusing the finished run in %s", fusion, seed, run_dir)
         if progress is not None:
             progress(CompareProgress(fusion, seed, run_index, total_runs, logs=finished, done=True))
@@ -422,6 +511,7 @@ def _run_parallel(
     normalizers: Any,
     jobs: Sequence[tuple[str, int]],
     model_configs: Mapping[str, ModelConfig],
+    params: Mapping[str, int],
     per_fusion: Mapping[str, tuple[dict[str, Any], dict[str, Any]]],
     common: Mapping[str, Any],
     progress: Callable[[CompareProgress], None] | None,
@@ -443,6 +533,7 @@ def _run_parallel(
                 "fusion": fusion,
                 "seed": seed,
                 "model_config": model_configs[fusion].to_dict(),
+                "expected_params": params[fusion],
                 "train_kwargs": per_fusion[fusion][1],
                 "run_index": run_index,
                 **common,
@@ -480,6 +571,7 @@ def _worker_run(spec: dict[str, Any]) -> dict[str, Any]:
         test=views[2],
         normalizers=normalizers,
         model_config=ModelConfig.from_dict(spec["model_config"]),
+        expected_params=spec["expected_params"],
         train_kwargs=spec["train_kwargs"],
         metric_names=spec["metric_names"],
         out_dir=Path(spec["out_dir"]),
@@ -520,14 +612,78 @@ def _check_resumable(
         )
 
 
-def _read_result(path: Path) -> dict[str, Any]:
+def _reused_row(
+    run: RunDir,
+    fusion: str,
+    seed: int,
+    model_config: ModelConfig,
+    expected_params: int,
+    metric_names: Sequence[str],
+    dataset_name: str,
+) -> dict[str, Any]:
+    """The ``result.json`` row of a finished run that ``--resume`` reuses, checked against this run and its model.
+
+    Raises:
+        DataError: naming the file, when the row or the model directory beside it does not belong to this run:
+            another fusion or seed, a metric column missing or not a finite number (null is NaN as written),
+            a parameter count or metric value that disagrees with the model's ``config.json`` or
+            ``test_metrics.json``, or a model trained with other settings, seed or data set.
+    """
+    row = run.read_result(fusion, seed, metrics=metric_names)
+    path = run.result_json(fusion, seed)
+    model_dir = run.model_dir(fusion, seed)
+    weights = model_dir / "model.safetensors"
+    if not weights.is_file():
+        raise DataError(f"Cannot reuse '{path}': the model directory has no '{weights.name}' (its weights).")
     try:
-        row = json.loads(path.read_text(encoding="utf-8"))
+        info = read_model_info(model_dir)
+    except FileNotFoundError as exc:
+        raise DataError(f"Cannot reuse '{path}': {exc}") from None
+    config_file = model_dir / "config.json"
+    saved: dict[str, Any] = info["model_config"] if isinstance(info.get("model_config"), dict) else {}
+    wanted = json.loads(json.dumps(model_config.to_dict()))
+    if saved != wanted:
+        keys = sorted(k for k in {*wanted, *saved} if saved.get(k) != wanted.get(k))
+        raise DataError(
+            f"Cannot reuse '{path}': the model in '{config_file}' was built with other settings than this run's "
+            f"(differing: {', '.join(keys)}). Rerun with --overwrite, or delete that model directory."
+        )
+    trained: dict[str, Any] = info["train_config"] if isinstance(info.get("train_config"), dict) else {}
+    if trained.get("seed") != seed or info.get("dataset") != dataset_name:
+        raise DataError(
+            f"Cannot reuse '{path}': '{config_file}' records seed {trained.get('seed')!r} on data set "
+            f"{info.get('dataset')!r}; this run is seed {seed} on {dataset_name!r}."
+        )
+    if row.get("params") != expected_params:
+        raise DataError(
+            f"Cannot reuse '{path}': it records {row.get('params')!r} trainable parameters; the model of "
+            f"{fusion!r} has {expected_params}. The file was edited or belongs to another model."
+        )
+    tested = model_dir / RunDir.TEST_METRICS_JSON
+    try:
+        metrics = json.loads(tested.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise DataError(f"Cannot resume from {path}: the file is unreadable or not JSON ({exc}).") from exc
-    if not isinstance(row, dict) or "fusion" not in row or "seed" not in row:
-        raise DataError(f"Cannot resume from {path}: expected a JSON object with 'fusion' and 'seed'. Got {row!r}.")
-    return {k: (float("nan") if v is None else v) for k, v in row.items()}
+        raise DataError(f"Cannot reuse '{path}': '{tested}' is missing or not JSON ({exc}).") from None
+    if not isinstance(metrics, dict):
+        raise DataError(f"Cannot reuse '{path}': '{tested}' must hold a JSON object.")
+    for name in metric_names:
+        if name not in metrics:
+            continue
+        value = float("nan") if metrics[name] is None else metrics[name]
+        if not _same_number(row[name], value):
+            raise DataError(
+                f"Cannot reuse '{path}': it records {name} = {row[name]!r} but '{tested}' holds {value!r}. "
+                "The file was edited; delete it to retrain that run, or rerun with --overwrite."
+            )
+    return row
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    try:
+        x, y = float(a), float(b)
+    except (TypeError, ValueError):
+        return False
+    return (math.isnan(x) and math.isnan(y)) or math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12)
 
 
 class _ProgressCallback:

@@ -18,6 +18,7 @@ Every writer and reader of a run (``compare``, ``tune``'s trials, the report, th
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -212,11 +213,18 @@ class RunDir:
         results["seed"] = seeds.astype(int)
         return results
 
-    def read_result(self, fusion: str, seed: int) -> dict[str, Any]:
+    def read_result(self, fusion: str, seed: int, *, metrics: Sequence[str] = ()) -> dict[str, Any]:
         """Return the ``result.json`` of one finished run (NaN where it holds null).
 
+        Args:
+            fusion: The run's fusion.
+            seed: The run's seed.
+            metrics: Columns the row must hold, each a finite number or null (a metric that could not be
+                computed is written as null and read back as NaN).
+
         Raises:
-            DataError: when it is missing, not JSON, or not a row of this fusion and seed.
+            DataError: when it is missing, not JSON, not a row of this fusion and seed, or lacks one of
+                ``metrics`` or holds something else than a finite number or null there (the file is named).
         """
         path = self.result_json(fusion, seed)
         if not path.is_file():
@@ -227,6 +235,16 @@ class RunDir:
                 f"The run result '{path}' belongs to fusion {row.get('fusion')!r} seed {row.get('seed')!r}, not to "
                 f"{fusion!r} seed {seed}: the file was moved or edited."
             )
+        missing = [m for m in metrics if m not in row]
+        if missing:
+            raise DataError(f"The run result '{path}' lacks the column(s) {missing} this run records.")
+        for name in metrics:
+            value = row[name]
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if value is not None and not (number and math.isfinite(value)):
+                raise DataError(
+                    f"The run result '{path}' holds {value!r} for {name!r}; expected a finite number or null."
+                )
         return {k: (float("nan") if v is None else v) for k, v in row.items()}
 
     # ---------------------------------------------------------------------------------------------- writing
@@ -247,6 +265,41 @@ class RunDir:
         return atomic_write_json(self.result_json(fusion, seed), dict(row))
 
     # ----------------------------------------------------------------------------------- starting a new run
+    def check_ready(self, *, resume: bool = False, overwrite: bool = False) -> None:
+        """Raise what :meth:`prepare` would raise, without touching the file system.
+
+        ``compare`` calls it first, so a refused run directory costs no data loading; :meth:`prepare` calls it
+        again once every setting of the new run has been validated.
+
+        Raises:
+            FileExistsError: an existing non-empty directory without ``resume`` or ``overwrite``.
+            NotADirectoryError: the path is a file.
+            DataError: ``resume`` on a non-empty directory that holds no ``run.json`` (not a run directory).
+            ValueError: both ``resume`` and ``overwrite``.
+
+        Example:
+            >>> RunDir("no/such/run").check_ready()  # a missing directory is ready
+        """
+        if resume and overwrite:
+            raise ValueError("Choose one of resume (continue the run in the directory) and overwrite (replace it).")
+        if self.path.exists() and not self.path.is_dir():
+            raise NotADirectoryError(f"The run directory '{self.path}' exists and is a file, not a directory.")
+        if not self.exists():
+            return
+        if resume:
+            if not self.is_run():
+                raise DataError(
+                    f"Cannot resume in '{self.path}': it holds files but no {self.RUN_JSON}, so it is not a run "
+                    "directory `mmfuse compare` started. Choose another --out, or --overwrite to replace it."
+                )
+            return
+        if not overwrite:
+            what = "a run" if self.is_run() else "files"
+            raise FileExistsError(
+                f"The run directory '{self.path}' already holds {what}. A run directory holds one run: pass "
+                "--resume to continue it, --overwrite to replace it, or another --out."
+            )
+
     def prepare(self, *, resume: bool = False, overwrite: bool = False) -> RunDir:
         """Make the directory ready for a new run: one run directory holds one run.
 
@@ -260,30 +313,39 @@ class RunDir:
         Raises:
             FileExistsError: an existing non-empty directory without ``resume`` or ``overwrite``.
             NotADirectoryError: the path is a file.
+            DataError: ``resume`` on a non-empty directory that is not a run directory.
             ValueError: both ``resume`` and ``overwrite``.
         """
-        if resume and overwrite:
-            raise ValueError("Choose one of resume (continue the run in the directory) and overwrite (replace it).")
-        if self.path.exists() and not self.path.is_dir():
-            raise NotADirectoryError(f"The run directory '{self.path}' exists and is a file, not a directory.")
+        self.check_ready(resume=resume, overwrite=overwrite)
         self._aside = None
-        if self.exists() and not resume:
-            if not overwrite:
-                what = "a run" if self.is_run() else "files"
-                raise FileExistsError(
-                    f"The run directory '{self.path}' already holds {what}. A run directory holds one run: pass "
-                    "--resume to continue it, --overwrite to replace it, or another --out."
-                )
+        if overwrite and self.exists():
             self._aside = self.path.with_name(f".{self.path.name}.old-{uuid.uuid4().hex[:8]}")
             os.replace(self.path, self._aside)
         self.path.mkdir(parents=True, exist_ok=True)
         return self
 
+    def stale_asides(self) -> list[Path]:
+        """Earlier runs that an interrupted ``overwrite`` left moved aside beside the directory (``.NAME.old-*``).
+
+        Example:
+            >>> RunDir("no/such/run").stale_asides()
+            []
+        """
+        parent = self.path.parent
+        if not parent.is_dir():
+            return []
+        return sorted(p for p in parent.glob(f".{self.path.name}.old-*") if p.is_dir() and p != self._aside)
+
     def commit(self) -> None:
-        """Delete the directory :meth:`prepare` moved aside for ``overwrite`` (the new run is complete)."""
+        """Delete what :meth:`prepare` moved aside for ``overwrite`` (the new run is complete).
+
+        Earlier runs that an interrupted overwrite of the same directory left aside go too: the user asked for
+        the directory to be replaced.
+        """
         aside = self._aside
         if aside is not None:
-            shutil.rmtree(aside, ignore_errors=True)
+            for old in [aside, *self.stale_asides()]:
+                shutil.rmtree(old, ignore_errors=True)
             self._aside = None
 
     def rollback(self) -> None:
