@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,31 @@ def test_compare_max_params_too_small(tmp_path: Path) -> None:
     result = _invoke("compare", "-f", "concat", "-s", "1", "-e", "1", "--max-params", "10", "--out", tmp_path / "r")
     line = _assert_clean_failure(result)
     assert "max_params" in line
+
+
+def test_compare_into_an_existing_run_needs_resume_or_overwrite(cli_run: tuple[Result, Path], tmp_path: Path) -> None:
+    _, first = cli_run
+    out = tmp_path / "run"
+    shutil.copytree(first, out)
+    (out / "analysis").mkdir()
+    args = ["compare", "-f", "concat", "-s", "1", "-e", "1", "--hidden", "8", "--device", "cpu", "--out", out]
+    line = _assert_clean_failure(_invoke(*args))
+    assert str(out) in line and "--resume" in line and "--overwrite" in line
+    assert (out / "analysis").is_dir()
+    line = _assert_clean_failure(_invoke(*args, "--resume", "--overwrite"))
+    assert "resume" in line and "overwrite" in line
+    replaced = _invoke(*args, "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    assert not (out / "analysis").exists()
+    assert json.loads((out / "run.json").read_text())["train_config"]["epochs"] == 1
+
+
+@pytest.mark.parametrize("option", [("--fusion", ""), ("--fusion", ","), ("--fusion", " , "), ("--dataset", "")])
+def test_compare_empty_names_are_refused_before_anything_is_written(option: tuple[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    line = _assert_clean_failure(_invoke("compare", *option, "-s", "1", "--out", out))
+    assert ("fusion" if option[0] == "--fusion" else "data") in line.lower()
+    assert not out.exists(), "a refused compare left files behind"
 
 
 def test_report_rerenders_the_html(cli_run: tuple[Result, Path]) -> None:
