@@ -175,6 +175,18 @@ def test_compare_empty_names_are_refused_before_anything_is_written(option: tupl
     assert not out.exists(), "a refused compare left files behind"
 
 
+def test_compare_modalities_subset_warns_on_one_modality(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["compare", "-f", "concat", "-m", "gyroscope", "-s", "1", "-e", "1", "--hidden", "8", "--device", "cpu"]
+    result = _invoke(*args, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.stderr and "one modality ('gyroscope')" in result.stderr
+    assert json.loads((out / "run.json").read_text())["modalities"] == ["gyroscope"]
+    line = _assert_clean_failure(_invoke("compare", "-m", "gyroscope,nope", "-s", "1", "--out", tmp_path / "bad"))
+    assert "['nope']" in line and "accelerometer, gyroscope" in line
+    assert not (tmp_path / "bad").exists()
+
+
 def test_report_rerenders_the_html(cli_run: tuple[Result, Path]) -> None:
     _, out = cli_run
     (out / "report.html").unlink()

@@ -12,6 +12,7 @@ import json
 import math
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from mmfuse.data import (
     open_dataset,
     write_dataset,
 )
-from mmfuse.errors import DataError
+from mmfuse.errors import DataError, MmfuseWarning
 from mmfuse.evaluate.compare import CompareConfig, CompareProgress, CompareResult, compare
 from mmfuse.fusion import list_fusions
 from mmfuse.models import load_model, read_model_info
@@ -586,6 +587,89 @@ def test_native_regression_dataset(regression_dataset: Path, tmp_path: Path) -> 
     assert maes == sorted(maes), "regression summary must be sorted lowest MAE first"
     html = (result.out_dir / "report.html").read_text(encoding="utf-8")
     assert "data:image/png;base64," in html
+
+
+# ----------------------------------------------------------------------------------------------------------
+# modality subsets and degenerate inputs
+
+
+def test_modalities_subset_is_used_and_recorded(step_dataset: Path, tmp_path: Path) -> None:
+    cfg = _config(
+        tmp_path / "run", dataset=str(step_dataset), fusions=["concat", "unimodal"], seeds=1, modalities=["a"]
+    )
+    with pytest.warns(MmfuseWarning, match="one modality"):
+        result = compare(cfg)
+    assert [r["fusion"] for r in result.rows] == ["concat", "unimodal-a"]  # 'unimodal': the subset's baselines
+    for fusion in ("concat", "unimodal-a"):
+        info = read_model_info(result.out_dir / "models" / f"{fusion}-seed0")
+        assert info["model_config"]["modality_dims"] == {"a": 3}
+    meta = json.loads((result.out_dir / "run.json").read_text(encoding="utf-8"))
+    assert meta["modalities"] == ["a"] and set(meta["dataset"]["modalities"]) == {"a", "b"}
+    assert any("one modality" in w for w in meta["warnings"])
+    html = (result.out_dir / "report.html").read_text(encoding="utf-8")
+    assert "a subset of the data set" in html and "one modality" in html
+    with pytest.raises(DataError, match="modalities"):  # resuming with other modalities is another run
+        compare(_config(tmp_path / "run", dataset=str(step_dataset), fusions=["concat"], seeds=1, resume=True))
+
+
+def test_unknown_modalities_are_listed(step_dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"\['zz', 'yy'\].*Its modalities: a, b"):
+        compare(_config(tmp_path / "run", dataset=str(step_dataset), modalities=["a", "zz", "yy"]))
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="'modalities'"):
+        _config(tmp_path / "run", modalities=[])
+
+
+def test_all_modalities_give_no_single_modality_warning(step_dataset: Path, tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MmfuseWarning)
+        result = compare(_config(tmp_path / "run", dataset=str(step_dataset), fusions=["concat"], seeds=1))
+    meta = json.loads((result.out_dir / "run.json").read_text(encoding="utf-8"))
+    assert meta["modalities"] == ["a", "b"] and meta["warnings"] == []
+
+
+@pytest.fixture(scope="module")
+def tiny_test_split(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Sample-level classes; train 8, val 3, test 1 (one class absent from test)."""
+    rng = np.random.default_rng(3)
+    records = []
+    for i in range(12):
+        t = 4
+        records.append(
+            SequenceRecord(
+                id=f"s{i:02d}",
+                group=f"g{i}",
+                split="train" if i < 8 else ("val" if i < 11 else "test"),
+                values={
+                    "a": rng.normal(size=(t, 2)).astype(np.float32),
+                    "b": rng.normal(size=(t, 2)).astype(np.float32),
+                },
+                masks={"a": np.ones(t, dtype=bool), "b": np.ones(t, dtype=bool)},
+                label=i % 2,
+            )
+        )
+    path = tmp_path_factory.mktemp("native") / "tiny-test"
+    write_dataset(
+        path,
+        records,
+        name="tiny-test",
+        modalities=[ModalitySpec("a", 2), ModalitySpec("b", 2)],
+        task=TaskSpec(TaskType.CLASSIFICATION, LabelLevel.SAMPLE, class_names=("no", "yes")),
+    )
+    return path
+
+
+def test_degenerate_splits_are_warned_and_recorded(tiny_test_split: Path, tmp_path: Path) -> None:
+    with pytest.warns(MmfuseWarning) as caught:
+        result = compare(_config(tmp_path / "run", dataset=str(tiny_test_split), fusions=["concat"], seeds=1))
+    texts = [str(w.message) for w in caught if issubclass(w.category, MmfuseWarning)]
+    assert any("'test' split" in t and "1 item(s)" in t for t in texts), texts
+    assert any("'val' split" in t and "3 item(s)" in t for t in texts), texts
+    assert any("'test' split" in t and "class(es)" in t and "'no': 0" in t for t in texts), texts
+    meta = json.loads((result.out_dir / "run.json").read_text(encoding="utf-8"))
+    assert meta["warnings"] == texts
+    md = (result.out_dir / "summary.md").read_text(encoding="utf-8")
+    assert "1 item(s)" in md
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mmfuse.cli._common import command_line, console, err_console
+from mmfuse.cli._common import command_line, console, err_console, split_names
 
 __all__ = ["compare"]
 
@@ -20,6 +20,12 @@ def compare(
     fusion: Annotated[
         list[str], typer.Option("--fusion", "-f", help="Fusion names (repeat or comma-separate), or 'all'.")
     ] = ["all"],  # noqa: B006 - typer reads the default, it is never mutated
+    modalities: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--modalities", "-m", help="Use only these modalities of the data set (repeat or comma-separate)."
+        ),
+    ] = None,
     seeds: Annotated[int, typer.Option("--seeds", "-s", min=1, help="Seeds per fusion (0 .. N-1).")] = 3,
     epochs: Annotated[int | None, typer.Option("--epochs", "-e", min=1, help="Override the preset's epochs.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default runs/<dataset>).")] = None,
@@ -72,6 +78,7 @@ def compare(
     config = CompareConfig(
         dataset=dataset,
         fusions=list(fusion),
+        modalities=split_names(modalities) if modalities is not None else None,
         seeds=seeds,
         out_dir=str(out_dir),
         epochs=epochs,

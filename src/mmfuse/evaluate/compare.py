@@ -14,6 +14,7 @@ import math
 import multiprocessing
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -21,11 +22,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from mmfuse._io import atomic_write_json
 from mmfuse.data import MultimodalDataset, open_dataset, open_or_load_dataset
-from mmfuse.errors import DataError
+from mmfuse.errors import DataError, MmfuseWarning
 from mmfuse.evaluate.protocol import (
     UNIMODAL_PREFIX,
     Preset,
@@ -89,6 +91,8 @@ class CompareConfig:
             default: :func:`mmfuse.metrics.default_metrics` of the task. The first ranks the summary unless
             ``main_metric`` is given.
         main_metric: The metric that ranks the fusions (default: the first of ``metrics``).
+        modalities: Compare on these modalities of the data set only (default: all of them); ``"all"`` and
+            ``"unimodal"`` then expand to the baselines of these modalities. Recorded in ``run.json``.
 
     Example:
         >>> cfg = CompareConfig(fusions=["concat", "gated"], seeds=2, epochs=5, device="cpu")
@@ -114,6 +118,7 @@ class CompareConfig:
     jobs: int = 1
     metrics: list[str] | None = None
     main_metric: str | None = None
+    modalities: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.resume and self.overwrite:
@@ -144,6 +149,15 @@ class CompareConfig:
                 "The 'dataset' parameter of CompareConfig must be a registered data-set name or a data-set folder. "
                 f"Got {self.dataset!r}."
             )
+        if self.modalities is not None:
+            if isinstance(self.modalities, str) or not all(isinstance(m, str) and m.strip() for m in self.modalities):
+                raise ValueError(
+                    "The 'modalities' parameter of CompareConfig must be a list of modality names. "
+                    f"Got {self.modalities!r}."
+                )
+            self.modalities = list(dict.fromkeys(m.strip() for m in self.modalities))
+            if not self.modalities:
+                raise ValueError("The 'modalities' parameter of CompareConfig must name at least one modality.")
         for name in [*(self.metrics or []), *([self.main_metric] if self.main_metric else [])]:
             get_metric(name)  # an unknown name raises, listing the registered ones
 
@@ -234,7 +248,8 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
     run = RunDir(config.out_dir)
     run.check_ready(resume=config.resume, overwrite=config.overwrite)  # refused before any data is read
     dataset = open_or_load_dataset(config.dataset, data_dir=config.data_dir)
-    fusions = resolve_fusions(config.fusions, modalities=list(dataset.modalities))
+    in_use = _modalities_in_use(config, dataset)
+    fusions = resolve_fusions(config.fusions, modalities=in_use)
 
     preset = preset_for(dataset)
     model_kwargs, train_kwargs = _settings(preset, None, config)
@@ -244,7 +259,8 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
 
     # Check everything that can be checked before the first file is written: every model config builds within
     # the parameter budget, the training config is valid, and a resumed run directory used the same settings.
-    model_configs = {f: model_config_for(dataset, f, **per_fusion[f][0]) for f in fusions}
+    subset = in_use if config.modalities is not None else None
+    model_configs = {f: model_config_for(dataset, f, modalities=subset, **per_fusion[f][0]) for f in fusions}
     params = {
         f: parameter_report(build_model(cfg, max_params=config.max_params)).trainable
         for f, cfg in model_configs.items()
@@ -252,7 +268,7 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
     for _, fusion_train in per_fusion.values():
         TrainConfig(**fusion_train)
     if config.resume:
-        _check_resumable(run.path, dataset.name, model_kwargs, train_kwargs)
+        _check_resumable(run.path, dataset.name, in_use, model_kwargs, train_kwargs)
     # The three splits exist, and every stored file of the data set is read (and its checksum checked) by
     # fitting the normalisers and reading one sample, so a missing split or a corrupt file is refused here.
     missing = [s for s in ("train", "val", "test") if s not in dataset.split_names]
@@ -265,6 +281,9 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
     # Normalisers are fitted on the training split only, once, and shared by every run.
     normalizers = fit_normalizers(views["train"])
     _ = dataset[0]
+    degenerate = _degenerate_inputs(dataset, views, in_use, fusions)
+    for text in degenerate:
+        warnings.warn(text, MmfuseWarning, stacklevel=3)
 
     stale = run.stale_asides()
     if stale and not config.overwrite:
@@ -297,7 +316,8 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
                 preset.name,
                 metric_names,
                 main,
-            ),
+            )
+            | {"modalities": in_use, "warnings": degenerate},
             metric_names=metric_names,
             main=main,
         )
@@ -585,7 +605,11 @@ def _worker_run(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_resumable(
-    out_dir: Path, dataset_name: str, model_kwargs: Mapping[str, Any], train_kwargs: Mapping[str, Any]
+    out_dir: Path,
+    dataset_name: str,
+    modalities: Sequence[str],
+    model_kwargs: Mapping[str, Any],
+    train_kwargs: Mapping[str, Any],
 ) -> None:
     """Refuse to resume a run directory whose finished runs used other settings than the ones given now."""
     path = RunDir(out_dir).run_json
@@ -595,13 +619,22 @@ def _check_resumable(
         previous = json.loads(path.read_text(encoding="utf-8"))
         before = {
             "dataset": previous["dataset"]["name"],
+            "modalities": previous.get("modalities", sorted(previous["dataset"]["modalities"])),
             "model_config": previous["model_config"],
             "train_config": previous["train_config"],
         }
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"Cannot resume from {path}: the file is unreadable or incomplete ({exc!r}).") from exc
     now = json.loads(
-        json.dumps({"dataset": dataset_name, "model_config": model_kwargs, "train_config": train_kwargs}, default=str)
+        json.dumps(
+            {
+                "dataset": dataset_name,
+                "modalities": list(modalities),
+                "model_config": model_kwargs,
+                "train_config": train_kwargs,
+            },
+            default=str,
+        )
     )
     changed = [key for key in now if now[key] != before[key]]
     if changed:
@@ -610,6 +643,64 @@ def _check_resumable(
             f"Cannot resume the run in {out_dir}: its settings differ from this command's ({details}). "
             "Use another --out, or the original settings."
         )
+
+
+def _modalities_in_use(config: CompareConfig, dataset: MultimodalDataset) -> list[str]:
+    """The modalities the comparison uses: ``config.modalities`` checked against the data set, or all of them."""
+    available = sorted(dataset.modalities)
+    if config.modalities is None:
+        return available
+    unknown = [m for m in config.modalities if m not in dataset.modalities]
+    if unknown:
+        raise ValueError(
+            f"The modalities {unknown} are not in data set {dataset.name!r} ({dataset.path}). "
+            f"Its modalities: {', '.join(available)}."
+        )
+    return sorted(config.modalities)
+
+
+MIN_SPLIT_ITEMS = 5
+"""A split with fewer items than this gets a warning: its metrics are too noisy to compare fusions on."""
+MIN_CLASS_ITEMS = 2
+"""A split with fewer sample-level items of some class than this gets a warning."""
+
+
+def _degenerate_inputs(
+    dataset: MultimodalDataset,
+    views: Mapping[str, MultimodalDataset],
+    modalities: Sequence[str],
+    fusions: Sequence[str],
+) -> list[str]:
+    """Warnings about a comparison whose numbers cannot mean much: tiny splits, missing classes, one modality."""
+    found: list[str] = []
+    task = dataset.task
+    for name, view in views.items():
+        if len(view) < MIN_SPLIT_ITEMS:
+            found.append(
+                f"The {name!r} split of data set {dataset.name!r} has {len(view)} item(s), fewer than "
+                f"{MIN_SPLIT_ITEMS}: its metrics are too noisy to tell the fusions apart."
+            )
+        if task.type.value != "classification" or task.level.value != "sample" or not task.class_names:
+            continue
+        labels = np.asarray(view.sample_labels)
+        if labels.ndim != 1:
+            continue
+        counts = np.bincount(labels.astype(np.int64), minlength=len(task.class_names))
+        few = {
+            task.class_names[i]: int(c) for i, c in enumerate(counts[: len(task.class_names)]) if c < MIN_CLASS_ITEMS
+        }
+        if few:
+            shown = ", ".join(f"{c!r}: {n}" for c, n in few.items())
+            found.append(
+                f"The {name!r} split of data set {dataset.name!r} has fewer than {MIN_CLASS_ITEMS} items of "
+                f"class(es) {shown}: per-class metrics on it are not meaningful."
+            )
+    if len(modalities) == 1:
+        found.append(
+            f"This comparison uses one modality ({modalities[0]!r}): every fusion sees the same single input, so "
+            f"the {len(fusions)} row(s) compare fusion layers, not ways of combining modalities."
+        )
+    return found
 
 
 def _reused_row(

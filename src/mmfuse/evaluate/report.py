@@ -280,7 +280,8 @@ def _load_run(run_dir: str | os.PathLike[str]) -> _Run:
     metrics = _metric_columns(results)
     task = _task_type(meta, metrics)
     main = _main_metric(task, metrics)
-    notes: list[str] = []
+    recorded = meta.get("warnings")
+    notes: list[str] = [str(w) for w in recorded] if isinstance(recorded, list) else []
     stats, params, seconds, n_seeds = _read_summary(root, results, metrics, notes)
     sign = 1.0 if _higher_is_better(main) else -1.0
 
@@ -985,6 +986,13 @@ def _run_context(run: _Run) -> dict[str, Any]:
     listed = run.meta.get("fusions")
     fusions = [str(f) for f in listed] if isinstance(listed, list) and listed else run.fusions
     run_items.append(("fusions", ", ".join(fusions)))
+    used = run.meta.get("modalities")
+    if isinstance(used, list) and used:
+        known = _dataset(run.meta).get("modalities")
+        subset = isinstance(known, dict) and set(map(str, used)) != set(map(str, known))
+        run_items.append(
+            ("modalities", ", ".join(map(str, used)) + (" (a subset of the data set's)" if subset else ""))
+        )
     run_items.append(("seeds", ", ".join(str(s) for s in sorted(run.results["seed"].unique()))))
     versions = run.meta.get("versions")
     configs = []
