@@ -124,6 +124,16 @@ def test_compare_writes_the_run_directory(cli_run: tuple[Result, Path]) -> None:
     assert f"{float(rows[0]['accuracy']):.4f}" in result.stdout
 
 
+def test_compare_prints_one_line_per_finished_run_when_not_on_a_terminal(cli_run: tuple[Result, Path]) -> None:
+    result, out = cli_run
+    with (out / "results.csv").open(newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    lines = [line for line in result.stderr.splitlines() if line.startswith("run ")]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"run 1/1 done: concat seed 0  accuracy={float(row['accuracy']):.4f}  (train ")
+    assert "elapsed 0:00:" in lines[0]
+
+
 def test_compare_unknown_fusion(tmp_path: Path) -> None:
     result = _invoke("compare", "-f", "nope", "-s", "1", "--out", tmp_path / "run")
     line = _assert_clean_failure(result)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -62,10 +64,8 @@ def compare(
     Fusion names: any registered fusion (see 'mmfuse fusions'), 'unimodal-<modality>' for a unimodal
     baseline, 'unimodal' for all of them, or 'all' for every fusion plus every unimodal baseline.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from mmfuse.data import dataset_info
-    from mmfuse.evaluate.compare import CompareConfig, CompareProgress, resolve_fusions
+    from mmfuse.evaluate.compare import CompareConfig, resolve_fusions
     from mmfuse.evaluate.compare import compare as run_compare
 
     # Check the names before the progress display starts, so a typo gives one clean line.
@@ -92,33 +92,10 @@ def compare(
         keep_checkpoints=keep_checkpoints,
         jobs=jobs,
     )
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=False,
-    ) as bar:
-        overall = bar.add_task("runs", total=None)
-        current = bar.add_task("epochs", total=None)
-
-        def on_progress(event: CompareProgress) -> None:
-            bar.update(overall, total=event.total_runs, completed=event.run_index - (0 if event.done else 1))
-            if event.done:
-                bar.update(current, description=f"{event.fusion} seed {event.seed} done")
-            else:
-                metric = {k: v for k, v in event.logs.items() if k.startswith("val_") and isinstance(v, float)}
-                shown = " ".join(f"{k}={v:.3f}" for k, v in list(metric.items())[:2])
-                bar.update(
-                    current,
-                    description=f"{event.fusion} seed {event.seed} {shown}",
-                    total=event.epochs,
-                    completed=event.epoch,
-                )
-
-        result = run_compare(config, progress=on_progress)
-
+    if err_console.is_terminal:
+        result = _with_progress_bar(config)
+    else:
+        result = run_compare(config, progress=_progress_lines())
     table = Table(title=f"{name}: test results, mean over {seeds} seed(s)")
     metric = result.main_metric
     table.add_column("fusion", no_wrap=True)
@@ -153,3 +130,62 @@ def compare(
             )
         seconds = sum(analysis.seconds.values())
         console.print(f"Analysis: {len(analysis.files)} files in {analysis.out_dir} ({seconds:.0f} s); report updated")
+
+
+def _progress_lines() -> Callable[[Any], None]:
+    """One plain line on stderr per finished run, for output that is not a terminal (logs, CI, nohup)."""
+    start = time.monotonic()
+
+    def on_progress(event: Any) -> None:
+        if not event.done:
+            return
+        metric = event.main_metric
+        value = event.logs.get(metric) if metric else None
+        score = f"{metric}={value:.4f}" if isinstance(value, float | int) else "no score"
+        seconds = event.logs.get("train_seconds")
+        trained = f"train {seconds:.1f} s, " if isinstance(seconds, float | int) else ""
+        elapsed = int(time.monotonic() - start)
+        err_console.print(
+            f"run {event.run_index}/{event.total_runs} done: {event.fusion} seed {event.seed}  {score}  "
+            f"({trained}elapsed {elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d})",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
+
+    return on_progress
+
+
+def _with_progress_bar(config: Any) -> Any:
+    """Run the comparison under a live progress bar on the terminal (runs done, and the current run's epochs)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from mmfuse.evaluate.compare import CompareProgress
+    from mmfuse.evaluate.compare import compare as run_compare
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    ) as bar:
+        overall = bar.add_task("runs", total=None)
+        current = bar.add_task("epochs", total=None)
+
+        def on_progress(event: CompareProgress) -> None:
+            bar.update(overall, total=event.total_runs, completed=event.run_index - (0 if event.done else 1))
+            if event.done:
+                bar.update(current, description=f"{event.fusion} seed {event.seed} done")
+            else:
+                metric = {k: v for k, v in event.logs.items() if k.startswith("val_") and isinstance(v, float)}
+                shown = " ".join(f"{k}={v:.3f}" for k, v in list(metric.items())[:2])
+                bar.update(
+                    current,
+                    description=f"{event.fusion} seed {event.seed} {shown}",
+                    total=event.epochs,
+                    completed=event.epoch,
+                )
+
+        return run_compare(config, progress=on_progress)

@@ -164,7 +164,11 @@ class CompareConfig:
 
 @dataclass
 class CompareProgress:
-    """A progress event passed to the ``progress`` callback of :func:`compare`."""
+    """A progress event passed to the ``progress`` callback of :func:`compare`.
+
+    ``done`` events carry the run's results row in ``logs`` and the metric that ranks the comparison in
+    ``main_metric``; epoch events carry the trainer's epoch logs.
+    """
 
     fusion: str
     seed: int
@@ -174,6 +178,7 @@ class CompareProgress:
     epochs: int | None = None
     logs: dict[str, Any] = field(default_factory=dict)
     done: bool = False
+    main_metric: str | None = None
 
 
 @dataclass
@@ -394,6 +399,7 @@ def _train_and_report(
     total = len(jobs)
     common: dict[str, Any] = {
         "metric_names": metric_names,
+        "main_metric": main,
         "out_dir": run.path,
         "max_params": config.max_params,
         "resume": config.resume,
@@ -447,6 +453,7 @@ def _run_one(
     expected_params: int,
     train_kwargs: dict[str, Any],
     metric_names: Sequence[str],
+    main_metric: str,
     out_dir: Path,
     max_params: int | None,
     resume: bool,
@@ -463,7 +470,9 @@ def _run_one(
         finished = _reused_row(run, fusion, seed, model_config, expected_params, metric_names, dataset.name)
         logger.info("%s seed %d: reusing the finished run in %s", fusion, seed, run_dir)
         if progress is not None:
-            progress(CompareProgress(fusion, seed, run_index, total_runs, logs=finished, done=True))
+            progress(
+                CompareProgress(fusion, seed, run_index, total_runs, logs=finished, done=True, main_metric=main_metric)
+            )
         return finished
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
@@ -498,7 +507,7 @@ def _run_one(
     if not keep_checkpoints:
         shutil.rmtree(run_dir / "last", ignore_errors=True)
     if progress is not None:
-        progress(CompareProgress(fusion, seed, run_index, total_runs, logs=row, done=True))
+        progress(CompareProgress(fusion, seed, run_index, total_runs, logs=row, done=True, main_metric=main_metric))
     logger.info("%s seed %d: %s", fusion, seed, json.dumps({k: row[k] for k in metric_names}))
     return row
 
@@ -566,7 +575,17 @@ def _run_parallel(
             done_count += 1
             run.write_results([results[i] for i in sorted(results)])
             if progress is not None:
-                progress(CompareProgress(row["fusion"], row["seed"], done_count, len(jobs), logs=row, done=True))
+                progress(
+                    CompareProgress(
+                        row["fusion"],
+                        row["seed"],
+                        done_count,
+                        len(jobs),
+                        logs=row,
+                        done=True,
+                        main_metric=common["main_metric"],
+                    )
+                )
     return [results[i] for i in sorted(results)]
 
 
@@ -594,6 +613,7 @@ def _worker_run(spec: dict[str, Any]) -> dict[str, Any]:
         expected_params=spec["expected_params"],
         train_kwargs=spec["train_kwargs"],
         metric_names=spec["metric_names"],
+        main_metric=spec["main_metric"],
         out_dir=Path(spec["out_dir"]),
         max_params=spec["max_params"],
         resume=spec["resume"],
