@@ -7,6 +7,7 @@ Every error names the parameter or place, the owner, what was expected and what 
 from __future__ import annotations
 
 __all__ = [
+    "ConfigError",
     "DataError",
     "MmfuseError",
     "MmfuseWarning",
@@ -25,6 +26,10 @@ class StreamError(MmfuseError, ValueError):
 
 class DataError(MmfuseError, ValueError):
     """A data set or file is malformed, truncated, corrupt or inconsistent."""
+
+
+class ConfigError(MmfuseError, ValueError):
+    """A run's settings conflict with what is already stored: an existing study or output folder, a resumed study."""
 
 
 class NotFittedError(MmfuseError, AttributeError):

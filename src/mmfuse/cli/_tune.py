@@ -1,4 +1,4 @@
-"""``mmfuse tune``: random search of hyperparameters on the validation split."""
+"""``mmfuse tune``: an Optuna search of hyperparameters on the validation split."""
 
 from __future__ import annotations
 
@@ -21,20 +21,34 @@ def tune(
     fusion: Annotated[
         list[str], typer.Option("--fusion", "-f", help="Fusions to tune, each on its own (names as for compare).")
     ] = ["concat"],  # noqa: B006 - typer reads the default, it is never mutated
-    trials: Annotated[int, typer.Option("--trials", "-t", min=1, help="Configurations per fusion.")] = 12,
+    trials: Annotated[
+        int, typer.Option("--trials", "-t", min=1, help="Budget per fusion: completed + pruned trials.")
+    ] = 12,
     seeds: Annotated[int, typer.Option("--seeds", "-s", min=1, help="Seeds per configuration.")] = 2,
     criterion: Annotated[
         str, typer.Option("--criterion", help="nll, mse, or a validation metric name (accuracy, mae...).")
     ] = "nll",
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where trials.csv and best.json go.")] = Path("runs/tune"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where trials.csv, best.json and tune.db go.")] = Path(
+        "runs/tune"
+    ),
+    sampler: Annotated[str, typer.Option("--sampler", help="tpe or random (both seeded).")] = "tpe",
+    pruner: Annotated[str, typer.Option("--pruner", help="median, hyperband or none.")] = "median",
+    storage: Annotated[
+        str | None, typer.Option("--storage", help="SQLAlchemy URL of the Optuna storage (default sqlite in --out).")
+    ] = None,
+    study: Annotated[
+        str | None, typer.Option("--study", help="Study name (default: the data set's); one study per fusion.")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the stored studies.")] = False,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes sharing each study.")] = 1,
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Folder of local data sets (else $MMFUSE_DATA_DIR).")
     ] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", "-e", min=1, help="Override the preset's epochs.")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
-    sampler_seed: Annotated[int, typer.Option("--sampler-seed", help="Seed of the random search.")] = 0,
+    sampler_seed: Annotated[int, typer.Option("--sampler-seed", help="Seed of the sampler.")] = 0,
 ) -> None:
-    """Random-search hyperparameters on the validation split (the test split is never read)."""
+    """Search hyperparameters with Optuna on the validation split (the test split is never read)."""
     from mmfuse.evaluate.tune import TuneConfig
     from mmfuse.evaluate.tune import tune as run_tune
 
@@ -45,6 +59,12 @@ def tune(
         seeds=seeds,
         out_dir=str(out),
         criterion=criterion,
+        sampler=sampler,
+        pruner=pruner,
+        storage=storage,
+        study=study,
+        resume=resume,
+        workers=workers,
         sampler_seed=sampler_seed,
         epochs=epochs,
         data_dir=str(data_dir) if data_dir is not None else None,
@@ -54,16 +74,27 @@ def tune(
 
     def on_trial(row: dict[str, Any]) -> None:
         score = row[f"val_{criterion}_mean"]
-        err_console.print(f"{row['fusion']} trial {row['trial']}: val {criterion} {score:.4f}", highlight=False)
+        if row["state"] == "PRUNED":
+            what = f"pruned at epoch {row['pruned_at_epoch']}"
+        elif row["state"] == "COMPLETE":
+            what = f"val {criterion} {score:.4f}"
+        else:
+            what = "failed"
+        if row.get("repeat_of") is not None:
+            what += f" (repeats trial {row['repeat_of']})"
+        err_console.print(f"{row['fusion']} trial {row['trial']}: {what}", highlight=False)
 
     result = run_tune(config, progress=on_trial)
     table = Table(title=f"chosen on validation {criterion}")
     table.add_column("fusion", no_wrap=True)
     table.add_column("trial", justify="right")
     table.add_column(f"val {criterion}", justify="right")
+    table.add_column("pruned", justify="right")
     table.add_column("settings")
     for name, chosen in result.best.items():
         settings = {**chosen["model"], **chosen["train"]}
-        table.add_row(name, str(chosen["trial"]), f"{chosen['criterion']:.4f}", escape(str(settings)))
+        rows = [r for r in result.trials if r["fusion"] == name]
+        pruned = f"{sum(r['state'] == 'PRUNED' for r in rows)}/{len(rows)}"
+        table.add_row(name, str(chosen["trial"]), f"{chosen['criterion']:.4f}", pruned, escape(str(settings)))
     console.print(table)
     console.print(f"Wrote {result.out_dir}/trials.csv, best.json and tune.json")
