@@ -110,7 +110,8 @@ class TuneConfig:
             ``None``); default ``SEARCH_SPACES["default"]``.
         sampler: ``"tpe"`` or ``"random"``.
         pruner: ``"median"``, ``"hyperband"`` or ``"none"``.
-        sampler_seed: Seed of the sampler (fusion ``i``, worker ``w`` use ``sampler_seed + 1000 * i + w``).
+        sampler_seed: Seed of the sampler, mixed with the fusion, the worker and the number of trials already
+            stored (a one-worker search is reproducible; a resumed one draws new configurations).
         storage: SQLAlchemy URL of the Optuna storage; default ``sqlite:///<out_dir>/tune.db``.
         study: Study name; default the data set's name. Fusion ``f`` is tuned in the study ``<study>:<f>``.
         resume: Continue the stored studies (their settings must match); without it they must not exist.
@@ -455,7 +456,14 @@ def _check_signature(study: optuna.Study, plan: _Plan) -> None:
 
 
 def _load(storage: Any, plan: _Plan, config: TuneConfig, worker: int) -> optuna.Study:
-    seed = config.sampler_seed + 1000 * plan.index + worker
+    """The study with this worker's sampler and the pruner.
+
+    The sampler's seed mixes ``sampler_seed``, the fusion, the worker and the number of trials already stored, so
+    workers draw differently and a resumed search draws new configurations instead of replaying the first run's.
+    """
+    stored = len(storage.get_all_trials(storage.get_study_id_from_name(plan.study), deepcopy=False))
+    entropy = [config.sampler_seed, plan.index, worker, stored]
+    seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
     sampler: optuna.samplers.BaseSampler = (
         optuna.samplers.TPESampler(seed=seed) if config.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed)
     )
