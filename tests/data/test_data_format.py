@@ -11,7 +11,7 @@ import pytest
 from _data_testing import CLS_SAMPLE, MODALITIES, make_record, records
 
 from mmfuse.data import MultimodalDataset, SequenceRecord, TaskSpec, open_dataset, write_dataset
-from mmfuse.errors import DataError
+from mmfuse.errors import DataError, MmfuseWarning
 
 
 def _label_for(task: TaskSpec, i: int, t: int) -> object:
@@ -65,7 +65,8 @@ def test_round_trip_every_task(tmp_path: Path, task: TaskSpec) -> None:
 def test_meta_json_describes_files(tmp_path: Path) -> None:
     out = write_dataset(tmp_path / "d", records(6), name="toy", modalities=MODALITIES, task=CLS_SAMPLE)
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["format"] == "mmfuse-dataset" and meta["format_version"] == 1
+    assert meta["format"] == "mmfuse-dataset" and meta["format_version"] == 2
+    assert len(meta["meta_sha256"]) == 64
     assert meta["num_samples"] == 6 and meta["num_steps"] == sum(range(2, 8))
     assert meta["splits"] == {"test": 2, "train": 2, "val": 2}
     assert set(meta["files"]) == {
@@ -375,8 +376,12 @@ def written(tmp_path: Path) -> Path:
 
 
 def _rewrite_meta(path: Path, fn) -> None:
+    """Edit meta.json and re-seal it (as a tool that knows the format would), so the content checks are reached."""
+    from mmfuse.data.format import _meta_digest
+
     meta = json.loads((path / "meta.json").read_text())
     fn(meta)
+    meta["meta_sha256"] = _meta_digest(meta)
     (path / "meta.json").write_text(json.dumps(meta))
 
 
@@ -432,7 +437,9 @@ def test_wrong_row_count(written: Path) -> None:
     pq.write_table(table.slice(0, table.num_rows - 1), audio)
     _rewrite_meta(written, lambda m: m["files"]["modalities/audio.parquet"].update(sha256=_sha(audio)))
     ds = open_dataset(written)
-    with pytest.raises(DataError, match=rf"audio\.parquet has {table.num_rows - 1} rows; expected {table.num_rows}"):
+    with pytest.raises(
+        DataError, match=rf"audio\.parquet has {table.num_rows - 1} rows; meta\.json records {table.num_rows}"
+    ):
         ds[0]
 
 
@@ -447,7 +454,8 @@ def test_leftover_temp_dirs_are_not_data_sets(tmp_path: Path) -> None:
     (tmp_path / ".d.tmp-abc").mkdir()
     with pytest.raises(DataError):
         open_dataset(tmp_path / "d")
-    out = write_dataset(tmp_path / "d", records(1), name="t", modalities=MODALITIES, task=CLS_SAMPLE)
+    with pytest.warns(MmfuseWarning, match=r"left alone .*\.d\.tmp-abc"):
+        out = write_dataset(tmp_path / "d", records(1), name="t", modalities=MODALITIES, task=CLS_SAMPLE)
     assert os.path.isdir(out) and len(open_dataset(out)) == 1
 
 
@@ -459,7 +467,7 @@ def test_target_created_meanwhile_is_not_replaced(tmp_path: Path) -> None:
         yield from records(2)
         write_dataset(target, records(3), name="other", modalities=MODALITIES, task=CLS_SAMPLE)
 
-    with pytest.raises(OSError):
+    with pytest.raises(DataError, match="created by another writer"):
         write_dataset(target, gen(), name="mine", modalities=MODALITIES, task=CLS_SAMPLE)
     assert open_dataset(target).name == "other"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]

@@ -20,12 +20,14 @@ label may mark an unlabelled step: ``IGNORE_INDEX`` (-100) for classification, N
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,19 +39,28 @@ import torch.utils.data
 
 from mmfuse.data._spec import ModalitySpec, SequenceRecord, TaskSpec
 from mmfuse.data.collate import IGNORE_INDEX
-from mmfuse.errors import DataError
+from mmfuse.errors import DataError, MmfuseWarning
 from mmfuse.types import LabelLevel, TaskType
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "MultimodalDataset", "open_dataset", "write_dataset"]
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MultimodalDataset",
+    "open_dataset",
+    "recover_interrupted_write",
+    "update_extra_meta",
+    "write_dataset",
+]
 
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "mmfuse-dataset"
 """The ``format`` value in every ``meta.json``."""
-FORMAT_VERSION = 1
-"""The on-disk format version this code writes and the highest it reads."""
+FORMAT_VERSION = 2
+"""The on-disk format version this code writes and the highest it reads (2: ``meta.json`` carries its checksum)."""
 
 _META = "meta.json"
+_META_SHA = "meta_sha256"
 _SAMPLES = "samples.parquet"
 _STEPS = "steps.parquet"
 _CTX_PREFIX = "ctx."
@@ -67,6 +78,13 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _meta_digest(meta: Mapping[str, Any]) -> str:
+    """sha256 of ``meta`` without its own checksum entry, in a canonical JSON form (sorted keys, no spaces)."""
+    body = {k: v for k, v in meta.items() if k != _META_SHA}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _fsync_file(path: Path) -> None:
@@ -337,6 +355,115 @@ def _build_column(dtype: pa.DataType, parts: list[Any]) -> pa.Array:
     return pa.array(np.asarray(parts), type=dtype)
 
 
+_TMP_TAG = ".tmp-"
+_OLD_TAG = ".old-"
+_OS_REASONS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+def _write_error(target: Path, exc: OSError, overwrite: bool) -> DataError:
+    """A DataError that says why the data set could not be written, and that nothing was."""
+    reason = _OS_REASONS.get(exc.errno or -1) or exc.strerror or str(exc)
+    where = f" ({exc.filename})" if exc.filename else ""
+    kept = f"; the existing data set at {target} is unchanged" if overwrite and target.exists() else ""
+    return DataError(
+        f"Cannot write the data set {target}: {reason}{where} [{type(exc).__name__}: {exc}]. Nothing was written{kept}."
+    )
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    """Replace the data set ``target`` by the complete one in ``tmp``: two renames through ``.NAME.old-PID-*``.
+
+    A crash between the renames leaves ``target`` absent and the old data set in ``.NAME.old-PID-*/old``;
+    :func:`recover_interrupted_write` (run by the next write) puts it back.
+    """
+    trash = Path(tempfile.mkdtemp(prefix=f".{target.name}{_OLD_TAG}{os.getpid()}-", dir=target.parent))
+    os.replace(target, trash / "old")
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        os.replace(trash / "old", target)
+        shutil.rmtree(trash, ignore_errors=True)
+        raise
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _leftover_owner(entry: Path, prefix: str) -> int | None:
+    """The process id written into a leftover's name (``.NAME.tmp-PID-XXXX``), or None when it has none."""
+    head = entry.name[len(prefix) :].split("-", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":  # os.kill would terminate the process there: assume it runs
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def recover_interrupted_write(path: str | os.PathLike[str]) -> list[str]:
+    """Clean up after a :func:`write_dataset` of ``path`` that was killed, and finish an interrupted overwrite.
+
+    A killed write leaves its temporary directory ``.NAME.tmp-PID-XXXX`` beside ``path``: it is deleted. A write
+    killed between the two renames of ``overwrite=True`` leaves ``path`` absent and the old data set in
+    ``.NAME.old-PID-XXXX/old``: it is moved back to ``path`` (the write is rolled back), or deleted when
+    ``path`` holds the new data set (the swap had finished). Leftovers of a process that still runs are left
+    alone; so are leftovers whose name carries no process id (written by an older mmfuse), which are only
+    reported. :func:`write_dataset` calls this first.
+
+    Returns:
+        What was done, one line per leftover (also logged as warnings).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> (d / ".ds.tmp-999999999-abcd").mkdir()
+        >>> recover_interrupted_write(d / "ds")[0].startswith("removed the temporary directory")
+        True
+    """
+    target = Path(path)
+    parent = target.parent
+    done: list[str] = []
+    if not parent.is_dir():
+        return done
+    olds = sorted(p for p in parent.iterdir() if p.name.startswith(f".{target.name}{_OLD_TAG}"))
+    tmps = sorted(p for p in parent.iterdir() if p.name.startswith(f".{target.name}{_TMP_TAG}"))
+    for entry, prefix in [(p, f".{target.name}{_OLD_TAG}") for p in olds] + [
+        (p, f".{target.name}{_TMP_TAG}") for p in tmps
+    ]:
+        pid = _leftover_owner(entry, prefix)
+        if pid is None:
+            done.append(f"left alone {entry}: the leftover of an interrupted write by an older mmfuse; delete it")
+            continue
+        if _alive(pid):
+            continue
+        old = entry / "old"
+        if prefix.endswith(_OLD_TAG) and old.is_dir() and not (target.exists() or target.is_symlink()):
+            os.replace(old, target)
+            shutil.rmtree(entry, ignore_errors=True)
+            done.append(f"restored the data set {target} from {entry}: an overwrite was interrupted (rolled back)")
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+            what = "an overwrite's old copy" if prefix.endswith(_OLD_TAG) else "the temporary directory"
+            done.append(f"removed {what} {entry} left by an interrupted write (process {pid})")
+    for line in done:
+        log.warning("%s", line)
+        warnings.warn(line, MmfuseWarning, stacklevel=3)
+    return done
+
+
 def write_dataset(
     path: str | os.PathLike[str],
     records: Iterable[SequenceRecord],
@@ -347,6 +474,7 @@ def write_dataset(
     description: str = "",
     extra_meta: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    extra_files: Mapping[str, str] | None = None,
 ) -> Path:
     """Validate ``records`` and write them as an mmfuse data set directory at ``path``, atomically.
 
@@ -366,13 +494,16 @@ def write_dataset(
         description: Free text.
         extra_meta: JSON-serialisable extra metadata, stored as ``meta.json["extra_meta"]``.
         overwrite: Replace an existing mmfuse data set at ``path``. Without it an existing path is refused.
+        extra_files: File name -> text of further files of the data set folder (a validation report), written
+            inside the same atomic unit.
 
     Returns:
         The path of the written data set.
 
     Raises:
-        DataError: a record is invalid (the message names the sample id, modality and step), or ``path``
-            exists and ``overwrite`` is False (or it exists and is not an mmfuse data set).
+        DataError: a record is invalid (the message names the sample id, modality and step), ``path``
+            exists and ``overwrite`` is False (or it exists and is not an mmfuse data set), or the disk is full,
+            read-only or not writable (nothing is written then; an overwritten data set is kept).
 
     Example:
         >>> import tempfile, numpy as np
@@ -398,16 +529,39 @@ def write_dataset(
         json.dumps(extra)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"The 'extra_meta' parameter of write_dataset must be JSON-serialisable: {exc}") from None
+    files = dict(extra_files or {})
+    for fname, text in files.items():
+        if (
+            not isinstance(fname, str)
+            or not isinstance(text, str)
+            or fname in (_META, _SAMPLES, _STEPS, "modalities")
+            or Path(fname).name != fname
+            or fname.startswith(".")
+        ):
+            raise ValueError(
+                "The 'extra_files' parameter of write_dataset maps plain file names (not meta.json, samples.parquet, "
+                f"steps.parquet or modalities) to text. Got {fname!r}."
+            )
+    recover_interrupted_write(target)
     if target.exists() or target.is_symlink():
         if not overwrite:
             raise DataError(f"{target} already exists; pass overwrite=True to replace it.")
         if not (target.is_dir() and ((target / _META).is_file() or not any(target.iterdir()))):
             raise DataError(f"{target} exists and is not an mmfuse data set (no {_META}); refusing to overwrite it.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{_TMP_TAG}{os.getpid()}-", dir=target.parent))
+    except OSError as exc:
+        raise _write_error(target, exc, overwrite) from exc
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a data set directory is as readable as a normal one
         meta = _write_into(tmp, records, name, specs, task, description, extra)
+        meta[_META_SHA] = _meta_digest(meta)
+        for fname, text in sorted(files.items()):
+            with open(tmp / fname, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
         with open(tmp / _META, "w", encoding="utf-8") as fh:
             json.dump(meta, fh, indent=2, sort_keys=False)
             fh.flush()
@@ -415,20 +569,23 @@ def write_dataset(
         _fsync_dir(tmp / "modalities")
         _fsync_dir(tmp)
         if overwrite and target.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, trash / "old")
+            _swap_in(tmp, target)
+        else:
             try:
                 os.replace(tmp, target)
-            except BaseException:
-                os.replace(trash / "old", target)
-                raise
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            # Fails (OSError) if another writer created a non-empty target meanwhile: theirs is kept.
-            os.replace(tmp, target)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                # another writer created a non-empty target meanwhile: theirs is kept
+                raise DataError(
+                    f"{target} was created by another writer while this data set was being written; theirs is kept "
+                    "and this one was discarded. Pass overwrite=True to replace it."
+                ) from None
         _fsync_dir(target.parent)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and not isinstance(exc, DataError):
+            raise _write_error(target, exc, overwrite) from exc
         raise
     log.info("wrote data set %r (%d samples) to %s", name, meta["num_samples"], target)
     return target
@@ -551,22 +708,30 @@ def _fixed_list_to_numpy(col: pa.ChunkedArray, width: int, dtype: Any) -> np.nda
 
 
 class _Store:
-    """Everything read from one data set directory; per-step arrays are loaded on first use and cached."""
+    """Everything read from one data set directory; per-step arrays are loaded on first use and cached.
+
+    Opening checks what is cheap: ``meta.json`` against its own checksum and schema, and ``samples.parquet``
+    (ids unique, labels in range for the task, splits and context as ``meta.json`` records them). A modality's
+    arrays, and ``steps.parquet``, are checked (vectorised) when first loaded: the stored width and type, present
+    values finite, masked values zero, timestamps strictly increasing within each sample, step labels in range.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.meta = self._read_meta()
+        meta_path = root / _META
         try:
-            self.modalities = {
-                m["name"]: ModalitySpec.from_dict(m) for m in sorted(self.meta["modalities"], key=lambda m: m["name"])
-            }
+            self.modalities = _meta_modalities(self.meta["modalities"], meta_path)
             self.task = TaskSpec.from_dict(self.meta["task"])
             self.context_vocab: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in self.meta["context"].items()}
             self.files: dict[str, dict[str, Any]] = dict(self.meta["files"])
-            self.num_samples = int(self.meta["num_samples"])
-            self.num_steps = int(self.meta["num_steps"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"{root / _META} is malformed: {exc!r}.") from None
+            self.num_samples = _meta_count(self.meta, "num_samples", meta_path, minimum=1)
+            self.num_steps = _meta_count(self.meta, "num_steps", meta_path, minimum=self.num_samples)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            if isinstance(exc, DataError):
+                raise
+            raise DataError(f"{meta_path} is malformed: {exc!r}.") from None
+        self._check_meta_layout(meta_path)
         table = self._read_table(_SAMPLES, self.num_samples)
         try:
             self.ids: list[str] = table.column("id").to_pylist()
@@ -577,9 +742,12 @@ class _Store:
             self.context = {k: table.column(_CTX_PREFIX + k).to_pylist() for k in self.context_vocab}
             self.sample_labels: np.ndarray | None = None
             if self.task.level is LabelLevel.SAMPLE:
+                self._check_label_type(table.schema.field("label").type, root / _SAMPLES)
                 self.sample_labels = self._label_numpy(table.column("label"))
         except KeyError as exc:
             raise DataError(f"{root / _SAMPLES} lacks a column: {exc}.") from None
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise DataError(f"{root / _SAMPLES} holds a column of the wrong type: {exc}.") from None
         expected = np.concatenate([[0], np.cumsum(self.n_steps)[:-1]]) if self.num_samples else self.offsets
         if (
             (self.n_steps <= 0).any()
@@ -587,6 +755,7 @@ class _Store:
             or int(self.n_steps.sum()) != self.num_steps
         ):
             raise DataError(f"{root / _SAMPLES}: the n_steps/offset columns are inconsistent with {_META}.")
+        self._check_samples()
         self._modality_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._steps_cache: tuple[np.ndarray | None, np.ndarray | None] | None = None
 
@@ -607,14 +776,121 @@ class _Store:
             raise DataError(
                 f"{path} is missing; {self.root} is not an mmfuse data set (or was not fully written)."
             ) from None
+        except RecursionError:
+            raise DataError(f"{path} cannot be read as JSON: it is nested too deeply.") from None
         except (OSError, ValueError) as exc:
             raise DataError(f"{path} cannot be read as JSON: {exc}.") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
             raise DataError(f"{path} does not describe an mmfuse data set (expected format {FORMAT_NAME!r}).")
         version = meta.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        if isinstance(version, bool) or not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
             raise DataError(f"{path} has format_version {version!r}; this mmfuse reads versions 1..{FORMAT_VERSION}.")
+        if version >= 2:
+            recorded = meta.get(_META_SHA)
+            if not isinstance(recorded, str) or recorded != _meta_digest(meta):
+                raise DataError(
+                    f"{path} was modified after the data set was written: its content does not match the checksum "
+                    f"recorded in its {_META_SHA!r} entry ({str(recorded)[:12]}...). Restore it, or write the data "
+                    "set again."
+                )
+        else:
+            log.warning("%s is format version 1: its metadata is not covered by a checksum (written before 2).", path)
         return meta
+
+    def _check_meta_layout(self, path: Path) -> None:
+        """The cheap consistency of ``meta.json`` with itself: file list, has_timestamps, splits, context."""
+        meta = self.meta
+        has_ts = meta.get("has_timestamps")
+        if not isinstance(has_ts, bool):
+            raise DataError(f"{path}: 'has_timestamps' must be true or false. Got {has_ts!r}.")
+        needed = {_SAMPLES, *(_modality_file(m) for m in self.modalities)}
+        if has_ts or self.task.level is LabelLevel.STEP:
+            needed.add(_STEPS)
+        listed = set(self.files)
+        if listed != needed:
+            raise DataError(
+                f"{path}: 'files' lists {sorted(listed)} but the modalities, task and has_timestamps recorded there "
+                f"need {sorted(needed)}."
+            )
+        for rel, info in self.files.items():
+            if not isinstance(info, dict) or not isinstance(info.get("sha256"), str):
+                raise DataError(f"{path}: the entry of {rel!r} in 'files' needs 'rows' and 'sha256'. Got {info!r}.")
+            rows = info.get("rows")
+            want = self.num_samples if rel == _SAMPLES else self.num_steps
+            if isinstance(rows, bool) or not isinstance(rows, int) or rows != want:
+                what = "num_samples" if rel == _SAMPLES else "num_steps"
+                raise DataError(f"{path}: 'files' gives {rel!r} {rows!r} rows but {what} is {want}.")
+        splits = meta.get("splits")
+        if not isinstance(splits, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in splits.values()
+        ):
+            raise DataError(f"{path}: 'splits' must map split names to sample counts. Got {splits!r}.")
+        for k, vocab in self.context_vocab.items():
+            if not all(isinstance(v, str) for v in vocab) or list(vocab) != sorted(set(vocab)):
+                raise DataError(f"{path}: the context vocabulary of {k!r} must be sorted distinct strings.")
+
+    def _check_samples(self) -> None:
+        """Check ids (unique, non-empty), splits (as recorded), labels (in range) and context (in the vocabularies)."""
+        path = self.root / _SAMPLES
+        for attr in ("ids", "groups", "splits"):
+            bad = next((i for i, v in enumerate(getattr(self, attr)) if not isinstance(v, str) or not v), None)
+            if bad is not None:
+                raise DataError(f"{path}: row {bad} has an empty {attr[:-1]} {getattr(self, attr)[bad]!r}.")
+        if len(set(self.ids)) != len(self.ids):
+            seen: dict[str, int] = {}
+            for i, sid in enumerate(self.ids):
+                if sid in seen:
+                    raise DataError(f"{path}: the sample id {sid!r} appears twice (rows {seen[sid]} and {i}).")
+                seen[sid] = i
+        counts: dict[str, int] = {}
+        for s in self.splits:
+            counts[s] = counts.get(s, 0) + 1
+        if dict(sorted(counts.items())) != dict(sorted(self.meta["splits"].items())):
+            raise DataError(
+                f"{self.root / _META}: 'splits' records {dict(sorted(self.meta['splits'].items()))} but "
+                f"{_SAMPLES} holds {dict(sorted(counts.items()))}."
+            )
+        if self.sample_labels is not None:
+            self._check_labels(self.sample_labels, path, step=False)
+        for k, values in self.context.items():
+            vocab = set(self.context_vocab[k])
+            bad = next((i for i, v in enumerate(values) if v not in vocab), None)
+            if bad is not None:
+                raise DataError(
+                    f"{path}: row {bad} has context {k!r} = {values[bad]!r}, which is not in the vocabulary recorded "
+                    f"in {_META} {list(self.context_vocab[k])}."
+                )
+
+    def _check_label_type(self, dtype: pa.DataType, path: Path) -> None:
+        want = _label_type(self.task)
+        if dtype != want:
+            raise DataError(
+                f"{path}: the label column has type {dtype}, but the task recorded in {_META} "
+                f"({self.task.type.value}, {self.task.out_dim} output(s)) is stored as {want}."
+            )
+
+    def _check_labels(self, labels: np.ndarray, path: Path, *, step: bool) -> None:
+        """Class indices in 0..C-1 (IGNORE_INDEX allowed per step), regression targets finite (NaN rows per step)."""
+        what = "step" if step else "row"
+        if self.task.type is TaskType.CLASSIFICATION:
+            n = len(self.task.class_names)
+            bad = (labels < 0) | (labels >= n)
+            if step:
+                bad &= labels != IGNORE_INDEX
+            at = np.flatnonzero(bad)
+            if at.size:
+                raise DataError(
+                    f"{path}: {what} {int(at[0])} holds class index {int(labels[at[0]])}; the task recorded in {_META} "
+                    f"has {n} classes {list(self.task.class_names)}, so a label is 0..{n - 1}"
+                    + (f" or {IGNORE_INDEX} (unlabelled)." if step else ".")
+                )
+            return
+        finite = np.isfinite(labels) if labels.ndim == 1 else np.isfinite(labels).all(axis=1)  # [N]
+        if step:  # NaN in every component marks an unlabelled step
+            finite |= np.isnan(labels) if labels.ndim == 1 else np.isnan(labels).all(axis=1)
+        at = np.flatnonzero(~finite)
+        if at.size:
+            raise DataError(f"{path}: {what} {int(at[0])} holds a regression target that is not finite (NaN or inf).")
 
     def _read_table(self, rel: str, rows: int) -> pa.Table:
         path = self.root / rel
@@ -633,8 +909,8 @@ class _Store:
             table = pq.read_table(path, memory_map=True)
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"{path} is not a readable Parquet file: {exc}.") from None
-        if table.num_rows != rows or table.num_rows != info.get("rows"):
-            raise DataError(f"{path} has {table.num_rows} rows; expected {rows}.")
+        if table.num_rows != rows:
+            raise DataError(f"{path} has {table.num_rows} rows; {_META} records {rows}.")
         return table
 
     def _label_numpy(self, col: pa.ChunkedArray) -> np.ndarray:
@@ -647,43 +923,99 @@ class _Store:
     def modality(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         cached = self._modality_cache.get(name)
         if cached is None:
-            spec = self.modalities[name]
-            rel = _modality_file(name)
-            table = self._read_table(rel, self.num_steps)
-            try:
-                values = _fixed_list_to_numpy(table.column("values"), spec.dim, np.float32)
-                present = table.column("present").to_numpy().astype(bool)
-            except (KeyError, pa.ArrowException, ValueError) as exc:
-                raise DataError(
-                    f"{self.root / rel} does not hold [values, present] of width {spec.dim}: {exc}."
-                ) from None
-            cached = (values, present)
+            cached = self._load_modality(name)
             self._modality_cache[name] = cached
             log.debug("loaded modality %r of %s", name, self.root)
         return cached
+
+    def _load_modality(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        spec = self.modalities[name]
+        rel = _modality_file(name)
+        path = self.root / rel
+        table = self._read_table(rel, self.num_steps)
+        want = pa.schema([("values", pa.list_(pa.float32(), spec.dim)), ("present", pa.bool_())])
+        if not table.schema.remove_metadata().equals(want):
+            got = ", ".join(f"{f.name}: {f.type}" for f in table.schema)
+            raise DataError(
+                f"{path} does not hold modality {name!r} as {_META} records it ([values, present] of width "
+                f"{spec.dim}): it holds [{got}]. Was a modality file swapped with another?"
+            )
+        if table.column("present").null_count or table.column("values").null_count:
+            raise DataError(f"{path}: the values or present column has missing (null) entries.")
+        values = _fixed_list_to_numpy(table.column("values"), spec.dim, np.float32)  # [S, D]
+        present = table.column("present").to_numpy().astype(bool)  # [S]
+        bad = np.flatnonzero(present & ~np.isfinite(values).all(axis=1))
+        if bad.size:
+            raise DataError(
+                f"{path}: {self._where(int(bad[0]))} is marked present but its values are not finite (NaN or inf)."
+            )
+        bad = np.flatnonzero(~present & (values != 0).any(axis=1))
+        if bad.size:
+            raise DataError(f"{path}: {self._where(int(bad[0]))} is marked missing but its values are not zero.")
+        return values, present
+
+    def _where(self, row: int) -> str:
+        """``step k of sample 'id'`` for a row of the per-step files."""
+        i = int(np.searchsorted(self.offsets, row, side="right")) - 1
+        return f"step {row - int(self.offsets[i])} of sample {self.ids[i]!r} (row {row})"
 
     def steps(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         if self._steps_cache is None:
             ts: np.ndarray | None = None
             labels: np.ndarray | None = None
             if _STEPS in self.files:
+                path = self.root / _STEPS
                 table = self._read_table(_STEPS, self.num_steps)
-                try:
-                    if self.meta.get("has_timestamps"):
-                        ts = table.column("timestamp").to_numpy().astype(np.float64)
-                    if self.task.level is LabelLevel.STEP:
-                        labels = self._label_numpy(table.column("label"))
-                except KeyError as exc:
-                    raise DataError(f"{self.root / _STEPS} lacks a column: {exc}.") from None
-                except (ValueError, TypeError, pa.ArrowException) as exc:
+                names = set(table.column_names)
+                want = {"timestamp"} if self.meta["has_timestamps"] else set()
+                if self.task.level is LabelLevel.STEP:
+                    want.add("label")
+                if names != want:
                     raise DataError(
-                        f"{self.root / _STEPS} holds step labels or timestamps of the wrong shape or type for this "
-                        f"data set's task {self.task.type.value}/{self.task.level.value}: {exc}"
-                    ) from None
-            elif self.meta.get("has_timestamps") or self.task.level is LabelLevel.STEP:
-                raise DataError(f"{self.root / _META} does not list {_STEPS!r}, which this data set needs.")
+                        f"{path} holds the columns {sorted(names)}; has_timestamps and the task recorded in {_META} "
+                        f"need {sorted(want)}."
+                    )
+                if "timestamp" in names:
+                    if table.schema.field("timestamp").type != pa.float64():
+                        raise DataError(f"{path}: the timestamp column must be float64.")
+                    ts = table.column("timestamp").to_numpy().astype(np.float64)
+                    self._check_timestamps(ts, path)
+                if "label" in names:
+                    self._check_label_type(table.schema.field("label").type, path)
+                    try:
+                        labels = self._label_numpy(table.column("label"))
+                    except (ValueError, TypeError, pa.ArrowException) as exc:
+                        raise DataError(f"{path}: the step labels cannot be read: {exc}") from None
+                    self._check_labels(labels, path, step=True)
             self._steps_cache = (ts, labels)
         return self._steps_cache
+
+    def _check_timestamps(self, ts: np.ndarray, path: Path) -> None:
+        bad = np.flatnonzero(~np.isfinite(ts))
+        if bad.size:
+            raise DataError(f"{path}: the timestamp of {self._where(int(bad[0]))} is not finite.")
+        rising = np.diff(ts) > 0  # [S-1]
+        rising[self.offsets[1:] - 1] = True  # a new sample may start earlier
+        bad = np.flatnonzero(~rising)
+        if bad.size:
+            raise DataError(f"{path}: the timestamps are not strictly increasing at {self._where(int(bad[0]) + 1)}.")
+
+
+def _meta_modalities(entries: Any, path: Path) -> dict[str, ModalitySpec]:
+    if not isinstance(entries, list) or not entries:
+        raise DataError(f"{path}: 'modalities' must be a non-empty list of modality specs. Got {entries!r}.")
+    specs = [ModalitySpec.from_dict(m) for m in entries]
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise DataError(f"{path}: 'modalities' repeats a name: {names}.")
+    return {s.name: s for s in sorted(specs, key=lambda s: s.name)}
+
+
+def _meta_count(meta: Mapping[str, Any], key: str, path: Path, *, minimum: int) -> int:
+    value = meta[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise DataError(f"{path}: {key!r} must be an integer >= {minimum}. Got {value!r}.")
+    return value
 
 
 class MultimodalDataset(torch.utils.data.Dataset[SequenceRecord]):
@@ -897,3 +1229,42 @@ def open_dataset(path: str | os.PathLike[str]) -> MultimodalDataset:
         [0.5, 1.0, 2.0]
     """
     return MultimodalDataset(_Store(Path(path)))
+
+
+def update_extra_meta(path: str | os.PathLike[str], updates: Mapping[str, Any]) -> Path:
+    """Merge ``updates`` into the ``extra_meta`` of the data set at ``path`` and re-seal ``meta.json`` atomically.
+
+    ``meta.json`` carries its own checksum, so a hand edit is refused by :func:`open_dataset`; this is the way
+    for a tool (an importer) to add its notes after :func:`write_dataset`. The data set is opened first, so a
+    broken one is refused rather than re-sealed.
+
+    Raises:
+        DataError: ``path`` is not a valid data set.
+        ValueError: ``updates`` is not a JSON-serialisable mapping.
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> rec = SequenceRecord("a", "g", "train", {"x": np.ones((2, 1), np.float32)}, {}, 0.5)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     p = write_dataset(f"{tmp}/d", [rec], name="d", modalities=[ModalitySpec("x", 1)],
+        ...                       task=TaskSpec("regression", "sample"))
+        ...     _ = update_extra_meta(p, {"source": "lab"})
+        ...     open_dataset(p).extra_meta
+        {'source': 'lab'}
+    """
+    from mmfuse._io import atomic_write_text
+
+    root = Path(path)
+    meta = _Store(root).meta
+    if not isinstance(updates, Mapping):
+        raise ValueError(f"The 'updates' parameter of update_extra_meta must be a mapping. Got {updates!r}.")
+    meta = dict(meta)
+    meta["extra_meta"] = {**meta.get("extra_meta", {}), **updates}
+    meta["format_version"] = FORMAT_VERSION
+    try:
+        meta[_META_SHA] = _meta_digest(meta)
+        text = json.dumps(meta, indent=2, sort_keys=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"The 'updates' parameter of update_extra_meta must be JSON-serialisable: {exc}") from None
+    atomic_write_text(root / _META, text)
+    return root

@@ -26,8 +26,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mmfuse._io import atomic_write_json, atomic_write_text
+from mmfuse._io import atomic_write_text
 from mmfuse.align import STREAM_SUFFIXES, align_folder
+from mmfuse.data.format import open_dataset, update_extra_meta
 from mmfuse.errors import DataError, StreamError
 from mmfuse.importers._common import ID_COLUMNS, ImportReport, _read_csv_rows
 
@@ -252,11 +253,10 @@ def import_feature_folders(
             )
         except (DataError, StreamError) as exc:
             raise _rewrite(exc, paths) from None
-    meta_path = path / "meta.json"
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    meta.setdefault("extra_meta", {}).setdefault("align", {})["source"] = str(src)
-    meta["extra_meta"]["import"] = {"format": "feature-folders", "root": str(src), "labels": str(label_path)}
-    atomic_write_json(meta_path, meta)
+    align_notes = dict(open_dataset(path).extra_meta.get("align", {}))
+    align_notes["source"] = str(src)
+    imported = {"format": "feature-folders", "root": str(src), "labels": str(label_path)}
+    update_extra_meta(path, {"align": align_notes, "import": imported})
     for fname in ("validation.json", "validation.md"):  # name the user's folder, not the temporary one
         f = path / fname
         atomic_write_text(f, _rewrite(DataError(f.read_text(encoding="utf-8")), paths).args[0])
