@@ -55,6 +55,14 @@ def compare(
     analyze: Annotated[
         bool, typer.Option("--analyze", help="Then run the analysis suite on the run (as 'mmfuse analyze').")
     ] = False,
+    causal: Annotated[
+        bool,
+        typer.Option(
+            "--causal",
+            help="Train streaming-ready models that 'mmfuse serve' runs (causal encoders and fusions; a fusion "
+            "that cannot be causal is refused when named, skipped when 'all' brought it in).",
+        ),
+    ] = False,
 ) -> None:
     """Train and test every chosen fusion for every seed; write results, summary and an HTML report.
 
@@ -91,6 +99,7 @@ def compare(
         overwrite=overwrite,
         keep_checkpoints=keep_checkpoints,
         jobs=jobs,
+        causal=causal,
     )
     if err_console.is_terminal:
         result = _with_progress_bar(config)

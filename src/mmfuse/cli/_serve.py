@@ -26,7 +26,8 @@ def serve(
     queue_size: Annotated[int, typer.Option(help="Per-stream queue bound (oldest dropped beyond it).")] = 256,
 ) -> None:
     """Serve a trained causal model: WebSocket streams, HTTP batch predictions, a live page at /."""
-    from mmfuse.stream.server import ServerConfig
+    from mmfuse.stream import load_model_assets
+    from mmfuse.stream.server import ServerConfig, create_app
     from mmfuse.stream.server import serve as run_server
 
     config = ServerConfig(
@@ -38,8 +39,10 @@ def serve(
         max_message_bytes=max_message_bytes,
         queue_size=queue_size,
     )
+    assets = load_model_assets(model_dir)
+    create_app(assets, config)  # a model that cannot stream, or no grid rate, fails here, before the banner
     console.print(f"mmfuse serving {model_dir} on http://{host}:{port} (live page: /, stream: ws://{host}:{port}/ws)")
-    run_server(model_dir, config)
+    run_server(assets, config)
 
 
 def stream(

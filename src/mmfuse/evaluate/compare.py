@@ -31,8 +31,11 @@ from mmfuse.errors import DataError, MmfuseWarning
 from mmfuse.evaluate.protocol import (
     UNIMODAL_PREFIX,
     Preset,
+    causal_settings,
     fit_normalizers,
+    grid_rate,
     model_config_for,
+    not_causal_reason,
     preset_for,
     resolve_fusions,
     settings_for,
@@ -93,6 +96,12 @@ class CompareConfig:
         main_metric: The metric that ranks the fusions (default: the first of ``metrics``).
         modalities: Compare on these modalities of the data set only (default: all of them); ``"all"`` and
             ``"unimodal"`` then expand to the baselines of these modalities. Recorded in ``run.json``.
+        causal: Train streaming-ready models (:func:`~mmfuse.evaluate.protocol.causal_settings`: causal
+            encoders and fusion, unidirectional recurrent encoders, ``pooling="last"`` for sample labels), which
+            :class:`~mmfuse.stream.StreamingSession` and ``mmfuse serve`` run on. A fusion named explicitly that
+            cannot be causal is refused with the reason; one that ``"all"`` brought in is skipped with a
+            warning (recorded in ``run.json``). Each model's ``config.json`` records the grid rate the stream
+            needs (``"stream"``).
 
     Example:
         >>> cfg = CompareConfig(fusions=["concat", "gated"], seeds=2, epochs=5, device="cpu")
@@ -119,6 +128,7 @@ class CompareConfig:
     metrics: list[str] | None = None
     main_metric: str | None = None
     modalities: list[str] | None = None
+    causal: bool = False
 
     def __post_init__(self) -> None:
         if self.resume and self.overwrite:
@@ -158,6 +168,8 @@ class CompareConfig:
             self.modalities = list(dict.fromkeys(m.strip() for m in self.modalities))
             if not self.modalities:
                 raise ValueError("The 'modalities' parameter of CompareConfig must name at least one modality.")
+        if not isinstance(self.causal, bool):
+            raise ValueError(f"The 'causal' parameter of CompareConfig must be a bool. Got {self.causal!r}.")
         for name in [*(self.metrics or []), *([self.main_metric] if self.main_metric else [])]:
             get_metric(name)  # an unknown name raises, listing the registered ones
 
@@ -255,11 +267,14 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
     dataset = open_or_load_dataset(config.dataset, data_dir=config.data_dir)
     in_use = _modalities_in_use(config, dataset)
     fusions = resolve_fusions(config.fusions, modalities=in_use)
+    task = dataset.task
+    skipped = _drop_non_causal(config, fusions) if config.causal else []
+    fusions = [f for f in fusions if f not in {name for name, _ in skipped}]
 
     preset = preset_for(dataset)
-    model_kwargs, train_kwargs = _settings(preset, None, config)
-    per_fusion = {f: _settings(preset, f, config) for f in fusions}
-    task = dataset.task
+    level = task.level.value
+    model_kwargs, train_kwargs = _settings(preset, None, config, level)
+    per_fusion = {f: _settings(preset, f, config, level) for f in fusions}
     metric_names, main = _metric_names(config, task.type.value)
 
     # Check everything that can be checked before the first file is written: every model config builds within
@@ -287,6 +302,11 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
     normalizers = fit_normalizers(views["train"])
     _ = dataset[0]
     degenerate = _degenerate_inputs(dataset, views, in_use, fusions)
+    degenerate += [
+        f"Fusion {name!r} is skipped: --causal trains streaming-ready models and it cannot be causal ({reason})."
+        for name, reason in skipped
+    ]
+    stream = _stream_info(dataset) if config.causal else None
     for text in degenerate:
         warnings.warn(text, MmfuseWarning, stacklevel=3)
 
@@ -322,9 +342,10 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
                 metric_names,
                 main,
             )
-            | {"modalities": in_use, "warnings": degenerate},
+            | {"modalities": in_use, "warnings": degenerate, "causal": config.causal},
             metric_names=metric_names,
             main=main,
+            stream=stream,
         )
     except BaseException:
         run.rollback()  # an overwrite that failed puts the previous run back; otherwise a no-op
@@ -388,6 +409,7 @@ def _train_and_report(
     meta: dict[str, Any],
     metric_names: list[str],
     main: str,
+    stream: dict[str, Any] | None = None,
 ) -> CompareResult:
     """Everything that writes: ``run.json``, every run (in this process or in workers), the tables and report."""
     from mmfuse.evaluate.report import write_report, write_summary_markdown
@@ -405,6 +427,7 @@ def _train_and_report(
         "resume": config.resume,
         "keep_checkpoints": config.keep_checkpoints,
         "total_runs": total,
+        "stream": stream,
     }
     rows: list[dict[str, Any]] = []
     if config.jobs == 1 or total == 1:
@@ -461,6 +484,7 @@ def _run_one(
     progress: Callable[[CompareProgress], None] | None,
     run_index: int,
     total_runs: int,
+    stream: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     task = dataset.task
     run = RunDir(out_dir)
@@ -491,7 +515,10 @@ def _run_one(
     metrics = _test_metrics(best, test, task, metric_names)
     atomic_write_json(run_dir / RunDir.TEST_METRICS_JSON, metrics)
     normalizers.save(run_dir)
-    save_model(best, run_dir, extra={"train_config": train_config.to_dict(), "dataset": dataset.name})
+    extra: dict[str, Any] = {"train_config": train_config.to_dict(), "dataset": dataset.name}
+    if stream is not None:
+        extra["stream"] = stream
+    save_model(best, run_dir, extra=extra)
 
     row: dict[str, Any] = {
         "fusion": fusion,
@@ -522,9 +549,14 @@ def _test_metrics(model: Any, test: MultimodalDataset, task: Any, metric_names: 
     return metrics
 
 
-def _settings(preset: Preset, fusion: str | None, config: CompareConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Model and training keyword arguments: preset, then the preset's per-fusion entry, then the overrides."""
-    return settings_for(
+def _settings(
+    preset: Preset, fusion: str | None, config: CompareConfig, level: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Model and training keyword arguments: preset, then the preset's per-fusion entry, then the overrides.
+
+    With ``config.causal`` the model keyword arguments are then made streaming-ready (:func:`causal_settings`).
+    """
+    model_kwargs, train_kwargs = settings_for(
         preset,
         fusion,
         model_overrides=config.model_overrides,
@@ -532,6 +564,51 @@ def _settings(preset: Preset, fusion: str | None, config: CompareConfig) -> tupl
         epochs=config.epochs,
         device=config.device,
     )
+    if config.causal:
+        model_kwargs = causal_settings(fusion, model_kwargs, label_level=level)
+    return model_kwargs, train_kwargs
+
+
+def _drop_non_causal(config: CompareConfig, fusions: Sequence[str]) -> list[tuple[str, str]]:
+    """The fusions ``--causal`` skips (brought in by ``all``), with the reason; refuses one named explicitly.
+
+    Raises:
+        ValueError: naming a fusion that the user named and that cannot be causal, with the reason.
+    """
+    named = {p.strip() for f in config.fusions for p in str(f).split(",")} - {"all", "unimodal"}
+    skipped: list[tuple[str, str]] = []
+    for fusion in fusions:
+        reason = not_causal_reason(fusion)
+        if reason is None:
+            continue
+        if fusion in named:
+            raise ValueError(
+                f"Fusion {fusion!r} cannot be trained with causal=True (--causal, streaming-ready): {reason}. "
+                "Leave it out, or compare without --causal."
+            )
+        skipped.append((fusion, reason))
+    if len(skipped) == len(fusions):
+        raise ValueError(f"No fusion among {list(fusions)} can be trained with causal=True (--causal).")
+    return skipped
+
+
+def _stream_info(dataset: MultimodalDataset) -> dict[str, Any] | None:
+    """What a streaming session needs to know about the training data: the grid rate and each modality's kind.
+
+    Written into each model's ``config.json`` as ``"stream"``; None (with a warning) when the data set's
+    timeline has no known regular rate, in which case ``serve`` needs ``--rate``.
+    """
+    rate = grid_rate(dataset)
+    if rate is None:
+        warnings.warn(
+            f"Data set {dataset.name!r} ({dataset.path}) records no regular grid rate, so the causal models carry "
+            "none: give the rate to 'mmfuse serve --rate HZ' or write a stream.json "
+            "(mmfuse.stream.save_stream_config).",
+            MmfuseWarning,
+            stacklevel=5,
+        )
+        return None
+    return {"rate": rate, "kinds": {m: spec.kind for m, spec in sorted(dataset.modalities.items())}}
 
 
 def _run_parallel(
@@ -621,6 +698,7 @@ def _worker_run(spec: dict[str, Any]) -> dict[str, Any]:
         progress=None,
         run_index=spec["run_index"],
         total_runs=spec["total_runs"],
+        stream=spec["stream"],
     )
 
 

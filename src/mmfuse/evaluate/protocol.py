@@ -10,6 +10,8 @@ set are the same model on the same normalised data:
 * :func:`model_config_for` is the model of one row (every modality and a fusion, a modality subset, or a
   unimodal baseline ``unimodal-<m>``);
 * :func:`fit_normalizers` fits the default normalisers on a training view only;
+* :func:`causal_settings` makes a row's model streaming-ready (``compare --causal``), :func:`not_causal_reason`
+  says why a fusion cannot be, and :func:`grid_rate` is the step rate of a data set's timeline;
 * :func:`versions` and :func:`torch_threads` make runs reproducible and their thread use explicit.
 """
 
@@ -28,15 +30,18 @@ import torch
 
 from mmfuse._version import __version__
 from mmfuse.data import MultimodalDataset, dataset_preset, registered_name_of
-from mmfuse.fusion import list_fusions
+from mmfuse.fusion import fusion_kwargs, get_fusion_class, list_fusions
 from mmfuse.models import ModelConfig
 from mmfuse.preprocess import ModalityNormalizers, default_normalizers
 
 __all__ = [
     "UNIMODAL_PREFIX",
     "Preset",
+    "causal_settings",
     "fit_normalizers",
+    "grid_rate",
     "model_config_for",
+    "not_causal_reason",
     "preset_for",
     "resolve_fusions",
     "settings_for",
@@ -264,6 +269,84 @@ def model_config_for(
         fusion=fusion,
         **kwargs,
     )
+
+
+def not_causal_reason(fusion: str) -> str | None:
+    """Why ``fusion`` cannot be made causal (streaming-ready), or None when it can.
+
+    A fusion can be causal when its class is (``is_causal``, the pointwise fusions) or when it takes a
+    ``causal`` keyword argument (``cross_attention``, ``mult``, ...). The reason of one that cannot is its
+    class's ``limitations["is_causal"]``. A unimodal baseline (``unimodal-<m>``) is a one-input ``concat``.
+
+    Example:
+        >>> not_causal_reason("gated") is None, not_causal_reason("cross_attention") is None
+        (True, True)
+        >>> not_causal_reason("bottleneck")
+        'the fusion tokens summarise the whole sequence, so the output at step t depends on later steps'
+    """
+    if fusion.startswith(UNIMODAL_PREFIX):
+        return None
+    cls = get_fusion_class(fusion)
+    if cls.is_causal or "causal" in fusion_kwargs(fusion):
+        return None
+    return (
+        cls.limitations.get("is_causal") or f"{cls.__name__} is not causal (is_causal=False) and has no causal option"
+    )
+
+
+def causal_settings(fusion: str | None, model_kwargs: Mapping[str, Any], *, label_level: str) -> dict[str, Any]:
+    """``model_kwargs`` made streaming-ready: what ``compare --causal`` trains.
+
+    Sets ``causal=True`` and ``bidirectional=False``, ``pooling="last"`` for sample labels (the prediction at the
+    last step seen so far), and ``fusion_kwargs["causal"] = True`` for a fusion whose causality is an option.
+    The rest of the preset is kept.
+
+    Raises:
+        ValueError: for a fusion that cannot be causal, with the reason (:func:`not_causal_reason`).
+
+    Example:
+        >>> causal_settings("cross_attention", {"hidden": 16, "pooling": "mean"}, label_level="sample")
+        {'hidden': 16, 'pooling': 'last', 'causal': True, 'bidirectional': False, 'fusion_kwargs': {'causal': True}}
+    """
+    out = copy.deepcopy(dict(model_kwargs))
+    if label_level == "sample":
+        out["pooling"] = "last"
+    out["causal"] = True
+    out["bidirectional"] = False
+    if fusion is None:
+        return out
+    reason = not_causal_reason(fusion)
+    if reason is not None:
+        raise ValueError(f"Fusion {fusion!r} cannot be trained causal (streaming-ready): {reason}.")
+    if not fusion.startswith(UNIMODAL_PREFIX) and "causal" in fusion_kwargs(fusion):
+        out["fusion_kwargs"] = {**dict(out.get("fusion_kwargs") or {}), "causal": True}
+    return out
+
+
+def grid_rate(dataset: MultimodalDataset) -> float | None:
+    """The step rate (Hz) of a data set's timeline, or None when it is not regular or not known.
+
+    Read from what wrote the data set (``extra_meta["rate_hz"]`` of a built-in, ``extra_meta["align"]["rate"]``
+    of ``mmfuse align`` / ``extract`` / ``import folders`` on a grid), else from the median step of the first
+    sample's timestamps.
+
+    Example:
+        >>> from mmfuse.data import load_dataset
+        >>> grid_rate(load_dataset("basic-motions"))
+        10.0
+    """
+    meta = getattr(dataset, "extra_meta", {}) or {}
+    align: Mapping[str, Any] = meta["align"] if isinstance(meta.get("align"), Mapping) else {}
+    for value in (meta.get("rate_hz"), align.get("rate")):
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 and np.isfinite(value):
+            return float(value)
+    for i in range(min(len(dataset), 1)):
+        times = dataset[i].timestamps
+        if times is not None and len(times) > 1:
+            step = float(np.median(np.diff(np.asarray(times, dtype=np.float64))))
+            if step > 0:
+                return round(1.0 / step, 6)
+    return None
 
 
 def fit_normalizers(train_view: MultimodalDataset) -> ModalityNormalizers:

@@ -11,7 +11,7 @@ sequence and costs ``O(M T K H_b)`` on top of the per-modality self-attention ``
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import cast
+from typing import ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -127,6 +127,9 @@ class BottleneckFusion(Fusion):
     """
 
     is_causal = False
+    limitations: ClassVar[Mapping[str, str]] = {
+        "is_causal": "the fusion tokens summarise the whole sequence, so the output at step t depends on later steps"
+    }
 
     def __init__(
         self,

@@ -33,6 +33,7 @@ from mmfuse.stream.session import (
     collect_sessions,
     load_model_assets,
     load_stream_config,
+    recorded_stream_config,
     save_stream_config,
     step_sessions,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "load_stream_config",
     "normalized_entropy",
     "pop_ready_many",
+    "recorded_stream_config",
     "save_stream_config",
     "split_states",
     "stability_metrics",

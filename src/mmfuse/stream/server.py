@@ -258,7 +258,10 @@ class _State:
         cfg = config.stream_config or assets["stream_config"]
         if cfg is None:
             if config.rate is None:
-                raise StreamError("The model directory has no stream.json; give the grid rate (--rate HZ).")
+                raise StreamError(
+                    "The model directory has no stream.json and its config.json records no grid rate; give the grid "
+                    "rate (--rate HZ)."
+                )
             cfg = StreamConfig.default(self.engine.config.modality_dims, config.rate)
         self.stream_config: StreamConfig = cfg
         self.streams: dict[str, _Stream] = {}

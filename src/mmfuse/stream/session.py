@@ -2,7 +2,8 @@
 
 The same trained model directory that ``mmfuse compare`` writes (``model.safetensors`` + ``config.json`` and
 ``normalizers.json`` + ``normalizers.safetensors``) runs here unchanged. How the live streams are sampled is
-read from an optional ``stream.json`` in that directory (see :func:`load_stream_config`), or given directly.
+read from an optional ``stream.json`` in that directory (see :func:`load_stream_config`), else from the grid rate
+and modality kinds that ``mmfuse compare --causal`` records in ``config.json`` (``"stream"``), or given directly.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from mmfuse._io import atomic_write_json
 from mmfuse.errors import DataError, StreamError
 from mmfuse.models import MultimodalModel, load_model, read_model_info
 from mmfuse.preprocess import ModalityNormalizers
+from mmfuse.preprocess.modality import JSON_NAME, TENSORS_NAME
 from mmfuse.stream.buffer import AlignedWindow, FusionBuffer, StreamSpec, pop_ready_many
 from mmfuse.stream.engine import IncrementalModel, State, split_states, stack_states
 from mmfuse.stream.stabilize import Stabilizer, normalized_entropy, stabilize
@@ -36,6 +38,7 @@ __all__ = [
     "collect_sessions",
     "load_model_assets",
     "load_stream_config",
+    "recorded_stream_config",
     "save_stream_config",
     "step_sessions",
 ]
@@ -55,6 +58,8 @@ class StreamConfig:
         alpha: Stabiliser weight of the newest step.
         threshold: Stabiliser uncertainty threshold (inf: never hold).
         max_history: Steps kept by key/value caches (None: unbounded).
+        max_gap: Seconds without any event after which the grid stops until the next event (None: never); see
+            :class:`~mmfuse.stream.FusionBuffer`.
 
     Example:
         >>> cfg = StreamConfig.default({"acc": 3, "gyro": 3}, rate=10.0)
@@ -70,6 +75,57 @@ class StreamConfig:
     alpha: float = 0.3
     threshold: float = math.inf
     max_history: int | None = None
+    max_gap: float | None = 60.0
+
+    def __post_init__(self) -> None:
+        def number(name: str, value: Any, *, positive: bool) -> None:
+            ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+            if not ok or value < 0 or (positive and value == 0):
+                what = "a positive" if positive else "a non-negative"
+                raise StreamError(f"The {name!r} of a StreamConfig must be {what} finite number. Got {value!r}.")
+
+        number("rate", self.rate, positive=True)
+        number("lateness", self.lateness, positive=False)
+        if self.max_gap is not None:
+            number("max_gap", self.max_gap, positive=True)
+        a = self.alpha
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0.0 < a <= 1.0:
+            raise StreamError(f"The 'alpha' of a StreamConfig must be a number in (0, 1]. Got {a!r}.")
+        th = self.threshold
+        if isinstance(th, bool) or not isinstance(th, (int, float)) or math.isnan(th) or th < 0:
+            raise StreamError(f"The 'threshold' of a StreamConfig must be a number >= 0 (inf: never hold). Got {th!r}.")
+        mh = self.max_history
+        if mh is not None and (isinstance(mh, bool) or not isinstance(mh, int) or mh < 1):
+            raise StreamError(f"The 'max_history' of a StreamConfig must be a positive integer or null. Got {mh!r}.")
+        if not isinstance(self.specs, Mapping) or not self.specs:
+            raise StreamError(f"The 'specs' of a StreamConfig must be a non-empty mapping. Got {self.specs!r}.")
+        for m, spec in self.specs.items():
+            if not isinstance(spec, StreamSpec):
+                raise StreamError(f"The spec of modality {m!r} in a StreamConfig must be a StreamSpec. Got {spec!r}.")
+
+    def check_model(self, modality_dims: Mapping[str, int]) -> None:
+        """Check that the specs name exactly the model's modalities, each with the model's dimension.
+
+        Raises:
+            StreamError: naming the modality and both values.
+
+        Example:
+            >>> StreamConfig.default({"a": 2}, rate=10.0).check_model({"a": 3})
+            Traceback (most recent call last):
+            ...
+            mmfuse.errors.StreamError: The stream spec of modality 'a' has dim 2; the model expects 3.
+        """
+        if set(self.specs) != set(modality_dims):
+            unknown, absent = sorted(set(self.specs) - set(modality_dims)), sorted(set(modality_dims) - set(self.specs))
+            raise StreamError(
+                f"The stream specs name modalities {sorted(self.specs)} but the model has {sorted(modality_dims)} "
+                f"(unknown: {unknown}, without a spec: {absent})."
+            )
+        for m, spec in self.specs.items():
+            if spec.dim != modality_dims[m]:
+                raise StreamError(
+                    f"The stream spec of modality {m!r} has dim {spec.dim}; the model expects {modality_dims[m]}."
+                )
 
     @classmethod
     def default(cls, modality_dims: Mapping[str, int], rate: float, **kw: Any) -> StreamConfig:
@@ -85,6 +141,7 @@ class StreamConfig:
             "alpha": self.alpha,
             "threshold": None if math.isinf(self.threshold) else self.threshold,
             "max_history": self.max_history,
+            "max_gap": self.max_gap,
         }
 
     @classmethod
@@ -94,20 +151,44 @@ class StreamConfig:
         Raises:
             StreamError: unknown keys or invalid values.
         """
-        known = {"rate", "specs", "lateness", "alpha", "threshold", "max_history"}
+        known = {"rate", "specs", "lateness", "alpha", "threshold", "max_history", "max_gap"}
         if not isinstance(data, Mapping) or set(data) - known or "rate" not in data or "specs" not in data:
             raise StreamError(
                 f"A stream config needs 'rate' and 'specs' and only the keys {sorted(known)}. Got {data!r}."
             )
         th = data.get("threshold")
+        if not isinstance(data["specs"], Mapping):
+            raise StreamError(
+                f"The 'specs' of a stream config must be an object: modality -> spec. Got {data['specs']!r}."
+            )
+        specs = {}
+        for m, spec in sorted(data["specs"].items()):
+            try:
+                specs[str(m)] = StreamSpec.from_value(spec)
+            except (StreamError, TypeError) as exc:
+                raise StreamError(f"specs.{m}: {exc}") from None
+        gap = data.get("max_gap", 60.0)
         return cls(
-            rate=float(data["rate"]),
-            specs={m: StreamSpec.from_value(s) for m, s in sorted(dict(data["specs"]).items())},
-            lateness=float(data.get("lateness", 0.0)),
-            alpha=float(data.get("alpha", 0.3)),
-            threshold=math.inf if th is None else float(th),
+            rate=_number(data["rate"], "rate"),
+            specs=specs,
+            lateness=_number(data.get("lateness", 0.0), "lateness"),
+            alpha=_number(data.get("alpha", 0.3), "alpha"),
+            threshold=math.inf if th is None else _number(th, "threshold"),
             max_history=data.get("max_history"),
+            max_gap=None if gap is None else _number(gap, "max_gap"),
         )
+
+
+def _number(value: Any, name: str) -> float:
+    """A JSON number of a stream config as a float (a string or a boolean is refused, not converted)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise StreamError(f"The {name!r} of a stream config must be a number. Got {value!r}.")
+    try:
+        return float(value)
+    except OverflowError:
+        raise StreamError(
+            f"The {name!r} of a stream config must be a finite number. Got an integer too large."
+        ) from None
 
 
 def save_stream_config(directory: str | os.PathLike[str], config: StreamConfig) -> Path:
@@ -128,6 +209,8 @@ def load_stream_config(directory: str | os.PathLike[str]) -> StreamConfig | None
         return StreamConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, TypeError) as exc:
         raise DataError(f"{path}: not a valid stream config: {exc}") from None
+    except RecursionError:
+        raise DataError(f"{path}: not a valid stream config: the JSON is nested too deeply.") from None
 
 
 @dataclass
@@ -182,6 +265,8 @@ class StreamingSession:
         normalizers: Fitted normalisers of the model's training data (None: features used as given).
         start: Time of grid step 0 (default: the first event's time).
         class_names: Class names for the outputs (classification).
+        max_steps: Most steps one buffer call emits (the oldest beyond it are skipped; None: no bound).
+        max_pending: Most events the buffer keeps per modality (see :class:`~mmfuse.stream.FusionBuffer`).
 
     Example:
         >>> from mmfuse.models import ModelConfig, build_model
@@ -202,25 +287,29 @@ class StreamingSession:
         normalizers: ModalityNormalizers | None = None,
         start: float | None = None,
         class_names: Sequence[str] = (),
+        max_steps: int | None = None,
+        max_pending: int = 100_000,
     ) -> None:
         self.engine = (
             model if isinstance(model, IncrementalModel) else IncrementalModel(model, max_history=config.max_history)
         )
         dims = self.engine.config.modality_dims
-        if set(config.specs) != set(dims):
-            raise StreamError(
-                f"The stream specs name modalities {sorted(config.specs)} but the model has {sorted(dims)}."
-            )
-        for m, spec in config.specs.items():
-            if spec.dim != dims[m]:
-                raise StreamError(f"The stream spec of modality {m!r} has dim {spec.dim}; the model expects {dims[m]}.")
+        config.check_model(dims)
         if normalizers is not None and set(normalizers) != set(dims):
             raise StreamError(f"The normalisers cover {sorted(normalizers)}; the model has {sorted(dims)}.")
         self.config = config
         self.normalizers = normalizers
         self.class_names = tuple(class_names)
         self.classification = TaskType(self.engine.config.task) is TaskType.CLASSIFICATION
-        self.buffer = FusionBuffer(config.specs, config.rate, lateness=config.lateness, start=start)
+        self.buffer = FusionBuffer(
+            config.specs,
+            config.rate,
+            lateness=config.lateness,
+            start=start,
+            max_pending=max_pending,
+            max_gap=config.max_gap,
+            max_steps=max_steps,
+        )
         self.stabilizer = Stabilizer(config.alpha, config.threshold)
         self.state: State = self.engine.init_state(1)
         self._pending: deque[tuple[float, int, dict[str, np.ndarray], dict[str, bool]]] = deque()
@@ -256,7 +345,8 @@ class StreamingSession:
         if cfg is None:
             if rate is None:
                 raise StreamError(
-                    f"{model_dir} has no {STREAM_CONFIG_FILE}; pass a StreamConfig or the grid 'rate' in Hz."
+                    f"{model_dir} has no {STREAM_CONFIG_FILE} and its config.json records no grid rate (train with "
+                    "'mmfuse compare --causal'); pass a StreamConfig or the grid 'rate' in Hz."
                 )
             cfg = StreamConfig.default(model.config.modality_dims, rate)
         return cls(model, cfg, normalizers=assets["normalizers"], start=start, class_names=assets["class_names"])
@@ -278,10 +368,21 @@ class StreamingSession:
 
     def collect(self, now: float | None = None, *, flush: bool = False) -> int:
         """Move the steps the buffer can emit into this session's queue; returns how many are queued now."""
-        window = self.buffer.flush() if flush else self.buffer.pop_ready(now)
-        if len(window):
+        while True:  # one window per stretch between gaps
+            window = self.buffer.flush() if flush else self.buffer.pop_ready(now)
+            if not len(window):
+                return len(self._pending)
             self._queue(window, self._normalise(window))
-        return len(self._pending)
+
+    def drain(self) -> AlignedWindow:
+        """End of the stream, offline: every remaining step of the buffer as one window (gaps left out).
+
+        The window's ``first_index`` is that of its first step; after a gap the indices jump (the times show it).
+        """
+        windows = []
+        while len(window := self.buffer.flush()):
+            windows.append(window)
+        return AlignedWindow.concat(windows) if windows else self.buffer.flush()
 
     def _queue(self, window: AlignedWindow, values: Mapping[str, np.ndarray]) -> None:
         mods = self.modalities
@@ -404,6 +505,15 @@ def collect_sessions(sessions: Sequence[StreamingSession], now: float | None = N
         >>> collect_sessions(ss)
         [8, 8, 8]
     """
+    todo = list(sessions)
+    while todo:  # a buffer stops at a gap: call again for those that emitted something
+        emitted = _collect_once(todo, now)
+        todo = [s for s, n in zip(todo, emitted, strict=True) if n]
+    return [len(s._pending) for s in sessions]
+
+
+def _collect_once(sessions: Sequence[StreamingSession], now: float | None) -> list[int]:
+    """One :func:`pop_ready_many` round for ``sessions``; returns the steps each emitted."""
     windows = pop_ready_many([s.buffer for s in sessions], now)
     groups: dict[int, list[int]] = {}
     for i, (s, w) in enumerate(zip(sessions, windows, strict=True)):
@@ -429,25 +539,99 @@ def collect_sessions(sessions: Sequence[StreamingSession], now: float | None = N
         split = {m: [np.asarray(normed[m], dtype=np.float32)[i:k] for i, k in cuts] for m in mods}
         for k, i in enumerate(members):
             sessions[i]._queue(windows[i], {m: split[m][k] for m in mods})
-    return [len(s._pending) for s in sessions]
+    return [len(w) for w in windows]
+
+
+def recorded_stream_config(info: Mapping[str, Any], where: Any = "config.json") -> StreamConfig | None:
+    """The stream config a model's ``config.json`` records (``"stream": {"rate": Hz, "kinds": {m: kind}}``), or None.
+
+    Every modality is sampled on the training grid (:meth:`StreamConfig.default` at ``rate``) with the kind it
+    had in the training data.
+
+    Raises:
+        DataError: naming ``where`` when the entry is malformed.
+
+    Example:
+        >>> info = {"model_config": {"modality_dims": {"a": 3}}, "stream": {"rate": 10.0, "kinds": {"a": "continuous"}}}
+        >>> recorded_stream_config(info).specs["a"].effective_tolerance
+        0.1
+    """
+    entry = info.get("stream")
+    if entry is None:
+        return None
+    try:
+        dims = dict(info["model_config"]["modality_dims"])
+        rate = float(entry["rate"])
+        kinds = dict(entry.get("kinds") or {})
+        specs = {
+            m: StreamSpec(int(d), kind=str(kinds.get(m, "continuous")), rate=rate) for m, d in sorted(dims.items())
+        }
+        return StreamConfig(rate=rate, specs=specs)
+    except (KeyError, TypeError, ValueError, StreamError) as exc:
+        raise DataError(
+            f"{where}: the 'stream' entry must be {{'rate': Hz, 'kinds': {{modality: kind}}}}. Got {entry!r} ({exc})."
+        ) from None
+
+
+def _load_normalizers(directory: Path, dims: Mapping[str, int]) -> ModalityNormalizers | None:
+    """The directory's normalisers (None when it has neither file), checked against the model's modalities."""
+    json_path, tensors_path = directory / JSON_NAME, directory / TENSORS_NAME
+    if not json_path.exists() and not tensors_path.exists():
+        return None
+    if not json_path.exists():
+        raise DataError(
+            f"Incomplete model directory: {tensors_path} exists but its index {json_path} does not; serving without "
+            "it would feed unnormalised features to the model. Restore the file or remove both."
+        )
+    normalizers = ModalityNormalizers.load(directory)
+    if set(normalizers) != set(dims):
+        raise DataError(
+            f"{json_path} names the modalities {sorted(normalizers)} but the model in {directory} has {sorted(dims)}."
+        )
+    for m, d in dims.items():
+        if not getattr(normalizers[m], "is_fitted", True):
+            raise DataError(f"{json_path}: the normaliser of modality {m!r} is not fitted; it cannot transform inputs.")
+        got = getattr(normalizers[m], "n_features_in_", None)
+        if got is not None and int(got) != int(d):
+            raise DataError(
+                f"{json_path}: the normaliser of modality {m!r} was fitted on {got} features; the model expects {d}."
+            )
+    return normalizers
 
 
 def load_model_assets(model_dir: str | os.PathLike[str], *, max_history: int | None = None) -> dict[str, Any]:
     """Load what serving a model directory needs.
 
     Returns ``engine``, ``normalizers`` (or None), ``stream_config`` (or None), ``class_names`` and ``info``
-    (``config.json``).
+    (``config.json``). The stream config is ``stream.json`` when the directory has one, else the one
+    ``config.json`` records (``"stream": {"rate", "kinds"}``, written by ``mmfuse compare --causal``), else None.
+
+    Everything is checked here, so that a server never starts on a directory it cannot serve: the weights
+    (:func:`~mmfuse.models.load_model`), the normalisers (both files or neither; exactly the model's modalities and
+    dimensions) and the stream config (exactly the model's modalities and dimensions, valid rates).
 
     Raises:
         FileNotFoundError: no model in the directory.
-        DataError: a corrupt file (named).
+        DataError: a corrupt, incomplete or inconsistent file (named).
         StreamError: the model is not causal.
     """
     directory = Path(model_dir)
+    if not directory.is_dir():
+        raise FileNotFoundError(
+            f"Model directory {directory} does not exist (expected a folder written by save_model)."
+        )
     model = load_model(directory)
     info = read_model_info(directory)
-    normalizers = ModalityNormalizers.load(directory) if (directory / "normalizers.json").exists() else None
-    stream_config = load_stream_config(directory)
+    dims = model.config.modality_dims
+    normalizers = _load_normalizers(directory, dims)
+    stream_path = directory / STREAM_CONFIG_FILE
+    stream_config = load_stream_config(directory) or recorded_stream_config(info, directory / "config.json")
+    if stream_config is not None:
+        try:
+            stream_config.check_model(dims)
+        except StreamError as exc:
+            where = stream_path if stream_path.exists() else directory / "config.json"
+            raise DataError(f"{where} does not fit the model in {directory}: {exc}") from None
     mh = stream_config.max_history if stream_config is not None and max_history is None else max_history
     class_names: list[str] = []
     metrics_file = directory / "test_metrics.json"
