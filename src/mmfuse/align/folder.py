@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from mmfuse._io import atomic_write_text
 from mmfuse.align.core import COINCIDENCE_ATOL, DEFAULT_CHUNK_SIZE, align, align_stream
 from mmfuse.align.stream import COLLAPSE_RULES, DUPLICATE_POLICIES, Stream, StreamKind, check_choice
 from mmfuse.align.timeline import Timeline
@@ -33,7 +32,7 @@ from mmfuse.align.validate import ValidationReport, validate_streams
 from mmfuse.errors import DataError, MmfuseWarning, StreamError
 from mmfuse.types import LabelLevel, TaskType
 
-__all__ = ["LABEL_STEM", "STREAM_SUFFIXES", "TIME_COLUMNS", "align_folder", "read_stream_file"]
+__all__ = ["LABEL_STEM", "SPLIT_NAMES", "STREAM_SUFFIXES", "TIME_COLUMNS", "align_folder", "read_stream_file"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +47,9 @@ END_COLUMN = "end"
 
 LABEL_STEM = "labels"
 """Reserved file name (without suffix) of a recording's step-label stream; never a modality."""
+
+SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
+"""The split names a ``split`` column of ``labels.csv`` may hold."""
 
 _LABEL_COLUMN = "label"
 _START_COLUMN = "start"
@@ -93,6 +95,15 @@ def _numeric_column(table: Any, col: str, path: Path) -> np.ndarray:
     return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
+def _time_column(table: Any, col: str, path: Path) -> np.ndarray:
+    """A timestamp column: numeric and not boolean (True/False are no times)."""
+    import pyarrow as pa
+
+    if pa.types.is_boolean(table.column(col).type):
+        raise DataError(f"{path}: the time column {col!r} holds true/false values; timestamps must be numbers (s).")
+    return _numeric_column(table, col, path)
+
+
 def _open_table(path: Path, *, string_columns: Sequence[str] = ()) -> Any:
     """Read a CSV or Parquet file into a pyarrow Table, or raise a DataError naming the file.
 
@@ -103,14 +114,27 @@ def _open_table(path: Path, *, string_columns: Sequence[str] = ()) -> Any:
     import pyarrow.parquet as pq
 
     try:
-        if path.suffix == ".csv":
+        if path.suffix.lower() == ".csv":
             opts = pcsv.ConvertOptions(column_types={c: pa.string() for c in string_columns})
-            return pcsv.read_csv(path, convert_options=opts)
-        return pq.read_table(path)
+            table = pcsv.read_csv(path, convert_options=opts)
+        else:
+            table = pq.read_table(path)
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: the file is not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r} at offset "
+            f"{exc.start} cannot be decoded; latin-1 or another legacy encoding?). Save it as UTF-8."
+        ) from None
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise DataError(
             f"{path}: cannot read this {path.suffix[1:].upper()} file (truncated or corrupt?): {exc}"
         ) from None
+    names = list(table.column_names)
+    repeated = sorted({c for c in names if names.count(c) > 1})
+    if repeated:
+        raise DataError(
+            f"{path}: the column name(s) {repeated} appear more than once; every column needs its own name."
+        )
+    return table
 
 
 def _read_table(path: Path, time_column: str | None) -> _Raw:
@@ -131,8 +155,8 @@ def _read_table(path: Path, time_column: str | None) -> _Raw:
     feats = [c for c in cols if c not in (tcol, END_COLUMN)]
     if not feats:
         raise DataError(f"{path}: no feature columns besides {tcol!r}. Columns: {cols}.")
-    t = _numeric_column(table, tcol, path)
-    ends = _numeric_column(table, END_COLUMN, path) if END_COLUMN in cols else None
+    t = _time_column(table, tcol, path)
+    ends = _time_column(table, END_COLUMN, path) if END_COLUMN in cols else None
     values = np.empty((t.size, len(feats)), dtype=np.float32)
     for j, c in enumerate(feats):
         values[:, j] = _numeric_column(table, c, path)
@@ -147,9 +171,17 @@ def _read_npz(path: Path) -> _Raw:
                 raise DataError(
                     f"{path}: an NPZ stream needs arrays 'timestamps' and 'values' (optional 'ends'). Got {keys}."
                 )
-            t = np.asarray(z["timestamps"], dtype=np.float64)
-            v = np.asarray(z["values"], dtype=np.float32)
-            e = np.asarray(z["ends"], dtype=np.float64) if "ends" in keys else None
+            arrays = {k: z[k] for k in ("timestamps", "values", "ends") if k in keys}
+            for k, a in arrays.items():
+                if a.dtype.kind not in "biuf" or (a.dtype.kind == "b" and k != "values"):
+                    what = {"c": "complex numbers", "b": "true/false values"}.get(a.dtype.kind, f"dtype {a.dtype}")
+                    raise DataError(
+                        f"{path}: the array {k!r} holds {what}; a stream's {k} must be real numbers"
+                        + (" (seconds)." if k != "values" else ".")
+                    )
+            t = np.asarray(arrays["timestamps"], dtype=np.float64)
+            v = np.asarray(arrays["values"], dtype=np.float32)
+            e = np.asarray(arrays["ends"], dtype=np.float64) if "ends" in arrays else None
     except DataError:
         raise
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
@@ -160,7 +192,7 @@ def _read_npz(path: Path) -> _Raw:
 
 
 def _read_raw(path: Path, time_column: str | None = None) -> _Raw:
-    if path.suffix not in STREAM_SUFFIXES:
+    if path.suffix.lower() not in STREAM_SUFFIXES:
         raise DataError(
             f"{path}: unsupported stream file type {path.suffix!r}; expected one of {list(STREAM_SUFFIXES)}."
         )
@@ -168,7 +200,7 @@ def _read_raw(path: Path, time_column: str | None = None) -> _Raw:
         raise DataError(f"{path}: no such file.")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty (0 bytes).")
-    return _read_npz(path) if path.suffix == ".npz" else _read_table(path, time_column)
+    return _read_npz(path) if path.suffix.lower() == ".npz" else _read_table(path, time_column)
 
 
 def _resolve_kind(raw: _Raw, kind: StreamKind | str | None, path: Path) -> StreamKind:
@@ -332,11 +364,20 @@ def _read_labels(
                 f"{LABEL_STEM}.csv|.npz|.parquet step-label file in every recording."
             )
         try:
-            with open(path, newline="", encoding="utf-8") as fh:
-                rows = list(csv.DictReader(fh))
-                header = list(rows[0].keys()) if rows else []
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a spreadsheet's BOM is not a column
+                reader = csv.DictReader(fh)
+                rows = list(reader)
+                header = list(reader.fieldnames or [])
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"{path}: the labels file is not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r} at offset "
+                f"{exc.start} cannot be decoded; latin-1 or another legacy encoding?). Save it as UTF-8."
+            ) from None
+        except (OSError, csv.Error) as exc:
             raise DataError(f"{path}: cannot read the labels file: {exc}") from None
+        repeated = sorted({c for c in header if header.count(c) > 1})
+        if repeated:
+            raise DataError(f"{path}: the column name(s) {repeated} appear more than once; columns: {header}.")
         for col in ("recording",) if step_level else ("recording", "label"):
             if col not in header:
                 raise DataError(f"{path}: missing column {col!r}; columns: {header}.")
@@ -348,6 +389,12 @@ def _read_labels(
                 stacklevel=3,
             )
         for i, row in enumerate(rows):
+            if None in row:
+                raise DataError(
+                    f"{path}: data row {i + 1} (line {i + 2}) has "
+                    f"{len(header) + len(row[None])} cells but the header has {len(header)} columns {header}; "
+                    f"extra cells {row[None]!r}."
+                )
             rec = (row.get("recording") or "").strip()
             lab = (row.get("label") or "").strip()
             if not rec or (not lab and not step_level):
@@ -369,10 +416,24 @@ def _read_labels(
     labels = _Labels(split={}, group={})
     if not step_level:
         texts = [raw[r]["label"] for r in recordings]
+        for r, text in zip(recordings, texts, strict=True):
+            if _is_number(text) and _float_or_none(text) is None:
+                raise DataError(
+                    f"{path}: the label {text!r} of recording {r!r} is not a finite number; a label is a string or a "
+                    "finite number (leave a recording without a label out of the folder)."
+                )
         labels.rule = _label_rule(texts, str(path))
         labels.label = {r: labels.rule.encode(s) for r, s in zip(recordings, texts, strict=True)}
     labels.group = {r: raw.get(r, {}).get("group") or r for r in recordings}
     labels.split = {r: raw.get(r, {}).get("split", "") for r in recordings}
+    unknown = {r: sp for r, sp in labels.split.items() if sp and sp not in SPLIT_NAMES}
+    if unknown:
+        r, sp = next(iter(unknown.items()))
+        raise DataError(
+            f"{path}: recording {r!r} has the split {sp!r}"
+            + (f" ({len(unknown)} such rows)" if len(unknown) > 1 else "")
+            + f"; valid splits: {list(SPLIT_NAMES)}, or an empty cell to have one assigned."
+        )
     todo = [r for r in recordings if not labels.split[r]]
     if todo:
         by_group = _assign_splits([labels.group[r] for r in todo], fractions, seed)
@@ -478,6 +539,9 @@ def _read_step_label_npz(path: Path) -> _StepLabels:
             f"(interval labels). Got {sorted(arrays)}."
         )
     lab = arrays["labels"]
+    for key in (time_key, "ends"):
+        if key in arrays and arrays[key].dtype.kind not in "iuf":
+            raise DataError(f"{path}: the array {key!r} has dtype {arrays[key].dtype}; times must be real numbers (s).")
     try:
         starts = np.asarray(arrays[time_key], dtype=np.float64)
         ends = np.asarray(arrays["ends"], dtype=np.float64) if "ends" in arrays else None
@@ -493,7 +557,7 @@ def _read_step_labels(path: Path, time_column: str | None) -> _StepLabels:
     """Read a step-label file: CSV/Parquet ``time|start[,end],label`` or NPZ ``timestamps|starts[,ends],labels``."""
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty (0 bytes).")
-    if path.suffix == ".npz":
+    if path.suffix.lower() == ".npz":
         out = _read_step_label_npz(path)
     else:
         table = _open_table(path, string_columns=(_LABEL_COLUMN,))
@@ -507,10 +571,10 @@ def _read_step_labels(path: Path, time_column: str | None) -> _StepLabels:
             )
         if tcol == _START_COLUMN and END_COLUMN not in cols:
             raise DataError(f"{path}: the {_START_COLUMN!r} column needs an {END_COLUMN!r} column (interval labels).")
-        starts = _numeric_column(table, tcol, path)
-        ends = _numeric_column(table, END_COLUMN, path) if END_COLUMN in cols else None
+        starts = _time_column(table, tcol, path)
+        ends = _time_column(table, END_COLUMN, path) if END_COLUMN in cols else None
         values = table.column(_LABEL_COLUMN).to_pylist()
-        out = _StepLabels(path, starts, ends, _label_texts(values, path, csv_lines=path.suffix == ".csv"))
+        out = _StepLabels(path, starts, ends, _label_texts(values, path, csv_lines=path.suffix.lower() == ".csv"))
     if not out.texts:
         raise DataError(f"{path}: the label file has no rows.")
     return out
@@ -579,7 +643,9 @@ def _read_stream_config(src: Path) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         return {}
     try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
+        cfg = json.loads(path.read_text(encoding="utf-8-sig"))
+    except RecursionError:
+        raise DataError(f"{path}: cannot read the stream config: its JSON is nested too deeply.") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: cannot read the stream config: {exc}") from None
     if not isinstance(cfg, dict) or not all(isinstance(v, dict) for v in cfg.values()):
@@ -625,7 +691,10 @@ def _discover(src: Path) -> tuple[dict[str, dict[str, Path]], dict[str, Path]]:
     for d in sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files: dict[str, Path] = {}
         for f in sorted(d.iterdir()):
-            if f.is_file() and f.suffix in STREAM_SUFFIXES:
+            if f.suffix.lower() in STREAM_SUFFIXES and not f.name.startswith(".") and not f.is_file():
+                what = "a symbolic link to a missing file" if f.is_symlink() and not f.exists() else "not a file"
+                raise DataError(f"{f}: this stream file is {what}; fix or remove it.")
+            if f.is_file() and f.suffix.lower() in STREAM_SUFFIXES:
                 if f.stem == LABEL_STEM:
                     if d.name in label_files:
                         raise DataError(
@@ -765,6 +834,9 @@ def align_folder(
     src = Path(src_dir)
     if not src.is_dir():
         raise DataError(f"{src}: source folder not found.")
+    from mmfuse.data.format import recover_interrupted_write
+
+    recover_interrupted_write(out)  # a killed earlier run's leftovers go (or are named) before the long first pass
     cfg = _read_stream_config(src)
     recordings, label_files = _discover(src)
     rec_names = list(recordings)
@@ -878,7 +950,10 @@ def align_folder(
         start = min(s.start for s in streams.values())
         end = max(s.end for s in streams.values())
         assert rate is not None
-        return Timeline.grid(float(rate), start, end)
+        try:
+            return Timeline.grid(float(rate), start, end)
+        except StreamError as exc:
+            raise DataError(f"{src / rec}: recording {rec!r}: {exc}") from None
 
     # Pass 1: read and check everything (nothing is written if a file is broken), fix dims and kinds.
     dims: dict[str, tuple[int, str]] = {}
@@ -983,7 +1058,9 @@ def align_folder(
         description=description,
         extra_meta=extra,
         overwrite=overwrite,
+        extra_files={
+            "validation.json": json.dumps(report.to_dict(), indent=2) + "\n",
+            "validation.md": report.to_markdown(),
+        },
     )
-    atomic_write_text(path / "validation.json", json.dumps(report.to_dict(), indent=2))
-    atomic_write_text(path / "validation.md", report.to_markdown())
     return path, report

@@ -11,7 +11,10 @@ import numpy as np
 from mmfuse.align.stream import Stream, StreamKind
 from mmfuse.errors import StreamError
 
-__all__ = ["Timeline"]
+__all__ = ["MAX_GRID_STEPS", "Timeline"]
+
+MAX_GRID_STEPS = 20_000_000
+"""The most steps :meth:`Timeline.grid` builds (55 hours at 100 Hz); more is refused with the size it would need."""
 
 
 def _times(arr: Any, what: str) -> np.ndarray:
@@ -89,7 +92,15 @@ class Timeline:
             raise StreamError(f"The 'rate' parameter of Timeline.grid must be a positive number (Hz). Got {rate!r}.")
         if not (math.isfinite(start) and math.isfinite(end)) or end < start:
             raise StreamError(f"Timeline.grid needs finite start <= end. Got start={start!r}, end={end!r} instead.")
-        n = math.floor((end - start) * rate + 1e-9) + 1
+        steps = (end - start) * rate
+        if not steps < MAX_GRID_STEPS:
+            raise StreamError(
+                f"A grid at {rate:g} Hz over {end - start:.6g} s ({start:.6g} to {end:.6g}) would need "
+                f"{steps + 1:,.0f} steps ({(steps + 1) * 8 / 1e9:,.3g} GB for the step times alone), over the limit "
+                f"of {MAX_GRID_STEPS:,}. Check the timestamps' unit (they must be seconds, not epoch milli- or "
+                "nanoseconds) or lower the rate."
+            )
+        n = math.floor(steps + 1e-9) + 1
         return cls(start + np.arange(n, dtype=np.float64) / float(rate))
 
     @classmethod
