@@ -36,8 +36,13 @@ def compare(
     ] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
     max_params: Annotated[
-        int | None, typer.Option("--max-params", min=1, help="Refuse models with more trainable parameters.")
-    ] = None,
+        int,
+        typer.Option(
+            "--max-params",
+            min=1,
+            help="Refuse models with more parameters (counted before any memory is allocated).",
+        ),
+    ] = 100_000_000,
     hidden: Annotated[int | None, typer.Option("--hidden", min=1, help="Override the hidden size H.")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Reuse finished runs in --out and continue an interrupted one.")

@@ -102,18 +102,31 @@ def build_model(config: ModelConfig, max_params: int | None = None) -> Multimoda
         raise TypeError(f"The 'config' parameter of build_model must be a ModelConfig. Got {type(config).__name__}.")
     if max_params is not None and (not isinstance(max_params, int) or max_params < 1):
         raise ValueError(f"The 'max_params' parameter of build_model must be a positive integer. Got {max_params!r}.")
-    model = MultimodalModel(config)
+    report: ParameterReport | None = None
     if max_params is not None:
-        report = parameter_report(model)
-        if report.total > max_params:
-            biggest = sorted(report.by_module.items(), key=lambda kv: -kv[1])[:3]
-            raise ValueError(
-                f"The model built from this ModelConfig has {report.total:,} parameters, over the max_params budget "
-                f"of {max_params:,} (largest parts: {', '.join(f'{k}={v:,}' for k, v in biggest)}). Lower "
-                f"'hidden' (now {config.hidden}) or 'encoder_layers' (now {config.encoder_layers}), or raise the "
-                "budget."
-            )
+        # Counted on the meta device first (shapes only): a config far over budget costs no memory or time.
+        try:
+            with torch.device("meta"):
+                report = parameter_report(MultimodalModel(config))
+        except (RuntimeError, NotImplementedError, ValueError, TypeError):
+            report = None  # a component that cannot be built on the meta device is counted after building
+        if report is not None:
+            _check_budget(report, config, max_params)
+    model = MultimodalModel(config)
+    if max_params is not None and report is None:
+        _check_budget(parameter_report(model), config, max_params)
     return model
+
+
+def _check_budget(report: ParameterReport, config: ModelConfig, max_params: int) -> None:
+    if report.total > max_params:
+        biggest = sorted(report.by_module.items(), key=lambda kv: -kv[1])[:3]
+        raise ValueError(
+            f"The model built from this ModelConfig has {report.total:,} parameters, over the max_params budget "
+            f"of {max_params:,} (largest parts: {', '.join(f'{k}={v:,}' for k, v in biggest)}). Lower "
+            f"'hidden' (now {config.hidden}) or 'encoder_layers' (now {config.encoder_layers}), or raise the "
+            "budget."
+        )
 
 
 def save_model(
