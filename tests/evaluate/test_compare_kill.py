@@ -55,9 +55,15 @@ def test_kill_9_mid_run_then_resume_gives_the_uninterrupted_results(tmp_path: Pa
     assert alive and checkpoint.is_file(), "the run finished or never reached the second run's checkpoint"
     assert not (out / "models" / "weighted-seed0" / "result.json").exists()
 
+    # a kill inside atomic_write leaves its temporary file beside the target: the resume deletes it
+    partial = out / "models" / "weighted-seed0" / ".history.json.k1ll3d_9.tmp"
+    partial.write_text('[{"epoch": 0', encoding="utf-8")
+
     with pytest.raises(FileExistsError, match="--resume"):
         compare(CompareConfig(out_dir=str(out), **SETTINGS))
     resumed = compare(CompareConfig(out_dir=str(out), resume=True, **SETTINGS))
     fresh = compare(CompareConfig(out_dir=str(tmp_path / "fresh"), **SETTINGS))
     assert _without_time(resumed.rows) == _without_time(fresh.rows)
     assert not (out / "models" / "weighted-seed0" / "last").exists()
+    assert not partial.exists()
+    assert sorted(p.name for p in out.rglob("*.tmp")) == [], "a temporary file ended in the finished run"

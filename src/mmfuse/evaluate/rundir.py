@@ -34,6 +34,8 @@ from mmfuse.errors import DataError
 
 __all__ = ["RunDir"]
 
+_PARTIAL = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # tempfile.mkstemp(prefix=".NAME.", suffix=".tmp")
+
 _SEED_DIR = re.compile(r"^(?P<fusion>.+)-seed(?P<seed>\d+)$")
 
 
@@ -304,7 +306,8 @@ class RunDir:
         """Make the directory ready for a new run: one run directory holds one run.
 
         * A missing or empty directory is created.
-        * ``resume``: an existing run directory is kept as it is (the caller checks what it reuses).
+        * ``resume``: an existing run directory is kept as it is (the caller checks what it reuses), less the
+          temporary files of an atomic write that a killed run left behind (``.NAME.XXXXXXXX.tmp``).
         * ``overwrite``: an existing directory is moved aside, the new run starts in an empty one, and the old
           one is deleted only by :meth:`commit` once the new run has finished; a failed run restores it with
           :meth:`rollback`.
@@ -318,11 +321,37 @@ class RunDir:
         """
         self.check_ready(resume=resume, overwrite=overwrite)
         self._aside = None
+        if resume:
+            self.remove_partial_files()
         if overwrite and self.exists():
             self._aside = self.path.with_name(f".{self.path.name}.old-{uuid.uuid4().hex[:8]}")
             os.replace(self.path, self._aside)
         self.path.mkdir(parents=True, exist_ok=True)
         return self
+
+    def remove_partial_files(self) -> list[Path]:
+        """Delete the temporary files of :func:`mmfuse._io.atomic_write` that a killed run left in the directory.
+
+        An atomic write fills ``.NAME.XXXXXXXX.tmp`` beside its target and renames it; a process killed before
+        the rename leaves it. Nothing reads these files; a resumed run deletes them so they never end in the
+        finished run directory.
+
+        Returns:
+            The deleted files.
+
+        Example:
+            >>> import tempfile, pathlib
+            >>> d = pathlib.Path(tempfile.mkdtemp())
+            >>> _ = (d / ".history.json.ab12cd_3.tmp").write_text("{")
+            >>> [p.name for p in RunDir(d).remove_partial_files()], sorted(d.iterdir())
+            (['.history.json.ab12cd_3.tmp'], [])
+        """
+        if not self.path.is_dir():
+            return []
+        partial = sorted(p for p in self.path.rglob(".*.tmp") if p.is_file() and _PARTIAL.match(p.name))
+        for p in partial:
+            p.unlink(missing_ok=True)
+        return partial
 
     def stale_asides(self) -> list[Path]:
         """Earlier runs that an interrupted ``overwrite`` left moved aside beside the directory (``.NAME.old-*``).
