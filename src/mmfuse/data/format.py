@@ -745,7 +745,10 @@ class _Store:
                 self._check_label_type(table.schema.field("label").type, root / _SAMPLES)
                 self.sample_labels = self._label_numpy(table.column("label"))
         except KeyError as exc:
-            raise DataError(f"{root / _SAMPLES} lacks a column: {exc}.") from None
+            raise DataError(
+                f"{root / _SAMPLES} lacks a column this data set needs ({exc.args[0]}); its columns: "
+                f"{table.column_names}."
+            ) from None
         except (pa.ArrowException, TypeError, ValueError) as exc:
             raise DataError(f"{root / _SAMPLES} holds a column of the wrong type: {exc}.") from None
         expected = np.concatenate([[0], np.cumsum(self.n_steps)[:-1]]) if self.num_samples else self.offsets

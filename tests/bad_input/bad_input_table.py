@@ -1,0 +1,131 @@
+"""The bad-input table: one :class:`Case` per distinct bad input, kept in the ``CASES`` list of each
+``tests/bad_input/test_<surface>.py``, and the generator of ``docs/bad_input.md`` from them.
+
+Each test module parametrises its tests over its own ``CASES``; ``test_doc.py`` checks that the page lists
+exactly the cases the tests run, so neither can drift. After adding or changing a case, regenerate the page:
+``python tests/bad_input/bad_input_table.py --write``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+__all__ = ["ACCEPTED", "Case", "assert_names", "collect", "params", "render"]
+
+HERE = Path(__file__).resolve().parent
+DOC = HERE.parents[1] / "docs" / "bad_input.md"
+
+ACCEPTED = "accepted"
+"""The ``error`` of a case whose input is valid: the test checks the result instead."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input (or a tricky valid one) and what must come of it.
+
+    Attributes:
+        surface: The entry point it hits (``mmfuse align``, ``open_dataset`` ...); the page groups by it.
+        id: Short name, unique within the surface (the pytest id).
+        what: The input in words, for the page.
+        error: The expected error type (``DataError``, ``exit 2`` for a CLI refusal ...) or :data:`ACCEPTED`.
+        names: What the message must contain: the problem and the place (file, sample, column, row ...).
+        data: What the surface's test needs to build the input (a function, a dict of changes ...).
+    """
+
+    surface: str
+    id: str
+    what: str
+    error: str
+    names: tuple[str, ...] = ()
+    data: Any = field(default=None, compare=False)
+
+    @property
+    def param(self) -> Any:
+        """This case as a ``pytest.param`` with its id."""
+        return pytest.param(self, id=self.id)
+
+
+def params(cases: Iterable[Case]) -> list[Any]:
+    """The cases as pytest params; duplicate ids within a surface are refused."""
+    cases = list(cases)
+    seen: set[tuple[str, str]] = set()
+    for c in cases:
+        key = (c.surface, c.id)
+        if key in seen:
+            raise ValueError(f"Duplicate bad-input case {key}.")
+        seen.add(key)
+    return [c.param for c in cases]
+
+
+def assert_names(message: str, *parts: str) -> None:
+    """Every part appears in the message."""
+    missing = [p for p in parts if p not in message]
+    assert not missing, f"the message lacks {missing}: {message}"
+
+
+def collect(folder: Path = HERE) -> list[Case]:
+    """Every case of every ``test_*.py`` module of the folder (their module-level ``CASES`` lists)."""
+    cases: list[Case] = []
+    for path in sorted(folder.glob("test_*.py")):
+        name = f"_bad_input_table_{path.stem}"
+        module = sys.modules.get(name)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(name, path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        cases.extend(getattr(module, "CASES", []))
+    return cases
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render(cases: Sequence[Case]) -> str:
+    """The Markdown page: an introduction, then one table per surface (cases in their test order)."""
+    surfaces: dict[str, list[Case]] = {}
+    for c in cases:
+        surfaces.setdefault(c.surface, []).append(c)
+    n_bad = sum(c.error != ACCEPTED for c in cases)
+    lines = [
+        "# Bad input: what mmfuse checks",
+        "",
+        "Every row is a test case (`tests/bad_input/`): a bad input, or a tricky valid one, driven through a "
+        "public entry point. A bad input gets the error in the last column, whose message names the problem and "
+        "the place (file, sample, column, row), and nothing half-written is left behind; a CLI refusal is exit "
+        "code 2 with one `error:` line and no traceback. *accepted* rows are valid inputs that must give the right "
+        "result, not an error.",
+        "",
+        f"{len(cases)} cases ({n_bad} refused, {len(cases) - n_bad} accepted) over {len(surfaces)} surfaces. This "
+        "page is generated from the test tables (`python tests/bad_input/bad_input_table.py --write`) and a test "
+        "checks that it lists every case.",
+        "",
+    ]
+    for surface, rows in surfaces.items():
+        lines += [f"## {surface}", "", "| case | input | expected |", "| --- | --- | --- |"]
+        lines += [f"| `{c.id}` | {_cell(c.what)} | {_cell(c.error)} |" for c in rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str]) -> int:
+    text = render(collect())
+    if "--write" in argv:
+        DOC.write_text(text, encoding="utf-8")
+        print(f"wrote {DOC} ({len(collect())} cases)")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
