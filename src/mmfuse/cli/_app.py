@@ -29,6 +29,7 @@ from mmfuse.cli._import import IMPORT_HELP, csd, folders, mmsa
 from mmfuse.cli._lr_find import lr_find
 from mmfuse.cli._report import report
 from mmfuse.cli._serve import serve, stream
+from mmfuse.cli._train import train
 from mmfuse.cli._tune import tune
 from mmfuse.plugins import load_entry_points, load_plugins
 
@@ -118,6 +119,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "fusions": fusions,
     "align": align,
     "compare": compare,
+    "train": train,
     "tune": tune,
     "lr-find": lr_find,
     "analyze": analyze,

@@ -20,7 +20,8 @@ import torch
 
 from mmfuse.data import SequenceRecord, collate
 from mmfuse.models import MultimodalModel
-from mmfuse.train import compute_loss, evaluate_model
+from mmfuse.train import TrainConfig, evaluate_model
+from mmfuse.train.trainer import build_optimizer, forward_loss, loss_options, optimizer_step, precision_for
 from mmfuse.types import Batch, TaskType
 
 __all__ = ["AdaptationResult", "ContinualAdapter", "adapt_model"]
@@ -81,8 +82,12 @@ def adapt_model(
     holdout: float = 0.3,
     batch_size: int = 16,
     seed: int = 0,
+    config: TrainConfig | None = None,
 ) -> AdaptationResult:
     """Fine-tune a copy of ``model`` on recent labelled sequences with replay of reference sequences.
+
+    Each step is the training engine's (:class:`~mmfuse.train.Trainer`'s public pieces): its AdamW with weight
+    decay off for biases and norm weights, its precision, loss options and gradient clipping.
 
     Args:
         model: The deployed model (left unchanged).
@@ -94,6 +99,9 @@ def adapt_model(
         holdout: Fraction of ``recent`` (and of ``reference``) held out for the before/after metrics.
         batch_size: Sequences per step.
         seed: Seeds the split, the replay draws and the shuffling.
+        config: The optimiser recipe (``weight_decay``, ``grad_clip``, ``amp``, ``label_smoothing``...); default
+            ``TrainConfig(lr=lr, grad_clip=1.0, amp="off")``. Its ``lr`` is used, ``epochs``, ``batch_size`` and
+            ``seed`` come from the arguments above, and schedules, early stopping and ``freeze`` do not apply.
 
     Returns:
         :class:`AdaptationResult` with metrics before and after on held-out recent and reference sequences.
@@ -122,7 +130,13 @@ def adapt_model(
     ref_train = ref_train or list(reference)
     before = {"recent": _scores(model, recent_eval, task), "reference": _scores(model, ref_eval, task)}
     tuned = copy.deepcopy(model)
-    optimizer = torch.optim.AdamW(tuned.parameters(), lr=lr)
+    recipe = config if config is not None else TrainConfig(lr=lr, grad_clip=1.0, amp="off")
+    device = next(tuned.parameters()).device
+    task_type = TaskType(task)
+    optimizer = build_optimizer(tuned, recipe)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    precision = precision_for(recipe.amp, device)
+    loss_kwargs = loss_options(recipe, task_type, _batches(recent_train, batch_size), device)
     n_replay = round(replay_ratio * len(recent_train))
     gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
@@ -131,11 +145,9 @@ def adapt_model(
         order = torch.randperm(len(pool), generator=gen).tolist()
         tuned.train()
         for batch in _batches([pool[i] for i in order], batch_size):
-            optimizer.zero_grad()
-            loss = compute_loss(tuned(batch), batch, task)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(tuned.parameters(), 1.0)
-            optimizer.step()
+            loss, count = forward_loss(tuned, batch.to(device), precision, task_type, None, loss_kwargs)
+            if count:
+                optimizer_step(loss, optimizer, params, precision, recipe.grad_clip)
     tuned.eval()
     after = {"recent": _scores(tuned, recent_eval, task), "reference": _scores(tuned, ref_eval, task)}
     return AdaptationResult(tuned, before, after, len(recent_train), n_replay, epochs)

@@ -38,6 +38,7 @@ from mmfuse.train.seeding import (
     restore_rng_state,
     seed_everything,
 )
+from mmfuse.train.strategy import STRATEGIES, SingleProcess, Strategy, resolve_strategy
 from mmfuse.types import LabelLevel, TaskType
 
 __all__ = [
@@ -463,13 +464,20 @@ def check_task_options(config: TrainConfig, task_type: TaskType) -> None:
         )
 
 
-def loss_options(
-    config: TrainConfig, task_type: TaskType, train_src: BatchSource, device: torch.device
-) -> dict[str, Any]:
-    """Keyword arguments of :func:`~mmfuse.train.losses.loss_and_count` for training and validation."""
+def loss_options(config: TrainConfig, task_type: TaskType, train: Any, device: torch.device) -> dict[str, Any]:
+    """Keyword arguments of :func:`~mmfuse.train.losses.loss_and_count` for training and validation.
+
+    ``train`` (a data set or a re-iterable of batches, as :meth:`Trainer.fit` takes) is read only for
+    ``class_weights="balanced"``.
+    """
     class_weights = None
     if config.class_weights == "balanced" and task_type == TaskType.CLASSIFICATION:
-        class_weights = _balanced_weights(train_src).to(device)
+        source = (
+            train
+            if isinstance(train, BatchSource)
+            else BatchSource(train, "train", batch_size=config.batch_size, shuffle=False)
+        )
+        class_weights = _balanced_weights(source).to(device)
     return {"class_weights": class_weights, "label_smoothing": config.label_smoothing}
 
 
@@ -534,6 +542,41 @@ def _balanced_weights(source: BatchSource) -> Tensor:
     return weights.to(torch.float32)
 
 
+@dataclass(eq=False)
+class _FitState:
+    """What one fit carries from epoch to epoch: its fixed pieces, then its progress."""
+
+    model: nn.Module  # the model being fitted (checkpoints, validation, best weights)
+    net: nn.Module  # what the training forward pass calls: the model, or its DDP wrapper
+    train_src: BatchSource
+    val_src: BatchSource | None
+    out_dir: Path | None  # None: nothing is written (no out_dir, or not the main process)
+    model_config: dict[str, Any] | None
+    device: torch.device
+    task_type: TaskType
+    label_level: LabelLevel | None
+    monitor: str
+    mode: str
+    class_names: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    per_step: bool
+    precision: Precision
+    frozen: list[nn.Parameter]
+    dropout: tuple[Callable[[float], Any], float] | None
+    params: list[nn.Parameter]
+    loss_kwargs: dict[str, Any]
+    parameters: dict[str, Any] = field(default_factory=dict)
+    unfrozen_counts: dict[str, Any] = field(default_factory=dict)
+    epoch: int = 0  # epochs finished
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_metric: float | None = None
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    best_state: dict[str, Tensor] | None = None
+
+
 class Trainer:
     """Fits a model on training data with early stopping on validation data.
 
@@ -544,9 +587,15 @@ class Trainer:
     epoch scheduler step, best-epoch tracking on the monitor, early stopping, checkpoints. Nothing is printed: follow a
     fit with callbacks (:class:`~mmfuse.train.Callback`) or the ``mmfuse.train`` logger.
 
+    Where it runs is a strategy (:mod:`mmfuse.train.strategy`): one process, or data-parallel over a
+    ``torch.distributed`` process group, with the same optimiser, schedule, clipping, precision and early stopping.
+
     Args:
         config: The recipe; defaults to ``TrainConfig()``.
-        callbacks: Objects with any of ``on_train_begin``, ``on_batch_end``, ``on_epoch_end``, ``on_train_end``.
+        callbacks: Objects with any of ``on_train_begin``, ``on_batch_end``, ``on_epoch_end``, ``on_train_end``
+            (called in the main process only).
+        strategy: ``"auto"`` (data-parallel inside an initialised process group of several processes, else one
+            process), ``"single"``, ``"ddp"``, or a :class:`~mmfuse.train.strategy.Strategy`.
 
     Example:
         >>> from mmfuse.types import Batch
@@ -566,16 +615,26 @@ class Trainer:
         (40, True)
     """
 
-    def __init__(self, config: TrainConfig | None = None, callbacks: Sequence[Any] = ()) -> None:
+    def __init__(
+        self, config: TrainConfig | None = None, callbacks: Sequence[Any] = (), strategy: str | Strategy = "auto"
+    ) -> None:
         if config is None:
             config = TrainConfig()
         if not isinstance(config, TrainConfig):
             raise TypeError(f"The 'config' parameter of Trainer must be a TrainConfig. Got {type(config).__name__}.")
         self.config = config
         self.callbacks = list(callbacks)
+        self._strategy_spec = strategy
+        if not isinstance(strategy, Strategy) and strategy not in STRATEGIES:
+            raise ValueError(
+                f"The 'strategy' parameter of Trainer must be one of {list(STRATEGIES)}. Got {strategy!r} instead."
+            )
+        self.strategy: Strategy = SingleProcess()
 
     # -- callbacks -------------------------------------------------------------------------------------------
     def _emit(self, hook: str, *args: Any) -> None:
+        if not self.strategy.is_main:
+            return
         for callback in self.callbacks:
             method = getattr(callback, hook, None)
             if callable(method):
@@ -627,6 +686,7 @@ class Trainer:
             except (TypeError, ValueError) as err:
                 raise ValueError(f"The 'model_config' parameter of Trainer.fit must be JSON-safe: {err}") from err
         device = resolve_device(cfg.device)
+        self.strategy = resolve_strategy(self._strategy_spec)  # resolved per fit: a process group may start later
         with deterministic_mode(cfg.deterministic):
             return self._fit(
                 model, train, val, None if out_dir is None else Path(out_dir), resume, task, level, model_config, device
@@ -646,6 +706,8 @@ class Trainer:
         device: torch.device,
     ) -> TrainResult:
         cfg = self.config
+        strategy = self.strategy
+        device = strategy.device_for(device)
         precision = precision_for(cfg.amp, device)  # fp16 on a CPU fails here, before any work
         train_src = BatchSource(train, "train", batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers)
         val_src = (
@@ -678,252 +740,249 @@ class Trainer:
         scheduler = build_scheduler(
             optimizer, cfg, mode, steps_per_epoch=_count_batches(train_src) if per_step else None
         )
+        state = _FitState(
+            model=model,
+            net=model,
+            train_src=train_src,
+            val_src=val_src,
+            out_dir=out_dir if strategy.is_main else None,
+            model_config=model_config,
+            device=device,
+            task_type=task_type,
+            label_level=label_level,
+            monitor=monitor,
+            mode=mode,
+            class_names=class_names,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            per_step=per_step,
+            precision=precision,
+            frozen=frozen,
+            dropout=dropout,
+            # Every parameter the optimiser holds; clipping skips those without a gradient (frozen ones).
+            params=[p for group in optimizer.param_groups for p in group["params"]],
+            loss_kwargs=loss_options(cfg, task_type, train_src, device),
+        )
         try:
-            return self._loop(
-                model,
-                train_src,
-                val_src,
-                out_dir,
-                resume,
-                model_config,
-                device,
-                task_type=task_type,
-                label_level=label_level,
-                monitor=monitor,
-                mode=mode,
-                class_names=class_names,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                per_step=per_step,
-                precision=precision,
-                frozen=frozen,
-                dropout=dropout,
-            )
+            self._count_parameters(state)
+            if resume and out_dir is not None:  # fit() refuses resume without out_dir
+                self._restore(state, out_dir)
+            state.net = strategy.wrap(model, device)  # after a resume: DDP broadcasts the restored weights
+            return self._loop(state, resume)
         finally:  # a fit changes neither which parameters train nor the model's modality-dropout rate
             for param, flag in flags:
                 param.requires_grad_(flag)
             if dropout is not None:
                 dropout[0](dropout[1])
 
-    def _loop(
-        self,
-        model: nn.Module,
-        train_src: BatchSource,
-        val_src: BatchSource | None,
-        out_dir: Path | None,
-        resume: bool,
-        model_config: dict[str, Any] | None,
-        device: torch.device,
-        *,
-        task_type: TaskType,
-        label_level: LabelLevel | None,
-        monitor: str,
-        mode: str,
-        class_names: Any,
-        optimizer: torch.optim.Optimizer,
-        scheduler: Any,
-        per_step: bool,
-        precision: Precision,
-        frozen: list[nn.Parameter],
-        dropout: tuple[Callable[[float], Any], float] | None,
-    ) -> TrainResult:
-        cfg = self.config
-        loss_kwargs = loss_options(cfg, task_type, train_src, device)
-
-        # Parameter counts before and after unfreezing (the flags are set again at the start of every epoch).
-        for param in frozen:
+    @staticmethod
+    def _count_parameters(state: _FitState) -> None:
+        """Parameter counts before and after unfreezing (the flags are set again at the start of every epoch)."""
+        for param in state.frozen:
             param.requires_grad_(False)
-        parameters: dict[str, Any] = {"start": _counts(model)}
-        for param in frozen:
+        state.parameters = {"start": _counts(state.model)}
+        for param in state.frozen:
             param.requires_grad_(True)
-        unfrozen_counts = _counts(model)
+        state.unfrozen_counts = _counts(state.model)
 
-        start_epoch, history = 0, []
-        best_epoch: int | None = None
-        best_metric: float | None = None
-        bad_epochs, stopped_early = 0, False
-        best_state: dict[str, Tensor] | None = None
-        if resume and out_dir is not None:  # fit() refuses resume without out_dir
-            ck = load_last_checkpoint(out_dir)
-            self._check_resume_config(ck.trainer_state.get("config", {}), ck.directory)
-            model.load_state_dict(ck.model_state, strict=True)
-            optimizer.load_state_dict(ck.optimizer_state)
-            if scheduler is not None and ck.scheduler_state is not None:
-                scheduler.load_state_dict(ck.scheduler_state)
-            if precision.scaler is not None and ck.scaler_state:
-                precision.scaler.load_state_dict(ck.scaler_state)
-            restore_rng_state(ck.rng_tensors, ck.rng_info)
-            st = ck.trainer_state
-            start_epoch, history = ck.epoch, list(st.get("history", []))
-            best_epoch, best_metric = st.get("best_epoch"), st.get("best_metric")
-            bad_epochs, stopped_early = int(st.get("bad_epochs", 0)), bool(st.get("stopped_early", False))
-            best_state = ck.best_state
-            logger.info("Resuming from %s after epoch %d", ck.directory, ck.epoch)
+    def _restore(self, state: _FitState, out_dir: Path) -> None:
+        """Load the model, optimiser, schedule, scaler, RNG and progress of ``out_dir/last`` into ``state``."""
+        ck = load_last_checkpoint(out_dir)
+        self._check_resume_config(ck.trainer_state.get("config", {}), ck.directory)
+        state.model.load_state_dict(ck.model_state, strict=True)
+        state.optimizer.load_state_dict(ck.optimizer_state)
+        if state.scheduler is not None and ck.scheduler_state is not None:
+            state.scheduler.load_state_dict(ck.scheduler_state)
+        if state.precision.scaler is not None and ck.scaler_state:
+            state.precision.scaler.load_state_dict(ck.scaler_state)
+        restore_rng_state(ck.rng_tensors, ck.rng_info)
+        st = ck.trainer_state
+        state.epoch, state.history = ck.epoch, list(st.get("history", []))
+        state.best_epoch, state.best_metric = st.get("best_epoch"), st.get("best_metric")
+        state.bad_epochs, state.stopped_early = int(st.get("bad_epochs", 0)), bool(st.get("stopped_early", False))
+        state.best_state = ck.best_state
+        logger.info("Resuming from %s after epoch %d", ck.directory, ck.epoch)
 
-        self._emit("on_train_begin", {"epochs": cfg.epochs, "start_epoch": start_epoch + 1, "resumed": resume})
-        # Every parameter the optimiser holds; clipping skips those without a gradient (frozen ones).
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        epoch = start_epoch
-        while epoch < cfg.epochs and not stopped_early:
-            started = time.perf_counter()
-            is_frozen = _frozen_during(cfg, epoch)
-            for param in frozen:
-                param.requires_grad_(not is_frozen)
-            counts = parameter_report(model)
-            rate = None
-            if dropout is not None:
-                ramp = ramp_factor(cfg.modality_dropout_schedule, epoch, cfg.modality_dropout_warmup_epochs)
-                rate = dropout[1] * ramp
-                dropout[0](rate)
-            lr = float(optimizer.param_groups[0]["lr"])
-            train_loss = self._train_epoch(
-                model,
-                train_src,
-                optimizer,
-                params,
-                device,
-                task_type,
-                label_level,
-                loss_kwargs,
-                epoch,
-                precision,
-                scheduler if per_step else None,
-            )
-            row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss}
-            if val_src is not None:
-                predictions, val_loss = run_inference(
-                    model, val_src.batches(), device, task_type, label_level, loss_kwargs
-                )
-                if label_level is None:
-                    label_level = LabelLevel(predictions.level)
-                row["val_loss"] = _finite_or_none(val_loss)
-                metrics = _scalar_metrics(metrics_from_predictions(predictions, class_names))
-                row.update({f"val_{k}": v for k, v in metrics.items()})
-                if monitor == "loss":
-                    value = row["val_loss"]
-                elif monitor in metrics:
-                    value = metrics[monitor]
-                else:
-                    raise ValueError(
-                        f"The 'monitor' parameter of TrainConfig is {monitor!r}, which the {task_type.value} metrics "
-                        f"do not provide. Valid: {['loss', *sorted(metrics)]}."
-                    )
-            else:
-                value = train_loss
-            if scheduler is not None and not per_step:
-                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    scheduler.step(value if value is not None else float("nan"))
-                else:
-                    scheduler.step()
-            improved = _improved(value, best_metric, mode, cfg.min_delta)
-            epoch += 1
-            if improved or best_epoch is None:
-                best_epoch = epoch
-                best_metric = value if improved else best_metric
-                best_state = state_dict_cpu(model)
-            bad_epochs = 0 if improved else bad_epochs + 1
-            if cfg.patience is not None and val_src is not None and bad_epochs >= cfg.patience:
-                stopped_early = True
-            row["lr"] = lr
-            row["trainable_params"] = counts.trainable
-            row["frozen_params"] = counts.frozen
-            if rate is not None:
-                row["modality_dropout"] = rate
-            row["seconds"] = round(time.perf_counter() - started, 4)
-            history.append(row)
-
-            if out_dir is not None:
-                state = {
-                    "best_epoch": best_epoch,
-                    "best_metric": best_metric,
-                    "monitor": monitor,
-                    "mode": mode,
-                    "bad_epochs": bad_epochs,
-                    "stopped_early": stopped_early,
-                    "task": task_type.value,
-                    "level": None if label_level is None else label_level.value,
-                    "precision": precision.mode,
-                    "config": cfg.to_dict(),
-                    "history": history,
-                }
-                if best_epoch == epoch:
-                    save_best(model, out_dir, {**state, "epoch": epoch}, model_config)
-                write_json(out_dir / "history.json", history)
-                rng_tensors, rng_info = capture_rng_state()
-                save_last_checkpoint(
-                    out_dir,
-                    epoch=epoch,
-                    model=model,
-                    best_state=best_state,
-                    optimizer=optimizer,
-                    scheduler=scheduler,
-                    rng_tensors=rng_tensors,
-                    rng_info=rng_info,
-                    trainer_state=state,
-                    scaler=precision.scaler,
-                )
-            logger.info("epoch %d/%d %s", epoch, cfg.epochs, {k: v for k, v in row.items() if k != "epoch"})
+    def _loop(self, state: _FitState, resume: bool) -> TrainResult:
+        cfg = self.config
+        self._emit("on_train_begin", {"epochs": cfg.epochs, "start_epoch": state.epoch + 1, "resumed": resume})
+        while state.epoch < cfg.epochs and not state.stopped_early:
+            row, value = self._epoch(state)
+            improved = self._track_best(state, value)
+            row["seconds"] = round(time.perf_counter() - row.pop("_started"), 4)
+            state.history.append(row)
+            self._write_checkpoint(state)
+            logger.info("epoch %d/%d %s", state.epoch, cfg.epochs, {k: v for k, v in row.items() if k != "epoch"})
             self._emit(
                 "on_epoch_end",
-                epoch,
-                {**row, "best_epoch": best_epoch, "best_metric": best_metric, "monitor": monitor, "improved": improved},
+                state.epoch,
+                {
+                    **row,
+                    "best_epoch": state.best_epoch,
+                    "best_metric": state.best_metric,
+                    "monitor": state.monitor,
+                    "improved": improved,
+                },
             )
+        self.strategy.barrier()  # the main process has written its files before any process returns
+        return self._finish(state)
 
-        if cfg.restore_best and best_state is not None:
-            model.load_state_dict(best_state, strict=True)
-        if frozen and cfg.unfreeze_epoch is not None and any(row["epoch"] >= cfg.unfreeze_epoch for row in history):
-            parameters["after_unfreeze"] = unfrozen_counts
+    def _epoch(self, state: _FitState) -> tuple[dict[str, Any], float | None]:
+        """Train and validate one epoch; return its history row and the monitored value."""
+        cfg = self.config
+        started = time.perf_counter()
+        epoch = state.epoch
+        is_frozen = _frozen_during(cfg, epoch)
+        for param in state.frozen:
+            param.requires_grad_(not is_frozen)
+        counts = parameter_report(state.model)
+        rate = None
+        if state.dropout is not None:
+            rate = state.dropout[1] * ramp_factor(
+                cfg.modality_dropout_schedule, epoch, cfg.modality_dropout_warmup_epochs
+            )
+            state.dropout[0](rate)
+        lr = float(state.optimizer.param_groups[0]["lr"])
+        train_loss = self._train_epoch(state)
+        row: dict[str, Any] = {"_started": started, "epoch": epoch + 1, "train_loss": train_loss}
+        value = train_loss if state.val_src is None else self._validate(state, row)
+        scheduler = state.scheduler
+        if scheduler is not None and not state.per_step:
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(value if value is not None else float("nan"))
+            else:
+                scheduler.step()
+        row["lr"] = lr
+        row["trainable_params"] = counts.trainable
+        row["frozen_params"] = counts.frozen
+        if rate is not None:
+            row["modality_dropout"] = rate
+        return row, value
+
+    def _validate(self, state: _FitState, row: dict[str, Any]) -> float | None:
+        """Score the validation data into ``row`` (``val_loss``, ``val_<metric>``); return the monitored value."""
+        assert state.val_src is not None  # only called with validation data
+        predictions, val_loss = run_inference(
+            state.model, state.val_src.batches(), state.device, state.task_type, state.label_level, state.loss_kwargs
+        )
+        if state.label_level is None:
+            state.label_level = LabelLevel(predictions.level)
+        row["val_loss"] = _finite_or_none(val_loss)
+        metrics = _scalar_metrics(metrics_from_predictions(predictions, state.class_names))
+        row.update({f"val_{k}": v for k, v in metrics.items()})
+        if state.monitor == "loss":
+            return row["val_loss"]
+        if state.monitor in metrics:
+            return metrics[state.monitor]
+        raise ValueError(
+            f"The 'monitor' parameter of TrainConfig is {state.monitor!r}, which the {state.task_type.value} metrics "
+            f"do not provide. Valid: {['loss', *sorted(metrics)]}."
+        )
+
+    def _track_best(self, state: _FitState, value: float | None) -> bool:
+        """Advance the epoch counter, keep the best weights, count bad epochs; return whether ``value`` improved."""
+        cfg = self.config
+        improved = _improved(value, state.best_metric, state.mode, cfg.min_delta)
+        state.epoch += 1
+        if improved or state.best_epoch is None:
+            state.best_epoch = state.epoch
+            state.best_metric = value if improved else state.best_metric
+            state.best_state = state_dict_cpu(state.model)
+        state.bad_epochs = 0 if improved else state.bad_epochs + 1
+        if cfg.patience is not None and state.val_src is not None and state.bad_epochs >= cfg.patience:
+            state.stopped_early = True
+        return improved
+
+    def _write_checkpoint(self, state: _FitState) -> None:
+        """The best model (when this epoch is best), ``history.json`` and the resumable ``last/`` checkpoint."""
+        out_dir = state.out_dir
+        if out_dir is None:
+            return
+        trainer_state = {
+            "best_epoch": state.best_epoch,
+            "best_metric": state.best_metric,
+            "monitor": state.monitor,
+            "mode": state.mode,
+            "bad_epochs": state.bad_epochs,
+            "stopped_early": state.stopped_early,
+            "task": state.task_type.value,
+            "level": None if state.label_level is None else state.label_level.value,
+            "precision": state.precision.mode,
+            "config": self.config.to_dict(),
+            "history": state.history,
+        }
+        if state.best_epoch == state.epoch:
+            save_best(state.model, out_dir, {**trainer_state, "epoch": state.epoch}, state.model_config)
+        write_json(out_dir / "history.json", state.history)
+        rng_tensors, rng_info = capture_rng_state()
+        save_last_checkpoint(
+            out_dir,
+            epoch=state.epoch,
+            model=state.model,
+            best_state=state.best_state,
+            optimizer=state.optimizer,
+            scheduler=state.scheduler,
+            rng_tensors=rng_tensors,
+            rng_info=rng_info,
+            trainer_state=trainer_state,
+            scaler=state.precision.scaler,
+        )
+
+    def _finish(self, state: _FitState) -> TrainResult:
+        """Restore the best weights (``restore_best``) and build the :class:`TrainResult`."""
+        cfg = self.config
+        if cfg.restore_best and state.best_state is not None:
+            state.model.load_state_dict(state.best_state, strict=True)
+        reached = cfg.unfreeze_epoch is not None and any(row["epoch"] >= cfg.unfreeze_epoch for row in state.history)
+        if state.frozen and reached:
+            state.parameters["after_unfreeze"] = state.unfrozen_counts
         result = TrainResult(
-            best_epoch=best_epoch,
-            best_metric=_finite_or_none(best_metric),
-            monitor=monitor,
-            mode=mode,
-            epochs_run=epoch,
-            stopped_early=stopped_early,
-            history=history,
-            out_dir=out_dir,
-            parameters=parameters,
-            precision=precision.mode,
+            best_epoch=state.best_epoch,
+            best_metric=_finite_or_none(state.best_metric),
+            monitor=state.monitor,
+            mode=state.mode,
+            epochs_run=state.epoch,
+            stopped_early=state.stopped_early,
+            history=state.history,
+            out_dir=state.out_dir,
+            parameters=state.parameters,
+            precision=state.precision.mode,
         )
         self._emit("on_train_end", result)
         return result
 
-    def _train_epoch(
-        self,
-        model: nn.Module,
-        source: BatchSource,
-        optimizer: torch.optim.Optimizer,
-        params: list[nn.Parameter],
-        device: torch.device,
-        task_type: TaskType,
-        level: LabelLevel | None,
-        loss_kwargs: dict[str, Any],
-        epoch: int,
-        precision: Precision,
-        step_scheduler: Any,
-    ) -> float:
-        cfg = self.config
-        model.train()
-        total, rows = 0.0, 0
-        for index, batch in enumerate(source.batches(epoch_seed(cfg.seed, epoch))):
-            if batch.targets is None:
+    def _train_epoch(self, state: _FitState) -> float:
+        """One pass over the training batches; the mean loss over the labelled rows of every process."""
+        cfg, strategy = self.config, self.strategy
+        epoch = state.epoch
+        step_scheduler = state.scheduler if state.per_step else None
+        state.net.train()
+        total, rows = 0.0, 0.0
+        for index, full in enumerate(state.train_src.batches(epoch_seed(cfg.seed, epoch))):
+            if full.targets is None:
                 raise ValueError(f"Training batch {index} of epoch {epoch + 1} has no targets (targets=None).")
-            batch = batch.to(device)
-            loss, count = forward_loss(model, batch, precision, task_type, level, loss_kwargs)
-            if count == 0:
+            batch, real = strategy.shard(full)
+            batch = batch.to(state.device)
+            loss, count = forward_loss(
+                state.net, batch, state.precision, state.task_type, state.label_level, state.loss_kwargs
+            )
+            count = count if real else 0
+            weighted, global_count, finite = strategy.weigh(loss, count)
+            if global_count == 0:
                 continue
-            if not torch.isfinite(loss):
+            if not finite:
                 raise FloatingPointError(
                     f"The training loss became {float(loss)} at epoch {epoch + 1}, batch {index}; "
                     "lower 'lr' or set 'grad_clip' in TrainConfig, and check the inputs for NaN."
                 )
-            optimizer_step(loss, optimizer, params, precision, cfg.grad_clip)
+            optimizer_step(weighted, state.optimizer, state.params, state.precision, cfg.grad_clip)
             if step_scheduler is not None:
                 _step_scheduler_per_batch(step_scheduler)
             value = float(loss.detach())
             total += value * count
             rows += count
             self._emit("on_batch_end", index, {"epoch": epoch + 1, "loss": value})
+        total, rows = strategy.all_sum([total, rows])
         if rows == 0:
             raise ValueError(f"The training data yielded no labelled rows in epoch {epoch + 1}.")
         return total / rows

@@ -1,0 +1,77 @@
+"""``mmfuse train``: one fusion on a data set into a model directory, in one process or under ``torchrun`` (DDP)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mmfuse.cli._common import console
+
+__all__ = ["train"]
+
+
+def train(
+    out: Annotated[Path, typer.Option("--out", "-o", help="The model directory to write.")],
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", help="Registered data-set name or a native data-set folder.")
+    ] = "basic-motions",
+    fusion: Annotated[
+        str, typer.Option("--fusion", "-f", help="A registered fusion or 'unimodal-<modality>'.")
+    ] = "concat",
+    seed: Annotated[int, typer.Option("--seed", "-s", min=0, help="Seed of the weights and the batch order.")] = 0,
+    epochs: Annotated[int | None, typer.Option("--epochs", "-e", min=1, help="Override the preset's epochs.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="Override the preset's (global) batch size.")
+    ] = None,
+    lr: Annotated[float | None, typer.Option("--lr", min=0.0, help="Override the preset's learning rate.")] = None,
+    hidden: Annotated[int | None, typer.Option("--hidden", min=1, help="Override the hidden size H.")] = None,
+    causal: Annotated[
+        bool, typer.Option("--causal", help="Train a streaming-ready model that 'mmfuse serve' runs.")
+    ] = False,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Folder of local data sets (else $MMFUSE_DATA_DIR).")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a model already in --out.")] = False,
+) -> None:
+    """Train one fusion with the comparison protocol and write a model directory (serve, analyze, load_model).
+
+    Under torchrun every process runs this command and the model trains data-parallel (gloo on CPU, NCCL on
+    CUDA) with the same recipe as one process:
+
+    torchrun --nproc-per-node 2 --no-python mmfuse train --dataset basic-motions --out OUT
+    """
+    from mmfuse.evaluate.train_run import train_model
+
+    train_overrides: dict[str, object] = {}
+    if batch_size is not None:
+        train_overrides["batch_size"] = batch_size
+    if lr is not None:
+        train_overrides["lr"] = lr
+    result = train_model(
+        dataset,
+        out,
+        fusion=fusion,
+        seed=seed,
+        epochs=epochs,
+        causal=causal,
+        model_overrides={"hidden": hidden} if hidden is not None else None,
+        train_overrides=train_overrides,
+        device=device,
+        data_dir=data_dir,
+        overwrite=overwrite,
+    )
+    if result.is_main:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(result.test_metrics.items()) if k in _SHOWN)
+        console.print(
+            f"Trained {fusion} in {result.world_size} process(es), best epoch {result.best_epoch}; "
+            f"test: {shown or '-'}",
+            highlight=False,
+            markup=False,
+        )
+        console.print(f"Wrote {result.out_dir}/ (config.json, model.safetensors, normalisers)", highlight=False)
+
+
+_SHOWN = {"accuracy", "f1_weighted", "mae", "pearson", "acc2", "loss"}
