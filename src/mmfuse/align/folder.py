@@ -119,6 +119,7 @@ def _open_table(path: Path, *, string_columns: Sequence[str] = ()) -> Any:
             table = pcsv.read_csv(path, convert_options=opts)
         else:
             table = pq.read_table(path)
+        names = list(table.column_names)  # decodes the header: a non-UTF-8 one fails here
     except UnicodeDecodeError as exc:
         raise DataError(
             f"{path}: the file is not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r} at offset "
@@ -128,7 +129,6 @@ def _open_table(path: Path, *, string_columns: Sequence[str] = ()) -> Any:
         raise DataError(
             f"{path}: cannot read this {path.suffix[1:].upper()} file (truncated or corrupt?): {exc}"
         ) from None
-    names = list(table.column_names)
     repeated = sorted({c for c in names if names.count(c) > 1})
     if repeated:
         raise DataError(
@@ -691,7 +691,9 @@ def _discover(src: Path) -> tuple[dict[str, dict[str, Path]], dict[str, Path]]:
     for d in sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files: dict[str, Path] = {}
         for f in sorted(d.iterdir()):
-            if f.suffix.lower() in STREAM_SUFFIXES and not f.name.startswith(".") and not f.is_file():
+            if f.name.startswith("."):  # hidden files (editor backups, OS metadata) are not streams
+                continue
+            if f.suffix.lower() in STREAM_SUFFIXES and not f.is_file():
                 what = "a symbolic link to a missing file" if f.is_symlink() and not f.exists() else "not a file"
                 raise DataError(f"{f}: this stream file is {what}; fix or remove it.")
             if f.is_file() and f.suffix.lower() in STREAM_SUFFIXES:
