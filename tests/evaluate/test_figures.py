@@ -10,7 +10,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from mmfuse.evaluate import figures
-from mmfuse.evaluate.analysis import _plots
+from mmfuse.evaluate.analysis.robustness import robustness_grid
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
@@ -39,12 +39,15 @@ def test_report_and_analysis_figures_share_one_dpi(tmp_path: Path) -> None:
     # A 3 x 2 inch figure is 300 x 200 px at the kit's 100 DPI, whether embedded by the report or saved by an analysis.
     fig = Figure(figsize=(3, 2))
     fig.add_subplot().plot([0, 1])
-    saved = _plots.save_figure(fig, tmp_path / "a.png").read_bytes()
+    saved = figures.save_png(fig, tmp_path / "a.png").read_bytes()
     fig2 = Figure(figsize=(3, 2))
     fig2.add_subplot().plot([0, 1])
     embedded = figures.png_bytes(fig2)
     assert _png_size(saved) == _png_size(embedded) == (3 * figures.DPI, 2 * figures.DPI)
-    assert _plots.colour(3) == figures.colour(3) == figures.PALETTE[3]
+    # an analysis figure is drawn in the kit's palette (the analyses have no styling of their own)
+    curves = {"a": {"all": ([0.0, 1.0], [1.0, 0.5])}, "b": {"all": ([0.0, 1.0], [0.9, 0.4])}}
+    grid = robustness_grid(curves, ["all"], "level", "accuracy", "t")
+    assert [line.get_color() for line in grid.axes[0].lines] == [figures.colour(0), figures.colour(1)]
 
 
 def test_templates_ship_as_package_data() -> None:

@@ -19,8 +19,9 @@ def analyze(
         list[str] | None,
         typer.Option(
             "--only",
-            help="Run only these analyses (repeat or comma-separate): ablation, robustness, "
-            "calibration, uncertainty, separability, failures, inspection, complexity.",
+            help="Run only these registered analyses (repeat or comma-separate): ablation, robustness, "
+            "calibration, uncertainty, separability, failures, inspection, complexity, and any that a --plugin "
+            "module registers. An unknown name is refused with the list of registered ones.",
         ),
     ] = None,
     dataset: Annotated[
@@ -37,10 +38,10 @@ def analyze(
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
 ) -> None:
     """Analyse a compare run: ablation, robustness, calibration, uncertainty, maps, failures, weights, cost."""
-    from mmfuse.evaluate.analysis import ANALYSES, EMBEDDING_METHODS, AnalysisConfig, analyze_run
+    from mmfuse.evaluate.analysis import EMBEDDING_METHODS, AnalysisConfig, analyze_run, list_analyses
     from mmfuse.train import resolve_device
 
-    chosen = tuple(p.strip() for o in (only or []) for p in o.split(",") if p.strip()) or ANALYSES
+    chosen = tuple(p.strip() for o in (only or []) for p in o.split(",") if p.strip()) or tuple(list_analyses())
     config = AnalysisConfig(
         analyses=chosen,
         dataset=dataset,

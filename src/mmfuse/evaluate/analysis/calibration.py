@@ -9,22 +9,33 @@ decides from repeated runs whether keeping it is justified.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
+from matplotlib.figure import Figure
 
 from mmfuse.errors import NotFittedError
+from mmfuse.evaluate.analysis.base import Analysis, Section, Summary, fmt, mean_finite, register_analysis
+from mmfuse.evaluate.analysis.context import AnalysisContext, LoadedModel, softmax
+from mmfuse.evaluate.figures import colour, mpl_text, style_axes
 
 __all__ = [
     "AffineCalibrator",
+    "CalibrationAnalysis",
+    "CalibrationConfig",
     "TemperatureScaler",
     "calibration_errors",
+    "calibration_warnings",
     "expected_calibration_error",
     "paired_improvement_test",
     "reliability_curve",
+    "reliability_grid",
 ]
 
 
@@ -300,3 +311,230 @@ def paired_improvement_test(
             out["wilcoxon_p"] = float(stats.wilcoxon(gain, alternative="greater").pvalue)
         out["significant"] = bool(p < alpha and out["mean_improvement"] > 0)
     return out
+
+
+@dataclass
+class CalibrationConfig:
+    """Settings of the calibration analysis.
+
+    Attributes:
+        ece_bins: Bins of the (equal-width and adaptive) calibration errors.
+        affine_l2: L2 strength of the regression affine calibrator (towards the identity).
+        alpha: Significance level of the paired test that decides whether the affine calibrator is kept.
+    """
+
+    ece_bins: int = 15
+    affine_l2: float = 0.1
+    alpha: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.ece_bins, int) or isinstance(self.ece_bins, bool) or self.ece_bins < 1:
+            raise ValueError(
+                f"The 'ece_bins' parameter of {type(self).__name__} must be a positive integer. Got {self.ece_bins!r}."
+            )
+
+
+@register_analysis("calibration")
+class CalibrationAnalysis(Analysis[CalibrationConfig, dict[str, Any]]):
+    """Temperature scaling (classification) or an affine layer (regression), fitted on the calibration split."""
+
+    title = "Calibration"
+    order = 30
+    config_type = CalibrationConfig
+    needs = frozenset({"calibration_split"})
+
+    def run(self, ctx: AnalysisContext, model: LoadedModel) -> dict[str, Any]:
+        """Fit the calibrator on the calibration split's outputs; score test before and after."""
+        y, clean = ctx.test(model).targets, ctx.clean(model)
+        val = ctx.split(model, ctx.settings.calibration_split)
+        val_out = ctx.outputs(model, lambda b, g: [b], val)[0]
+        if ctx.task == "classification":
+            scaler = TemperatureScaler().fit(val_out, val.targets)
+            before = softmax(clean.astype(np.float64))
+            after = scaler.predict_proba(clean)
+            return {
+                "temperature": scaler.temperature_,
+                "before": calibration_errors(before, y, self.config.ece_bins),
+                "after": calibration_errors(after, y, self.config.ece_bins),
+                "accuracy_before": float((before.argmax(1) == y).mean()),
+                "accuracy_after": float((after.argmax(1) == y).mean()),
+                "probs_before": before,
+                "probs_after": after,
+            }
+        cal = AffineCalibrator(l2=self.config.affine_l2).fit(val_out.reshape(val.targets.shape), val.targets)
+        fixed = cal.transform(clean.reshape(y.shape))
+        return {
+            "scale": cal.scale_.tolist(),
+            "shift": cal.shift_.tolist(),
+            "mae_before": float(np.abs(clean.reshape(y.shape) - y).mean()),
+            "mae_after": float(np.abs(fixed - y).mean()),
+        }
+
+    def summarize(self, ctx: AnalysisContext, results: Sequence[tuple[LoadedModel, dict[str, Any]]]) -> Summary:
+        """``calibration.csv``, the reliability diagrams (classification) and the report section."""
+        if ctx.task == "classification":
+            return self._classification(ctx, results)
+        return self._regression(ctx, results)
+
+    def _intro(self, ctx: AnalysisContext) -> str:
+        split = ctx.settings.calibration_split
+        if ctx.task == "classification":
+            return (
+                f"Expected calibration error (ECE, {self.config.ece_bins} equal-width bins), its adaptive "
+                "(equal-mass) variant and the maximum calibration error (MCE) on test, before and after temperature "
+                f"scaling. The temperature is fitted by L-BFGS on the {split!r} split's logits (never on test); "
+                "dividing all logits by one positive number keeps every arg-max, so accuracy is unchanged."
+            )
+        return (
+            f"An affine layer y -> a·y + b per target, L2-regularised towards the identity (strength "
+            f"{self.config.affine_l2}), fitted on the {split!r} split. It is kept only when a one-sided paired "
+            f"t-test of the test MAE over the seeds shows an improvement at α = {self.config.alpha}."
+        )
+
+    def _classification(self, ctx: AnalysisContext, results: Sequence[tuple[LoadedModel, dict[str, Any]]]) -> Summary:
+        rows = [
+            {
+                "fusion": m.name,
+                "seed": m.seed,
+                "temperature": c["temperature"],
+                **{f"{k}_before": v for k, v in c["before"].items()},
+                **{f"{k}_after": v for k, v in c["after"].items()},
+                "accuracy_before": c["accuracy_before"],
+                "accuracy_after": c["accuracy_after"],
+            }
+            for m, c in results
+        ]
+        final = {(r["fusion"], r["seed"]): {k: v for k, v in r.items() if k not in ("fusion", "seed")} for r in rows}
+        panels = {}
+        for n in ctx.names:
+            mine = [c for m, c in results if m.name == n]
+            y_all = np.concatenate([ctx.reference.targets] * len(mine))
+            panels[n] = {
+                "before": reliability_curve(
+                    np.concatenate([c["probs_before"] for c in mine]), y_all, self.config.ece_bins
+                ),
+                "temperature-scaled": reliability_curve(
+                    np.concatenate([c["probs_after"] for c in mine]), y_all, self.config.ece_bins
+                ),
+            }
+        fig = reliability_grid(panels, "Reliability diagrams (test, seeds pooled)")
+        cf = pd.DataFrame(rows).groupby("fusion", sort=False).mean(numeric_only=True)
+        sec = Section(self.title, [self._intro(ctx)])
+        sec.figure("reliability.png", "Reliability diagrams", "Dashed: perfect calibration.")
+        sec.notes.extend(calibration_warnings(cf))
+        keys = ("ece", "ece_adaptive", "mce", "nll", "accuracy")
+        sec.table(
+            "Calibration on test (mean over seeds).",
+            [
+                "fusion",
+                "T",
+                "ECE",
+                "ECE (T-scaled)",
+                "adaptive ECE",
+                "adaptive (T)",
+                "MCE",
+                "MCE (T)",
+                "NLL",
+                "NLL (T)",
+                "accuracy",
+                "accuracy (T)",
+            ],
+            [
+                [n, fmt(r.temperature, 2), *[fmt(getattr(r, f"{k}_{w}")) for k in keys for w in ("before", "after")]]
+                for n, r in cf.iterrows()
+            ],
+        )
+        return Summary(sec, {"calibration.csv": rows}, {"reliability.png": fig}, final)
+
+    def _regression(self, ctx: AnalysisContext, results: Sequence[tuple[LoadedModel, dict[str, Any]]]) -> Summary:
+        rows, decisions, final = [], [], {}
+        for n in ctx.names:
+            mine = [(m, c) for m, c in results if m.name == n]
+            before, after = [c["mae_before"] for _, c in mine], [c["mae_after"] for _, c in mine]
+            test = paired_improvement_test(before, after, lower_is_better=True, alpha=self.config.alpha)
+            kept = bool(test["significant"])
+            decisions.append(
+                [
+                    n,
+                    fmt(mean_finite(before)),
+                    fmt(mean_finite(after)),
+                    test["test"],
+                    fmt(test["p_value"], 4),
+                    "kept" if kept else "not kept",
+                ]
+            )
+            for m, c in mine:
+                rows.append(
+                    {
+                        "fusion": n,
+                        "seed": m.seed,
+                        "scale": json.dumps(c["scale"]),
+                        "shift": json.dumps(c["shift"]),
+                        "mae_before": c["mae_before"],
+                        "mae_after": c["mae_after"],
+                        "test": test["test"],
+                        "p_value": test["p_value"],
+                        "kept": kept,
+                    }
+                )
+                final[(n, m.seed)] = {
+                    "affine_mae_after": c["mae_after"],
+                    "affine_kept": kept,
+                    "affine_p_value": test["p_value"],
+                }
+        sec = Section(self.title, [self._intro(ctx)])
+        sec.table(
+            "Affine calibration of regression outputs.",
+            ["fusion", "MAE", "MAE (affine)", "test", "p-value", "decision"],
+            decisions,
+        )
+        return Summary(sec, {"calibration.csv": rows}, {}, final)
+
+
+def calibration_warnings(means: pd.DataFrame) -> list[str]:
+    """One warning per fusion whose test ECE or NLL got worse with temperature scaling (it is no fix there).
+
+    ``means`` is indexed by fusion with ``ece_before``/``ece_after`` and ``nll_before``/``nll_after`` columns.
+    """
+    out = []
+    for name, row in means.iterrows():
+        worse = [
+            f"{label} {row[f'{key}_before']:.3f} -> {row[f'{key}_after']:.3f}"
+            for key, label in (("ece", "ECE"), ("nll", "NLL"))
+            if f"{key}_before" in row
+            and f"{key}_after" in row
+            and math.isfinite(row[f"{key}_before"])
+            and math.isfinite(row[f"{key}_after"])
+            and row[f"{key}_after"] > row[f"{key}_before"] + 1e-12
+        ]
+        if worse:
+            out.append(
+                f"Temperature scaling made the test calibration of {name} worse ({', '.join(worse)}): the "
+                "temperature fitted on the calibration split does not transfer to test, so do not apply it."
+            )
+    return out
+
+
+def reliability_grid(panels: Mapping[str, Mapping[str, dict[str, np.ndarray]]], title: str) -> Figure:
+    """Reliability diagrams, one panel per run: ``panels[run][label] = reliability_curve(...)``."""
+    names = list(panels)
+    cols = min(len(names), 4)
+    rows = math.ceil(len(names) / cols)
+    fig = Figure(figsize=(3.3 * cols, 3.2 * rows + 0.5))
+    for k, name in enumerate(names):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        style_axes(ax, labelsize=8)
+        ax.plot([0, 1], [0, 1], linestyle="--", color="#9ca3af", linewidth=1, label="perfect")
+        for i, (label, curve) in enumerate(panels[name].items()):
+            used = curve["count"] > 0
+            x, y = curve["confidence"][used], curve["accuracy"][used]
+            ax.plot(x, y, marker="o", markersize=3, color=colour(i), label=mpl_text(label))
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(mpl_text(name), fontsize=9)
+        ax.set_xlabel("confidence (top-class probability)", fontsize=8)
+        ax.set_ylabel("accuracy in bin", fontsize=8)
+        ax.legend(fontsize=7, loc="upper left", frameon=False)
+    fig.suptitle(mpl_text(title, 120), fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    return fig

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,16 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from mmfuse.evaluate.analysis.base import Analysis, Section, Summary, fmt, register_analysis
+from mmfuse.evaluate.analysis.context import (
+    AnalysisContext,
+    LoadedModel,
+    concat_batches,
+    model_modalities,
+    restrict,
+    slice_sequence,
+)
+from mmfuse.models import parameter_report
 from mmfuse.types import Batch
 
 
@@ -53,7 +64,7 @@ class _LiveTensorBytes(TorchDispatchMode):
         return out
 
 
-__all__ = ["measure_latency", "peak_forward_memory"]
+__all__ = ["ComplexityAnalysis", "ComplexityConfig", "measure_latency", "peak_forward_memory"]
 
 
 def measure_latency(model: nn.Module, samples: Sequence[Batch], repeats: int = 30, warmup: int = 3) -> dict[str, float]:
@@ -140,3 +151,76 @@ def peak_forward_memory(model: nn.Module, sample: Batch) -> dict[str, Any]:
         return {"peak_bytes": tracker.peak, "param_bytes": param_bytes, "memory_method": "live tensor bytes (CPU)"}
     finally:
         model.train(was)
+
+
+@dataclass
+class ComplexityConfig:
+    """Settings of the complexity analysis.
+
+    Attributes:
+        latency_repeats: Timed forward passes per run.
+    """
+
+    latency_repeats: int = 20
+
+    def __post_init__(self) -> None:
+        value = self.latency_repeats
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(
+                f"The 'latency_repeats' parameter of {type(self).__name__} must be a positive integer. Got {value!r}."
+            )
+
+
+@register_analysis("complexity")
+class ComplexityAnalysis(Analysis[ComplexityConfig, dict[str, Any] | None]):
+    """Trainable parameters, latency per sample and peak memory of one forward pass."""
+
+    title = "Complexity"
+    order = 80
+    config_type = ComplexityConfig
+
+    def run(self, ctx: AnalysisContext, model: LoadedModel) -> dict[str, Any] | None:
+        """Parameters, latency and memory of the fusion's single-model seed (None for its other seeds)."""
+        if model is not ctx.single(model.name):
+            return None
+        test, net = ctx.reference, model.model
+        whole = concat_batches(test.batches)
+        mid = np.argsort(np.abs(test.lengths - np.median(test.lengths)), kind="stable")
+        picks = mid[: min(5, len(test.lengths))]  # sequences of typical length
+        mods = model_modalities(net, whole)
+        samples = [restrict(slice_sequence(whole, int(i)), mods).to(ctx.device) for i in picks]
+        lat = measure_latency(net, samples, repeats=self.config.latency_repeats)
+        mem = peak_forward_memory(net, samples[0])
+        return {"fusion": model.name, "params": parameter_report(net).trainable, **lat, **mem}
+
+    def summarize(self, ctx: AnalysisContext, results: Sequence[tuple[LoadedModel, dict[str, Any] | None]]) -> Summary:
+        """``complexity.csv``, the final columns (the same for every seed of a fusion) and the table."""
+        rows = [r for _, r in results if r is not None]
+        by_name = {r["fusion"]: r for r in rows}
+        columns = ("params", "latency_ms_median", "latency_ms_p95", "peak_bytes")
+        final = {(m.name, m.seed): {k: by_name[m.name][k] for k in columns} for m, _ in results if m.name in by_name}
+        threads = ctx.settings.num_threads or torch.get_num_threads()
+        sec = Section(
+            self.title,
+            [
+                "Trainable parameters, inference latency per sample (one sequence per forward pass, test sequences of "
+                f"median length ({int(np.median(ctx.reference.lengths))} steps), {self.config.latency_repeats} "
+                f"timed passes after warm-up, {ctx.settings.device}, {threads} thread(s)) and the peak memory "
+                "allocated during one forward pass (" + (rows[0]["memory_method"] if rows else "") + ").",
+            ],
+        )
+        sec.table(
+            f"Complexity (models of seed {ctx.settings.embedding_seed}).",
+            ["fusion", "parameters", "latency median [ms]", "latency p95 [ms]", "peak memory [KiB]"],
+            [
+                [
+                    r["fusion"],
+                    f"{r['params']:,}",
+                    fmt(r["latency_ms_median"], 2),
+                    fmt(r["latency_ms_p95"], 2),
+                    fmt(r["peak_bytes"] / 1024, 1),
+                ]
+                for r in rows
+            ],
+        )
+        return Summary(sec, {"complexity.csv": rows}, {}, final)

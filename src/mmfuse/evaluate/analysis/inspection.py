@@ -10,16 +10,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from mmfuse.evaluate.analysis.base import Analysis, Section, Summary, file_stem, fmt, register_analysis
+from mmfuse.evaluate.analysis.context import AnalysisContext, LoadedModel, concat_batches
+from mmfuse.evaluate.figures import colour, mpl_text, style_axes
 from mmfuse.types import Batch
 
-__all__ = ["FusionWeights", "fusion_weights", "interpret_weights"]
+__all__ = [
+    "FusionWeights",
+    "InspectionAnalysis",
+    "InspectionConfig",
+    "fusion_weights",
+    "interpret_weights",
+    "weights_figure",
+]
 
 
 @dataclass
@@ -99,3 +113,144 @@ def fusion_weights(model: nn.Module, batch: Batch) -> FusionWeights:
         encoded = model.encode({m: batch.inputs[m] for m in mods}, masks, pad)  # type: ignore[operator]
         _, raw = fusion.forward_with_weights(encoded, masks)
     return interpret_weights(raw, pad.shape[0], pad.shape[1], mods)
+
+
+@dataclass
+class InspectionConfig:
+    """Settings of the fusion-weight inspection.
+
+    Attributes:
+        inspect_samples: How many sequences (the longest of the split) have their fusion weights plotted.
+    """
+
+    inspect_samples: int = 2
+
+    def __post_init__(self) -> None:
+        value = self.inspect_samples
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(
+                f"The 'inspect_samples' parameter of {type(self).__name__} must be an integer >= 0. Got {value!r}."
+            )
+
+
+@dataclass
+class _Weights:
+    record: dict[str, Any]  # the row of inspection.csv
+    means: list[float] | None  # mean weight per modality over real steps (when there is one per modality)
+    panels: list[dict[str, Any]]  # what weights_figure draws (empty: nothing to draw)
+
+
+@register_analysis("inspection")
+class InspectionAnalysis(Analysis[InspectionConfig, _Weights | None]):
+    """The weights each fusion reports (attention, gates, modality weights), read by shape and plotted."""
+
+    title = "Fusion weights"
+    order = 70
+    config_type = InspectionConfig
+
+    def run(self, ctx: AnalysisContext, model: LoadedModel) -> _Weights | None:
+        """The weights of the fusion's single-model seed on the whole split (None for its other seeds)."""
+        if model is not ctx.single(model.name):
+            return None
+        test = ctx.reference
+        whole = concat_batches(test.batches)
+        try:
+            fw = fusion_weights(model.model, whole.to(ctx.device))
+        except Exception as exc:
+            ctx.note(f"inspection of {model.name}: weights unavailable ({type(exc).__name__}: {exc})")
+            return None
+        if fw.values is not None:
+            fw = dataclasses.replace(fw, values=fw.values.cpu())
+        record: dict[str, Any] = {"fusion": model.name, "kind": fw.kind, "note": fw.note}
+        means = None
+        if fw.values is not None and fw.kind in ("modality_time", "modality_static"):
+            # [B, T, M] over real steps, or [B, M]
+            values = fw.values[whole.padding_mask] if fw.kind == "modality_time" else fw.values
+            means = values.mean(0).tolist()  # [M]
+            record.update({f"mean_weight_{m}": v for m, v in zip(fw.labels, means, strict=True)})
+        panels = []
+        if fw.values is not None:
+            for i in np.argsort(-test.lengths, kind="stable")[: self.config.inspect_samples].tolist():
+                length = int(test.lengths[i])
+                vals = fw.values[i, :length].numpy() if fw.kind != "modality_static" else fw.values[i].numpy()
+                sample = whole.ids[i] if i < len(whole.ids) else i
+                panels.append(
+                    {"title": f"sample {sample} ({length} steps)", "kind": fw.kind, "values": vals, "labels": fw.labels}
+                )
+        return _Weights(record, means, panels)
+
+    def summarize(self, ctx: AnalysisContext, results: Sequence[tuple[LoadedModel, _Weights | None]]) -> Summary:
+        """``inspection.csv``, one ``inspection_<fusion>.png`` per fusion with weights, and the mean weights."""
+        modalities = ctx.reference.modalities
+        n_shown = min(self.config.inspect_samples, len(ctx.reference.lengths))
+        sec = Section(
+            self.title,
+            [
+                "The weights each fusion reports from forward_with_weights (attention, gates or modality weights), "
+                f"read by their shape, for the {n_shown} longest test sequences (seed "
+                f"{ctx.settings.embedding_seed}). The table gives each modality's mean weight over all test steps "
+                "where the fusion has per-modality weights.",
+            ],
+        )
+        rows, figures, mean_rows = [], {}, []
+        for m, w in results:
+            if w is None:
+                continue
+            rows.append(w.record)
+            if w.means is not None and len(w.means) == len(modalities):
+                mean_rows.append([m.name, *[fmt(v) for v in w.means]])
+            if w.panels:
+                fname = f"inspection_{file_stem(m.name)}.png"
+                kind = str(w.record["kind"]).replace("_", " ")
+                figures[fname] = weights_figure(w.panels, f"{m.name}: fusion weights ({kind})")
+                sec.figure(fname, f"Fusion weights of {m.name}")
+        no_weights = [str(r["fusion"]) for r in rows if r["kind"] in ("none", "unsupported")]
+        if no_weights:
+            sec.notes.append(
+                "No weights drawn for: " + ", ".join(no_weights) + " (they return none, or an unsupported shape)."
+            )
+        if mean_rows:
+            sec.table("Mean weight per modality over all test steps.", ["fusion", *modalities], mean_rows)
+        return Summary(sec, {"inspection.csv": rows}, figures)
+
+
+def weights_figure(panels: Sequence[dict[str, Any]], title: str) -> Figure:
+    """Fusion weights of chosen samples: one panel per sample.
+
+    Each panel: ``{"title", "kind", "values" (ndarray), "labels"}``.
+    """
+    n = max(len(panels), 1)
+    fig = Figure(figsize=(5.2 * min(n, 2) + 1.2, 3.0 * math.ceil(n / 2) + 0.6))
+    for k, panel in enumerate(panels):
+        ax = fig.add_subplot(math.ceil(n / 2), min(n, 2), k + 1)
+        style_axes(ax, labelsize=8)
+        _draw_weights(fig, ax, np.asarray(panel["values"]), panel["kind"], list(panel["labels"]))
+        ax.set_title(mpl_text(panel["title"], 60), fontsize=9)
+    fig.suptitle(mpl_text(title, 120), fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return fig
+
+
+def _draw_weights(fig: Figure, ax: Any, vals: np.ndarray, kind: str, labels: list[str]) -> None:
+    if kind == "modality_time":
+        steps = np.arange(vals.shape[0])
+        for i, label in enumerate(labels):
+            ax.plot(
+                steps, vals[:, i], color=colour(i), linewidth=1.4, marker="o", markersize=2.5, label=mpl_text(label)
+            )
+        ax.set_xlabel("time step", fontsize=8)
+        ax.set_ylabel("weight", fontsize=8)
+        ax.legend(
+            fontsize=7, frameon=False, title="modality", title_fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5)
+        )
+    elif kind == "channel_time":
+        im = ax.imshow(vals.T, aspect="auto", cmap="viridis", origin="lower")
+        ax.set_xlabel("time step", fontsize=8)
+        ax.set_ylabel("weight channel", fontsize=8)
+        cb = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02)
+        cb.set_label("weight", fontsize=7)
+    else:  # modality_static
+        ax.bar(range(len(labels)), vals, color=[colour(i) for i in range(len(labels))])
+        ax.set_xticks(range(len(labels)), [mpl_text(x, 16) for x in labels], fontsize=8)
+        ax.set_xlabel("modality", fontsize=8)
+        ax.set_ylabel("weight", fontsize=8)

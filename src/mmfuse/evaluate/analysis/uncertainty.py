@@ -8,18 +8,32 @@ time shifts); :func:`enable_mc_dropout` switches only the dropout layers on, so 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
 from torch import nn
 
+from mmfuse.evaluate.analysis.base import Analysis, Section, Summary, fmt, register_analysis
+from mmfuse.evaluate.analysis.context import AnalysisContext, LoadedModel, softmax
+from mmfuse.evaluate.analysis.robustness import add_noise
+from mmfuse.evaluate.figures import colour, mpl_text, style_axes
+from mmfuse.types import Batch
+
 __all__ = [
+    "UncertaintyAnalysis",
+    "UncertaintyConfig",
     "classification_uncertainty",
     "enable_mc_dropout",
     "regression_uncertainty",
     "risk_coverage",
+    "risk_coverage_plot",
+    "shift_steps",
 ]
 
 
@@ -136,3 +150,169 @@ def enable_mc_dropout(model: nn.Module) -> Iterator[int]:
     finally:
         for m, was in zip(dropouts, before, strict=True):
             m.train(was)
+
+
+@dataclass
+class UncertaintyConfig:
+    """Settings of the uncertainty analysis.
+
+    Attributes:
+        mc_passes: MC-dropout passes.
+        tta_passes: Test-time-augmentation passes with feature noise.
+        tta_noise: Noise level (relative to feature std) of those passes.
+        tta_shifts: Time shifts (steps) added as augmentation passes, for sample-level labels only (a shift
+            would move step-level features off their labels).
+    """
+
+    mc_passes: int = 10
+    tta_passes: int = 4
+    tta_noise: float = 0.1
+    tta_shifts: tuple[int, ...] = (-1, 1)
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        for name, low in (("mc_passes", 1), ("tta_passes", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                what = "a positive integer" if low else "an integer >= 0"
+                raise ValueError(f"The {name!r} parameter of {owner} must be {what}. Got {value!r}.")
+        self.tta_shifts = tuple(self.tta_shifts)
+
+
+@register_analysis("uncertainty")
+class UncertaintyAnalysis(Analysis[UncertaintyConfig, dict[str, dict[str, Any]]]):
+    """MC dropout and test-time augmentation: spread of the passes and risk-coverage."""
+
+    title = "Uncertainty"
+    order = 40
+    config_type = UncertaintyConfig
+
+    def run(self, ctx: AnalysisContext, model: LoadedModel) -> dict[str, dict[str, Any]]:
+        """Per method (``mc_dropout``, ``tta``, ``softmax`` for classification): metric, spread, AURC, curve."""
+        cfg, test = self.config, ctx.test(model)
+        with enable_mc_dropout(model.model) as n_dropout:
+            mc = ctx.outputs(model, lambda b, g: [b] * cfg.mc_passes)
+        if n_dropout == 0:
+            ctx.note(f"{model.name}: the model has no active dropout layer; MC-dropout passes are identical.")
+
+        def tta(b: Batch, g: torch.Generator) -> list[Batch]:
+            res = [add_noise(b, list(test.modalities), cfg.tta_noise, test.std, g) for _ in range(cfg.tta_passes)]
+            if ctx.level == "sample":
+                res += [shift_steps(b, s) for s in cfg.tta_shifts]
+            return res or [b]
+
+        aug = ctx.outputs(model, tta)
+        out = {name: _pass_stats(ctx.task, passes, test.targets) for name, passes in (("mc_dropout", mc), ("tta", aug))}
+        if ctx.task == "classification":
+            probs = softmax(ctx.clean(model).astype(np.float64))
+            rc = risk_coverage(probs.max(1), (probs.argmax(1) != test.targets).astype(np.float64))
+            out["softmax"] = {"aurc": rc["aurc"], "rc": rc}
+        return out
+
+    def summarize(
+        self, ctx: AnalysisContext, results: Sequence[tuple[LoadedModel, dict[str, dict[str, Any]]]]
+    ) -> Summary:
+        """``uncertainty.csv``, ``risk_coverage.png`` (MC dropout, one seed) and the report section."""
+        cfg, higher = self.config, ctx.higher_is_better
+        rows = []
+        for m, u in results:
+            row: dict[str, Any] = {"fusion": m.name, "seed": m.seed}
+            row.update({f"{name}_{k}": v for name, stats in u.items() for k, v in stats.items() if k != "rc"})
+            rows.append(row)
+        final = {(r["fusion"], r["seed"]): {k: v for k, v in r.items() if k not in ("fusion", "seed")} for r in rows}
+        by_model = {id(m): u for m, u in results}
+        curves = {}
+        for n in ctx.names:
+            rc = by_model[id(ctx.single(n))]["mc_dropout"]["rc"]
+            curves[n] = (rc["coverage"], rc["risk"])
+        risk_label = "error rate of kept rows" if higher else "MAE of kept rows"
+        fig = risk_coverage_plot(curves, risk_label, f"Risk-coverage, MC dropout (seed {ctx.settings.embedding_seed})")
+        shifts = (
+            f", plus time shifts {list(cfg.tta_shifts)}"
+            if ctx.level == "sample"
+            else "; no time shifts for step labels"
+        )
+        sec = Section(
+            self.title,
+            [
+                f"MC dropout ({cfg.mc_passes} passes with the dropout layers active) and test-time augmentation "
+                f"({cfg.tta_passes} passes with feature noise at {cfg.tta_noise}× the feature std{shifts}). "
+                "Risk-coverage: rows are kept most confident first (lowest predictive "
+                + ("entropy" if higher else "variance")
+                + "); AURC is the mean risk over coverages (lower is better).",
+            ],
+        )
+        sec.figure("risk_coverage.png", "Risk-coverage curves", "One line per fusion (MC dropout).")
+        uf = pd.DataFrame(rows).groupby("fusion", sort=False).mean(numeric_only=True)
+        spread = "mean_entropy" if higher else "mean_variance"
+        head = [
+            "fusion",
+            f"{ctx.metric_label} (MC mean)",
+            "AURC (MC)",
+            f"{spread.replace('_', ' ')} (MC)",
+            "AURC (TTA)",
+        ]
+        body = [
+            [
+                n,
+                fmt(r.mc_dropout_metric),
+                fmt(r.mc_dropout_aurc, 4),
+                fmt(getattr(r, f"mc_dropout_{spread}"), 4),
+                fmt(r.tta_aurc, 4),
+                *([fmt(r.softmax_aurc, 4)] if higher else []),
+            ]
+            for n, r in uf.iterrows()
+        ]
+        sec.table("Uncertainty on test (mean over seeds).", head + (["AURC (softmax)"] if higher else []), body)
+        return Summary(sec, {"uncertainty.csv": rows}, {"risk_coverage.png": fig}, final)
+
+
+def _pass_stats(task: str, passes: Sequence[np.ndarray], y: np.ndarray) -> dict[str, Any]:
+    """Metric, spread and risk-coverage of repeated passes ``[S, C]`` over the rows with targets ``y``."""
+    if task == "classification":
+        u = classification_uncertainty(np.stack([softmax(p.astype(np.float64)) for p in passes]))
+        err = (u["mean_probs"].argmax(1) != y).astype(np.float64)
+        rc = risk_coverage(-u["entropy"], err)
+        return {
+            "metric": float(1 - err.mean()),
+            "mean_entropy": float(u["entropy"].mean()),
+            "mean_mutual_information": float(u["mutual_information"].mean()),
+            "aurc": rc["aurc"],
+            "rc": rc,
+        }
+    u = regression_uncertainty(np.stack([p.reshape(y.shape) for p in passes]))
+    err = np.abs(u["mean"] - y)
+    err = err if err.ndim == 1 else err.mean(axis=-1)
+    rc = risk_coverage(-u["variance"], err)
+    return {"metric": float(err.mean()), "mean_variance": float(u["variance"].mean()), "aurc": rc["aurc"], "rc": rc}
+
+
+def shift_steps(batch: Batch, s: int) -> Batch:
+    """Every modality moved ``s`` steps later in time (earlier for ``s < 0``); steps shifted in are missing."""
+    pad = batch.padding_mask
+    inputs, masks = {}, {}
+    for m in batch.inputs:
+        x = torch.roll(batch.inputs[m], s, dims=1)
+        k = torch.roll(batch.masks[m], s, dims=1) & pad
+        if s > 0:
+            k[:, :s] = False
+        elif s < 0:
+            k[:, s:] = False
+        masks[m] = k
+        inputs[m] = torch.where(k.unsqueeze(-1), x, torch.zeros_like(x))
+    return Batch(inputs, masks, pad, batch.targets, batch.ids, batch.groups, batch.context)
+
+
+def risk_coverage_plot(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], risk_label: str, title: str) -> Figure:
+    """Risk against coverage, one line per run."""
+    fig = Figure(figsize=(8.0, 4.2))
+    ax = fig.add_subplot(1, 1, 1)
+    style_axes(ax, labelsize=8)
+    for i, (name, (cov, risk)) in enumerate(curves.items()):
+        ax.plot(cov, risk, color=colour(i), linewidth=1.3, label=mpl_text(name))
+    ax.set_xlabel("coverage (share of rows kept, most confident first)")
+    ax.set_ylabel(risk_label)
+    ax.set_title(mpl_text(title, 100), fontsize=10)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, title="fusion")
+    fig.tight_layout()
+    return fig
