@@ -1,8 +1,9 @@
-"""Atomic file writes shared by every module that saves state.
+"""Atomic file writes shared by every module that saves state, and the one reader of settings files.
 
 A write goes to a temporary file in the destination folder, is flushed and fsynced, then renamed over the
 target with :func:`os.replace`, which is atomic on POSIX and Windows: readers see the old file or the new
-one, never half of one.
+one, never half of one. :func:`read_settings_file` reads the YAML or JSON files users write (experiment files,
+presets) and :func:`atomic_write_yaml` writes them back.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_csv", "atomic_write_json", "atomic_write_text"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_csv",
+    "atomic_write_json",
+    "atomic_write_text",
+    "atomic_write_yaml",
+    "read_settings_file",
+]
 
 
 def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], object], *, suffix: str = ".tmp") -> Path:
@@ -158,3 +167,87 @@ def atomic_write_csv(path: str | os.PathLike[str], rows: Sequence[Mapping[str, A
     for row in rows:
         writer.writerow({k: cell(row.get(k)) for k in columns})
     return atomic_write_text(path, buf.getvalue(), newline="\n")
+
+
+def _yaml_loader() -> type:
+    """PyYAML's safe loader, reading ``1e-3`` as a float as YAML 1.2 and JSON do (YAML 1.1 reads it as text)."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(
+            r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+            |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+            |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+            |[-+]?\.(?:inf|Inf|INF)
+            |\.(?:nan|NaN|NAN))$""",
+            re.X,
+        ),
+        list("-+0123456789."),
+    )
+    return Loader
+
+
+def read_settings_file(path: str | os.PathLike[str], what: str = "settings file") -> dict[str, Any]:
+    r"""Read a YAML or JSON file that must hold a mapping (``.json``: JSON; anything else: YAML, safely).
+
+    Args:
+        path: The file.
+        what: What the file is, for the error messages (``"experiment file"``, ``"preset"``).
+
+    Raises:
+        FileNotFoundError: the file does not exist (the path is named).
+        ValueError: it cannot be parsed (with the line), or it holds something other than a mapping.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "exp.yaml"
+        >>> _ = f.write_text("seeds: 2\nlr: 1e-3\nfusion: [concat, gated]\n")
+        >>> read_settings_file(f)
+        {'seeds': 2, 'lr': 0.001, 'fusion': ['concat', 'gated']}
+    """
+    import yaml
+
+    target = Path(path)
+    if not target.is_file():
+        raise FileNotFoundError(2, f"The {what} does not exist or is not a file", str(target))
+    text = target.read_text(encoding="utf-8")
+    try:
+        if target.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.load(text, Loader=_yaml_loader())  # a SafeLoader subclass: plain data only
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"The {what} '{target}' is not valid JSON: {exc}.") from exc
+    except yaml.YAMLError as exc:
+        raise ValueError(f"The {what} '{target}' is not valid YAML: {exc}.") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"The {what} '{target}' must hold a mapping of keys to values. Got a {type(data).__name__} instead."
+        )
+    return data
+
+
+def atomic_write_yaml(path: str | os.PathLike[str], obj: Mapping[str, Any], *, header: str = "") -> Path:
+    """Write a mapping as block-style YAML atomically, keys in the given order (NaN/inf as null, paths as text).
+
+    ``header`` is written first as ``#`` comment lines.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> f = atomic_write_yaml(pathlib.Path(tempfile.mkdtemp()) / "c.yaml", {"seeds": 2, "lr": 1e-3})
+        >>> read_settings_file(f)
+        {'seeds': 2, 'lr': 0.001}
+    """
+    import yaml
+
+    comment = "".join(f"# {line}\n".replace("# \n", "#\n") for line in header.splitlines())
+    body = yaml.safe_dump(_json_safe(dict(obj)), sort_keys=False, default_flow_style=False, allow_unicode=True)
+    return atomic_write_text(path, comment + body, newline="\n")

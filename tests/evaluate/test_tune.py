@@ -96,11 +96,13 @@ def test_tune_never_reads_the_test_split_and_covers_a_small_space(
     scores = {(float(r["train.lr"]), int(r["model.hidden"])): float(r["val_nll_mean"]) for r in rows}
     # 4 epochs at lr 1e-4 barely move the model; 0.05 separates the classes: lower validation NLL
     assert scores[(0.05, 8)] < scores[(1e-4, 8)]
-    best = json.loads((out / "best.json").read_text())
-    assert best == json.loads(json.dumps(result.best))
-    chosen = best["concat"]
+    chosen = result.best["concat"]
     assert chosen["criterion"] == pytest.approx(min(scores.values()), rel=1e-5)
     assert set(chosen) == {"model", "train", "criterion", "trial"} and set(chosen["model"]) == {"hidden"}
+    best = json.loads((out / "best.json").read_text())  # a compare preset: the chosen trial's settings per fusion
+    assert result.preset is not None and best == json.loads(json.dumps(result.preset.to_dict()))
+    assert best["fusions"]["concat"] == {"model": chosen["model"], "train": {**chosen["train"], "epochs": 4}}
+    assert best["source"]["chosen"] == {"concat": {"trial": chosen["trial"], "criterion": chosen["criterion"]}}
     meta = json.loads((out / "tune.json").read_text())
     assert meta["splits_read"] == ["train", "val"] and meta["criterion"] == "nll"
     assert meta["sampler"] == "tpe" and meta["studies"] == {"concat": "toy-tune:concat"} and meta["workers"] == 1

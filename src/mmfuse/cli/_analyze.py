@@ -14,7 +14,9 @@ __all__ = ["analyze"]
 
 
 def analyze(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory written by 'mmfuse compare'.")],
+    run_dir: Annotated[
+        Path | None, typer.Argument(help="A run directory written by 'mmfuse compare' (or 'run_dir' in --config).")
+    ] = None,
     only: Annotated[
         list[str] | None,
         typer.Option(
@@ -41,6 +43,8 @@ def analyze(
     from mmfuse.evaluate.analysis import EMBEDDING_METHODS, AnalysisConfig, analyze_run, list_analyses
     from mmfuse.train import resolve_device
 
+    if run_dir is None:
+        raise ValueError("mmfuse analyze needs a run directory: give RUN_DIR, or 'run_dir' in its --config file.")
     chosen = tuple(p.strip() for o in (only or []) for p in o.split(",") if p.strip()) or tuple(list_analyses())
     config = AnalysisConfig(
         analyses=chosen,

@@ -17,12 +17,14 @@ from typing import Annotated, Any, get_args, get_origin, get_type_hints
 import typer
 import typer.core
 import typer.models
+from pydantic import BaseModel
 from rich.markup import escape
 
 from mmfuse.cli._align import align
 from mmfuse.cli._analyze import analyze
 from mmfuse.cli._catalog import datasets, fusions, version
-from mmfuse.cli._common import friendly_errors, install_warning_display
+from mmfuse.cli._common import friendly_errors, install_warning_display, running_experiment
+from mmfuse.cli._experiment import CONFIG_PARAMETER, apply_experiment_file, config_parameter, experiment_schema
 from mmfuse.cli._compare import compare
 from mmfuse.cli._extract import extract
 from mmfuse.cli._import import IMPORT_HELP, csd, folders, mmsa
@@ -96,17 +98,43 @@ def _plain_help(annotation: Any) -> Any:
     return Annotated[(base, *infos)]
 
 
-def _command(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``func`` with the CLI's error handling and a ``--plugin`` option that is loaded before it runs."""
+_CONTEXT = "mmfuse_click_context"  # the click context typer hands to an experiment command (parameter sources)
+
+EXPERIMENT_SCHEMAS: dict[str, type[BaseModel]] = {}
+"""Command name -> the pydantic model of its experiment file (derived from the command's options when registered)."""
+
+CONFIG_HELP = (
+    "An experiment file (YAML or JSON): one key per option of this command, named like its parameter (data_dir for "
+    "--data-dir); options given on the command line override it, and an unknown key is an error."
+)
+
+
+def _command(func: Callable[..., Any], *, experiment: str | None = None) -> Callable[..., Any]:
+    """``func`` with the CLI's error handling and a ``--plugin`` option that is loaded before it runs.
+
+    With ``experiment`` (the command's name), it also gets ``--config FILE``: an experiment file whose keys are the
+    command's options (:mod:`mmfuse.cli._experiment`), read before the plug-ins it names are loaded.
+    """
     hints = get_type_hints(func, include_extras=True)
     signature = inspect.signature(func)
     params = [p.replace(annotation=_plain_help(hints[p.name])) for p in signature.parameters.values()]
     params.append(inspect.Parameter("plugin", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=PluginOption))
+    options = list(params)
+    if experiment is not None:
+        EXPERIMENT_SCHEMAS[experiment] = experiment_schema(experiment, options)
+        params.append(config_parameter(CONFIG_HELP))
+        params.append(inspect.Parameter(_CONTEXT, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context))
 
     @wraps(func)
     def with_plugins(*args: Any, plugin: list[str] | None = None, **kwargs: Any) -> Any:
-        load_plugins(plugin)
-        return func(*args, **kwargs)
+        if experiment is None:
+            load_plugins(plugin)
+            return func(*args, **kwargs)
+        path, ctx = kwargs.pop(CONFIG_PARAMETER, None), kwargs.pop(_CONTEXT, None)
+        kwargs = apply_experiment_file(experiment, options, path, {**kwargs, "plugin": plugin}, ctx)
+        with running_experiment(kwargs):
+            load_plugins(kwargs.pop("plugin"))
+            return func(*args, **kwargs)
 
     with_plugins.__signature__ = signature.replace(parameters=params, return_annotation=None)  # type: ignore[attr-defined]
     with_plugins.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
@@ -130,11 +158,14 @@ COMMANDS: dict[str, Callable[..., Any]] = {
 }
 """``mmfuse <name>``: the top-level commands, in the order ``mmfuse --help`` lists them."""
 
+EXPERIMENT_COMMANDS: tuple[str, ...] = ("compare", "tune", "analyze")
+"""The commands that read an experiment file (``--config``); every option of theirs is a key of it."""
+
 IMPORT_COMMANDS: dict[str, Callable[..., Any]] = {"csd": csd, "mmsa": mmsa, "folders": folders}
 """``mmfuse import <name>``."""
 
 for _name, _func in COMMANDS.items():
-    app.command(_name, cls=_Command)(_command(_func))
+    app.command(_name, cls=_Command)(_command(_func, experiment=_name if _name in EXPERIMENT_COMMANDS else None))
 for _name, _func in IMPORT_COMMANDS.items():
     import_app.command(_name, cls=_Command)(_command(_func))
 app.add_typer(import_app, name="import")

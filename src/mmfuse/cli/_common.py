@@ -9,7 +9,9 @@ import errno
 import shlex
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import wraps
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -26,9 +28,11 @@ __all__ = [
     "console",
     "err_console",
     "error_message",
+    "experiment_options",
     "friendly_errors",
     "install_warning_display",
     "print_error",
+    "running_experiment",
     "show_validation",
     "show_warnings",
     "split_names",
@@ -120,6 +124,34 @@ def friendly_errors(func: F) -> F:
 def command_line() -> str:
     """The command as typed (``mmfuse compare ...``), shell-quoted; run directories record it."""
     return " ".join(shlex.quote(a) for a in ["mmfuse", *sys.argv[1:]])
+
+
+_EXPERIMENT: ContextVar[dict[str, Any] | None] = ContextVar("mmfuse_experiment", default=None)
+
+
+@contextmanager
+def running_experiment(options: dict[str, Any]) -> Iterator[None]:
+    """Make ``options`` the running command's options for :func:`experiment_options` (``_app`` sets them)."""
+    token = _EXPERIMENT.set(dict(options))
+    try:
+        yield
+    finally:
+        _EXPERIMENT.reset(token)
+
+
+def experiment_options(**resolved: Any) -> dict[str, Any]:
+    """The options this command runs with, as its experiment file (``--config``) holds them.
+
+    The command line over the ``--config`` file over the defaults, one key per option; ``resolved`` replaces values
+    with what they resolved to (the output folder a default stood for, an absolute path). Paths are written as text.
+
+    Example:
+        >>> experiment_options(seeds=2, out=Path("runs/x"))  # outside a command: only what is given
+        {'seeds': 2, 'out': 'runs/x'}
+    """
+    options = dict(_EXPERIMENT.get() or {})
+    options.update(resolved)
+    return {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
 
 
 def split_names(values: list[str] | None) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from mmfuse.cli._common import command_line, console, err_console, split_names
+from mmfuse.cli._common import command_line, console, err_console, experiment_options, split_names
 
 __all__ = ["compare"]
 
@@ -68,6 +68,14 @@ def compare(
             "that cannot be causal is refused when named, skipped when 'all' brought it in).",
         ),
     ] = False,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            "--preset",
+            help="Start from this preset instead of the data set's: a YAML/JSON preset file, or a 'mmfuse tune' "
+            "folder or its best.json (--hidden and --epochs still apply over it).",
+        ),
+    ] = None,
 ) -> None:
     """Train and test every chosen fusion for every seed; write results, summary and an HTML report.
 
@@ -105,6 +113,14 @@ def compare(
         keep_checkpoints=keep_checkpoints,
         jobs=jobs,
         causal=causal,
+        preset=preset,
+        experiment=experiment_options(
+            dataset=str(Path(dataset).resolve()) if Path(dataset).is_dir() else dataset,
+            out=out_dir.resolve(),
+            data_dir=data_dir.resolve() if data_dir is not None else None,
+            resume=False,
+            overwrite=False,
+        ),
     )
     if err_console.is_terminal:
         result = _with_progress_bar(config)

@@ -8,6 +8,7 @@ the fusion module changes between rows of the comparison.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -37,6 +38,7 @@ from mmfuse.evaluate.protocol import (
     model_config_for,
     not_causal_reason,
     preset_for,
+    read_preset,
     resolve_fusions,
     settings_for,
     torch_threads,
@@ -102,6 +104,13 @@ class CompareConfig:
             cannot be causal is refused with the reason; one that ``"all"`` brought in is skipped with a
             warning (recorded in ``run.json``). Each model's ``config.json`` records the grid rate the stream
             needs (``"stream"``).
+        preset: The settings to start from instead of the data set's registered preset: a
+            :class:`~mmfuse.evaluate.protocol.Preset`, its file form as a mapping, or the path of a YAML/JSON preset
+            file or of a ``tune`` folder (its ``best.json``). ``model_overrides``, ``train_overrides`` and
+            ``epochs`` still apply over it. ``run.json`` records its name.
+        experiment: The experiment file of this run in ``mmfuse compare --config`` form (the CLI passes its
+            resolved options). When given, the run directory's ``config.yaml`` holds it with ``preset`` set to the
+            preset the run used, written out in full, so that file alone reruns the comparison.
 
     Example:
         >>> cfg = CompareConfig(fusions=["concat", "gated"], seeds=2, epochs=5, device="cpu")
@@ -129,6 +138,8 @@ class CompareConfig:
     main_metric: str | None = None
     modalities: list[str] | None = None
     causal: bool = False
+    preset: str | Mapping[str, Any] | Preset | None = None
+    experiment: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.resume and self.overwrite:
@@ -172,6 +183,15 @@ class CompareConfig:
             raise ValueError(f"The 'causal' parameter of CompareConfig must be a bool. Got {self.causal!r}.")
         for name in [*(self.metrics or []), *([self.main_metric] if self.main_metric else [])]:
             get_metric(name)  # an unknown name raises, listing the registered ones
+        if self.preset is not None and not isinstance(self.preset, str | Mapping | Preset):
+            raise ValueError(
+                "The 'preset' parameter of CompareConfig must be a Preset, a mapping in preset form, or the path of "
+                f"a preset file or tune folder. Got {type(self.preset).__name__}."
+            )
+        if self.experiment is not None and not isinstance(self.experiment, Mapping):
+            raise ValueError(
+                f"The 'experiment' parameter of CompareConfig must be a mapping. Got {type(self.experiment).__name__}."
+            )
 
 
 @dataclass
@@ -271,7 +291,11 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
     skipped = _drop_non_causal(config, fusions) if config.causal else []
     fusions = [f for f in fusions if f not in {name for name, _ in skipped}]
 
-    preset = preset_for(dataset)
+    preset = _preset(config, dataset)
+    if config.experiment is not None:  # config.yaml: the preset the run used, in full
+        config = dataclasses.replace(
+            config, experiment={**config.experiment, "preset": {"name": preset.name, **preset.to_dict()}}
+        )
     level = task.level.value
     model_kwargs, train_kwargs = _settings(preset, None, config, level)
     per_fusion = {f: _settings(preset, f, config, level) for f in fusions}
@@ -354,6 +378,31 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
     return result
 
 
+def _preset(config: CompareConfig, dataset: MultimodalDataset) -> Preset:
+    """The preset the run starts from: the one given (a Preset, its file form, a file or tune folder) or the data set's.
+
+    A preset that records another data set than this one (a tune result of another data set) is used with a warning.
+    """
+    given = config.preset
+    if given is None:
+        return preset_for(dataset)
+    if isinstance(given, Preset):
+        preset = given
+    elif isinstance(given, Mapping):
+        preset = Preset.from_dict("experiment file", given)
+    else:
+        preset = read_preset(given)
+    made_for = preset.source.get("dataset")
+    if isinstance(made_for, str) and made_for != dataset.name:
+        warnings.warn(
+            f"The preset {preset.name!r} was made for data set {made_for!r}, not for {dataset.name!r}; its settings "
+            "are used as they are.",
+            MmfuseWarning,
+            stacklevel=4,
+        )
+    return preset
+
+
 def _run_meta(
     config: CompareConfig,
     dataset: MultimodalDataset,
@@ -416,6 +465,8 @@ def _train_and_report(
 
     run.models_dir.mkdir(parents=True, exist_ok=True)
     run.write_meta(meta)
+    if config.experiment is not None:
+        run.write_config(config.experiment)
     train_t, val_t, test_t = (views[s].with_transform(normalizers.transform_record) for s in ("train", "val", "test"))
     jobs = [(fusion, seed) for fusion in fusions for seed in range(config.seeds)]
     total = len(jobs)

@@ -6,6 +6,7 @@ set are the same model on the same normalised data:
 
 * :func:`preset_for` picks the data set's preset (registered beside the data set with
   ``register_dataset(..., preset=...)``), keyed by the data set's identity, not its name alone;
+  :func:`read_preset` reads one from a YAML/JSON file (``mmfuse compare --preset``, a tune's ``best.json``);
 * :func:`settings_for` layers a preset, its per-fusion entry and the caller's overrides;
 * :func:`model_config_for` is the model of one row (every modality and a fusion, a modality subset, or a
   unimodal baseline ``unimodal-<m>``);
@@ -18,16 +19,20 @@ set are the same model on the same normalised data:
 from __future__ import annotations
 
 import copy
+import dataclasses
+import os
 import platform
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from mmfuse._io import read_settings_file
 from mmfuse._version import __version__
 from mmfuse.data import MultimodalDataset, dataset_preset, registered_name_of
 from mmfuse.fusion import fusion_kwargs, get_fusion_class, list_fusions
@@ -43,6 +48,7 @@ __all__ = [
     "model_config_for",
     "not_causal_reason",
     "preset_for",
+    "read_preset",
     "resolve_fusions",
     "settings_for",
     "torch_threads",
@@ -63,6 +69,11 @@ class Preset:
         model: :class:`~mmfuse.models.ModelConfig` keyword arguments.
         train: :class:`~mmfuse.train.TrainConfig` keyword arguments.
         fusions: Fusion name -> ``{"model": {...}, "train": {...}}`` applied over ``model`` / ``train``.
+        source: Where the preset came from (``mmfuse tune`` writes the data set, criterion and chosen trials);
+            recorded, never applied.
+
+    The file form (:meth:`from_dict`, :func:`read_preset`) holds the keys ``model``, ``train``, ``fusions`` and,
+    optionally, ``name`` and ``source``.
 
     Example:
         >>> p = Preset("mine", model={"hidden": 16}, fusions={"gated": {"model": {"hidden": 8}}})
@@ -74,37 +85,65 @@ class Preset:
     model: Mapping[str, Any] = field(default_factory=dict)
     train: Mapping[str, Any] = field(default_factory=dict)
     fusions: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
+    source: Mapping[str, Any] = field(default_factory=dict)
+
+    KEYS: ClassVar[tuple[str, ...]] = ("name", "model", "train", "fusions", "source")
+    """The keys of the file form."""
 
     @classmethod
     def from_dict(cls, name: str, data: Mapping[str, Any]) -> Preset:
         """Build a preset from ``{"model": ..., "train": ..., "fusions": ...}``; unknown keys are refused.
 
+        A ``name`` key in ``data`` names the preset instead of ``name``. The ``model`` and ``train`` settings (and
+        each fusion's) must be fields of :class:`~mmfuse.models.ModelConfig` and :class:`~mmfuse.train.TrainConfig`.
+
         Raises:
-            ValueError: naming the unknown key and the valid ones.
+            ValueError: naming the preset, the unknown key and the valid ones.
+
+        Example:
+            >>> Preset.from_dict("p", {"train": {"lr": 0.01}}).settings("concat")
+            ({}, {'lr': 0.01})
+            >>> Preset.from_dict("p", {"train": {"learning_rate": 0.01}})
+            Traceback (most recent call last):
+            ...
+            ValueError: The preset 'p': 'learning_rate' in 'train' is not a TrainConfig field. Valid: ...
         """
         if not isinstance(data, Mapping):
             raise ValueError(f"The preset {name!r} must be a mapping. Got {type(data).__name__}.")
-        unknown = sorted(set(data) - {"model", "train", "fusions"})
+        unknown = sorted(set(data) - set(cls.KEYS))
         if unknown:
-            raise ValueError(f"The preset {name!r} has unknown keys {unknown}; valid keys: fusions, model, train.")
+            raise ValueError(
+                f"The preset {name!r} has unknown keys {unknown}; valid keys: {', '.join(sorted(cls.KEYS))}."
+            )
+        name = str(data.get("name") or name)
         fusions = data.get("fusions", {}) or {}
+        if not isinstance(fusions, Mapping):
+            raise ValueError(f"The preset {name!r}: 'fusions' must map fusion names to settings.")
+        _check_sections(name, "", data)
         for fusion, entry in fusions.items():
             if not isinstance(entry, Mapping) or set(entry) - {"model", "train"}:
                 raise ValueError(
                     f"The preset {name!r}: the entry of fusion {fusion!r} must hold only 'model' and 'train'."
                 )
+            _check_sections(name, f"fusions.{fusion}.", entry)
+        source = data.get("source", {}) or {}
+        if not isinstance(source, Mapping):
+            raise ValueError(f"The preset {name!r}: 'source' must be a mapping. Got {type(source).__name__}.")
         return cls(
             name=name,
             model=copy.deepcopy(dict(data.get("model", {}) or {})),
             train=copy.deepcopy(dict(data.get("train", {}) or {})),
             fusions=copy.deepcopy({str(k): dict(v) for k, v in fusions.items()}),
+            source=copy.deepcopy(dict(source)),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Return ``{"model", "train"[, "fusions"]}`` as plain, JSON-safe dicts."""
+        """Return ``{"model", "train"[, "fusions"][, "source"]}`` as plain, JSON-safe dicts (the file form)."""
         out: dict[str, Any] = {"model": copy.deepcopy(dict(self.model)), "train": copy.deepcopy(dict(self.train))}
         if self.fusions:
             out["fusions"] = copy.deepcopy({k: dict(v) for k, v in self.fusions.items()})
+        if self.source:
+            out["source"] = copy.deepcopy(dict(self.source))
         return out
 
     def settings(self, fusion: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -114,6 +153,49 @@ class Preset:
             {**copy.deepcopy(dict(self.model)), **copy.deepcopy(dict(specific.get("model", {})))},
             {**copy.deepcopy(dict(self.train)), **copy.deepcopy(dict(specific.get("train", {})))},
         )
+
+
+def _check_sections(name: str, where: str, data: Mapping[str, Any]) -> None:
+    """``model`` / ``train`` of a preset (or of one fusion's entry) hold only ModelConfig / TrainConfig fields."""
+    from mmfuse.train import TrainConfig
+
+    for section, owner in (("model", ModelConfig), ("train", TrainConfig)):
+        values = data.get(section, {}) or {}
+        if not isinstance(values, Mapping):
+            raise ValueError(
+                f"The preset {name!r}: '{where}{section}' must map {owner.__name__} fields to values. "
+                f"Got {type(values).__name__}."
+            )
+        valid = [f.name for f in dataclasses.fields(owner)]
+        for key in values:
+            if key not in valid:
+                raise ValueError(
+                    f"The preset {name!r}: {key!r} in '{where}{section}' is not a {owner.__name__} field. "
+                    f"Valid: {', '.join(sorted(valid))}."
+                )
+
+
+def read_preset(path: str | os.PathLike[str]) -> Preset:
+    r"""Read a preset from a YAML or JSON file, or from a tuning folder (its ``best.json``, written by ``tune``).
+
+    The preset is named by the path as given (unless the file has a ``name``); ``run.json`` records that name.
+
+    Raises:
+        FileNotFoundError: neither the file nor a ``best.json`` in the folder exists.
+        ValueError: the file cannot be parsed, or holds an unknown key or setting (named, with the valid ones).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "mine.yaml"
+        >>> _ = f.write_text("train: {lr: 3e-3, epochs: 5}\nfusions: {gated: {model: {hidden: 16}}}\n")
+        >>> read_preset(f).settings("gated")
+        ({'hidden': 16}, {'lr': 0.003, 'epochs': 5})
+    """
+    target = Path(path)
+    if target.is_dir():
+        target = target / "best.json"
+    data = read_settings_file(target, "preset")
+    return Preset.from_dict(str(path), data)
 
 
 def preset_for(dataset: MultimodalDataset) -> Preset:

@@ -29,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from mmfuse._io import atomic_write_csv, atomic_write_json
+from mmfuse._io import atomic_write_csv, atomic_write_json, atomic_write_yaml, read_settings_file
 from mmfuse.errors import DataError
 
 __all__ = ["RunDir"]
@@ -253,6 +253,24 @@ class RunDir:
     def write_meta(self, meta: Mapping[str, Any]) -> Path:
         """Write ``run.json`` atomically."""
         return atomic_write_json(self.run_json, dict(meta))
+
+    def write_config(self, experiment: Mapping[str, Any]) -> Path:
+        """Write ``config.yaml`` atomically: the experiment file that reruns the comparison."""
+        return atomic_write_yaml(
+            self.config_yaml,
+            experiment,
+            header="The resolved experiment of this run directory (written by mmfuse compare).\n"
+            "Rerun it with: mmfuse compare --config config.yaml --out NEW_DIR",
+        )
+
+    def read_config(self) -> dict[str, Any]:
+        """Return ``config.yaml`` as a dict.
+
+        Raises:
+            DataError: when it is missing; ValueError when it is not YAML or not a mapping (the file is named).
+        """
+        self._require(self.config_yaml, "experiment file")
+        return read_settings_file(self.config_yaml, "experiment file")
 
     def write_results(self, rows: Sequence[Mapping[str, Any]]) -> Path:
         """Write ``results.csv`` atomically."""

@@ -18,8 +18,9 @@ accuracy saturates); the study's direction is the criterion's ``higher_is_better
 * ``resume`` continues a stored study after checking that its settings (data set, space, criterion, seeds,
   epochs) are the same; without it an existing study or output folder is refused.
 
-It writes ``trials.csv`` (every finished trial, with its state and the epoch it was pruned at), ``best.json`` (per
-fusion, the chosen model and training keyword arguments, in the form of a compare preset entry) and ``tune.json``
+It writes ``trials.csv`` (every finished trial, with its state and the epoch it was pruned at), ``best.json`` (a
+preset, :class:`~mmfuse.evaluate.protocol.Preset`'s file form: the data set's preset with each tuned fusion's entry
+set to the chosen settings, which ``mmfuse compare --preset OUT/best.json`` trains as they are) and ``tune.json``
 (the search space, criterion, sampler, pruner, storage without password, study names, command and versions).
 """
 
@@ -201,11 +202,21 @@ def _fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
 
 @dataclass
 class TuneResult:
-    """What :func:`tune` returns: every trial row, and per fusion the chosen settings (a compare preset entry)."""
+    """What :func:`tune` returns.
+
+    Attributes:
+        out_dir: The tuning folder.
+        trials: Every finished trial (the rows of ``trials.csv``).
+        best: Per fusion, the chosen trial: the searched ``model`` / ``train`` settings, its ``criterion`` value
+            and ``trial`` number.
+        preset: What ``best.json`` holds: the data set's preset with each tuned fusion's entry set to the settings
+            of its chosen trial (``compare`` reads it with ``preset=``, the CLI with ``--preset``).
+    """
 
     out_dir: Path
     trials: list[dict[str, Any]]
     best: dict[str, dict[str, Any]]
+    preset: Preset | None = None
 
 
 def grid_points(space: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
@@ -301,6 +312,7 @@ def _tune(config: TuneConfig, progress: Callable[[dict[str, Any]], None] | None)
         _prepare_study(storage, plan, config)
     rows: list[dict[str, Any]] = []
     best: dict[str, dict[str, Any]] = {}
+    chosen_preset = _chosen_preset(out_dir, config, dataset.name, preset, best)
     for plan in plans:
         done = _run_fusion(config, url, plan, out_dir, rows, progress)
         rows = [*rows, *done]
@@ -308,9 +320,42 @@ def _tune(config: TuneConfig, progress: Callable[[dict[str, Any]], None] | None)
         if chosen is not None:
             best[plan.fusion] = chosen
         atomic_write_csv(out_dir / "trials.csv", rows)
-        atomic_write_json(out_dir / "best.json", best)
+        chosen_preset = _chosen_preset(out_dir, config, dataset.name, preset, best)
+        atomic_write_json(out_dir / "best.json", chosen_preset.to_dict())
     _write_meta(out_dir, config, dataset, preset, plans, url)
-    return TuneResult(out_dir=out_dir, trials=rows, best=best)
+    return TuneResult(out_dir=out_dir, trials=rows, best=best, preset=chosen_preset)
+
+
+def _chosen_preset(
+    out_dir: Path, config: TuneConfig, dataset: str, preset: Preset, best: Mapping[str, Mapping[str, Any]]
+) -> Preset:
+    """``best.json``: the preset the search started from, with each tuned fusion's entry set to its chosen trial.
+
+    A fusion's entry holds its preset entry and the chosen values of the searched keys (and ``epochs`` when the
+    search overrode it), so ``compare`` with this preset trains exactly the chosen configuration.
+    """
+    epochs = {"epochs": config.epochs} if config.epochs is not None else {}
+    fusions = {name: {k: dict(v) for k, v in entry.items()} for name, entry in preset.fusions.items()}
+    for fusion, chosen in best.items():
+        entry = preset.fusions.get(fusion, {})
+        fusions[fusion] = {
+            "model": {**entry.get("model", {}), **chosen["model"]},
+            "train": {**entry.get("train", {}), **chosen["train"], **epochs},
+        }
+    source = {
+        "made_by": "mmfuse tune",
+        "dataset": dataset,
+        "preset": preset.name,
+        "criterion": config.criterion,
+        "chosen": {f: {"trial": c["trial"], "criterion": c["criterion"]} for f, c in best.items()},
+    }
+    return Preset(
+        name=str(out_dir / "best.json"),
+        model=dict(preset.model),
+        train={**preset.train, **epochs},
+        fusions=fusions,
+        source=source,
+    )
 
 
 def _check_out_dir(out_dir: Path, resume: bool) -> None:

@@ -1,0 +1,217 @@
+"""Experiment files: --config for compare, tune and analyze; config.yaml reruns a run; best.json is a preset."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import pytest
+import typer
+import typer.main
+import yaml
+from typer.testing import CliRunner
+
+from mmfuse.cli._app import EXPERIMENT_COMMANDS, EXPERIMENT_SCHEMAS, _command, app
+from mmfuse.cli._common import experiment_options
+from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, write_dataset
+from mmfuse.evaluate.protocol import Preset, read_preset
+from mmfuse.evaluate.tune import TuneConfig, tune
+from mmfuse.types import LabelLevel, TaskType
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("name", EXPERIMENT_COMMANDS)
+def test_every_option_of_an_experiment_command_is_a_key_of_its_file(name: str) -> None:
+    """Fails when a command gains an option its experiment file cannot hold (or loses --config)."""
+    command = typer.main.get_command(app).commands[name]  # type: ignore[attr-defined]
+    assert "--config" in {o for p in command.params for o in getattr(p, "opts", [])}
+    keys = set(EXPERIMENT_SCHEMAS[name].model_fields)
+    options = {p.name for p in command.params if p.name not in {"config", "help"}}
+    missing = sorted(options - keys - {"mmfuse_click_context"})
+    assert missing == [], f"options of 'mmfuse {name}' without a key in its experiment file: {missing}"
+    assert keys <= options | {"plugin"}
+    assert {"dataset", "plugin"} <= keys
+
+
+# A toy command registered like the real ones: what the file, the command line and the defaults resolve to.
+seen: dict[str, Any] = {}
+
+
+def _toy(
+    seeds: Annotated[int, typer.Option("--seeds", "-s", min=1, help="Seeds.")] = 3,
+    fusion: Annotated[list[str], typer.Option("--fusion", "-f", help="Fusions.")] = ["all"],  # noqa: B006
+    out: Annotated[Path | None, typer.Option("--out", help="Where.")] = None,
+    fast: Annotated[bool, typer.Option("--fast", help="Fast.")] = False,
+) -> None:
+    seen.clear()
+    seen.update(seeds=seeds, fusion=fusion, out=out, fast=fast, resolved=experiment_options())
+
+
+toy_app = typer.Typer()
+toy_app.command("toy")(_command(_toy, experiment="toy"))
+toy_app.command("other")(_command(lambda: None))
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("file", "argv", "expected"),
+    [
+        ("seeds: 2\nfusion: concat\nout: runs/a\n", [], {"seeds": 2, "fusion": ["concat"], "out": Path("runs/a")}),
+        ("seeds: 2\nfusion: [a, b]\n", ["--seeds", "5"], {"seeds": 5, "fusion": ["a", "b"], "out": None}),
+        ("fast: true\n", ["-f", "x"], {"seeds": 3, "fusion": ["x"], "fast": True}),
+        # the command line wins even when it repeats the default
+        ("seeds: 2\n", ["--seeds", "3"], {"seeds": 3}),
+    ],
+)
+def test_the_command_line_overrides_the_file_which_overrides_the_defaults(
+    tmp_path: Path, file: str, argv: list[str], expected: dict[str, Any]
+) -> None:
+    exp = _write(tmp_path / "exp.yaml", file)
+    result = runner.invoke(toy_app, ["toy", "--config", str(exp), *argv])
+    assert result.exit_code == 0, result.output
+    assert {k: seen[k] for k in expected} == expected
+    resolved = seen["resolved"]
+    assert set(resolved) == {"seeds", "fusion", "out", "fast", "plugin"}
+    assert resolved["seeds"] == seen["seeds"] and (resolved["out"] is None or isinstance(resolved["out"], str))
+
+
+@pytest.mark.parametrize(
+    ("file", "message"),
+    [
+        ("seed: 2\n", r"unknown key\(s\) 'seed' \(did you mean 'seeds'\?\)\. Valid keys: seeds, fusion, out, fast"),
+        ("seeds: many\n", r"invalid values: seeds: Input should be a valid integer.*got 'many'"),
+        ("seeds: 0\n", r"seeds: Input should be greater than or equal to 1"),
+        ("- seeds\n", r"must hold a mapping of keys to values\. Got a list"),
+        ("seeds: [\n", r"is not valid YAML"),
+    ],
+)
+def test_a_bad_file_is_one_error_line_naming_the_file_and_key(tmp_path: Path, file: str, message: str) -> None:
+    exp = _write(tmp_path / "exp.yaml", file)
+    result = runner.invoke(toy_app, ["toy", "--config", str(exp)])
+    assert result.exit_code == 2
+    assert str(exp) in result.output.replace("\n", "")
+    assert re.search(message, result.output.replace("\n", "")), result.output
+
+
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    result = runner.invoke(toy_app, ["toy", "--config", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2 and "nope.yaml" in result.output and "does not exist" in result.output
+
+
+def test_commands_without_an_experiment_file_have_no_config_option() -> None:
+    result = runner.invoke(toy_app, ["other", "--config", "x.yaml"])
+    assert result.exit_code != 0 and "No such option" in result.output
+
+
+# ------------------------------------------------------------------------------------------- compare and tune
+
+
+@pytest.fixture(scope="module")
+def toy_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(1)
+    records = []
+    for i in range(24):
+        label = i % 2
+        records.append(
+            SequenceRecord(
+                id=f"r{i:02d}",
+                group=f"g{i}",
+                split=("train", "train", "val", "test")[(i // 2) % 4],
+                values={
+                    "a": (rng.normal(size=(4, 3)) + 2 * label - 1).astype(np.float32),
+                    "b": rng.normal(size=(4, 2)).astype(np.float32),
+                },
+                masks={"a": np.ones(4, dtype=bool), "b": np.ones(4, dtype=bool)},
+                label=label,
+            )
+        )
+    path = tmp_path_factory.mktemp("exp") / "toy"
+    write_dataset(
+        path,
+        records,
+        name="toy-exp",
+        modalities=[ModalitySpec("a", 3), ModalitySpec("b", 2)],
+        task=TaskSpec(TaskType.CLASSIFICATION, LabelLevel.SAMPLE, class_names=("n", "p")),
+    )
+    return path
+
+
+def _metrics(run: Path) -> list[dict[str, str]]:
+    rows = list(csv.DictReader((run / "results.csv").open()))
+    return [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
+
+
+def test_config_yaml_of_a_run_reruns_it_exactly(toy_data: Path, tmp_path: Path) -> None:
+    exp = _write(
+        tmp_path / "exp.yaml",
+        f"dataset: {toy_data}\nfusion: concat,gated\nseeds: 1\nepochs: 2\ndevice: cpu\nhidden: 8\n"
+        "preset: {train: {lr: 1e-2, batch_size: 4}}\n",
+    )
+    first = runner.invoke(app, ["compare", "--config", str(exp), "--out", str(tmp_path / "one"), "--seeds", "2"])
+    assert first.exit_code == 0, first.output
+    written = (tmp_path / "one" / "config.yaml").read_text()
+    assert "seeds: 2" in written and "hidden: 8" in written and "lr: 0.01" in written
+    meta = json.loads((tmp_path / "one" / "run.json").read_text())
+    assert meta["preset"] == "experiment file" and meta["train_config"]["lr"] == 0.01
+
+    again = runner.invoke(
+        app, ["compare", "--config", str(tmp_path / "one" / "config.yaml"), "--out", str(tmp_path / "two")]
+    )
+    assert again.exit_code == 0, again.output
+    assert _metrics(tmp_path / "one") == _metrics(tmp_path / "two")
+    assert len(_metrics(tmp_path / "one")) == 4
+    rerun = json.loads((tmp_path / "two" / "run.json").read_text())
+    assert {k: rerun[k] for k in ("preset", "train_config", "model_config", "fusions", "seeds")} == {
+        k: meta[k] for k in ("preset", "train_config", "model_config", "fusions", "seeds")
+    }
+
+
+def test_tune_best_json_is_the_preset_compare_reads(toy_data: Path, tmp_path: Path) -> None:
+    result = tune(
+        TuneConfig(
+            dataset=str(toy_data),
+            fusions=["concat"],
+            trials=2,
+            seeds=1,
+            epochs=2,
+            out_dir=str(tmp_path / "tune"),
+            search_space={"model.hidden": [6, 10]},
+            pruner="none",
+            device="cpu",
+        )
+    )
+    chosen = result.best["concat"]["model"]["hidden"]
+    preset = read_preset(tmp_path / "tune" / "best.json")
+    assert preset == result.preset and preset.source["dataset"] == "toy-exp"
+    assert preset.settings("concat")[0]["hidden"] == chosen and preset.settings("concat")[1]["epochs"] == 2
+    assert read_preset(tmp_path / "tune").settings("concat") == preset.settings("concat")  # the folder works too
+
+    out = tmp_path / "run"
+    done = runner.invoke(
+        app,
+        ["compare", "-d", str(toy_data), "-f", "concat", "-s", "1", "--device", "cpu", "-o", str(out),
+         "--preset", str(tmp_path / "tune" / "best.json")],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    model = json.loads((out / "models" / "concat-seed0" / "config.json").read_text())
+    assert model["model_config"]["hidden"] == chosen and model["train_config"]["epochs"] == 2
+    assert json.loads((out / "run.json").read_text())["preset"] == str(tmp_path / "tune" / "best.json")
+    written = Preset.from_dict("x", yaml.safe_load((out / "config.yaml").read_text())["preset"])
+    assert written.settings("concat") == preset.settings("concat")
+
+
+def test_a_preset_with_an_unknown_setting_is_refused_with_the_valid_ones(toy_data: Path, tmp_path: Path) -> None:
+    bad = _write(tmp_path / "p.yaml", "train: {learning_rate: 0.1}\n")
+    done = runner.invoke(app, ["compare", "-d", str(toy_data), "-o", str(tmp_path / "r"), "--preset", str(bad)])
+    assert done.exit_code == 2
+    assert "'learning_rate' in 'train' is not a TrainConfig field" in done.output.replace("\n", "")
+    assert not (tmp_path / "r").exists()
