@@ -24,8 +24,9 @@ from mmfuse.cli._align import align
 from mmfuse.cli._analyze import analyze
 from mmfuse.cli._catalog import datasets, fusions, version
 from mmfuse.cli._common import friendly_errors, install_warning_display, running_experiment
-from mmfuse.cli._experiment import CONFIG_PARAMETER, apply_experiment_file, config_parameter, experiment_schema
 from mmfuse.cli._compare import compare
+from mmfuse.cli._experiment import CONFIG_PARAMETER, apply_experiment_file, config_parameter, experiment_schema
+from mmfuse.cli._export import export
 from mmfuse.cli._extract import extract
 from mmfuse.cli._import import IMPORT_HELP, csd, folders, mmsa
 from mmfuse.cli._lr_find import lr_find
@@ -153,6 +154,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "analyze": analyze,
     "report": report,
     "extract": extract,
+    "export": export,
     "serve": serve,
     "stream": stream,
 }

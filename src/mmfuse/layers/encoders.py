@@ -9,6 +9,7 @@ uses only steps up to ``t`` for the output at ``t``.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -53,6 +54,9 @@ class RNNEncoder(nn.Module):
 
     Bidirectional encoders give each direction ``H // 2`` units so the output size stays ``H``.
 
+    Not exportable (``supports_export`` is False, reason in ``limitations``; :mod:`mmfuse.models.export` reads
+    them): tracing unrolls the recurrence over the example's steps, so ``T`` cannot stay dynamic.
+
     Args:
         dim: Feature size ``H`` (input and output).
         cell: "gru" or "lstm".
@@ -66,6 +70,13 @@ class RNNEncoder(nn.Module):
         >>> enc(torch.randn(2, 5, 8), torch.ones(2, 5, dtype=torch.bool)).shape
         torch.Size([2, 5, 8])
     """
+
+    supports_export: ClassVar[bool] = False
+    limitations: ClassVar[dict[str, str]] = {
+        "supports_export": "torch.export (and the ONNX exporter, which traces through it) unrolls the recurrence "
+        "over the example's steps, so T cannot stay dynamic; train with encoder 'conv', 'transformer' or 'none' "
+        "to export"
+    }
 
     def __init__(
         self,

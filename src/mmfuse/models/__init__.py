@@ -20,17 +20,22 @@ from mmfuse.models.build import (
     save_model,
 )
 from mmfuse.models.config import ModelConfig
+from mmfuse.models.export import EXPORT_FORMATS, ExportError, export_model, export_signature
 from mmfuse.models.model import MultimodalModel
 from mmfuse.models.presets import PRESETS, list_presets, preset_config
 
 __all__ = [
     "CONFIG_FILE",
+    "EXPORT_FORMATS",
     "PRESETS",
     "WEIGHTS_FILE",
+    "ExportError",
     "ModelConfig",
     "MultimodalModel",
     "ParameterReport",
     "build_model",
+    "export_model",
+    "export_signature",
     "list_presets",
     "load_model",
     "parameter_report",

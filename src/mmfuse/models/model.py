@@ -97,7 +97,8 @@ class _ContextConditioning(nn.Module):
                         f"The context {k!r} given to MultimodalModel must be an int tensor of shape [{batch}]. "
                         f"Got {list(given.shape)} instead."
                     )
-                if given.numel() and (int(given.min()) < 0 or int(given.max()) >= self.sizes[k]):
+                tracing = torch.compiler.is_compiling()  # export/compile: no data-dependent checks in the graph
+                if not tracing and given.numel() and (int(given.min()) < 0 or int(given.max()) >= self.sizes[k]):
                     raise ValueError(
                         f"The context {k!r} given to MultimodalModel has category indices outside "
                         f"[0, {self.sizes[k] - 1}] (ModelConfig.context_sizes[{k!r}] = {self.sizes[k]})."
@@ -246,7 +247,11 @@ class MultimodalModel(nn.Module):
                 f"Got {padding_mask.dtype} {list(padding_mask.shape)} instead."
             )
         steps = torch.arange(padding_mask.shape[1], device=padding_mask.device)
-        if not torch.equal(padding_mask, steps.unsqueeze(0) < padding_mask.sum(dim=1, keepdim=True)):
+        # The prefix check reads the data: skipped while tracing (torch.export, ONNX, torch.compile), where only
+        # the shapes below are checked; the exported graph documents the same contract (mmfuse.models.export).
+        if not torch.compiler.is_compiling() and not torch.equal(
+            padding_mask, steps.unsqueeze(0) < padding_mask.sum(dim=1, keepdim=True)
+        ):
             raise ValueError(
                 "The 'padding_mask' of MultimodalModel must mark a prefix of each row (real steps first, then "
                 "padding), as mmfuse.data.collate produces."
