@@ -76,10 +76,37 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], object],
         # mkstemp makes the file private (0600); give it the mode an ordinary write would have
         os.chmod(tmp, _file_mode(target))
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        os_error = _os_error_of(exc, target)
+        if os_error is not None:
+            raise os_error from exc
         raise
     return target
+
+
+def _os_error_of(exc: BaseException, target: Path) -> OSError | None:
+    """The OSError behind a library's own I/O error, or None.
+
+    Libraries written in Rust (safetensors, tokenizers) report a failed write as their own exception whose text
+    ends in ``(os error 28)``; it is raised as the ``OSError`` it is (here: no space left), naming the target,
+    so callers and the CLI handle a full or read-only disk one way.
+
+    Example:
+        >>> _os_error_of(RuntimeError("I/O error: No space left on device (os error 28)"), Path("m.bin")).errno
+        28
+        >>> _os_error_of(ValueError("bad"), Path("m.bin")) is None
+        True
+    """
+    if isinstance(exc, OSError) or not isinstance(exc, Exception):
+        return None
+    import re
+
+    match = re.search(r"\(os error (\d+)\)", str(exc))
+    if match is None:
+        return None
+    code = int(match.group(1))
+    return OSError(code, os.strerror(code), str(target))
 
 
 def _file_mode(target: Path) -> int:
