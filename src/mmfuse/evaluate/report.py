@@ -54,17 +54,17 @@ from mmfuse.evaluate.figures import (
     text_width_px,
 )
 from mmfuse.evaluate.protocol import UNIMODAL_PREFIX
+from mmfuse.evaluate.rundir import RunDir
 from mmfuse.metrics import metric_info_for_column
 
 __all__ = ["write_report", "write_summary_markdown"]
 
-_RUN_JSON = "run.json"
-_RESULTS_CSV = "results.csv"
-_SUMMARY_CSV = "summary.csv"
-_MODELS_DIR = "models"
-_HISTORY_JSON = "history.json"
-_TEST_METRICS_JSON = "test_metrics.json"
-_ANALYSIS_DIR = "analysis"  # written by mmfuse.evaluate.analysis.analyze_run
+# The file names of the run directory are RunDir's (the layout is defined there, once).
+_RESULTS_CSV = RunDir.RESULTS_CSV
+_SUMMARY_CSV = RunDir.SUMMARY_CSV
+_HISTORY_JSON = RunDir.HISTORY_JSON
+_TEST_METRICS_JSON = RunDir.TEST_METRICS_JSON
+_ANALYSIS_DIR = RunDir.ANALYSIS_DIR  # written by mmfuse.evaluate.analysis.analyze_run
 
 # Columns of results.csv that describe a run rather than measure its quality.
 _NON_METRIC_COLUMNS = ("fusion", "seed", "params", "train_seconds", "best_epoch")
@@ -108,55 +108,16 @@ class _Run:
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def _require_file(path: Path, what: str) -> None:
-    if not path.is_file():
-        raise DataError(
-            f"The {what} '{path}' of the compare run does not exist. Pass the directory that "
-            f"`mmfuse compare` wrote (it holds {_RUN_JSON} and {_RESULTS_CSV})."
-        )
-
-
 def _read_run_json(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / _RUN_JSON
-    _require_file(path, "run description")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"The run description '{path}' is not valid JSON: {exc}.") from exc
-    if not isinstance(meta, dict):
-        raise DataError(f"The run description '{path}' must hold a JSON object. Got a {type(meta).__name__} instead.")
-    return meta
+    return RunDir(run_dir).read_meta()
 
 
 def _read_results(run_dir: Path) -> pd.DataFrame:
-    path = run_dir / _RESULTS_CSV
-    _require_file(path, "results table")
-    try:
-        # Fusion names are user input: read them verbatim ("NA" or "1" must stay a name, not NaN or an int).
-        results = pd.read_csv(path, converters={"fusion": str})
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"The results table '{path}' is empty: it has no header and no rows.") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"The results table '{path}' could not be parsed as CSV: {exc}.") from exc
-    missing = [c for c in ("fusion", "seed") if c not in results.columns]
-    if missing:
-        raise DataError(
-            f"The results table '{path}' must have the columns 'fusion' and 'seed'. "
-            f"Got the columns {list(results.columns)} instead."
-        )
-    if results.empty:
-        raise DataError(f"The results table '{path}' has a header but no rows: the compare run recorded nothing.")
-    results["fusion"] = results["fusion"].astype(str)
-    seeds = pd.to_numeric(results["seed"], errors="coerce")
-    if seeds.isna().any():
-        raise DataError(
-            f"The 'seed' column of the results table '{path}' must hold integers. Got {results['seed'].tolist()}."
-        )
-    results["seed"] = seeds.astype(int)
+    results = RunDir(run_dir).read_results()
     if not _metric_columns(results):
         raise DataError(
-            f"The results table '{path}' has no numeric metric column (such as accuracy or mae). "
-            f"Got the columns {list(results.columns)}."
+            f"The results table '{RunDir(run_dir).results_csv}' has no numeric metric column (such as accuracy or "
+            f"mae). Got the columns {list(results.columns)}."
         )
     return results
 
@@ -344,7 +305,7 @@ def _rel(path: Path) -> str:
 
 
 def _model_dir(run: _Run, fusion: str, seed: int) -> Path:
-    return run.run_dir / _MODELS_DIR / f"{fusion}-seed{seed}"
+    return RunDir(run.run_dir).model_dir(fusion, seed)
 
 
 def _seeds(run: _Run, fusion: str) -> list[int]:
@@ -1380,7 +1341,7 @@ def write_report(
         'report.html'
     """
     run = _load_run(run_dir)
-    target = Path(out_path) if out_path is not None else run.run_dir / "report.html"
+    target = Path(out_path) if out_path is not None else RunDir(run.run_dir).report_html
     if title is None:
         title = f"Fusion comparison: {_dataset(run.meta).get('name', run.run_dir.name)}"
     return atomic_write_text(target, _report_html(run, title), newline="\n")
@@ -1409,4 +1370,4 @@ def write_summary_markdown(run_dir: str | os.PathLike[str]) -> Path:
         ...
     """
     run = _load_run(run_dir)
-    return atomic_write_text(run.run_dir / "summary.md", _summary_markdown(run), newline="\n")
+    return atomic_write_text(RunDir(run.run_dir).summary_md, _summary_markdown(run), newline="\n")
