@@ -31,6 +31,7 @@ from mmfuse.data import (
 )
 from mmfuse.errors import DataError, MmfuseWarning
 from mmfuse.evaluate.compare import CompareConfig, CompareProgress, CompareResult, compare
+from mmfuse.evaluate.rundir import RunDir
 from mmfuse.fusion import list_fusions
 from mmfuse.models import load_model, read_model_info
 from mmfuse.preprocess import ModalityNormalizers, ZScoreNormalizer
@@ -147,6 +148,23 @@ def test_summary_is_mean_and_std_per_fusion_best_first(basic_run: tuple[CompareR
             assert column in row
     md = (result.out_dir / "summary.md").read_text(encoding="utf-8")
     assert all(f in md for f in FUSIONS)
+
+
+def test_summary_has_an_interval_per_fusion_and_saved_predictions(
+    basic_run: tuple[CompareResult, list[CompareProgress]],
+) -> None:
+    result, _ = basic_run
+    run = RunDir(result.out_dir)
+    test_size = json.loads(run.run_json.read_text(encoding="utf-8"))["dataset"]["sizes"]["test"]
+    for row in _read_csv(run.summary_csv):
+        assert float(row["ci_low"]) <= float(row["accuracy_mean"]) <= float(row["ci_high"])
+        # no unimodal baseline in this run: the test columns are empty, not 0
+        assert row["p_vs_best_unimodal"] == "" and row["vs_best_unimodal"] == ""
+    for r in result.rows:
+        test = run.read_predictions(r["fusion"], r["seed"], "test")
+        assert len(test) == test_size and test.probs is not None and test.probs.shape == (test_size, 4)
+        assert float((test.y_pred == test.y_true).mean()) == pytest.approx(r["accuracy"], abs=1e-6)
+        assert len(run.read_predictions(r["fusion"], r["seed"], "val")) > 0
 
 
 def test_report_html_is_self_contained(basic_run: tuple[CompareResult, list[CompareProgress]]) -> None:

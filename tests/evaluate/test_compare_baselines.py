@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 
 from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, write_dataset
+from mmfuse.errors import DataError
 from mmfuse.evaluate import compare as compare_module
 from mmfuse.evaluate.compare import CompareConfig, compare, resolve_fusions
 from mmfuse.evaluate.protocol import Preset
@@ -88,6 +91,36 @@ def test_unimodal_baselines_use_only_their_modality(toy: Path, tmp_path: Path) -
     # 'a' carries the label, 'b' is noise: the baselines say which modality the fusion relies on
     assert by_name["unimodal-a"]["accuracy"] > by_name["unimodal-b"]["accuracy"]
     assert by_name["unimodal-a"]["params"] < by_name["concat"]["params"]
+
+
+def test_the_summary_tests_each_row_against_the_best_unimodal_baseline(toy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    compare(_cfg(toy, out, seeds=2))
+    meta = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    reference = meta["significance"]["reference"]
+    assert reference in ("unimodal-a", "unimodal-b") and meta["significance"]["reference_chosen_on"] == "val"
+    summary = {r["fusion"]: r for r in _read_csv(out / "summary.csv")}
+    assert summary[reference]["vs_best_unimodal"] == "reference" and summary[reference]["p_vs_best_unimodal"] == ""
+    for name, row in summary.items():
+        assert float(row["ci_low"]) <= float(row["accuracy_mean"]) <= float(row["ci_high"])
+        if name != reference:
+            assert row["vs_best_unimodal"] in ("better", "not different", "worse")
+            assert 0.0 < float(row["p_vs_best_unimodal"]) <= 1.0
+    assert "vs best unimodal" in (out / "summary.md").read_text(encoding="utf-8")
+    # A run directory from before predictions were saved: --resume predicts them with the saved models.
+    shutil.rmtree(out / "predictions")
+    compare(_cfg(toy, out, seeds=2, resume=True))
+    assert {r["fusion"]: r for r in _read_csv(out / "summary.csv")} == summary
+    # A tampered predictions file is named, not silently reused.
+    path = out / "predictions" / "test" / "concat-seed1.safetensors"
+    path.write_bytes(b"{}")
+    with pytest.raises(DataError, match=r"concat-seed1\.safetensors"):
+        compare(_cfg(toy, out, seeds=2, resume=True))
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
 
 
 def test_parallel_jobs_give_the_same_rows(toy: Path, tmp_path: Path) -> None:

@@ -446,13 +446,52 @@ def test_significance_columns_of_the_summary_qualify_the_baseline_comparison(tmp
     summary = pd.DataFrame(
         {
             "fusion": ["attention", "concat", "unimodal-accel"],
-            "vs_best_unimodal": ["better", "better", ""],
+            "ci_low": [0.88, 0.85, 0.66],
+            "ci_high": [0.97, 0.93, 0.76],
+            "vs_best_unimodal": ["better", "not different", "reference"],
             "p_vs_best_unimodal": [0.012, 0.2, float("nan")],
         }
     )
     summary.to_csv(run_dir / "summary.csv", index=False)
-    lines = _headline_lines(write_summary_markdown(run_dir).read_text(encoding="utf-8"))
+    text = write_summary_markdown(run_dir).read_text(encoding="utf-8")
+    lines = _headline_lines(text)
     assert lines[1] == (
-        "Against the best unimodal baseline, unimodal-accel (0.710 ± 0.014), it is significantly better: "
-        "+0.220 accuracy; paired test p = 0.012."
+        "Against the best unimodal baseline (chosen on validation), unimodal-accel (0.710 ± 0.014), it is "
+        "significantly better: +0.220 accuracy; paired permutation test p = 0.012."
     )
+    rows = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| ") and " | " in line}
+    assert "| [0.880, 0.970] | better (p = 0.012) |" in rows["attention"]
+    assert "| [0.850, 0.930] | not different (p = 0.2) |" in rows["concat"]
+    assert "| [0.660, 0.760] | reference |" in rows["unimodal-accel"]
+    page = write_report(run_dir).read_text(encoding="utf-8")
+    assert '<td class="sig-better">better (p\u00a0=\u00a00.012)</td>' in page
+    assert '<th class="num">95 % CI</th><th>vs best unimodal</th>' in page
+    assert "pale bands: 95 % confidence interval" in page
+    assert "no confidence intervals" not in page
+
+
+def test_a_run_without_significance_columns_gets_a_note_and_no_columns(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "run")  # like an older run: summary.csv without ci_low / p_vs_best_unimodal
+    text = write_summary_markdown(run_dir).read_text(encoding="utf-8")
+    assert "95 % CI" not in text and "vs best unimodal" not in text
+    assert "This run has no confidence intervals or tests against the best unimodal baseline" in text
+    page = write_report(run_dir).read_text(encoding="utf-8")
+    assert "vs best unimodal</th>" not in page and "pale bands" not in page
+
+
+def test_the_worse_verdict_is_said_and_marked(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "run")
+    _set_accuracy(run_dir, {"unimodal-accel": (0.99, 0.98)}, rename={"<b>x</b>": "unimodal-accel"})
+    summary = pd.DataFrame(
+        {
+            "fusion": ["attention", "concat", "unimodal-accel"],
+            "vs_best_unimodal": ["worse", "worse", "reference"],
+            "p_vs_best_unimodal": [0.0004, 0.0002, float("nan")],
+        }
+    )
+    summary.to_csv(run_dir / "summary.csv", index=False)
+    lines = _headline_lines(write_summary_markdown(run_dir).read_text(encoding="utf-8"))
+    assert lines[1].startswith("Against the best unimodal baseline (chosen on validation), unimodal-accel")
+    assert lines[1].endswith("it is significantly worse: −0.055 accuracy; paired permutation test p < 0.001.")
+    page = write_report(run_dir).read_text(encoding="utf-8")
+    assert '<td class="sig-worse">worse (p\u00a0&lt;\u00a00.001)</td>' in page

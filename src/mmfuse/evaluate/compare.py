@@ -29,6 +29,7 @@ import torch
 from mmfuse._io import atomic_write_json
 from mmfuse.data import MultimodalDataset, open_dataset, open_or_load_dataset
 from mmfuse.errors import DataError, MmfuseWarning
+from mmfuse.evaluate.predictions import RunPredictions
 from mmfuse.evaluate.protocol import (
     UNIMODAL_PREFIX,
     Preset,
@@ -45,6 +46,7 @@ from mmfuse.evaluate.protocol import (
     versions,
 )
 from mmfuse.evaluate.rundir import RunDir
+from mmfuse.evaluate.significance import significance_columns
 from mmfuse.metrics import compute_metric, default_metrics, get_metric, main_metric, summarize_runs
 from mmfuse.models import ModelConfig, build_model, load_model, parameter_report, read_model_info, save_model
 from mmfuse.train import TrainConfig, Trainer, metrics_from_predictions, predict, seed_everything
@@ -506,7 +508,11 @@ def _train_and_report(
 
     summary = summarize_runs(rows, by="fusion", metrics=["params", "train_seconds", *metric_names])
     summary.sort(key=lambda r: r[f"{main}_mean"], reverse=get_metric(main).higher_is_better)
+    significance = significance_columns(run, fusions, range(config.seeds), main)
+    for row in summary:
+        row.update(significance.columns[row["fusion"]])
     run.write_summary(summary)
+    meta["significance"] = significance.settings | {"notes": significance.notes}
     meta["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     run.write_meta(meta)
     write_summary_markdown(run.path)
@@ -543,6 +549,7 @@ def _run_one(
     done_file = run.result_json(fusion, seed)
     if resume and done_file.exists():
         finished = _reused_row(run, fusion, seed, model_config, expected_params, metric_names, dataset.name)
+        _ensure_predictions(run, fusion, seed, {"val": val, "test": test}, task)
         logger.info("%s seed %d: reusing the finished run in %s", fusion, seed, run_dir)
         if progress is not None:
             progress(
@@ -552,7 +559,8 @@ def _run_one(
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
     model = build_model(model_config, max_params=max_params)
-    train_config = TrainConfig(seed=seed, **train_kwargs)
+    # The resumable checkpoint every 10 epochs (and at the end): a resumed run ends with the same weights.
+    train_config = TrainConfig(seed=seed, **{"checkpoint_every": 10, **train_kwargs})
 
     callbacks = []
     if progress is not None:
@@ -563,8 +571,11 @@ def _run_one(
     train_seconds = time.perf_counter() - start
 
     best = load_model(run_dir)
-    metrics = _test_metrics(best, test, task, metric_names)
+    test_predictions = predict(best, test, task=task)
+    metrics = _test_metrics(test_predictions, task, metric_names)
     atomic_write_json(run_dir / RunDir.TEST_METRICS_JSON, metrics)
+    run.write_predictions(fusion, seed, "test", RunPredictions.from_predictions(test_predictions))
+    run.write_predictions(fusion, seed, "val", RunPredictions.from_predictions(predict(best, val, task=task)))
     normalizers.save(run_dir)
     extra: dict[str, Any] = {"train_config": train_config.to_dict(), "dataset": dataset.name}
     if stream is not None:
@@ -590,14 +601,31 @@ def _run_one(
     return row
 
 
-def _test_metrics(model: Any, test: MultimodalDataset, task: Any, metric_names: Sequence[str]) -> dict[str, Any]:
+def _test_metrics(predictions: Any, task: Any, metric_names: Sequence[str]) -> dict[str, Any]:
     """The test metrics dict of one run, and every requested registered metric beyond it."""
-    predictions = predict(model, test, task=task)
     metrics = metrics_from_predictions(predictions, task.class_names or None)
     for name in metric_names:
         if metrics.get(name) is None:
             metrics[name] = compute_metric(name, predictions.y_true, predictions.y_pred, predictions.probs)
     return metrics
+
+
+def _ensure_predictions(
+    run: RunDir, fusion: str, seed: int, splits: Mapping[str, MultimodalDataset], task: Any
+) -> None:
+    """Check a reused run's saved per-item predictions; predict them with its saved model where they are missing.
+
+    Raises:
+        DataError: when a saved predictions file is unreadable or inconsistent (the file is named).
+    """
+    model = None
+    for split, data in splits.items():
+        if run.predictions_file(fusion, seed, split).is_file():
+            run.read_predictions(fusion, seed, split)  # raises, naming the file, when it does not fit together
+            continue
+        model = model if model is not None else load_model(run.model_dir(fusion, seed))
+        run.write_predictions(fusion, seed, split, RunPredictions.from_predictions(predict(model, data, task=task)))
+        logger.info("%s seed %d: predicted the missing %s predictions with the saved model", fusion, seed, split)
 
 
 def _settings(

@@ -106,6 +106,7 @@ class _Run:
     notes: list[str] = field(default_factory=list)
     # fusion -> optional columns of summary.csv (vs_best_unimodal, p_vs_best_unimodal, ci_low, ci_high)
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reference: str | None = None  # the best unimodal baseline the tests compare with (chosen on validation)
 
 
 def _read_run_json(run_dir: Path) -> dict[str, Any]:
@@ -252,32 +253,61 @@ def _load_run(run_dir: str | os.PathLike[str]) -> _Run:
 
     fusions = sorted(stats, key=rank_key)
     run = _Run(root, meta, results, task, metrics, main, fusions, stats, params, seconds, n_seeds, notes)
-    run.extra = _read_significance(root)
+    extra, present = _read_significance(root)
+    run.extra = {f: v for f, v in extra.items() if f in stats}
+    run.reference = next((f for f, v in run.extra.items() if v.get("vs_best_unimodal") == "reference"), None)
+    recorded_sig = meta.get("significance")
+    if not present:
+        notes.append(
+            "This run has no confidence intervals or tests against the best unimodal baseline: its summary.csv "
+            "has no ci_low / ci_high / p_vs_best_unimodal columns (a run made before compare saved per-item test "
+            "predictions). Rerun the comparison to get them."
+        )
+    elif isinstance(recorded_sig, dict) and isinstance(recorded_sig.get("notes"), list):
+        notes.extend(str(n) for n in recorded_sig["notes"])
     return run
 
 
 _SIGNIFICANCE_COLUMNS = ("vs_best_unimodal", "p_vs_best_unimodal", "ci_low", "ci_high")
 
 
-def _read_significance(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """The optional significance columns of summary.csv per fusion (empty when the file or columns are absent)."""
+def _read_significance(run_dir: Path) -> tuple[dict[str, dict[str, Any]], bool]:
+    """The optional significance columns of summary.csv per fusion, and whether summary.csv has the columns.
+
+    Empty cells are left out; a value that is not a number (or, for ``vs_best_unimodal``, not one of the verdicts)
+    is left out too.
+    """
     path = run_dir / _SUMMARY_CSV
     try:
-        summary = pd.read_csv(path, converters={"fusion": str})
+        summary = pd.read_csv(path, converters={"fusion": str, "vs_best_unimodal": str})
     except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError):
-        return {}
+        return {}, False
     if "fusion" not in summary.columns:
-        return {}
+        return {}, False
     out: dict[str, dict[str, Any]] = {}
     for _, row in summary.drop_duplicates("fusion", keep="last").iterrows():
         values: dict[str, Any] = {}
         for column in _SIGNIFICANCE_COLUMNS:
             if column not in summary.columns or pd.isna(row[column]):
                 continue
-            value = row[column]
-            values[column] = value if column == "vs_best_unimodal" else float(value)
+            if column == "vs_best_unimodal":
+                mark = str(row[column]).strip().lower()
+                if mark in _VERDICT_TEXT or mark == "reference":
+                    values[column] = mark
+                continue
+            number = pd.to_numeric(row[column], errors="coerce")
+            if pd.notna(number) and math.isfinite(float(number)):
+                values[column] = float(number)
         out[str(row["fusion"])] = values
-    return out
+    return out, any(c in summary.columns for c in ("ci_low", "p_vs_best_unimodal"))
+
+
+# The verdicts of summary.csv's vs_best_unimodal column (mmfuse.metrics.significance.verdict) in a sentence.
+_VERDICT_TEXT = {
+    "better": "significantly better",
+    "not different": "not significantly different",
+    "worse": "significantly worse",
+}
 
 
 def _read_optional_json(path: Path, problems: list[str]) -> Any | None:
@@ -488,24 +518,28 @@ def _versus_baseline(
     """How the best fusion stands against the best unimodal baseline: better, tied or worse (and how sure)."""
     main = run.main_metric
     b = run.stats[best][main]
-    base = baselines[0]
+    if run.reference in baselines:  # the baseline the tests used, chosen on validation
+        base = str(run.reference)
+        tied_bases = [base]
+        which = "the best unimodal baseline (chosen on validation)"
+    else:
+        base = baselines[0]
+        tied_bases = [f for f in baselines if _tied(run.stats[f][main].mean, run.stats[base][main].mean)]
+        which = "the best unimodal baseline" if len(tied_bases) == 1 else "the best unimodal baselines"
     u = run.stats[base][main]
-    tied_bases = [f for f in baselines if _tied(run.stats[f][main].mean, u.mean)]
     base_text = " and ".join(name(f) for f in tied_bases)
-    which = "the best unimodal baseline" if len(tied_bases) == 1 else "the best unimodal baselines"
     gap = sign * (b.mean - u.mean)
-    mark = str(run.extra.get(best, {}).get("vs_best_unimodal") or "").strip().lower()
+    mark = str(run.extra.get(best, {}).get("vs_best_unimodal") or "")
     p_value = run.extra.get(best, {}).get("p_vs_best_unimodal")
-    p_text = f"; paired test p = {p_value:.3g}" if isinstance(p_value, float) and math.isfinite(p_value) else ""
+    p_text = f"; paired permutation test {_p_phrase(p_value)}" if isinstance(p_value, float) else ""
     if _tied(b.mean, u.mean):
         return (
             f"Against {which}, {base_text} ({_fmt_stat(u, dec)}): a tie. A single modality does as well as the best "
             f"fusion on test {text(_metric_label(main))}{p_text}."
         )
     verdict = "better" if gap > 0 else "worse"
-    if mark in ("tie", "better", "worse"):
-        verdict = {"tie": "not significantly different", "better": "significantly better",
-                   "worse": "significantly worse"}[mark]  # fmt: skip
+    if mark in _VERDICT_TEXT:
+        verdict = _VERDICT_TEXT[mark]
     elif math.isfinite(b.std) or math.isfinite(u.std):
         spread = max(s for s in (b.std, u.std) if math.isfinite(s))
         if abs(gap) <= spread:
@@ -514,6 +548,35 @@ def _versus_baseline(
         f"Against {which}, {base_text} ({_fmt_stat(u, dec)}), it is {verdict}: "
         f"{'+' if gap > 0 else '−'}{_fmt(abs(gap), dec)} {text(_metric_label(main))}{p_text}."
     )
+
+
+def _p_phrase(p_value: float) -> str:
+    """``p = 0.012`` with two significant digits, ``p < 0.001`` below that (the resampling resolves no more)."""
+    return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.2g}"
+
+
+def _ci(run: _Run, fusion: str) -> tuple[float, float] | None:
+    """The fusion's confidence interval of the main metric from summary.csv, if it has one."""
+    values = run.extra.get(fusion, {})
+    low, high = values.get("ci_low"), values.get("ci_high")
+    return (low, high) if isinstance(low, float) and isinstance(high, float) else None
+
+
+def _versus_cell(run: _Run, fusion: str) -> tuple[str, str]:
+    """The text and CSS class of a fusion's "vs best unimodal" cell ("–" when it has no test)."""
+    values = run.extra.get(fusion, {})
+    mark = values.get("vs_best_unimodal")
+    if mark == "reference":
+        return "reference", ""
+    if mark not in _VERDICT_TEXT:
+        return "–", ""
+    p_value = values.get("p_vs_best_unimodal")
+    p_text = f" ({_p_phrase(p_value)})" if isinstance(p_value, float) else ""
+    return f"{mark}{p_text}", {"better": "sig-better", "worse": "sig-worse"}.get(str(mark), "")
+
+
+def _has_significance(run: _Run) -> bool:
+    return any(_ci(run, f) is not None or "vs_best_unimodal" in run.extra.get(f, {}) for f in run.fusions)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -556,6 +619,9 @@ def _comparison_figure(run: _Run) -> str:
         # Spread the seed dots vertically (deterministically) so equal values stay visible.
         offsets = np.linspace(-0.2, 0.2, len(values)) if len(values) > 1 else np.zeros(len(values))
         ax.scatter(values, y + offsets, s=16, color="#374151", alpha=0.55, zorder=3, linewidths=0)
+        interval = _ci(run, fusion)
+        if interval is not None:  # the 95 % bootstrap interval: a pale band behind the marker
+            ax.hlines(y, *interval, color=color, linewidth=9, alpha=0.25, zorder=2.5)
         if math.isfinite(stat.mean):
             xerr = stat.std if math.isfinite(stat.std) else None
             ax.errorbar(stat.mean, y, xerr=xerr, fmt="s" if baseline else "D", color=color, ms=7, capsize=4,
@@ -565,12 +631,17 @@ def _comparison_figure(run: _Run) -> str:
             fontweight="bold" if y in best_rows else "normal", family="monospace", color=color,
         )  # fmt: skip
     baselines = [f for f in fusions if _is_baseline(f) and math.isfinite(run.stats[f][main].mean)]
+    if run.reference in baselines:
+        baselines.insert(0, baselines.pop(baselines.index(str(run.reference))))
     if baselines and len(baselines) < n:
         ref = run.stats[baselines[0]][main].mean
+        chosen = " (chosen on val)" if baselines[0] == run.reference else ""
         ax.axvline(ref, color=BASELINE_COLOR, linestyle="--", linewidth=1.2, zorder=2)
-        ax.text(ref, -0.5, f" best unimodal: {_mpl(baselines[0], 30)}", color=BASELINE_COLOR, fontsize=8,
+        ax.text(ref, -0.5, f" best unimodal{chosen}: {_mpl(baselines[0], 30)}", color=BASELINE_COLOR, fontsize=8,
                 va="bottom", ha="left", clip_on=False)  # fmt: skip
-    ax.set_xlim(*_honest_limits(main, run.results[main].dropna().to_numpy(dtype=float), stats))
+    intervals = [v for f in fusions for v in (_ci(run, f) or ())]
+    values = np.concatenate([run.results[main].dropna().to_numpy(dtype=float), np.asarray(intervals, dtype=float)])
+    ax.set_xlim(*_honest_limits(main, values, stats))
     ax.set_yticks(range(n), names)
     ax.set_ylim(n - 0.5, -0.5)  # best at the top
     ax.tick_params(axis="y", length=0)
@@ -579,9 +650,11 @@ def _comparison_figure(run: _Run) -> str:
     ax.set_xlabel(_axis_label(main, "Test"), fontsize=10)
     seeds = sorted({run.n_seeds[f] for f in fusions})
     seed_text = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
+    bands = ", bands: 95 % CI" if _has_significance(run) else ""
     fig.text(
         10 / width, 1 - 10 / height,
-        f"Test {_metric_label(main)} per fusion, best first: mean ± std over {seed_text} seeds (dots: single seeds)",
+        f"Test {_metric_label(main)} per fusion, best first: mean ± std over {seed_text} seeds (dots: single seeds"
+        f"{bands})",
         fontsize=11, va="top", ha="left",
     )  # fmt: skip
     return _png_data_uri(fig)
@@ -990,12 +1063,30 @@ def _comparison_table(run: _Run) -> dict[str, Any]:
         dec = _decimals([s.mean for s in stats], [s.std for s in stats])
         flags = best_flags([s.mean for s in stats], _higher_is_better(metric))
         columns.append([_Cell(_fmt_stat(s, dec), flag) for s, flag in zip(stats, flags, strict=True)])
+    if _has_significance(run):
+        header[2 + len(run.metrics) : 2 + len(run.metrics)] = ["95 % CI", "vs best unimodal"]  # fmt: skip
+        numeric[2 + len(run.metrics) : 2 + len(run.metrics)] = [True, False]
+        columns.append([_Cell(_ci_text(run, f), "wrap") for f in run.fusions])
+        versus = [_versus_cell(run, f) for f in run.fusions]  # "p = 0.012" kept on one line
+        columns.append(
+            [_Cell(t.replace("p = ", "p\u00a0=\u00a0").replace("p < ", "p\u00a0<\u00a0"), c) for t, c in versus]
+        )
     params = [run.params[f] for f in run.fusions]
     columns.append([_Cell(_fmt_int(p), flag) for p, flag in zip(params, best_flags(params, False), strict=True)])
     seconds = [run.train_seconds[f] for f in run.fusions]
     columns.append([_Cell(_fmt(s, 1), flag) for s, flag in zip(seconds, best_flags(seconds, False), strict=True)])
     rows = [list(row) for row in zip(*columns, strict=True)]
     return _table(header, rows, numeric)
+
+
+def _ci_text(run: _Run, fusion: str) -> str:
+    """``[low, high]`` with the decimals of the main metric's column, or "–"."""
+    interval = _ci(run, fusion)
+    if interval is None:
+        return "–"
+    main = run.main_metric
+    dec = _decimals([run.stats[f][main].mean for f in run.fusions], [run.stats[f][main].std for f in run.fusions])
+    return f"[{_fmt(interval[0], dec)}, {_fmt(interval[1], dec)}]"
 
 
 def _per_seed_table(run: _Run) -> dict[str, Any]:
@@ -1167,6 +1258,13 @@ def _analysis_context(run: _Run, sections: Sequence[Mapping[str, Any]]) -> list[
     return out
 
 
+def _alpha(run: _Run) -> float:
+    """The significance level recorded in run.json (0.05 when not recorded)."""
+    recorded = run.meta.get("significance")
+    alpha = recorded.get("alpha") if isinstance(recorded, dict) else None
+    return float(alpha) if isinstance(alpha, int | float) and 0 < alpha < 1 else 0.05
+
+
 def _report_html(run: _Run, title: str) -> str:
     dataset_name = str(_dataset(run.meta).get("name", "unnamed data set"))
     seeds = sorted(run.results["seed"].unique())
@@ -1197,11 +1295,25 @@ def _report_html(run: _Run, title: str) -> str:
         "figure": _figure(
             _comparison_figure(run),
             f"Test {main_label} per fusion",
-            f"Fusions sorted best first by test {main_label}. Diamonds: mean over seeds; bars: ± one standard "
-            "deviation; dots: individual seeds.",
+            f"Fusions sorted best first by test {main_label}. Diamonds: mean over seeds (squares: unimodal "
+            "baselines); thin bars: ± one standard deviation over seeds; dots: individual seeds"
+            + (
+                "; pale bands: 95 % confidence interval of the mean over seeds (bootstrap over test items)."
+                if _has_significance(run)
+                else "."
+            ),
         ),
         "text": "Every test metric as mean ± standard deviation over seeds; the best value of each column is "
-        "highlighted (fewest parameters and shortest training time count as best).",
+        "highlighted (fewest parameters and shortest training time count as best)."
+        + (
+            f" '95 % CI': the confidence interval of the mean test {main_label} over seeds, from a bootstrap over "
+            "test items (the same items for every seed). "
+            "'vs best unimodal': a two-sided paired permutation test of each row against the unimodal baseline "
+            "with the best validation score (the 'reference'), on the same test items and seeds: better or worse "
+            f"at p < {_alpha(run):g}, else not different."
+            if _has_significance(run)
+            else ""
+        ),
         "table": _comparison_table(run),
     }
     curves = _curves_context(run)
@@ -1269,7 +1381,11 @@ def _summary_markdown(run: _Run) -> str:
     best = run.stats[run.fusions[0]][main].mean
     metrics = [main] + [m for m in run.metrics if m != main and not m.startswith("val_")]
     header = ["Rank", "Fusion", "Seeds"] + [f"{_md(_metric_label(m))} (mean ± std)" for m in metrics]
-    header += [f"Δ {_md(_metric_label(main))} vs best", "Parameters", "Train time [s]"]
+    header += [f"Δ {_md(_metric_label(main))} vs best"]
+    significance = _has_significance(run)
+    if significance:
+        header += [f"95 % CI ({_md(_metric_label(main))})", "vs best unimodal"]
+    header += ["Parameters", "Train time [s]"]
     decimals = {
         m: _decimals([run.stats[f][m].mean for f in run.fusions], [run.stats[f][m].std for f in run.fusions])
         for m in metrics
@@ -1281,6 +1397,8 @@ def _summary_markdown(run: _Run) -> str:
         cells = [str(rank), _md(fusion), str(run.n_seeds[fusion])]
         cells += [_fmt_stat(stats[m], decimals[m]) for m in metrics]
         cells.append("–" if rank == 1 else f"{delta:+.{decimals[main]}f}" if math.isfinite(delta) else "–")
+        if significance:
+            cells += [_ci_text(run, fusion), _versus_cell(run, fusion)[0]]
         cells += [_fmt_int(run.params[fusion]), _fmt(run.train_seconds[fusion], 1)]
         rows.append(cells)
     analysis_md = run.run_dir / _ANALYSIS_DIR / "summary.md"
@@ -1295,7 +1413,7 @@ def _summary_markdown(run: _Run) -> str:
         when=_when(run.meta),
         headline=_headline(run, name=_md, strong=lambda f: f"**{_md(f)}**", text=_md),
         header=header,
-        align=["---:", ":---", "---:"] + ["---:"] * (len(header) - 3),
+        align=["---:", ":---", "---:"] + [":---" if h == "vs best unimodal" else "---:" for h in header[3:]],
         rows=rows,
         notes=run.notes,
         analysis=analysis,

@@ -11,6 +11,7 @@ Every writer and reader of a run (``compare``, ``tune``'s trials, the report, th
       summary.md          the comparison in Markdown
       report.html         the self-contained report
       models/<fusion>-seed<k>/   model.safetensors, config.json, normalisers, history, test metrics, result.json
+      predictions/<split>/<fusion>-seed<k>.safetensors   per-item val/test predictions of each run's best model
       analysis/           written by `mmfuse analyze` (tables, figures, sections.json, summary.md)
       final_results.csv   written by `mmfuse analyze` (every metric per run)
 """
@@ -31,6 +32,7 @@ import pandas as pd
 
 from mmfuse._io import atomic_write_csv, atomic_write_json, atomic_write_yaml, read_settings_file
 from mmfuse.errors import DataError
+from mmfuse.evaluate.predictions import RunPredictions, read_predictions, write_predictions
 
 __all__ = ["RunDir"]
 
@@ -64,6 +66,7 @@ class RunDir:
     RESULT_JSON = "result.json"
     HISTORY_JSON = "history.json"
     TEST_METRICS_JSON = "test_metrics.json"
+    PREDICTIONS_DIR = "predictions"
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -133,6 +136,34 @@ class RunDir:
     def result_json(self, fusion: str, seed: int) -> Path:
         """``models/<fusion>-seed<seed>/result.json``: the results row of a finished run."""
         return self.model_dir(fusion, seed) / self.RESULT_JSON
+
+    @property
+    def predictions_dir(self) -> Path:
+        """``predictions/``: per-item predictions of every run's best model, one folder per split."""
+        return self.path / self.PREDICTIONS_DIR
+
+    def predictions_file(self, fusion: str, seed: int, split: str = "test") -> Path:
+        """``predictions/<split>/<fusion>-seed<seed>.safetensors``.
+
+        Example:
+            >>> RunDir("runs/bm").predictions_file("concat", 1).as_posix()
+            'runs/bm/predictions/test/concat-seed1.safetensors'
+        """
+        return self.predictions_dir / split / f"{fusion}-seed{int(seed)}.safetensors"
+
+    def read_predictions(self, fusion: str, seed: int, split: str = "test") -> RunPredictions:
+        """Return one run's per-item predictions on ``split`` (:func:`~mmfuse.evaluate.predictions.read_predictions`).
+
+        Raises:
+            DataError: when the file is missing, of another run, or its arrays do not fit together (named).
+        """
+        return read_predictions(self.predictions_file(fusion, seed, split), fusion=fusion, seed=seed, split=split)
+
+    def write_predictions(self, fusion: str, seed: int, split: str, predictions: RunPredictions) -> Path:
+        """Write one run's per-item predictions on ``split`` atomically (safetensors + item ids as metadata)."""
+        return write_predictions(
+            self.predictions_file(fusion, seed, split), predictions, fusion=fusion, seed=seed, split=split
+        )
 
     # ------------------------------------------------------------------------------------------------ state
     def exists(self) -> bool:
