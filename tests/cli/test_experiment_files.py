@@ -150,29 +150,59 @@ def _metrics(run: Path) -> list[dict[str, str]]:
     return [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
 
 
-def test_config_yaml_of_a_run_reruns_it_exactly(toy_data: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def first_run(toy_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A compare run made from an experiment file with an inline preset, one option given on the command line."""
+    folder = tmp_path_factory.mktemp("first")
     exp = _write(
-        tmp_path / "exp.yaml",
+        folder / "exp.yaml",
         f"dataset: {toy_data}\nfusion: concat,gated\nseeds: 1\nepochs: 2\ndevice: cpu\nhidden: 8\n"
         "preset: {train: {lr: 1e-2, batch_size: 4}}\n",
     )
-    first = runner.invoke(app, ["compare", "--config", str(exp), "--out", str(tmp_path / "one"), "--seeds", "2"])
-    assert first.exit_code == 0, first.output
-    written = (tmp_path / "one" / "config.yaml").read_text()
+    done = runner.invoke(app, ["compare", "--config", str(exp), "--out", str(folder / "one"), "--seeds", "2"])
+    assert done.exit_code == 0, done.output
+    return folder / "one"
+
+
+def test_config_yaml_of_a_run_reruns_it_exactly(first_run: Path, tmp_path: Path) -> None:
+    written = (first_run / "config.yaml").read_text()
     assert "seeds: 2" in written and "hidden: 8" in written and "lr: 0.01" in written
-    meta = json.loads((tmp_path / "one" / "run.json").read_text())
+    meta = json.loads((first_run / "run.json").read_text())
     assert meta["preset"] == "experiment file" and meta["train_config"]["lr"] == 0.01
 
-    again = runner.invoke(
-        app, ["compare", "--config", str(tmp_path / "one" / "config.yaml"), "--out", str(tmp_path / "two")]
-    )
+    again = runner.invoke(app, ["compare", "--config", str(first_run / "config.yaml"), "--out", str(tmp_path / "two")])
     assert again.exit_code == 0, again.output
-    assert _metrics(tmp_path / "one") == _metrics(tmp_path / "two")
-    assert len(_metrics(tmp_path / "one")) == 4
+    assert _metrics(first_run) == _metrics(tmp_path / "two")
+    assert len(_metrics(first_run)) == 4
     rerun = json.loads((tmp_path / "two" / "run.json").read_text())
     assert {k: rerun[k] for k in ("preset", "train_config", "model_config", "fusions", "seeds")} == {
         k: meta[k] for k in ("preset", "train_config", "model_config", "fusions", "seeds")
     }
+    # without --out the rerun aims at the run itself: refused, as any existing --out is
+    refused = runner.invoke(app, ["compare", "--config", str(first_run / "config.yaml")])
+    assert refused.exit_code == 2 and "already holds a run" in refused.output.replace("\n", "")
+
+
+def test_analyze_reads_its_run_directory_and_options_from_a_file(first_run: Path, tmp_path: Path) -> None:
+    exp = _write(tmp_path / "a.yaml", f"run_dir: {first_run}\nonly: complexity\ndevice: cpu\n")
+    done = runner.invoke(app, ["analyze", "--config", str(exp)])
+    assert done.exit_code == 0, done.output
+    assert (first_run / "final_results.csv").is_file() and (first_run / "analysis").is_dir()
+    missing = runner.invoke(app, ["analyze", "--config", str(_write(tmp_path / "b.yaml", "device: cpu\n"))])
+    assert missing.exit_code == 2 and "needs a run directory" in missing.output
+
+
+def test_tune_reads_a_file_and_the_command_line_overrides_it(toy_data: Path, tmp_path: Path) -> None:
+    exp = _write(
+        tmp_path / "t.yaml",
+        f"dataset: {toy_data}\nfusion: concat\ntrials: 3\nseeds: 1\nepochs: 1\ndevice: cpu\n"
+        f"sampler: random\nout: {tmp_path / 'tune'}\n",
+    )
+    done = runner.invoke(app, ["tune", "--config", str(exp), "--trials", "1"])
+    assert done.exit_code == 0, done.output
+    trials = list(csv.DictReader((tmp_path / "tune" / "trials.csv").open()))
+    meta = json.loads((tmp_path / "tune" / "tune.json").read_text())
+    assert len(trials) == 1 and meta["sampler"] == "random" and meta["epochs"] == 1
 
 
 def test_tune_best_json_is_the_preset_compare_reads(toy_data: Path, tmp_path: Path) -> None:
