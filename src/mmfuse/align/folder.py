@@ -684,6 +684,28 @@ def _averaged(
     return {m: m in names for m in modalities}
 
 
+def _boundary_only_steps(streams: Mapping[str, Stream], aligned: Mapping[str, Any], tl: Timeline) -> np.ndarray:
+    """Times of the steps that no modality covers and that lie exactly on the end of some interval row.
+
+    Interval rows cover ``[start, end)``, so such a step is masked everywhere although a row touches it: the
+    sign of interval ends placed on grid points (a one-step hole between rows, or a step after the data).
+    """
+    ends = [s.ends for s in streams.values() if s.ends is not None]
+    if not aligned or not ends or tl.ends is not None:
+        return np.empty(0)
+    present = np.zeros(len(tl), dtype=bool)
+    for result in aligned.values():
+        present |= np.asarray(result.mask, dtype=bool)
+    x = tl.times[~present]  # [K] steps no modality covers
+    if not x.size:
+        return x
+    all_ends = np.unique(np.concatenate(ends))  # [E] sorted
+    right = np.clip(np.searchsorted(all_ends, x), 0, all_ends.size - 1)  # [K] nearest end at or after x
+    left = np.clip(right - 1, 0, all_ends.size - 1)  # [K] nearest end before x
+    nearest = np.minimum(np.abs(all_ends[left] - x), np.abs(all_ends[right] - x))  # [K]
+    return x[nearest <= COINCIDENCE_ATOL * np.maximum(1.0, np.abs(x))]
+
+
 def _discover(src: Path) -> tuple[dict[str, dict[str, Path]], dict[str, Path]]:
     """Recording -> modality -> file, and recording -> its step-label file (for those that have one)."""
     recordings: dict[str, dict[str, Path]] = {}
@@ -950,10 +972,14 @@ def align_folder(
         if not streams:
             raise DataError(f"{src / rec}: recording {rec!r} has no stream files.")
         start = min(s.start for s in streams.values())
-        end = max(s.end for s in streams.values())
+        # Interval rows cover [start, end): a grid point exactly on the last end would be covered by nothing.
+        point_end = max((s.end for s in streams.values() if s.ends is None), default=-math.inf)
+        interval_end = max((s.end for s in streams.values() if s.ends is not None), default=-math.inf)
         assert rate is not None
         try:
-            return Timeline.grid(float(rate), start, end)
+            if interval_end > point_end:
+                return Timeline.grid(float(rate), start, interval_end, include_end=False)
+            return Timeline.grid(float(rate), start, point_end)
         except StreamError as exc:
             raise DataError(f"{src / rec}: recording {rec!r}: {exc}") from None
 
@@ -1007,11 +1033,16 @@ def align_folder(
 
     from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, write_dataset
 
+    boundary_only: dict[str, list[float]] = {}  # recording -> steps covered by nothing but an interval's end
+
     def records() -> Iterator[SequenceRecord]:
         for rec in rec_names:
             streams, _ = load(rec)  # pass 2: read again, one recording at a time
             tl = timeline_of(rec, streams)
             aligned = aligned_streams(streams, tl)
+            found = _boundary_only_steps(streams, aligned, tl)
+            if found.size:
+                boundary_only[rec] = found.tolist()
             values: dict[str, np.ndarray] = {}
             masks: dict[str, np.ndarray] = {}
             for m in modalities:
@@ -1065,4 +1096,15 @@ def align_folder(
             "validation.md": report.to_markdown(),
         },
     )
+    if boundary_only:
+        first_rec = next(iter(boundary_only))
+        steps = sum(len(v) for v in boundary_only.values())
+        warnings.warn(
+            f"{steps} step(s) in {len(boundary_only)} recording(s) of {src} (first: {first_rec!r} at "
+            f"{boundary_only[first_rec][0]:.6g} s) are covered by nothing but the end of an interval row: interval rows "
+            "cover [start, end), so an end does not count, and every modality is masked there. Check the interval "
+            "ends (or the rate) of those recordings.",
+            MmfuseWarning,
+            stacklevel=2,
+        )
     return path, report

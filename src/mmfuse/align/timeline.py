@@ -82,11 +82,19 @@ class Timeline:
         object.__setattr__(self, "ends", e)
 
     @classmethod
-    def grid(cls, rate: float, start: float, end: float) -> Timeline:
+    def grid(cls, rate: float, start: float, end: float, *, include_end: bool = True) -> Timeline:
         """A fixed-rate grid ``start, start + 1/rate, ...`` up to and including ``end`` (when on the grid).
+
+        With ``include_end=False`` the grid covers the half-open span ``[start, end)``: a point exactly on
+        ``end`` is left out (the span of interval streams, whose rows cover ``[start, end)``). It keeps at least
+        the step at ``start``.
 
         Raises:
             StreamError: if ``rate`` is not a positive finite number or ``end < start``.
+
+        Example:
+            >>> len(Timeline.grid(10.0, 0.0, 0.4)), len(Timeline.grid(10.0, 0.0, 0.4, include_end=False))
+            (5, 4)
         """
         if not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0:
             raise StreamError(f"The 'rate' parameter of Timeline.grid must be a positive number (Hz). Got {rate!r}.")
@@ -100,11 +108,11 @@ class Timeline:
                 f"of {MAX_GRID_STEPS:,}. Check the timestamps' unit (they must be seconds, not epoch milli- or "
                 "nanoseconds) or lower the rate."
             )
-        n = math.floor(steps + 1e-9) + 1
+        n = math.floor(steps + 1e-9) + 1 if include_end else max(math.ceil(steps - 1e-9), 1)
         return cls(start + np.arange(n, dtype=np.float64) / float(rate))
 
     @classmethod
-    def windows(cls, rate: float, start: float, end: float) -> Timeline:
+    def windows(cls, rate: float, start: float, end: float, *, include_end: bool = True) -> Timeline:
         """The steps of :meth:`grid` as windows: step ``k`` is ``[x_k - h/2, x_k + h/2)`` with ``h = 1/rate``.
 
         Aligning onto windows averages every sample inside a step (``collapse``) instead of reading the stream
@@ -122,7 +130,7 @@ class Timeline:
             >>> tl.times.round(3).tolist(), tl.ends.round(3).tolist()
             ([-0.05, 0.05, 0.15], [0.05, 0.15, 0.25])
         """
-        n = len(cls.grid(rate, start, end))
+        n = len(cls.grid(rate, start, end, include_end=include_end))
         edges = start + (np.arange(n + 1, dtype=np.float64) - 0.5) / float(rate)  # shared: no gap, no overlap
         return cls(edges[:-1], edges[1:])
 
