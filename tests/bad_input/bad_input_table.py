@@ -90,6 +90,10 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _names(names: Sequence[str]) -> str:
+    return ", ".join("`" + _cell(n).replace("`", "'") + "`" for n in names)
+
+
 def render(cases: Sequence[Case]) -> str:
     """The Markdown page: an introduction, then one table per surface (cases in their test order)."""
     surfaces: dict[str, list[Case]] = {}
@@ -111,8 +115,8 @@ def render(cases: Sequence[Case]) -> str:
         "",
     ]
     for surface, rows in surfaces.items():
-        lines += [f"## {surface}", "", "| case | input | expected |", "| --- | --- | --- |"]
-        lines += [f"| `{c.id}` | {_cell(c.what)} | {_cell(c.error)} |" for c in rows]
+        lines += [f"## {surface}", "", "| case | input | expected | the message names |", "| --- | --- | --- | --- |"]
+        lines += [f"| `{c.id}` | {_cell(c.what)} | {_cell(c.error)} | {_names(c.names)} |" for c in rows]
         lines.append("")
     return "\n".join(lines)
 

@@ -94,65 +94,65 @@ def _hidden(folder: Path) -> list[str]:
 # the cases: each a function of (tmp_path, mount)
 
 
-def align_disk_full_64k(tmp: Path, mount: Callable[..., Path]) -> None:
+def align_disk_full_64k(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     src = _source(tmp, rows=3_000)  # about 100 KB of data set
     disk = mount(tmp / "disk", "64k")
     line = _clean_failure(_invoke("align", src, "--out", disk / "ds", "--rate", "10"))
-    assert_names(line, "Cannot write the data set", "disk is full", "Nothing was written")
+    assert_names(line, *names)
     assert list(disk.iterdir()) == []
 
 
-def align_disk_full_256k(tmp: Path, mount: Callable[..., Path]) -> None:
+def align_disk_full_256k(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     src = _source(tmp, rows=12_000)  # about 400 KB of data set: does not fit
     disk = mount(tmp / "disk", "256k")
     line = _clean_failure(_invoke("align", src, "--out", disk / "ds", "--rate", "10"))
-    assert_names(line, str(disk / "ds"), "disk is full", "Nothing was written")
+    assert_names(line, *names)
     assert list(disk.iterdir()) == []
 
 
-def align_read_only(tmp: Path, mount: Callable[..., Path]) -> None:
+def align_read_only(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     src = _source(tmp)
     disk = mount(tmp / "disk", "64k", read_only=True)
     line = _clean_failure(_invoke("align", src, "--out", disk / "ds", "--rate", "10"))
-    assert_names(line, str(disk / "ds"), "read-only", "Nothing was written")
+    assert_names(line, *names)
     assert list(disk.iterdir()) == []
 
 
-def align_overwrite_full_disk_keeps_the_old(tmp: Path, mount: Callable[..., Path]) -> None:
+def align_overwrite_full_disk_keeps_the_old(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     disk = mount(tmp / "disk", "256k")
     out = disk / "ds"
     assert _invoke("align", _source(tmp / "small"), "--out", out, "--rate", "10").exit_code == 0
     before = _tree(out)
     big = _source(tmp / "big", rows=12_000)
     line = _clean_failure(_invoke("align", big, "--out", out, "--rate", "10", "--overwrite"))
-    assert_names(line, "disk is full", f"the existing data set at {out} is unchanged")
+    assert_names(line, *names)
     assert _tree(out) == before and _hidden(disk) == []
     assert len(open_dataset(out)) == 3
 
 
-def compare_disk_full(tmp: Path, mount: Callable[..., Path]) -> None:
+def compare_disk_full(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     src = _source(tmp, rows=40)
     ds = tmp / "ds"
     assert _invoke("align", src, "--out", ds, "--rate", "10").exit_code == 0
     disk = mount(tmp / "disk", "64k")
     result = _invoke("compare", "--dataset", ds, "-f", "concat", "-s", "1", "-e", "1", "--out", disk / "run")
     line = _clean_failure(result)
-    assert_names(line, "No space left on device", "disk is full")
+    assert_names(line, *names)
     leftovers = [p for p in disk.rglob("*") if p.name.endswith(".tmp") and p.is_file()]
     assert leftovers == [], "a half-written temporary file was left behind"
 
 
-def compare_read_only(tmp: Path, mount: Callable[..., Path]) -> None:
+def compare_read_only(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     src = _source(tmp, rows=40)
     ds = tmp / "ds"
     assert _invoke("align", src, "--out", ds, "--rate", "10").exit_code == 0
     disk = mount(tmp / "disk", "64k", read_only=True)
     line = _clean_failure(_invoke("compare", "--dataset", ds, "-f", "concat", "-s", "1", "--out", disk / "run"))
-    assert_names(line, "read-only", "run")
+    assert_names(line, *names)
     assert list(disk.iterdir()) == []
 
 
-def killed_write_leftover_is_removed(tmp: Path, mount: Callable[..., Path]) -> None:
+def killed_write_leftover_is_removed(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     src = _source(tmp)
     leftover = tmp / f".ds.tmp-{_dead_pid()}-abcd1234"
     (leftover / "modalities").mkdir(parents=True)
@@ -163,7 +163,7 @@ def killed_write_leftover_is_removed(tmp: Path, mount: Callable[..., Path]) -> N
     assert not leftover.exists() and len(open_dataset(tmp / "ds")) == 3
 
 
-def live_writer_leftover_is_kept(tmp: Path, mount: Callable[..., Path]) -> None:
+def live_writer_leftover_is_kept(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     src = _source(tmp)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -177,7 +177,7 @@ def live_writer_leftover_is_kept(tmp: Path, mount: Callable[..., Path]) -> None:
         sleeper.wait()
 
 
-def old_leftover_is_named(tmp: Path, mount: Callable[..., Path]) -> None:
+def old_leftover_is_named(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     src = _source(tmp)
     (tmp / ".ds.tmp-xyz").mkdir()
     result = _invoke("align", src, "--out", tmp / "ds", "--rate", "10")
@@ -185,7 +185,7 @@ def old_leftover_is_named(tmp: Path, mount: Callable[..., Path]) -> None:
     assert ".ds.tmp-xyz" in result.stderr and "older mmfuse" in result.stderr
 
 
-def overwrite_crash_between_renames_rolls_back(tmp: Path, mount: Callable[..., Path]) -> None:
+def overwrite_crash_between_renames_rolls_back(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     src = _source(tmp)
     out = tmp / "ds"
     assert _invoke("align", src, "--out", out, "--rate", "10").exit_code == 0
@@ -196,11 +196,13 @@ def overwrite_crash_between_renames_rolls_back(tmp: Path, mount: Callable[..., P
     out.rename(aside / "old")  # the first rename happened, the process died before the second
     (tmp / f".ds.tmp-{pid}-efgh5678").mkdir()  # the new data set, never moved in
     line = _clean_failure(_invoke("align", src, "--out", out, "--rate", "10"))
-    assert_names(line, "already exists", "overwrite")
+    assert_names(line, *names)
     assert _tree(out) == before and _hidden(tmp) == []
 
 
-def overwrite_crash_after_swap_cleans_the_old_copy(tmp: Path, mount: Callable[..., Path]) -> None:
+def overwrite_crash_after_swap_cleans_the_old_copy(
+    tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]
+) -> None:
     src = _source(tmp)
     out = tmp / "ds"
     assert _invoke("align", src, "--out", out, "--rate", "10").exit_code == 0
@@ -235,7 +237,7 @@ def _kill_align_mid_write(tmp: Path, src: Path, out: Path, overwrite: bool) -> N
     assert alive, "align finished before it could be killed mid-write"
 
 
-def kill_9_align_mid_write(tmp: Path, mount: Callable[..., Path]) -> None:
+def kill_9_align_mid_write(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     src = _source(tmp / "in", rows=30_000)
     out = tmp / "ds"
     _kill_align_mid_write(tmp, src, out, overwrite=False)
@@ -247,7 +249,7 @@ def kill_9_align_mid_write(tmp: Path, mount: Callable[..., Path]) -> None:
     assert _hidden(tmp) == [] and len(open_dataset(out)) == 3
 
 
-def kill_9_align_overwrite_keeps_the_old(tmp: Path, mount: Callable[..., Path]) -> None:
+def kill_9_align_overwrite_keeps_the_old(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     out = tmp / "ds"
     assert _invoke("align", _source(tmp / "old"), "--out", out, "--rate", "10").exit_code == 0
     before = _tree(out)
@@ -259,7 +261,7 @@ def kill_9_align_overwrite_keeps_the_old(tmp: Path, mount: Callable[..., Path]) 
     assert _hidden(tmp) == [] and len(open_dataset(out)) == 3 and _tree(out) != before
 
 
-def write_dataset_full_disk_names_the_file(tmp: Path, mount: Callable[..., Path]) -> None:
+def write_dataset_full_disk_names_the_file(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     disk = mount(tmp / "disk", "64k")
     rng = np.random.default_rng(0)
     records = [
@@ -270,85 +272,114 @@ def write_dataset_full_disk_names_the_file(tmp: Path, mount: Callable[..., Path]
     with pytest.raises(Exception) as info:
         write_dataset(disk / "ds", records, name="ds", modalities=[ModalitySpec("x", 4)], task=task)
     assert type(info.value).__name__ == "DataError"
-    assert_names(str(info.value), str(disk / "ds"), "disk is full", "Nothing was written")
+    assert_names(str(info.value), *names)
     assert list(disk.iterdir()) == []
 
 
-_ROWS: list[tuple[str, str, str, Callable[[Path, Callable[..., Path]], None]]] = [
-    ("align-disk-full-64k", "mmfuse align onto a full 64 KiB disk", "exit 2, nothing written", align_disk_full_64k),
+_ROWS: list[tuple[str, str, str, tuple[str, ...], Callable[..., None]]] = [
+    (
+        "align-disk-full-64k",
+        "mmfuse align onto a full 64 KiB disk",
+        "exit 2, nothing written",
+        ("Cannot write the data set", "disk/ds", "disk is full", "Nothing was written"),
+        align_disk_full_64k,
+    ),
     (
         "align-disk-full-256k",
         "mmfuse align of 400 KB onto a 256 KiB disk",
         "exit 2, nothing written",
+        ("Cannot write the data set", "disk/ds", "disk is full", "Nothing was written"),
         align_disk_full_256k,
     ),
-    ("align-read-only", "mmfuse align onto a read-only file system", "exit 2, nothing written", align_read_only),
+    (
+        "align-read-only",
+        "mmfuse align onto a read-only file system",
+        "exit 2, nothing written",
+        ("Cannot write the data set", "disk/ds", "read-only", "Nothing was written"),
+        align_read_only,
+    ),
     (
         "align-overwrite-full-disk",
         "mmfuse align --overwrite onto a full disk",
         "exit 2, the old data set kept",
+        ("disk is full", "the existing data set at", "is unchanged"),
         align_overwrite_full_disk_keeps_the_old,
     ),
     (
         "write-dataset-full-disk",
         "write_dataset onto a full 64 KiB disk",
         "DataError, nothing written",
+        ("Cannot write the data set", "disk/ds", "disk is full", "Nothing was written"),
         write_dataset_full_disk_names_the_file,
     ),
     (
         "compare-disk-full",
         "mmfuse compare onto a full 64 KiB disk",
         "exit 2, no temporary file left",
+        ("No space left on device", "disk is full"),
         compare_disk_full,
     ),
-    ("compare-read-only", "mmfuse compare onto a read-only file system", "exit 2, nothing written", compare_read_only),
+    (
+        "compare-read-only",
+        "mmfuse compare onto a read-only file system",
+        "exit 2, nothing written",
+        ("read-only", "disk/run"),
+        compare_read_only,
+    ),
     (
         "killed-write-leftover",
         "a .ds.tmp-PID-* folder of a dead process beside --out",
         "removed by the next align, with a warning",
+        (),
         killed_write_leftover_is_removed,
     ),
     (
         "live-writer-leftover",
         "a .ds.tmp-PID-* folder of a process that still runs",
         "left alone",
+        (),
         live_writer_leftover_is_kept,
     ),
     (
         "old-style-leftover",
         "a .ds.tmp-* folder without a process id (older mmfuse)",
         "named in a warning",
+        (),
         old_leftover_is_named,
     ),
     (
         "overwrite-crash-between-renames",
         "--out absent, the old data set in .ds.old-PID-*/old",
         "rolled back: the old data set restored",
+        ("already exists", "overwrite"),
         overwrite_crash_between_renames_rolls_back,
     ),
     (
         "overwrite-crash-after-swap",
         "the new data set in place, the old copy left in .ds.old-PID-*",
         "the old copy deleted",
+        (),
         overwrite_crash_after_swap_cleans_the_old_copy,
     ),
     (
         "kill-9-align-mid-write",
         "align killed (SIGKILL) while writing",
         "no data set; the next run cleans up",
+        (),
         kill_9_align_mid_write,
     ),
     (
         "kill-9-align-overwrite",
         "align --overwrite killed (SIGKILL) while writing",
         "the old data set intact",
+        (),
         kill_9_align_overwrite_keeps_the_old,
     ),
 ]
 
-CASES = [Case(SURFACE, cid, what, expected, (), fn) for cid, what, expected, fn in _ROWS]
+CASES = [Case(SURFACE, cid, what, expected, names, fn) for cid, what, expected, names, fn in _ROWS]
 
 
 @pytest.mark.parametrize("case", params(CASES))
 def test_fault(tmp_path: Path, case: Case, mounts: Callable[..., Path]) -> None:
-    case.data(tmp_path, mounts)
+    case.data(tmp_path, mounts, case.names)
