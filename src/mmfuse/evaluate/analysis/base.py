@@ -39,6 +39,7 @@ __all__ = [
     "ReportTable",
     "Section",
     "Summary",
+    "check_count",
     "file_stem",
     "fmt",
     "get_analysis",
@@ -243,6 +244,25 @@ def get_analysis(name: str) -> type[Analysis[Any, Any]]:
 def is_analysis(name: str) -> bool:
     """Whether ``name`` is a registered analysis."""
     return name in _REGISTRY
+
+
+def check_count(config: object, name: str, minimum: int = 1) -> None:
+    """Raise unless the ``name`` field of ``config`` is an integer ``>= minimum`` (a bool is not one).
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass
+        ... class Toy:
+        ...     passes: int = 0
+        >>> check_count(Toy(), "passes")
+        Traceback (most recent call last):
+        ...
+        ValueError: The 'passes' parameter of Toy must be a positive integer. Got 0.
+    """
+    value = getattr(config, name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"The {name!r} parameter of {type(config).__name__} must be {what}. Got {value!r}.")
 
 
 def fmt(value: float | None, digits: int = 3) -> str:

@@ -21,7 +21,7 @@ import torch
 from matplotlib.figure import Figure
 
 from mmfuse.errors import NotFittedError
-from mmfuse.evaluate.analysis.base import Analysis, Section, Summary, fmt, mean_finite, register_analysis
+from mmfuse.evaluate.analysis.base import Analysis, Section, Summary, check_count, fmt, mean_finite, register_analysis
 from mmfuse.evaluate.analysis.context import AnalysisContext, LoadedModel, softmax
 from mmfuse.evaluate.figures import colour, mpl_text, style_axes
 
@@ -328,10 +328,7 @@ class CalibrationConfig:
     alpha: float = 0.05
 
     def __post_init__(self) -> None:
-        if not isinstance(self.ece_bins, int) or isinstance(self.ece_bins, bool) or self.ece_bins < 1:
-            raise ValueError(
-                f"The 'ece_bins' parameter of {type(self).__name__} must be a positive integer. Got {self.ece_bins!r}."
-            )
+        check_count(self, "ece_bins")
 
 
 @register_analysis("calibration")

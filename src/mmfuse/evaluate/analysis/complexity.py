@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from mmfuse.evaluate.analysis.base import Analysis, Section, Summary, fmt, register_analysis
+from mmfuse.evaluate.analysis.base import Analysis, Section, Summary, check_count, fmt, register_analysis
 from mmfuse.evaluate.analysis.context import (
     AnalysisContext,
     LoadedModel,
@@ -164,11 +164,7 @@ class ComplexityConfig:
     latency_repeats: int = 20
 
     def __post_init__(self) -> None:
-        value = self.latency_repeats
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(
-                f"The 'latency_repeats' parameter of {type(self).__name__} must be a positive integer. Got {value!r}."
-            )
+        check_count(self, "latency_repeats")
 
 
 @register_analysis("complexity")

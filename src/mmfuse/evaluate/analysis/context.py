@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from mmfuse.data import make_loader, open_or_load_dataset
 from mmfuse.errors import DataError
+from mmfuse.evaluate.analysis.base import check_count
 from mmfuse.evaluate.rundir import RunDir
 from mmfuse.models import load_model
 from mmfuse.preprocess import ModalityNormalizers
@@ -78,10 +79,8 @@ class RunSettings:
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
-        for name in ("batch_size", "max_stacked_sequences"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"The {name!r} parameter of {owner} must be a positive integer. Got {value!r}.")
+        check_count(self, "batch_size")
+        check_count(self, "max_stacked_sequences")
         if self.split == self.calibration_split:
             raise ValueError(
                 f"The 'calibration_split' of {owner} must differ from the analysed split {self.split!r}: "

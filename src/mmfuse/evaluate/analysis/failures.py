@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from mmfuse.evaluate.analysis.base import Analysis, Section, Summary, fmt, register_analysis
+from mmfuse.evaluate.analysis.base import Analysis, Section, Summary, check_count, fmt, register_analysis
 from mmfuse.evaluate.analysis.context import AnalysisContext, LoadedModel, softmax
 from mmfuse.evaluate.figures import mpl_text
 
@@ -128,12 +128,8 @@ class FailuresConfig:
     top_patterns: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("worst_cases", "top_patterns"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(
-                    f"The {name!r} parameter of {type(self).__name__} must be an integer >= 0. Got {value!r}."
-                )
+        check_count(self, "worst_cases", 0)
+        check_count(self, "top_patterns", 0)
 
 
 @register_analysis("failures")

@@ -21,7 +21,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from mmfuse.evaluate.analysis.base import Analysis, Section, Summary, file_stem, fmt, register_analysis
+from mmfuse.evaluate.analysis.base import Analysis, Section, Summary, check_count, file_stem, fmt, register_analysis
 from mmfuse.evaluate.analysis.context import AnalysisContext, LoadedModel, concat_batches
 from mmfuse.evaluate.figures import colour, mpl_text, style_axes
 from mmfuse.types import Batch
@@ -126,11 +126,7 @@ class InspectionConfig:
     inspect_samples: int = 2
 
     def __post_init__(self) -> None:
-        value = self.inspect_samples
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(
-                f"The 'inspect_samples' parameter of {type(self).__name__} must be an integer >= 0. Got {value!r}."
-            )
+        check_count(self, "inspect_samples", 0)
 
 
 @dataclass

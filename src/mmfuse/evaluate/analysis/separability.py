@@ -20,7 +20,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from mmfuse.evaluate.analysis.base import Analysis, Section, Summary, file_stem, fmt, register_analysis
+from mmfuse.evaluate.analysis.base import Analysis, Section, Summary, check_count, file_stem, fmt, register_analysis
 from mmfuse.evaluate.analysis.context import AnalysisContext, LoadedModel, SplitData, model_modalities, take_rows
 from mmfuse.evaluate.figures import colour, mpl_text
 
@@ -137,9 +137,7 @@ class SeparabilityConfig:
             raise ValueError(
                 f"Unknown embedding method {unknown[0]!r} in {owner}. Valid: {', '.join(EMBEDDING_METHODS)}."
             )
-        value = self.embedding_points
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"The 'embedding_points' parameter of {owner} must be a positive integer. Got {value!r}.")
+        check_count(self, "embedding_points")
 
 
 @dataclass

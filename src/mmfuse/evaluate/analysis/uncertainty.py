@@ -19,7 +19,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from mmfuse.evaluate.analysis.base import Analysis, Section, Summary, fmt, register_analysis
+from mmfuse.evaluate.analysis.base import Analysis, Section, Summary, check_count, fmt, register_analysis
 from mmfuse.evaluate.analysis.context import AnalysisContext, LoadedModel, softmax
 from mmfuse.evaluate.analysis.robustness import add_noise
 from mmfuse.evaluate.figures import colour, mpl_text, style_axes
@@ -170,12 +170,8 @@ class UncertaintyConfig:
     tta_shifts: tuple[int, ...] = (-1, 1)
 
     def __post_init__(self) -> None:
-        owner = type(self).__name__
-        for name, low in (("mc_passes", 1), ("tta_passes", 0)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                what = "a positive integer" if low else "an integer >= 0"
-                raise ValueError(f"The {name!r} parameter of {owner} must be {what}. Got {value!r}.")
+        check_count(self, "mc_passes")
+        check_count(self, "tta_passes", 0)
         self.tta_shifts = tuple(self.tta_shifts)
 
 
