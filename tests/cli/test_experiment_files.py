@@ -224,6 +224,19 @@ def test_tune_best_json_is_the_preset_compare_reads(toy_data: Path, tmp_path: Pa
     assert preset == result.preset and preset.source["dataset"] == "toy-exp"
     assert preset.settings("concat")[0]["hidden"] == chosen and preset.settings("concat")[1]["epochs"] == 2
     assert read_preset(tmp_path / "tune").settings("concat") == preset.settings("concat")  # the folder works too
+    again = tune(  # a search that starts from the tune result: its trial 0 is the chosen configuration
+        TuneConfig(
+            dataset=str(toy_data),
+            trials=1,
+            seeds=1,
+            out_dir=str(tmp_path / "tune2"),
+            search_space={"model.hidden": [6, 10]},
+            pruner="none",
+            device="cpu",
+            preset=str(tmp_path / "tune"),
+        )
+    )
+    assert again.trials[0]["model.hidden"] == chosen and again.trials[0]["trial"] == 0
 
     out = tmp_path / "run"
     done = runner.invoke(

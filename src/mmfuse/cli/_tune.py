@@ -47,6 +47,14 @@ def tune(
     epochs: Annotated[int | None, typer.Option("--epochs", "-e", min=1, help="Override the preset's epochs.")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
     sampler_seed: Annotated[int, typer.Option("--sampler-seed", help="Seed of the sampler.")] = 0,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            "--preset",
+            help="Start the search from this preset instead of the data set's: a YAML/JSON preset file, or a "
+            "'mmfuse tune' folder or its best.json.",
+        ),
+    ] = None,
 ) -> None:
     """Search hyperparameters with Optuna on the validation split (the test split is never read)."""
     from mmfuse.evaluate.tune import TuneConfig
@@ -70,6 +78,7 @@ def tune(
         data_dir=str(data_dir) if data_dir is not None else None,
         device=device,
         command=command_line(),
+        preset=preset,
     )
 
     def on_trial(row: dict[str, Any]) -> None:

@@ -38,9 +38,8 @@ from mmfuse.evaluate.protocol import (
     grid_rate,
     model_config_for,
     not_causal_reason,
-    preset_for,
-    read_preset,
     resolve_fusions,
+    resolve_preset,
     settings_for,
     torch_threads,
     versions,
@@ -293,7 +292,7 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
     skipped = _drop_non_causal(config, fusions) if config.causal else []
     fusions = [f for f in fusions if f not in {name for name, _ in skipped}]
 
-    preset = _preset(config, dataset)
+    preset = resolve_preset(config.preset, dataset)
     if config.experiment is not None:  # config.yaml: the preset the run used, in full
         config = dataclasses.replace(
             config, experiment={**config.experiment, "preset": {"name": preset.name, **preset.to_dict()}}
@@ -378,31 +377,6 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
         raise
     run.commit()
     return result
-
-
-def _preset(config: CompareConfig, dataset: MultimodalDataset) -> Preset:
-    """The preset the run starts from: the one given (a Preset, its file form, a file or tune folder) or the data set's.
-
-    A preset that records another data set than this one (a tune result of another data set) is used with a warning.
-    """
-    given = config.preset
-    if given is None:
-        return preset_for(dataset)
-    if isinstance(given, Preset):
-        preset = given
-    elif isinstance(given, Mapping):
-        preset = Preset.from_dict("experiment file", given)
-    else:
-        preset = read_preset(given)
-    made_for = preset.source.get("dataset")
-    if isinstance(made_for, str) and made_for != dataset.name:
-        warnings.warn(
-            f"The preset {preset.name!r} was made for data set {made_for!r}, not for {dataset.name!r}; its settings "
-            "are used as they are.",
-            MmfuseWarning,
-            stacklevel=4,
-        )
-    return preset
 
 
 def _run_meta(

@@ -6,7 +6,8 @@ set are the same model on the same normalised data:
 
 * :func:`preset_for` picks the data set's preset (registered beside the data set with
   ``register_dataset(..., preset=...)``), keyed by the data set's identity, not its name alone;
-  :func:`read_preset` reads one from a YAML/JSON file (``mmfuse compare --preset``, a tune's ``best.json``);
+  :func:`read_preset` reads one from a YAML/JSON file (``mmfuse compare --preset``, a tune's ``best.json``) and
+  :func:`resolve_preset` picks the given one or the data set's;
 * :func:`settings_for` layers a preset, its per-fusion entry and the caller's overrides;
 * :func:`model_config_for` is the model of one row (every modality and a fusion, a modality subset, or a
   unimodal baseline ``unimodal-<m>``);
@@ -23,6 +24,7 @@ import dataclasses
 import os
 import platform
 import sys
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ import torch
 from mmfuse._io import read_settings_file
 from mmfuse._version import __version__
 from mmfuse.data import MultimodalDataset, dataset_preset, registered_name_of
+from mmfuse.errors import MmfuseWarning
 from mmfuse.fusion import fusion_kwargs, get_fusion_class, list_fusions
 from mmfuse.models import ModelConfig
 from mmfuse.preprocess import ModalityNormalizers, default_normalizers
@@ -50,6 +53,7 @@ __all__ = [
     "preset_for",
     "read_preset",
     "resolve_fusions",
+    "resolve_preset",
     "settings_for",
     "torch_threads",
     "versions",
@@ -196,6 +200,39 @@ def read_preset(path: str | os.PathLike[str]) -> Preset:
         target = target / "best.json"
     data = read_settings_file(target, "preset")
     return Preset.from_dict(str(path), data)
+
+
+def resolve_preset(
+    given: str | os.PathLike[str] | Mapping[str, Any] | Preset | None, dataset: MultimodalDataset
+) -> Preset:
+    """The preset a run starts from: the one given, else the data set's (:func:`preset_for`).
+
+    ``given`` is a :class:`Preset`, its file form as a mapping (named ``"experiment file"`` unless it has a
+    ``name``), or the path of a preset file or tune folder (:func:`read_preset`). A preset that records another data
+    set (``source["dataset"]``, a tune result) is used with a warning.
+
+    Example:
+        >>> from mmfuse.data import load_dataset
+        >>> resolve_preset({"train": {"lr": 0.01}}, load_dataset("basic-motions")).settings("concat")
+        ({}, {'lr': 0.01})
+    """
+    if given is None:
+        return preset_for(dataset)
+    if isinstance(given, Preset):
+        preset = given
+    elif isinstance(given, Mapping):
+        preset = Preset.from_dict("experiment file", given)
+    else:
+        preset = read_preset(given)
+    made_for = preset.source.get("dataset")
+    if isinstance(made_for, str) and made_for != dataset.name:
+        warnings.warn(
+            f"The preset {preset.name!r} was made for data set {made_for!r}, not for {dataset.name!r}; its settings "
+            "are used as they are.",
+            MmfuseWarning,
+            stacklevel=3,
+        )
+    return preset
 
 
 def preset_for(dataset: MultimodalDataset) -> Preset:

@@ -54,8 +54,8 @@ from mmfuse.evaluate.protocol import (
     Preset,
     fit_normalizers,
     model_config_for,
-    preset_for,
     resolve_fusions,
+    resolve_preset,
     torch_threads,
     versions,
 )
@@ -124,6 +124,9 @@ class TuneConfig:
         heartbeat_s: Seconds between a running trial's heartbeats; a trial silent for twice as long (its worker
             was killed) is failed and enqueued again.
         command: The command line, recorded in ``tune.json``.
+        preset: Where the search starts (trial 0) and what it leaves unsearched: a
+            :class:`~mmfuse.evaluate.protocol.Preset`, its file form, or a preset file / tune folder path (a
+            resumed search must name the same one); default the data set's registered preset.
 
     Example:
         >>> TuneConfig(dataset="basic-motions", fusions=["concat"], trials=4).sampler
@@ -150,6 +153,7 @@ class TuneConfig:
     num_threads: int | None = 1
     heartbeat_s: int = 30
     command: str = ""
+    preset: str | Mapping[str, Any] | Preset | None = None
 
     def __post_init__(self) -> None:
         for name in ("trials", "seeds", "workers", "heartbeat_s"):
@@ -304,7 +308,7 @@ def _tune(config: TuneConfig, progress: Callable[[dict[str, Any]], None] | None)
     _check_out_dir(out_dir, config.resume)
     out_dir.mkdir(parents=True, exist_ok=True)
     url = config.storage or f"sqlite:///{out_dir / 'tune.db'}"
-    preset = preset_for(dataset)
+    preset = resolve_preset(config.preset, dataset)
     base = config.study or dataset.name
     plans = [_plan(config, dataset, preset, fusion, f"{base}:{fusion}", i) for i, fusion in enumerate(fusions)]
     storage = _storage(url, config.heartbeat_s)
