@@ -773,6 +773,8 @@ def _check_resumable(
             "model_config": previous["model_config"],
             "train_config": previous["train_config"],
         }
+    except RecursionError:
+        raise DataError(f"Cannot resume from {path}: the file is nested too deeply to be a run description.") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"Cannot resume from {path}: the file is unreadable or incomplete ({exc!r}).") from exc
     now = json.loads(
@@ -903,7 +905,7 @@ def _reused_row(
     tested = model_dir / RunDir.TEST_METRICS_JSON
     try:
         metrics = json.loads(tested.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise DataError(f"Cannot reuse '{path}': '{tested}' is missing or not JSON ({exc}).") from None
     if not isinstance(metrics, dict):
         raise DataError(f"Cannot reuse '{path}': '{tested}' must hold a JSON object.")
