@@ -227,3 +227,25 @@ def test_every_registered_scorer_returns_a_value_in_its_bounds() -> None:
             low, high = info.bounds
             assert math.isfinite(value), name
             assert (low is None or value >= low) and (high is None or value <= high), (name, value)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_classification_metrics_counts_match_scikit_learn(seed: int) -> None:
+    """The one-confusion-matrix scores equal scikit-learn's, with classes absent from y_true, y_pred or both."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    from mmfuse.metrics import classification_metrics
+
+    rng = np.random.default_rng(seed)
+    n_classes = int(rng.integers(2, 7))
+    y_true = rng.integers(0, n_classes - 1 if seed % 2 else n_classes, size=int(rng.integers(1, 40)))
+    y_pred = np.where(rng.random(y_true.size) < 0.6, y_true, rng.integers(0, n_classes, size=y_true.size))
+    m = classification_metrics(y_true, y_pred, [str(i) for i in range(n_classes)])
+    labels = np.arange(n_classes)
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=None, zero_division=0.0)
+    assert m["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred), abs=1e-12)
+    assert m["f1_weighted"] == pytest.approx(f1_score(y_true, y_pred, average="weighted"), abs=1e-12)
+    assert m["f1_macro"] == pytest.approx(f1_score(y_true, y_pred, average="macro"), abs=1e-12)
+    assert m["confusion_matrix"] == confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    got = np.array([[c["precision"], c["recall"], c["f1"], c["support"]] for c in m["per_class"].values()])
+    np.testing.assert_allclose(got, np.stack([p, r, f, s], axis=1), atol=1e-12)

@@ -394,3 +394,36 @@ def test_no_pickle_in_the_training_code() -> None:
     for path in root.glob("*.py"):
         text = path.read_text()
         assert not [b for b in banned if b in text], path
+
+
+class _InterruptAt(Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch: int, logs: Any) -> None:
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_checkpoint_every_writes_less_and_resumes_to_the_same_weights(toy_dataset: Any, tmp_path: Path) -> None:
+    train, val = toy_dataset.split("train"), toy_dataset.split("val")
+    cfg = TrainConfig(epochs=5, batch_size=8, lr=5e-3, monitor="loss", seed=2, device=DEVICE, checkpoint_every=2)
+    straight = _model(1)
+    full = Trainer(cfg).fit(straight, train, val, out_dir=tmp_path / "a")
+    state = json.loads((tmp_path / "a" / "last" / "trainer_state.json").read_text())
+    assert state["epoch"] == 5  # the last epoch is always written
+    assert json.loads((tmp_path / "a" / "history.json").read_text()) == full.history
+    assert _weights_equal(load_model(tmp_path / "a"), straight, atol=0)  # the best weights, written from memory
+
+    with pytest.raises(KeyboardInterrupt):  # after epoch 3: the latest checkpoint is epoch 2's
+        Trainer(cfg, callbacks=[_InterruptAt(3)]).fit(_model(1), train, val, out_dir=tmp_path / "b")
+    assert json.loads((tmp_path / "b" / "last" / "trainer_state.json").read_text())["epoch"] == 2
+    resumed = _model(99)
+    again = Trainer(cfg).fit(resumed, train, val, out_dir=tmp_path / "b", resume=True)
+    assert _weights_equal(straight, resumed, atol=1e-6)
+    assert _without_seconds(again.history) == _without_seconds(full.history)
+
+
+def test_checkpoint_every_is_validated() -> None:
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        TrainConfig(checkpoint_every=0)

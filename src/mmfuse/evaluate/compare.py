@@ -533,7 +533,8 @@ def _run_one(
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
     model = build_model(model_config, max_params=max_params)
-    train_config = TrainConfig(seed=seed, **train_kwargs)
+    # The resumable checkpoint every 10 epochs (and at the end): a resumed run ends with the same weights.
+    train_config = TrainConfig(seed=seed, **{"checkpoint_every": 10, **train_kwargs})
 
     callbacks = []
     if progress is not None:

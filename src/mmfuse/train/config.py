@@ -109,6 +109,12 @@ class TrainConfig:
             or CUDA); ``"fp16"`` (float16 autocast with a gradient scaler, CUDA only); ``"auto"`` (bf16 on a
             CUDA device that supports it, else fp16 with a gradient scaler on CUDA; off on CPU). Losses are
             computed in float32; validation runs in full precision.
+        checkpoint_every: With an ``out_dir``, write the resumable ``last/`` checkpoint, the best model and
+            ``history.json`` after every this many epochs and after the last one; ``None``: after the last one
+            only. A resumed run restarts from the latest checkpoint and ends with the same weights either way.
+        compile: Compile the training step (forward, loss and backward) with ``torch.compile`` (inductor, CPU or
+            CUDA). Same maths up to float rounding; the first steps pay the compilation (tens of seconds), so it
+            pays off on long fits, not on small ones.
 
     Example:
         >>> cfg = TrainConfig(epochs=5, lr=1e-3, monitor="accuracy")
@@ -145,6 +151,8 @@ class TrainConfig:
     unfreeze_epoch: int | None = None
     unfreeze_lr_scale: float = 1.0
     amp: str = "auto"
+    checkpoint_every: int | None = 1
+    compile: bool = False
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -159,6 +167,10 @@ class TrainConfig:
             raise _fail("seed", "a non-negative integer", self.seed)
         if self.patience is not None and (not _is_int(self.patience) or self.patience < 1):
             raise _fail("patience", "a positive integer or None", self.patience)
+        if self.checkpoint_every is not None and (not _is_int(self.checkpoint_every) or self.checkpoint_every < 1):
+            raise _fail("checkpoint_every", "a positive integer or None", self.checkpoint_every)
+        if not isinstance(self.compile, bool):
+            raise _fail("compile", "True or False", self.compile)
         if not _is_number(self.lr) or self.lr <= 0:
             raise _fail("lr", "a positive finite number", self.lr)
         if not _is_number(self.weight_decay) or self.weight_decay < 0:

@@ -20,12 +20,12 @@ Example:
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from mmfuse.train._data import take_rows
 from mmfuse.types import Batch
 
 __all__ = [
@@ -40,30 +40,6 @@ __all__ = [
 
 #: Names accepted by ``Trainer(strategy=...)``.
 STRATEGIES = ("auto", "single", "ddp")
-
-
-def take_rows(batch: Batch, index: Tensor) -> Batch:
-    """The rows ``index`` (``[b]`` int64) of ``batch``, as a new batch (the time axis is kept as it is).
-
-    Example:
-        >>> pad = torch.ones(3, 2, dtype=torch.bool)
-        >>> b = Batch({"x": torch.arange(6.0).reshape(3, 2, 1)}, {"x": pad}, pad, torch.tensor([0, 1, 2]),
-        ...           ids=["a", "b", "c"])
-        >>> sub = take_rows(b, torch.tensor([2, 0]))
-        >>> sub.ids, sub.targets.tolist()
-        (['c', 'a'], [2, 0])
-    """
-    rows = index.tolist()
-    return replace(
-        batch,
-        inputs={k: v[index] for k, v in batch.inputs.items()},
-        masks={k: v[index] for k, v in batch.masks.items()},
-        padding_mask=batch.padding_mask[index],
-        targets=None if batch.targets is None else batch.targets[index],
-        ids=[batch.ids[i] for i in rows] if batch.ids else [],
-        groups=[batch.groups[i] for i in rows] if batch.groups else [],
-        context={k: v[index] for k, v in batch.context.items()},
-    )
 
 
 class Strategy:
