@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from matplotlib.figure import Figure
 from typer.testing import CliRunner
 
@@ -274,3 +275,16 @@ def test_the_contract_catches_broken_summaries(broken: type[RowCount], contexts:
     summary = analysis.summarize(ctx, [(m, analysis.run(ctx, m)) for m in ctx.models])
     with pytest.raises(AssertionError):
         _check_summary(analysis, ctx, summary)
+
+
+def test_mc_dropout_draws_are_seeded(contexts: dict[str, AnalysisContext]) -> None:
+    ctx = contexts["step"]
+    cls = get_analysis("uncertainty")
+    analysis = cls(AnalysisConfig(**_SMALL).config_for(cls))
+    model = ctx.models[0]
+    assert any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.model.modules())  # else the test is moot
+    first = analysis.run(ctx, model)["mc_dropout"]
+    torch.rand(7)  # whatever ran before must not change the draws
+    second = analysis.run(ctx, model)["mc_dropout"]
+    assert first["mean_entropy"] == second["mean_entropy"] and np.array_equal(first["rc"]["risk"], second["rc"]["risk"])
+    assert first["mean_mutual_information"] > 0  # the passes do differ from each other

@@ -9,7 +9,8 @@ model runs one forward pass per kind of analysis rather than one per perturbatio
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,18 @@ class AnalysisContext:
     def generator(self) -> torch.Generator:
         """A fresh generator seeded with ``settings.seed``: every model gets the same random draws."""
         return torch.Generator().manual_seed(self.settings.seed)
+
+    @contextmanager
+    def seeded(self) -> Iterator[None]:
+        """Run the block with torch's global generators seeded by ``settings.seed``, restored afterwards.
+
+        For randomness an analysis cannot route through :meth:`generator` (dropout layers in MC dropout): every
+        model then sees the same draws, and a rerun gives the same numbers.
+        """
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.settings.seed)
+            yield
 
     def outputs(self, model: LoadedModel, make: MakeVariants, split: SplitData | None = None) -> list[np.ndarray]:
         """Per variant ``make(batch, generator)`` returns, the labelled-row outputs ``[S, C]`` over the split.

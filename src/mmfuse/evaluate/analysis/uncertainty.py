@@ -186,7 +186,7 @@ class UncertaintyAnalysis(Analysis[UncertaintyConfig, dict[str, dict[str, Any]]]
     def run(self, ctx: AnalysisContext, model: LoadedModel) -> dict[str, dict[str, Any]]:
         """Per method (``mc_dropout``, ``tta``, ``softmax`` for classification): metric, spread, AURC, curve."""
         cfg, test = self.config, ctx.test(model)
-        with enable_mc_dropout(model.model) as n_dropout:
+        with ctx.seeded(), enable_mc_dropout(model.model) as n_dropout:
             mc = ctx.outputs(model, lambda b, g: [b] * cfg.mc_passes)
         if n_dropout == 0:
             ctx.note(f"{model.name}: the model has no active dropout layer; MC-dropout passes are identical.")
