@@ -9,6 +9,7 @@ the fusion module changes between rows of the comparison.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import math
@@ -282,6 +283,10 @@ def _computable(task: str) -> list[str]:
     return [n for n in list_metrics(task) if get_metric(n).scorer is not None]
 
 
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+"""The errors of a disk that cannot take the run: a new run's unfinished model directories are removed."""
+
+
 def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] | None) -> CompareResult:
     run = RunDir(config.out_dir)
     run.check_ready(resume=config.resume, overwrite=config.overwrite)  # refused before any data is read
@@ -343,6 +348,7 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
             run.path,
             ", ".join(str(p) for p in stale),
         )
+    fresh = not (config.resume or config.overwrite)
     run.prepare(resume=config.resume, overwrite=config.overwrite)
     try:
         result = _train_and_report(
@@ -372,8 +378,12 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
             main=main,
             stream=stream,
         )
-    except BaseException:
+    except BaseException as exc:
         run.rollback()  # an overwrite that failed puts the previous run back; otherwise a no-op
+        if fresh and isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+            # a new run on a full or read-only disk: no half-written model stays behind
+            removed = run.discard_unfinished()
+            logger.warning("%s: the disk cannot be written; removed the unfinished %s", run.path, removed)
         raise
     run.commit()
     return result

@@ -402,6 +402,33 @@ class RunDir:
             p.unlink(missing_ok=True)
         return partial
 
+    def discard_unfinished(self) -> list[Path]:
+        """Delete the model directories of unfinished runs (no ``result.json``); all of it when none finished.
+
+        ``compare`` calls it when a new run directory cannot be written (a full or read-only disk), so no half
+        model is left behind. It is never used on a resumed or overwritten run directory, whose unfinished runs
+        may be continued.
+
+        Returns:
+            What was deleted.
+
+        Example:
+            >>> import tempfile, pathlib
+            >>> run = RunDir(pathlib.Path(tempfile.mkdtemp()) / "run")
+            >>> (run.model_dir("concat", 0) / "last").mkdir(parents=True)
+            >>> [p.name for p in run.discard_unfinished()], run.path.exists()
+            (['run'], False)
+        """
+        if not self.path.is_dir():
+            return []
+        unfinished = [self.model_dir(f, s) for f, s in self.runs() if not self.result_json(f, s).is_file()]
+        if len(unfinished) == len(self.runs()):
+            shutil.rmtree(self.path, ignore_errors=True)
+            return [self.path]
+        for d in unfinished:
+            shutil.rmtree(d, ignore_errors=True)
+        return unfinished
+
     def stale_asides(self) -> list[Path]:
         """Earlier runs that an interrupted ``overwrite`` left moved aside beside the directory (``.NAME.old-*``).
 
