@@ -146,6 +146,9 @@ def compare(
             f"{row['train_seconds_mean']:.1f}",
         )
     console.print(table)
+    verdict = _versus_line(result.summary, metric)
+    if verdict:
+        console.print(verdict, highlight=False)
     console.print(f"Wrote {result.out_dir}/results.csv, summary.csv, summary.md, report.html and models/")
     if analyze:
         from mmfuse.evaluate.analysis import AnalysisConfig, analyze_run
@@ -219,3 +222,19 @@ def _with_progress_bar(config: Any) -> Any:
                 )
 
         return run_compare(config, progress=on_progress)
+
+
+def _versus_line(summary: list[dict[str, Any]], metric: str) -> str:
+    """One line: the best fusion's 95% CI and how it stands against the best unimodal baseline (summary.csv)."""
+    from mmfuse.evaluate.protocol import UNIMODAL_PREFIX
+
+    best = next((row for row in summary if not str(row["fusion"]).startswith(UNIMODAL_PREFIX)), None)
+    if best is None or best.get("ci_low") is None or best.get("ci_high") is None:
+        return ""
+    line = f"{best['fusion']}: 95% CI of test {metric} [{best['ci_low']:.4f}, {best['ci_high']:.4f}]"
+    reference = next((row["fusion"] for row in summary if row.get("vs_best_unimodal") == "reference"), None)
+    mark, p_value = best.get("vs_best_unimodal"), best.get("p_vs_best_unimodal")
+    if reference is not None and mark is not None and p_value is not None:
+        line += f"; against {reference} (best unimodal baseline, chosen on validation): {mark}"
+        line += f", paired test p = {p_value:.2g}"
+    return line + "."
