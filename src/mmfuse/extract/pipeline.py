@@ -2,19 +2,24 @@
 
 :func:`extract_folder` runs every extractor on every file (locally, or as Ray tasks), keeps results in the
 :class:`~mmfuse.extract.cache.ExtractionCache`, writes the streams of the files that worked as a
-``SRC_DIR/<recording>/<stream>.npz`` folder and hands it to :func:`mmfuse.align.align_folder`, which aligns
-them onto one grid per recording and writes a native data set (with its validation report).
+``SRC_DIR/<recording>/<stream>.npz`` folder (the ``align`` layout, at each extractor's full rate; kept as
+``streams_out`` when asked, together with the user's own streams from ``extra``) and hands it to
+:func:`mmfuse.align.align_folder`, which aligns them onto one grid per recording and writes a native data set
+(with its validation report). Every finished file is logged (``logging``, INFO) and passed to ``on_file``.
 """
 
 from __future__ import annotations
 
 import csv
+import json
+import logging
 import math
 import os
 import re
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from mmfuse._io import atomic_write_json
-from mmfuse.align import align_folder
-from mmfuse.errors import DataError
+from mmfuse.align import STREAM_SUFFIXES, align_folder
+from mmfuse.errors import DataError, MmfuseWarning
 from mmfuse.extract.base import ExtractedStream, Extractor, Media, create_extractor
 from mmfuse.extract.cache import ExtractionCache, content_hash
 from mmfuse.extract.decode import MEDIA_SUFFIXES
@@ -46,6 +51,8 @@ EXECUTORS: tuple[str, ...] = ("local", "ray")
 """Ways :func:`extract_folder` can run the per-file work."""
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -298,8 +305,69 @@ def _read_label_rows(
     return rows
 
 
-def _write_source(folder: Path, results: Sequence[FileResult], rows: Mapping[str, Mapping[str, str]]) -> None:
-    """Write the align_folder source: <rec>/<stream>.npz, streams.json, labels.csv."""
+@dataclass
+class _Extra:
+    """The user's streams (``extra`` root, ``import folders`` layout) matched to the extracted recordings."""
+
+    files: dict[str, dict[str, Path]]  # recording -> modality -> file
+    config: dict[str, dict[str, Any]]  # the root's streams.json
+    unmatched: list[Path]  # files naming no extracted recording
+
+
+def _read_extra(root: str | os.PathLike[str], recordings: Sequence[str]) -> _Extra:
+    """Read ``ROOT/<modality>/<recording>.csv|npz|parquet`` (and ``ROOT/streams.json``) for :func:`extract_folder`.
+
+    Raises:
+        DataError: a missing root, no modality folder, a recording given twice in one modality, or an unreadable
+            ``streams.json``.
+    """
+    base = Path(root)
+    if not base.is_dir():
+        raise DataError(f"{base}: the folder of extra streams ('extra', --extra) does not exist.")
+    config: dict[str, dict[str, Any]] = {}
+    cfg_path = base / "streams.json"
+    if cfg_path.is_file():
+        try:
+            loaded = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{cfg_path}: not a readable JSON file ({exc}).") from None
+        if not isinstance(loaded, dict) or not all(isinstance(v, dict) for v in loaded.values()):
+            raise DataError(
+                f"{cfg_path}: must map each modality to an object, e.g. {{'image': {{'kind': 'embedding'}}}}."
+            )
+        config = loaded
+    wanted = set(recordings)
+    files: dict[str, dict[str, Path]] = {}
+    unmatched: list[Path] = []
+    folders = sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+    found_any = False
+    for folder in folders:
+        for f in sorted(folder.iterdir()):
+            if f.name.startswith(".") or not f.is_file() or f.suffix.lower() not in STREAM_SUFFIXES:
+                continue
+            found_any = True
+            if f.stem not in wanted:
+                unmatched.append(f)
+                continue
+            given = files.setdefault(f.stem, {})
+            if folder.name in given:
+                raise DataError(f"{folder}: recording {f.stem!r} is given twice ({given[folder.name].name}, {f.name}).")
+            given[folder.name] = f
+    if not found_any:
+        raise DataError(
+            f"{base}: no stream files found; extra streams are laid out as ROOT/<modality>/<recording>.csv|.npz|"
+            ".parquet (the 'import folders' layout), named by the recording names of the media files."
+        )
+    return _Extra(files=files, config=config, unmatched=unmatched)
+
+
+def _write_source(
+    folder: Path,
+    results: Sequence[FileResult],
+    rows: Mapping[str, Mapping[str, str]],
+    extra: _Extra | None = None,
+) -> None:
+    """Write the align_folder source: <rec>/<stream>.npz (and the extra streams), streams.json, labels.csv."""
     kinds: dict[str, str] = {}
     for r in results:
         rec_dir = folder / r.recording
@@ -310,7 +378,25 @@ def _write_source(folder: Path, results: Sequence[FileResult], rows: Mapping[str
                 arrays["ends"] = s.ends
             np.savez(rec_dir / f"{name}.npz", **arrays)  # type: ignore[arg-type]
             kinds.setdefault(name, s.kind)
-    atomic_write_json(folder / "streams.json", {m: {"kind": k} for m, k in sorted(kinds.items())})
+    config: dict[str, dict[str, Any]] = {m: {"kind": k} for m, k in sorted(kinds.items())}
+    if extra is not None:
+        for r in results:
+            for modality, path in sorted(extra.files.get(r.recording, {}).items()):
+                if modality in r.streams:
+                    raise DataError(
+                        f"{path}: the extra stream {modality!r} has the name of an extracted stream of recording "
+                        f"{r.recording!r}; rename its folder (extracted: {sorted(r.streams)})."
+                    )
+                shutil.copyfile(path, folder / r.recording / f"{modality}{path.suffix.lower()}")
+        for modality, entry in sorted(extra.config.items()):
+            mine = config.setdefault(modality, {})
+            if "kind" in mine and entry.get("kind", mine["kind"]) != mine["kind"]:
+                raise DataError(
+                    f"streams.json of the extra streams gives the extracted stream {modality!r} kind "
+                    f"{entry['kind']!r}; its extractor writes {mine['kind']!r}."
+                )
+            mine.update(entry)
+    atomic_write_json(folder / "streams.json", config)
     cols = ["recording", "label"] + [c for c in ("split", "group") if any(c in rows[r.recording] for r in results)]
     with open(folder / "labels.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
@@ -321,7 +407,7 @@ def _write_source(folder: Path, results: Sequence[FileResult], rows: Mapping[str
 
 def extract_folder(
     media_dir: str | os.PathLike[str],
-    out: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None,
     *,
     extractors: Sequence[str | Extractor] | None = None,
     rate: float = 10.0,
@@ -336,6 +422,8 @@ def extract_folder(
     seed: int = 0,
     overwrite: bool = False,
     on_file: Callable[[FileResult], None] | None = None,
+    streams_out: str | os.PathLike[str] | None = None,
+    extra: str | os.PathLike[str] | None = None,
 ) -> tuple[Path, ExtractReport]:
     """Extract feature streams from every media file in a folder and write them as one aligned data set.
 
@@ -349,9 +437,16 @@ def extract_folder(
     the file name or its stem), a mapping file -> label, or None to use each file's top-level subfolder name.
     Splits missing from the labels are assigned by group (see :func:`mmfuse.align.align_folder`).
 
+    ``streams_out`` keeps the per-recording stream files at each extractor's full rate in the ``align`` layout
+    (``<recording>/<stream>.npz``, ``streams.json``, ``labels.csv``, ``extraction.json``), which ``mmfuse align``
+    reads (to align at another rate, or averaging frames into steps). ``extra`` adds the user's own streams in
+    the ``import folders`` layout, ``EXTRA/<modality>/<recording>.csv|npz|parquet`` (and an optional
+    ``EXTRA/streams.json`` of kinds and options), matched by recording name (see :func:`find_media`); a
+    recording without a file of an extra modality has it masked, and files naming no recording are warned about.
+
     Args:
         media_dir: Folder of video/audio files (searched recursively).
-        out: Where to write the data set.
+        out: Where to write the data set; None writes only ``streams_out``.
         extractors: Extractor names or objects (default :data:`DEFAULT_EXTRACTORS`).
         rate: Grid rate of the data set in Hz.
         labels: Labels CSV, mapping, or None (see above).
@@ -365,15 +460,18 @@ def extract_folder(
         seed: Seed of the split assignment.
         overwrite: Replace an existing data set at ``out``.
         on_file: Called with each :class:`FileResult` as it completes (progress display).
+        streams_out: Also write the stream files (full rate, ``align`` layout) into this folder.
+        extra: Folder of the user's own streams to add (``import folders`` layout, see above).
 
     Returns:
-        ``(data set path, ExtractReport)``; ``extraction.json`` (the report and the extractor configs) and the
-        transcripts (``transcripts.json``, when the speech extractor ran) are written into the data set.
+        ``(data set path, ExtractReport)`` (the ``streams_out`` path when ``out`` is None); ``extraction.json``
+        (the report and the extractor configs) and the transcripts (``transcripts.json``, when the speech
+        extractor ran) are written into the data set and ``streams_out``.
 
     Raises:
         ValueError: bad ``rate``, unknown executor or extractor (the valid ones are listed).
         DataError: no media files, missing labels, every file failed (the first errors are quoted).
-        FileExistsError: ``out`` exists and ``overwrite`` is False.
+        FileExistsError: ``out`` or ``streams_out`` exists and ``overwrite`` is False.
     """
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0:
         raise ValueError(f"The 'rate' parameter of extract_folder must be a positive number (Hz). Got {rate!r}.")
@@ -381,65 +479,126 @@ def extract_folder(
         raise ValueError(
             f"The 'executor' parameter of extract_folder must be one of {list(EXECUTORS)}. Got {executor!r}."
         )
-    out_path = Path(out)
-    if out_path.exists() and not overwrite:
-        raise FileExistsError(f"{out_path}: the output exists; pass overwrite=True (--overwrite) to replace it.")
+    if out is None and streams_out is None:
+        raise ValueError("extract_folder needs 'out' (the data set) or 'streams_out' (the stream files), or both.")
+    outputs = [Path(p) for p in (out, streams_out) if p is not None]
+    for target in outputs:
+        if target.exists() and not overwrite:
+            raise FileExistsError(f"{target}: the output exists; pass overwrite=True (--overwrite) to replace it.")
     exs = _resolve_extractors(extractors)
     root = Path(media_dir)
     media = find_media(root)
     rows = _read_label_rows(labels, media, root)
+    user = _read_extra(extra, list(media)) if extra is not None else None
     cache = ExtractionCache(cache_dir)
     jobs = list(media.items())
     t0 = time.perf_counter()
+    finished = _file_logger(len(jobs), on_file)
     if executor == "ray":
         from mmfuse.extract.ray_executor import run_ray
 
-        results = run_ray(jobs, exs, cache_root=cache.root, use_cache=use_cache, address=ray_address, on_file=on_file)
+        results = run_ray(jobs, exs, cache_root=cache.root, use_cache=use_cache, address=ray_address, on_file=finished)
     else:
         results = []
         for rec, path in jobs:
             res = extract_file(path, exs, recording=rec, cache=cache, use_cache=use_cache)
             results.append(res)
-            if on_file is not None:
-                on_file(res)
+            finished(res)
     report = ExtractReport(files=results, wall_seconds=time.perf_counter() - t0, executor=executor)
     good = [r for r in results if r.ok and r.streams]
     if not good:
         errors = "; ".join(f"{r.path.name}: {r.error or 'no streams'}" for r in results[:3])
         raise DataError(f"{root}: no file produced any stream ({len(results)} tried). First errors: {errors}")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.extract-", dir=out_path.parent))
-    try:
-        _write_source(staging, good, rows)
-        path, _validation = align_folder(
-            staging,
-            out_path,
-            rate=float(rate),
-            name=name or root.name,
-            description=description or f"Extracted from {root} by mmfuse.extract ({', '.join(e.name for e in exs)}).",
-            split_fractions=split_fractions,
-            seed=seed,
-            overwrite=overwrite,
+    if user is not None and user.unmatched:
+        shown = ", ".join(str(p) for p in user.unmatched[:5])
+        warnings.warn(
+            f"{len(user.unmatched)} extra stream file(s) name no extracted recording and are left out: {shown}"
+            f"{' ...' if len(user.unmatched) > 5 else ''}. Extra files are named <recording>.<ext>, with the "
+            f"recording names of the media files (e.g. {good[0].recording!r}).",
+            MmfuseWarning,
+            stacklevel=2,
         )
+    meta = {
+        "media_dir": str(root),
+        "rate": float(rate),
+        "extractors": {e.name: {"version": e.version, "config": e.config()} for e in exs},
+        "streams": {
+            n: {"kind": s.kind, "dim": s.dim, "columns": list(s.columns)}
+            for r in good
+            for n, s in sorted(r.streams.items())
+        },
+        "extra": str(extra) if extra is not None else None,
+        "report": report.to_dict(),
+    }
+    transcripts = {r.recording: r.streams["text_words"].meta for r in good if "text_words" in r.streams}
+    anchor = Path(streams_out) if streams_out is not None else Path(str(out))  # staging beside it: one rename
+    anchor.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{anchor.name}.extract-", dir=anchor.parent))
+    try:
+        _write_source(staging, good, rows, user)
+        source = staging
+        if streams_out is not None:
+            atomic_write_json(staging / "extraction.json", meta)
+            if transcripts:
+                atomic_write_json(staging / "transcripts.json", transcripts)
+            source = _replace_dir(staging, Path(streams_out))
+        path = source
+        if out is not None:
+            path, _validation = align_folder(
+                source,
+                Path(out),
+                rate=float(rate),
+                name=name or root.name,
+                description=description
+                or f"Extracted from {root} by mmfuse.extract ({', '.join(e.name for e in exs)}).",
+                split_fractions=split_fractions,
+                seed=seed,
+                overwrite=overwrite,
+            )
+            atomic_write_json(path / "extraction.json", meta)
+            if transcripts:
+                atomic_write_json(path / "transcripts.json", transcripts)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    atomic_write_json(
-        path / "extraction.json",
-        {
-            "media_dir": str(root),
-            "rate": float(rate),
-            "extractors": {e.name: {"version": e.version, "config": e.config()} for e in exs},
-            "streams": {
-                n: {"kind": s.kind, "dim": s.dim, "columns": list(s.columns)}
-                for r in good
-                for n, s in sorted(r.streams.items())
-            },
-            "report": report.to_dict(),
-        },
-    )
-    transcripts = {r.recording: r.streams["text_words"].meta for r in good if "text_words" in r.streams}
-    if transcripts:
-        atomic_write_json(path / "transcripts.json", transcripts)
     for r in results:
         r.streams = {}  # the report stays small; the data set holds the values
     return path, report
+
+
+def _replace_dir(staging: Path, target: Path) -> Path:
+    """Move the finished ``staging`` folder onto ``target`` (an existing one is replaced, after the move is ready)."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _file_logger(total: int, on_file: Callable[[FileResult], None] | None) -> Callable[[FileResult], None]:
+    """Log each finished file (``extract k/N: file ...``) and pass it on to ``on_file``."""
+    done = 0
+
+    def finished(res: FileResult) -> None:
+        nonlocal done
+        done += 1
+        if res.error:
+            log.warning("extract %d/%d: %s failed: %s", done, total, res.path, res.error)
+        else:
+            log.info(
+                "extract %d/%d: %s (%.1f s of media in %.1f s; computed %s, cached %s)",
+                done,
+                total,
+                res.path,
+                res.duration,
+                res.seconds,
+                ", ".join(res.computed) or "none",
+                ", ".join(res.cache_hits) or "none",
+            )
+        if on_file is not None:
+            on_file(res)
+
+    return finished
