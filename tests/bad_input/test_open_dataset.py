@@ -936,6 +936,14 @@ _ROWS: list[tuple[str, str, str, Callable[[Path], None], str, tuple[str, ...]]] 
     ),
     ("accepted-format-1", "a format-1 data set (no meta_sha256), as older mmfuse wrote", "cls", _v1, ACCEPTED, ()),
     ("accepted-timestamps-restart", "each sample's timestamps start again at 0", "cls", lambda p: None, ACCEPTED, ()),
+    (
+        "accepted-huge-finite-values",
+        "present values of 3e38 whose row sum overflows float32 (still finite)",
+        "cls",
+        _modality_values("acc", lambda a: np.where(np.arange(a.shape[0])[:, None] == 0, np.float32(3e38), a)),
+        ACCEPTED,
+        (),
+    ),
 ]
 
 CASES = [Case(SURFACE, cid, what, error, names, (kind, edit)) for cid, what, kind, edit, error, names in _ROWS]
@@ -965,6 +973,8 @@ def test_open_dataset(tmp_path: Path, case: Case, caplog: pytest.LogCaptureFixtu
             assert "not covered by a checksum" in caplog.text
         if case.id == "accepted-step-ignore-index":
             assert records[0].label.tolist() == [0, -100, 0, 1]
+        if case.id == "accepted-huge-finite-values":
+            assert records[0].values["acc"][0].tolist() == [pytest.approx(3e38)] * 2
         if case.id == "accepted-step-regression-nan":
             assert np.isnan(records[0].label[2]) and records[0].label[1] == pytest.approx(1 / 3)
         return

@@ -947,12 +947,17 @@ class _Store:
             raise DataError(f"{path}: the values or present column has missing (null) entries.")
         values = _fixed_list_to_numpy(table.column("values"), spec.dim, np.float32)  # [S, D]
         present = table.column("present").to_numpy().astype(bool)  # [S]
-        bad = np.flatnonzero(present & ~np.isfinite(values).all(axis=1))
+        # A row's sum is finite when all its values are (one pass, [S] memory); the exact test runs only on the
+        # rows it flags (a sum can also overflow to inf from large finite values).
+        with np.errstate(over="ignore", invalid="ignore"):
+            flagged = np.flatnonzero(~np.isfinite(values.sum(axis=1, dtype=np.float32)))
+        bad = flagged[present[flagged] & ~np.isfinite(values[flagged]).all(axis=1)]
         if bad.size:
             raise DataError(
                 f"{path}: {self._where(int(bad[0]))} is marked present but its values are not finite (NaN or inf)."
             )
-        bad = np.flatnonzero(~present & (values != 0).any(axis=1))
+        missing = np.flatnonzero(~present)
+        bad = missing[(values[missing] != 0).any(axis=1)]
         if bad.size:
             raise DataError(f"{path}: {self._where(int(bad[0]))} is marked missing but its values are not zero.")
         return values, present
