@@ -140,3 +140,11 @@ def test_cli_compare_causal_refuses_a_non_causal_fusion(tmp_path: Path) -> None:
         )
     assert result.exit_code != 0
     assert "bottleneck" in result.output and "cannot be trained with causal=True" in result.output
+
+
+def test_causal_is_a_key_of_the_compare_experiment_file(tmp_path: Path) -> None:
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(f"fusion: [bottleneck]\ncausal: true\nseeds: 1\nepochs: 1\nout: {tmp_path / 'r'}\n")
+    result = CliRunner().invoke(app, ["compare", "--config", str(exp)])
+    assert result.exit_code != 0
+    assert "'bottleneck' cannot be trained with causal=True" in result.output  # the file's causal: true applied
