@@ -633,15 +633,18 @@ def _comparison_figure(run: _Run) -> str:
     baselines = [f for f in fusions if _is_baseline(f) and math.isfinite(run.stats[f][main].mean)]
     if run.reference in baselines:
         baselines.insert(0, baselines.pop(baselines.index(str(run.reference))))
+    intervals = [v for f in fusions for v in (_ci(run, f) or ())]
+    values = np.concatenate([run.results[main].dropna().to_numpy(dtype=float), np.asarray(intervals, dtype=float)])
+    low, high = _honest_limits(main, values, stats)
+    ax.set_xlim(low, high)
     if baselines and len(baselines) < n:
         ref = run.stats[baselines[0]][main].mean
         chosen = " (chosen on val)" if baselines[0] == run.reference else ""
+        label = f" best unimodal{chosen}: {_mpl(baselines[0], 30)} "
         ax.axvline(ref, color=BASELINE_COLOR, linestyle="--", linewidth=1.2, zorder=2)
-        ax.text(ref, -0.5, f" best unimodal{chosen}: {_mpl(baselines[0], 30)}", color=BASELINE_COLOR, fontsize=8,
-                va="bottom", ha="left", clip_on=False)  # fmt: skip
-    intervals = [v for f in fusions for v in (_ci(run, f) or ())]
-    values = np.concatenate([run.results[main].dropna().to_numpy(dtype=float), np.asarray(intervals, dtype=float)])
-    ax.set_xlim(*_honest_limits(main, values, stats))
+        # The label runs away from the nearer edge, so a line near the right end keeps it inside the figure.
+        ha = "right" if ref > low + 0.5 * (high - low) else "left"
+        ax.text(ref, -0.5, label, color=BASELINE_COLOR, fontsize=8, va="bottom", ha=ha, clip_on=False)
     ax.set_yticks(range(n), names)
     ax.set_ylim(n - 0.5, -0.5)  # best at the top
     ax.tick_params(axis="y", length=0)
