@@ -23,6 +23,7 @@ from typer.testing import CliRunner, Result
 
 from mmfuse.cli._app import app
 from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, open_dataset, write_dataset
+from mmfuse.errors import DataError
 
 SURFACE = "faults: full or read-only disk, kill -9"
 
@@ -199,6 +200,20 @@ def overwrite_crash_between_renames_rolls_back(tmp: Path, mount: Callable[..., P
     assert _tree(out) == before and _hidden(tmp) == []
 
 
+def open_after_overwrite_crash_names_the_old_copy(
+    tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]
+) -> None:
+    src = _source(tmp)
+    out = tmp / "ds"
+    assert _invoke("align", src, "--out", out, "--rate", "10").exit_code == 0
+    aside = tmp / f".ds.old-{_dead_pid()}-abcd1234"
+    aside.mkdir()
+    out.rename(aside / "old")
+    with pytest.raises(DataError) as info:
+        open_dataset(out)
+    assert_names(str(info.value), *names, str(aside / "old"))
+
+
 def overwrite_crash_after_swap_cleans_the_old_copy(
     tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]
 ) -> None:
@@ -268,9 +283,8 @@ def write_dataset_full_disk_names_the_file(tmp: Path, mount: Callable[..., Path]
         for i in range(3)
     ]
     task = TaskSpec("classification", "sample", ("a", "b"))
-    with pytest.raises(Exception) as info:
+    with pytest.raises(DataError) as info:
         write_dataset(disk / "ds", records, name="ds", modalities=[ModalitySpec("x", 4)], task=task)
-    assert type(info.value).__name__ == "DataError"
     assert_names(str(info.value), *names)
     assert list(disk.iterdir()) == []
 
@@ -352,6 +366,13 @@ _ROWS: list[tuple[str, str, str, tuple[str, ...], Callable[..., None]]] = [
         "rolled back: the old data set restored",
         ("already exists", "overwrite"),
         overwrite_crash_between_renames_rolls_back,
+    ),
+    (
+        "open-after-overwrite-crash",
+        "open_dataset of a data set whose overwrite was interrupted (the folder absent)",
+        "DataError",
+        ("is not a directory", "An overwrite of it was interrupted", "puts it back"),
+        open_after_overwrite_crash_names_the_old_copy,
     ),
     (
         "overwrite-crash-after-swap",

@@ -771,7 +771,15 @@ class _Store:
     def _read_meta(self) -> dict[str, Any]:
         path = self.root / _META
         if not self.root.is_dir():
-            raise DataError(f"{self.root} is not a directory holding an mmfuse data set.")
+            parent = self.root.parent
+            asides = sorted(parent.glob(f".{self.root.name}{_OLD_TAG}*/old")) if parent.is_dir() else []
+            hint = (
+                f" An overwrite of it was interrupted: the previous data set is in {asides[0]}; the next "
+                "write_dataset or mmfuse align of this path puts it back (recover_interrupted_write)."
+                if asides
+                else ""
+            )
+            raise DataError(f"{self.root} is not a directory holding an mmfuse data set.{hint}")
         try:
             with open(path, encoding="utf-8") as fh:
                 meta = json.load(fh)
