@@ -127,6 +127,22 @@ _ROWS: list[
         ("Unknown data set 'no-such-set'", "basic-motions"),
     ),
     (
+        "dataset-missing-folder",
+        "--dataset naming a folder that does not exist",
+        ("--dataset", "MISSING"),
+        None,
+        None,
+        ("--dataset path", "missing/ds", "does not exist", "not a registered data set", "basic-motions"),
+    ),
+    (
+        "dataset-is-a-file",
+        "--dataset naming a file",
+        ("--dataset", "AFILE"),
+        None,
+        None,
+        ("--dataset path", "a-file.txt", "is a file, not a data-set folder"),
+    ),
+    (
         "dataset-not-a-data-set",
         "--dataset naming a folder without meta.json",
         ("--dataset", "EMPTY"),
@@ -267,9 +283,12 @@ def test_compare(tmp_path: Path, case: Case) -> None:
         out_setup(out)
     named: dict[str, Any] = {
         "EMPTY": tmp_path / "empty",
+        "MISSING": tmp_path / "missing" / "ds",
+        "AFILE": tmp_path / "a-file.txt",
         "NOTEST": _native(tmp_path / "notest", ("train", "val")),
     }
     (tmp_path / "empty").mkdir()
+    (tmp_path / "a-file.txt").write_text("x")
     args = [str(named.get(a, a)) for a in args]
     if "--dataset" not in args:
         args = ["--dataset", str(native), *args]

@@ -85,13 +85,20 @@ def compare(
     Fusion names: any registered fusion (see 'mmfuse fusions'), 'unimodal-<modality>' for a unimodal
     baseline, 'unimodal' for all of them, or 'all' for every fusion plus every unimodal baseline.
     """
-    from mmfuse.data import dataset_info
+    from mmfuse.data import dataset_info, is_dataset, list_datasets
+    from mmfuse.errors import DataError
     from mmfuse.evaluate.compare import CompareConfig, resolve_fusions
     from mmfuse.evaluate.compare import compare as run_compare
 
     # Check the names before the progress display starts, so a typo gives one clean line.
     resolve_fusions(list(fusion))
     if not Path(dataset).is_dir():
+        if any(sep in dataset for sep in ("/", "\\")) and not is_dataset(dataset):
+            what = "is a file, not a data-set folder" if Path(dataset).exists() else "does not exist"
+            raise DataError(
+                f"The --dataset path {dataset!r} {what}, and it is not a registered data set either "
+                f"({', '.join(list_datasets())})."
+            )
         dataset_info(dataset)
 
     name = Path(dataset).name if Path(dataset).is_dir() else dataset
