@@ -141,3 +141,15 @@ def test_cli_streams_out_prints_one_line_per_file_when_not_a_terminal(
     assert f"Wrote the stream files to {tmp_path / 's'}" in res.output
     neither = CliRunner().invoke(app, ["extract", str(media_folder)])
     assert neither.exit_code == 2 and "--streams-out" in neither.output
+
+
+def test_alignment_warnings_name_the_users_input_not_a_temporary_folder(
+    tmp_path: Path, media_folder: Path, cache_dir: Path
+) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label,split\nfox/fox.mp4,a,train\nweather/weather.mp4,b,train\nstella/stella.wav,a,\n")
+    with pytest.warns(MmfuseWarning) as caught:
+        extract_folder(media_folder, tmp_path / "ds", extractors=_fast(), cache_dir=cache_dir, labels=labels)
+    texts = [str(w.message) for w in caught]
+    assert any(t.startswith(f"{labels}: ") for t in texts), texts
+    assert not any(".extract-" in t for t in texts), texts

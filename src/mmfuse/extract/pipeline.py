@@ -20,7 +20,8 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -544,17 +545,18 @@ def extract_folder(
             source = _replace_dir(staging, Path(streams_out))
         path = source
         if out is not None:
-            path, _validation = align_folder(
-                source,
-                Path(out),
-                rate=float(rate),
-                name=name or root.name,
-                description=description
-                or f"Extracted from {root} by mmfuse.extract ({', '.join(e.name for e in exs)}).",
-                split_fractions=split_fractions,
-                seed=seed,
-                overwrite=overwrite,
-            )
+            with _warnings_about(source, staged=source == staging, labels=labels, media_dir=root):
+                path, _validation = align_folder(
+                    source,
+                    Path(out),
+                    rate=float(rate),
+                    name=name or root.name,
+                    description=description
+                    or f"Extracted from {root} by mmfuse.extract ({', '.join(e.name for e in exs)}).",
+                    split_fractions=split_fractions,
+                    seed=seed,
+                    overwrite=overwrite,
+                )
             atomic_write_json(path / "extraction.json", meta)
             if transcripts:
                 atomic_write_json(path / "transcripts.json", transcripts)
@@ -563,6 +565,28 @@ def extract_folder(
     for r in results:
         r.streams = {}  # the report stays small; the data set holds the values
     return path, report
+
+
+@contextmanager
+def _warnings_about(
+    source: Path, *, staged: bool, labels: str | os.PathLike[str] | Mapping[str, str] | None, media_dir: Path
+) -> Iterator[None]:
+    """Re-issue align_folder's warnings naming what the user gave instead of a temporary folder.
+
+    Only when ``source`` is the temporary staging folder: the labels file there stands for ``labels`` (the
+    ``--labels`` CSV, or the class folders of ``media_dir``), the rest of it for ``media_dir``.
+    """
+    if not staged:
+        yield
+        return
+    given = str(labels) if isinstance(labels, str | os.PathLike) else f"{media_dir} (labels from its class folders)"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        text = str(w.message).replace(str(source / "labels.csv"), given).replace(str(source), str(media_dir))
+        category = w.category if issubclass(w.category, Warning) else MmfuseWarning
+        warnings.warn(text, category, stacklevel=3)
 
 
 def _replace_dir(staging: Path, target: Path) -> Path:
