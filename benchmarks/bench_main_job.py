@@ -1,6 +1,7 @@
 """CPU time of the README's main job, old code against new, side by side in one run.
 
     .venv/bin/python benchmarks/bench_main_job.py --old /tmp/mmfuse-old/src [--jobs 2] [--fusion all] [--seeds 3]
+        [--dataset mosi-utterance]
 
 Runs ``mmfuse compare --out DIR --jobs J`` (the README's main job: every fusion and unimodal baseline of
 basic-motions, 3 seeds) under ``/usr/bin/time -v`` once with the source tree given by ``--old`` first on
@@ -73,12 +74,13 @@ def run_job(src: Path, out: Path, args: list[str]) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--old", type=Path, required=True, help="Source folder (holding mmfuse/) of the old commit.")
+    ap.add_argument("--dataset", default="basic-motions", help="Data set (mosi-utterance needs MMFUSE_DATA_DIR).")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--fusion", default="all")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--json", type=Path, default=None, help="Also write the results here.")
     args = ap.parse_args()
-    job = ["--jobs", str(args.jobs), "--fusion", args.fusion, "--seeds", str(args.seeds)]
+    job = ["--dataset", args.dataset, "--jobs", str(args.jobs), "--fusion", args.fusion, "--seeds", str(args.seeds)]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, src in (("old", args.old), ("new", ROOT / "src")):

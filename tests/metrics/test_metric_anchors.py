@@ -249,3 +249,20 @@ def test_classification_metrics_counts_match_scikit_learn(seed: int) -> None:
     assert m["confusion_matrix"] == confusion_matrix(y_true, y_pred, labels=labels).tolist()
     got = np.array([[c["precision"], c["recall"], c["f1"], c["support"]] for c in m["per_class"].values()])
     np.testing.assert_allclose(got, np.stack([p, r, f, s], axis=1), atol=1e-12)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 5])
+@pytest.mark.parametrize("seed", range(4))
+def test_rank_based_roc_auc_matches_scikit_learn(n_classes: int, seed: int) -> None:
+    """The one-ranking Mann-Whitney area equals scikit-learn's ROC AUC, ties included."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(n_classes, 60))
+    y = np.concatenate([np.arange(n_classes), rng.integers(0, n_classes, size=n - n_classes)])
+    # Eighths (exact in float32 and float64, rows summing to exactly 1) give many tied scores.
+    probs = rng.multinomial(8, np.ones(n_classes) / n_classes, size=n) / 8.0
+    expected = (
+        skm.roc_auc_score(y, probs[:, 1])
+        if n_classes == 2
+        else skm.roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=np.arange(n_classes))
+    )
+    assert roc_auc(y, probs) == pytest.approx(expected, abs=1e-12)

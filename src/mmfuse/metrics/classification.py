@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+from scipy.stats import rankdata
+from sklearn.metrics import accuracy_score, f1_score
 from sklearn.metrics import log_loss as sk_log_loss
 
 from mmfuse.metrics._checks import as_labels, as_probs, same_length
@@ -205,9 +206,16 @@ def roc_auc(y_true: Any, probs: Any) -> float:
     n_classes = p.shape[1]
     if n_classes < 2 or np.setdiff1d(np.arange(n_classes), yt).size:
         return math.nan
-    if n_classes == 2:
-        return float(roc_auc_score(yt, p[:, 1]))
-    return float(roc_auc_score(yt, p, multi_class="ovr", average="macro", labels=np.arange(n_classes)))
+    # The area under the ROC curve is the Mann-Whitney statistic: the chance that a positive outscores a negative,
+    # ties counting half (average ranks). One ranking of every column gives every one-vs-rest area at once;
+    # scikit-learn's roc_auc_score (the tests' anchor) gives the same numbers at ~10x the cost per call.
+    columns = [1] if n_classes == 2 else list(range(n_classes))
+    ranks = rankdata(p[:, columns], axis=0)  # [n, k] average ranks within each column
+    positive = yt[:, None] == np.asarray(columns)[None, :]  # [n, k]
+    n_pos = positive.sum(axis=0).astype(np.float64)
+    n_neg = yt.shape[0] - n_pos
+    areas = ((ranks * positive).sum(axis=0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return float(areas.mean())
 
 
 def classification_metrics(
