@@ -153,3 +153,11 @@ def test_cli_exports_a_model_directory(tmp_path: Path) -> None:
     assert "inputs.audio.lld: float32 [B, T, 3]" in result.output and "max abs difference" in result.output
     refused = CliRunner().invoke(app, ["export", str(tmp_path / "model"), "--format", "tflite", "--out", str(out)])
     assert refused.exit_code != 0 and "must be one of" in refused.output
+
+
+def test_export_leaves_the_callers_model_as_it_was(tmp_path: Path) -> None:
+    model = _model(encoder="none", fusion="concat").train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    export_model(model, tmp_path / "m.pt2", format="torch-export")
+    assert model.training  # not switched to eval behind the caller's back
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

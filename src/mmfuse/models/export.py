@@ -23,6 +23,7 @@ ONNX export needs the ``export`` extra (``onnx``, ``onnxscript``, ``onnxruntime`
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import warnings
@@ -241,7 +242,8 @@ def export_model(
     test batches of the shapes :data:`CHECK_SHAPES` (with missing steps and padding).
 
     Args:
-        model: A :class:`MultimodalModel`, or a directory written by :func:`mmfuse.models.save_model`.
+        model: A :class:`MultimodalModel` (a CPU copy in evaluation mode is exported; the model itself is left
+            as it is), or a directory written by :func:`mmfuse.models.save_model`.
         out: The file to write (``.onnx`` or ``.pt2`` by convention).
         format: ``"onnx"`` or ``"torch-export"``.
         atol: Largest absolute difference to eager PyTorch accepted.
@@ -262,7 +264,9 @@ def export_model(
     _check_format(format)
     if not isinstance(model, MultimodalModel):
         model = load_model(model)
-    model = model.eval()
+    # Export a CPU copy in evaluation mode: the caller's model keeps its device and mode, and the exported
+    # graph runs wherever onnxruntime / torch.export.load puts it.
+    model = copy.deepcopy(model).cpu().eval()
     blockers = export_blockers(model, format)
     if blockers:
         raise ValueError(f"This model cannot be exported to {format}: " + "; ".join(blockers) + ".")
