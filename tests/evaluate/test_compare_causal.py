@@ -23,6 +23,7 @@ from mmfuse.fusion import list_fusions
 from mmfuse.models import load_model, read_model_info
 from mmfuse.preprocess import ModalityNormalizers
 from mmfuse.stream import StreamingSession, load_model_assets
+from mmfuse.types import LabelLevel, TaskType
 
 FUSIONS = ["concat", "cross_attention"]
 
@@ -148,3 +149,39 @@ def test_causal_is_a_key_of_the_compare_experiment_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["compare", "--config", str(exp)])
     assert result.exit_code != 0
     assert "'bottleneck' cannot be trained with causal=True" in result.output  # the file's causal: true applied
+
+
+def test_a_data_set_without_a_grid_rate_warns_and_serving_then_needs_a_rate(tmp_path: Path) -> None:
+    from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, write_dataset
+    from mmfuse.errors import StreamError
+    from mmfuse.evaluate.protocol import stream_info
+
+    rng = np.random.default_rng(0)
+    records = [
+        SequenceRecord(
+            id=f"s{i}",
+            group=f"g{i}",
+            split=("train", "train", "val", "test")[i % 4],
+            values={"a": rng.normal(size=(6, 2)).astype(np.float32), "b": rng.normal(size=(6, 3)).astype(np.float32)},
+            masks={},
+            label=i % 2,
+        )
+        for i in range(8)
+    ]  # no timestamps and no recorded rate
+    path = write_dataset(
+        tmp_path / "ds",
+        records,
+        name="no-rate",
+        modalities=[ModalitySpec("a", 2), ModalitySpec("b", 3)],
+        task=TaskSpec(TaskType.CLASSIFICATION, LabelLevel.SAMPLE, class_names=("x", "y")),
+    )
+    from mmfuse.data import open_dataset
+
+    assert stream_info(open_dataset(path)) is None
+    with pytest.warns(MmfuseWarning, match="records no regular grid rate"):
+        result = compare(_config(tmp_path / "run", dataset=str(path), fusions=["gated"]))
+    model_dir = result.out_dir / "models" / "gated-seed0"
+    assert "stream" not in read_model_info(model_dir)
+    with pytest.raises(StreamError, match="records no grid rate"):
+        StreamingSession.from_dir(model_dir)
+    assert StreamingSession.from_dir(model_dir, rate=4.0).config.rate == 4.0

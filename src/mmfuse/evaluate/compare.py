@@ -36,12 +36,12 @@ from mmfuse.evaluate.protocol import (
     Preset,
     causal_settings,
     fit_normalizers,
-    grid_rate,
     model_config_for,
     not_causal_reason,
     resolve_fusions,
     resolve_preset,
     settings_for,
+    stream_info,
     torch_threads,
     versions,
 )
@@ -656,13 +656,12 @@ def _drop_non_causal(config: CompareConfig, fusions: Sequence[str]) -> list[tupl
 
 
 def _stream_info(dataset: MultimodalDataset) -> dict[str, Any] | None:
-    """What a streaming session needs to know about the training data: the grid rate and each modality's kind.
+    """:func:`~mmfuse.evaluate.protocol.stream_info`, warning when the data set has no regular grid rate.
 
-    Written into each model's ``config.json`` as ``"stream"``; None (with a warning) when the data set's
-    timeline has no known regular rate, in which case ``serve`` needs ``--rate``.
+    Without one the causal models carry none, and ``serve`` needs ``--rate``.
     """
-    rate = grid_rate(dataset)
-    if rate is None:
+    info = stream_info(dataset)
+    if info is None:
         warnings.warn(
             f"Data set {dataset.name!r} ({dataset.path}) records no regular grid rate, so the causal models carry "
             "none: give the rate to 'mmfuse serve --rate HZ' or write a stream.json "
@@ -670,8 +669,7 @@ def _stream_info(dataset: MultimodalDataset) -> dict[str, Any] | None:
             MmfuseWarning,
             stacklevel=5,
         )
-        return None
-    return {"rate": rate, "kinds": {m: spec.kind for m, spec in sorted(dataset.modalities.items())}}
+    return info
 
 
 def _run_parallel(

@@ -13,7 +13,8 @@ set are the same model on the same normalised data:
   unimodal baseline ``unimodal-<m>``);
 * :func:`fit_normalizers` fits the default normalisers on a training view only;
 * :func:`causal_settings` makes a row's model streaming-ready (``compare --causal``), :func:`not_causal_reason`
-  says why a fusion cannot be, and :func:`grid_rate` is the step rate of a data set's timeline;
+  says why a fusion cannot be, :func:`grid_rate` is the step rate of a data set's timeline and :func:`stream_info`
+  what a causal model's ``config.json`` records for streaming;
 * :func:`versions` and :func:`torch_threads` make runs reproducible and their thread use explicit.
 """
 
@@ -55,6 +56,7 @@ __all__ = [
     "resolve_fusions",
     "resolve_preset",
     "settings_for",
+    "stream_info",
     "torch_threads",
     "versions",
 ]
@@ -466,6 +468,24 @@ def grid_rate(dataset: MultimodalDataset) -> float | None:
             if step > 0:
                 return round(1.0 / step, 6)
     return None
+
+
+def stream_info(dataset: MultimodalDataset) -> dict[str, Any] | None:
+    """What a streaming session needs to know of the training data: ``{"rate": Hz, "kinds": {m: kind}}``.
+
+    A causal model's ``config.json`` records it as ``"stream"`` (``compare --causal``, ``mmfuse train --causal``);
+    ``StreamingSession.from_dir`` and ``mmfuse serve`` read it when the directory has no ``stream.json``. None when
+    the data set has no regular grid rate (:func:`grid_rate`).
+
+    Example:
+        >>> from mmfuse.data import load_dataset
+        >>> stream_info(load_dataset("basic-motions"))
+        {'rate': 10.0, 'kinds': {'accelerometer': 'continuous', 'gyroscope': 'continuous'}}
+    """
+    rate = grid_rate(dataset)
+    if rate is None:
+        return None
+    return {"rate": rate, "kinds": {m: spec.kind for m, spec in sorted(dataset.modalities.items())}}
 
 
 def fit_normalizers(train_view: MultimodalDataset) -> ModalityNormalizers:
