@@ -14,8 +14,8 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, open_dataset, write_dataset
 from mmfuse.errors import DataError
 from mmfuse.models import MultimodalModel
-from mmfuse.train import TrainConfig
-from mmfuse.train.staged import ExpertStage, expert_features, fit_staged
+from mmfuse.train import ExpertStage, TrainConfig, fit_staged
+from mmfuse.train.staged import expert_features
 from mmfuse.types import LabelLevel, TaskType
 
 SPLITS = ("train", "train", "train", "val", "test")

@@ -1,7 +1,8 @@
 """Fitting models: the recipe, the loop with early stopping and resumable checkpoints, prediction, and more.
 
-The more: the learning-rate range test (:func:`find_lr`) and the transfer of pretrained weights
-(:func:`load_pretrained`).
+The more: the learning-rate range test (:func:`find_lr`), the transfer of pretrained weights
+(:func:`load_pretrained`) and staged training (:func:`fit_staged`: an expert first, its features cached, then the
+fusion).
 
 Example:
     >>> from mmfuse.train import TrainConfig, Trainer
@@ -19,6 +20,7 @@ from mmfuse.train.lr_finder import LRFinderResult, find_lr, suggest_lr
 from mmfuse.train.predict import Predictions, evaluate_model, metrics_from_predictions, predict
 from mmfuse.train.schedules import ramp_factor
 from mmfuse.train.seeding import resolve_device, seed_everything
+from mmfuse.train.staged import ExpertStage, StagedResult, fit_staged
 from mmfuse.train.trainer import (
     Trainer,
     TrainResult,
@@ -31,9 +33,11 @@ from mmfuse.train.trainer import (
 __all__ = [
     "IGNORE_INDEX",
     "Callback",
+    "ExpertStage",
     "HistoryRecorder",
     "LRFinderResult",
     "Predictions",
+    "StagedResult",
     "TrainConfig",
     "TrainResult",
     "Trainer",
@@ -42,6 +46,7 @@ __all__ = [
     "compute_loss",
     "evaluate_model",
     "find_lr",
+    "fit_staged",
     "frozen_parameters",
     "load_pretrained",
     "load_weights",
