@@ -197,7 +197,9 @@ def _read_raw(path: Path, time_column: str | None = None) -> _Raw:
             f"{path}: unsupported stream file type {path.suffix!r}; expected one of {list(STREAM_SUFFIXES)}."
         )
     if not path.is_file():
-        raise DataError(f"{path}: no such file.")
+        if path.is_symlink() and not path.exists():
+            raise DataError(f"{path}: a symbolic link to a missing file ({os.readlink(path)}).")
+        raise DataError(f"{path}: " + ("a folder, not a stream file." if path.is_dir() else "no such file."))
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty (0 bytes).")
     return _read_npz(path) if path.suffix.lower() == ".npz" else _read_table(path, time_column)

@@ -75,11 +75,26 @@ def check_choice(value: object, valid: Sequence[str], *, parameter: str, owner: 
     return value
 
 
-def _as_timestamps(name: str, what: str, arr: Any) -> np.ndarray:
+def _real_array(name: str, what: str, arr: Any, refused: str, dtype: Any) -> np.ndarray:
+    """``arr`` as a ``dtype`` array; complex ("c") or bool ("b") kinds in ``refused`` are errors.
+
+    A cast would drop the imaginary part, or read True/False as 1/0 seconds.
+    """
     try:
-        t = np.asarray(arr, dtype=np.float64)
+        a = np.asarray(arr)
+        if a.dtype.kind in refused:
+            got = {"c": "complex numbers", "b": "true/false values"}[a.dtype.kind]
+            raise StreamError(f"Stream {name!r}: {what} must be real numbers. Got {got} (dtype {a.dtype}).")
+        return a.astype(dtype, copy=False)
     except (TypeError, ValueError) as exc:
-        raise StreamError(f"Stream {name!r}: {what} must be numbers (seconds). Could not convert: {exc}") from None
+        if isinstance(exc, StreamError):
+            raise
+        what_as = "numbers (seconds)" if what != "values" else "numbers"
+        raise StreamError(f"Stream {name!r}: {what} must be {what_as}. Could not convert: {exc}") from None
+
+
+def _as_timestamps(name: str, what: str, arr: Any) -> np.ndarray:
+    t = _real_array(name, what, arr, "cb", np.float64)
     if t.ndim != 1:
         raise StreamError(f"Stream {name!r}: {what} must be 1-D [N]. Got an array of shape {t.shape}.")
     bad = np.flatnonzero(~np.isfinite(t))
@@ -92,10 +107,7 @@ def _as_timestamps(name: str, what: str, arr: Any) -> np.ndarray:
 
 
 def _as_values(name: str, arr: Any, n: int) -> np.ndarray:
-    try:
-        v = np.asarray(arr, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise StreamError(f"Stream {name!r}: values must be numbers. Could not convert: {exc}") from None
+    v = _real_array(name, "values", arr, "c", np.float32)
     if v.ndim == 1:
         v = v[:, None]  # [N] -> [N, 1]
     if v.ndim != 2:
