@@ -860,6 +860,14 @@ _ROWS: list[tuple[str, str, str, Callable[[Path], None], str, tuple[str, ...]]] 
         ("steps.parquet", "step 6", "class index 7", "or -100"),
     ),
     (
+        "table-step-label-null",
+        "a step label missing (null)",
+        "step-cls",
+        _column_edit("steps.parquet", "label", lambda v: _at(v, 5, None)),
+        "DataError",
+        ("steps.parquet", "label of row 5", "missing (null)"),
+    ),
+    (
         "table-step-label-negative",
         "a step label -3 (only -100 marks an unlabelled step)",
         "step-cls",

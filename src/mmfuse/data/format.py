@@ -744,6 +744,8 @@ class _Store:
             if self.task.level is LabelLevel.SAMPLE:
                 self._check_label_type(table.schema.field("label").type, root / _SAMPLES)
                 self.sample_labels = self._label_numpy(table.column("label"))
+        except DataError:
+            raise
         except KeyError as exc:
             raise DataError(
                 f"{root / _SAMPLES} lacks a column this data set needs ({exc.args[0]}); its columns: "
@@ -924,7 +926,13 @@ class _Store:
             raise DataError(f"{path} has {table.num_rows} rows; {_META} records {rows}.")
         return table
 
-    def _label_numpy(self, col: pa.ChunkedArray) -> np.ndarray:
+    def _label_numpy(self, col: pa.ChunkedArray, path: Path | None = None) -> np.ndarray:
+        if col.null_count:
+            import pyarrow.compute as pc
+
+            row = int(pc.index(pc.is_null(col), True).as_py())
+            where = path or self.root / _SAMPLES
+            raise DataError(f"{where}: the label of row {row} is missing (null); every label must be stored.")
         if self.task.type is TaskType.CLASSIFICATION:
             return col.to_numpy().astype(np.int64)
         if self.task.target_dim == 1:
@@ -999,7 +1007,7 @@ class _Store:
                 if "label" in names:
                     self._check_label_type(table.schema.field("label").type, path)
                     try:
-                        labels = self._label_numpy(table.column("label"))
+                        labels = self._label_numpy(table.column("label"), path)
                     except (ValueError, TypeError, pa.ArrowException) as exc:
                         raise DataError(f"{path}: the step labels cannot be read: {exc}") from None
                     self._check_labels(labels, path, step=True)
