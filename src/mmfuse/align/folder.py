@@ -1103,9 +1103,9 @@ def align_folder(
         steps = sum(len(v) for v in boundary_only.values())
         warnings.warn(
             f"{steps} step(s) in {len(boundary_only)} recording(s) of {src} (first: {first_rec!r} at "
-            f"{boundary_only[first_rec][0]:.6g} s) are covered by nothing but the end of an interval row: interval rows "
-            "cover [start, end), so an end does not count, and every modality is masked there. Check the interval "
-            "ends (or the rate) of those recordings.",
+            f"{boundary_only[first_rec][0]:.6g} s) are covered by nothing but the end of an interval row: interval "
+            "rows cover [start, end), so an end does not count, and every modality is masked there. Check the "
+            "interval ends (or the rate) of those recordings.",
             MmfuseWarning,
             stacklevel=2,
         )
