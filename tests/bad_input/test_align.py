@@ -419,6 +419,22 @@ _ROWS: list[tuple[str, str, Callable[[Path], None], tuple[str, ...], str, tuple[
         "exit 2",
         ("recording 'r1'", "1e+09 Hz", "would need", "1,900,000,001 steps", "over the limit"),
     ),
+    (
+        "out-inside-source",
+        "--out inside the source folder",
+        _nothing,
+        ("--out", "SRC/ds"),
+        "exit 2",
+        ("cannot be written inside the source folder", "src/ds", "outside it"),
+    ),
+    (
+        "out-is-source",
+        "--out naming the source folder itself (with --overwrite)",
+        _nothing,
+        ("--out", "SRC", "--overwrite"),
+        "exit 2",
+        ("cannot be written inside the source folder",),
+    ),
     ("rate-zero", "--rate 0", _nothing, ("--rate", "0"), "exit 2", ("'rate'", "positive number", "0")),
     ("rate-negative", "--rate -5", _nothing, ("--rate", "-5"), "exit 2", ("'rate'", "positive", "-5")),
     ("rate-nan", "--rate nan", _nothing, ("--rate", "nan"), "exit 2", ("'rate'", "positive", "nan")),
@@ -833,7 +849,8 @@ def test_align(tmp_path: Path, case: Case) -> None:
     breaker(src)
     before = _tree(src)
     out = tmp_path / "out" / "ds"
-    result = _invoke("align", src, "--out", out, *_args(extra))
+    args = [str(src) + a[3:] if a.startswith("SRC") else a for a in _args(extra)]
+    result = _invoke("align", src, *([] if "--out" in args else ["--out", out]), *args)
     assert _tree(src) == before, "align modified its source folder"
     if case.error == ACCEPTED:
         assert result.exit_code == 0, result.output

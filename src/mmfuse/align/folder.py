@@ -862,6 +862,12 @@ def align_folder(
         raise DataError(f"{src}: source folder not found.")
     from mmfuse.data.format import recover_interrupted_write
 
+    out_abs, src_abs = Path(out).resolve(), src.resolve()
+    if out_abs == src_abs or src_abs in out_abs.parents:
+        raise DataError(
+            f"{out}: the data set cannot be written inside the source folder {src} (it would be read as a recording "
+            "by the next run); choose an --out outside it."
+        )
     recover_interrupted_write(out)  # a killed earlier run's leftovers go (or are named) before the long first pass
     cfg = _read_stream_config(src)
     recordings, label_files = _discover(src)
