@@ -194,6 +194,8 @@ def read_model_info(directory: str | os.PathLike[str]) -> dict[str, Any]:
         info = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path} is not valid JSON ({exc}); the saved model is corrupt.") from None
+    except RecursionError:
+        raise DataError(f"{path} is nested too deeply to be a model description; the saved model is corrupt.") from None
     if not isinstance(info, dict) or info.get("format") != _FORMAT or "model_config" not in info:
         raise DataError(f"{path} is not an mmfuse model description (expected format {_FORMAT!r} and 'model_config').")
     if info.get("format_version") != _FORMAT_VERSION:
@@ -217,7 +219,7 @@ def load_model(directory: str | os.PathLike[str], map_location: str | torch.devi
     Raises:
         FileNotFoundError: naming a missing file.
         DataError: naming the file when it is corrupt, its config invalid, or its tensors do not match the
-            model (missing/unexpected keys, wrong shapes).
+            model (missing/unexpected keys, wrong shapes or dtypes) or hold NaN or infinity.
 
     Example:
         >>> import tempfile
@@ -231,27 +233,50 @@ def load_model(directory: str | os.PathLike[str], map_location: str | torch.devi
     config_path = Path(directory) / CONFIG_FILE
     try:
         config = ModelConfig.from_dict(info["model_config"])
-    except (TypeError, ValueError) as exc:
+        with torch.device("meta"):  # shapes and dtypes only: a config far larger than its weights costs nothing
+            expected = {k: (tuple(v.shape), v.dtype) for k, v in MultimodalModel(config).state_dict().items()}
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:
         raise DataError(f"{config_path} holds an invalid model_config: {exc}") from None
     weights_path = Path(directory) / WEIGHTS_FILE
     if not weights_path.is_file():
         raise FileNotFoundError(f"Incomplete saved mmfuse model: {weights_path} does not exist.")
     try:
-        state = load_file(weights_path, device=str(map_location))
+        state = load_file(weights_path, device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise DataError(
             f"{weights_path} could not be read as safetensors ({exc}); the saved model is corrupt."
         ) from None
+    _check_weights(state, expected, weights_path, config_path)
     model = MultimodalModel(config)
-    expected = model.state_dict()
+    model.load_state_dict(state)
+    return model.to(map_location).eval()
+
+
+def _check_weights(
+    state: Mapping[str, torch.Tensor],
+    expected: Mapping[str, tuple[tuple[int, ...], torch.dtype]],
+    weights_path: Path,
+    config_path: Path,
+) -> None:
+    """Refuse weights that do not match the model of ``config.json`` exactly, or that hold NaN or infinity.
+
+    ``load_state_dict`` would cast a tensor of another dtype silently (float weights stored as int64 load as
+    truncated whole numbers) and copy NaN as it is: both give a model that runs and answers nonsense.
+    """
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
         raise DataError(
             f"{weights_path} does not match the model in {config_path}: missing keys {_head(missing)}, "
             f"unexpected keys {_head(unexpected)}."
         )
-    wrong = [f"{k} {list(state[k].shape)} vs {list(v.shape)}" for k, v in expected.items() if state[k].shape != v.shape]
+    wrong = [f"{k} {list(state[k].shape)} vs {list(s)}" for k, (s, _) in expected.items() if tuple(state[k].shape) != s]
     if wrong:
         raise DataError(f"{weights_path} has tensors of the wrong shape for {config_path}: {'; '.join(wrong[:5])}.")
-    model.load_state_dict(state)
-    return model.to(map_location).eval()
+    dtypes = [f"{k} is {state[k].dtype}, expected {d}" for k, (_, d) in expected.items() if state[k].dtype != d]
+    if dtypes:
+        raise DataError(
+            f"{weights_path} has tensors of the wrong dtype (converted or truncated weights): {'; '.join(dtypes[:5])}."
+        )
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise DataError(f"{weights_path} holds NaN or infinite values in {_head(bad)}; the saved model is corrupt.")

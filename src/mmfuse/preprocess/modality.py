@@ -369,6 +369,8 @@ class ModalityNormalizers(Mapping[str, Normalizer]):
             index = json.loads(json_path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise DataError(f"{json_path} is not a valid JSON file ({err}).") from err
+        except RecursionError:
+            raise DataError(f"{json_path} is nested too deeply to be an mmfuse normalisers file.") from None
         if not isinstance(index, dict) or index.get("format") != _FORMAT:
             raise DataError(f"{json_path} is not an mmfuse normalisers file (its 'format' is not {_FORMAT!r}).")
         if index.get("version") != _VERSION:

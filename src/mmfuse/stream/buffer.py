@@ -14,7 +14,14 @@ Timing (all in the recording's own clock, seconds):
   tolerance of the modalities (the farthest a sample can be from a step and still count for it);
 * an event that could still change an emitted step (its time is at or before the last emitted step plus its
   modality's tolerance) is *late*: it is dropped, counted in :attr:`FusionBuffer.dropped` and reported with
-  one :class:`LateEventWarning` per modality. Events within ``lateness`` of the newest event are never late.
+  one :class:`LateEventWarning` per modality. Events within ``lateness`` of the newest event are never late;
+* a gap is a gap: once ``max_gap`` seconds have passed since the last event (of any modality) the grid stops,
+  and it resumes just before the next event; the steps in between are neither aligned nor emitted (counted in
+  :attr:`FusionBuffer.skipped_gap`), so two events a day apart cost two short windows, not a day of steps;
+* ``max_steps`` bounds the steps one call emits: beyond it the oldest are skipped (counted in
+  :attr:`FusionBuffer.skipped_overflow`), as a server drops the oldest steps of a stream it cannot keep up with.
+  A call ends at a gap; call :meth:`FusionBuffer.pop_ready` (or :meth:`~FusionBuffer.flush`) again for the steps
+  after it (:func:`collect_sessions <mmfuse.stream.collect_sessions>` does).
 
 The only place live alignment can differ from aligning the finished recording is the live edge itself: a step
 is aligned with the samples known when it is emitted, so a step after a modality's newest sample is missing
@@ -26,6 +33,7 @@ within the tolerance). Give the buffer enough ``lateness`` for the sources' real
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -258,11 +266,16 @@ class FusionBuffer:
         start: Time of grid step 0; default the earliest event seen before the first emission.
         max_pending: Most events kept per modality; beyond it the oldest are discarded (counted in
             :attr:`overflow`), so a flood of events cannot exhaust memory.
+        max_gap: Seconds without any event after which the grid stops until the next event (None: never; every
+            step of a gap is emitted as missing).
+        max_steps: Most steps one call emits; the oldest beyond it are skipped (None: no bound).
 
     Attributes:
         dropped: Modality -> late events dropped.
         overflow: Modality -> events discarded by ``max_pending``.
         accepted: Modality -> events accepted.
+        skipped_gap: Grid steps skipped inside gaps longer than ``max_gap``.
+        skipped_overflow: Grid steps skipped by ``max_steps``.
 
     Example:
         >>> buf = FusionBuffer({"a": StreamSpec(1, rate=10.0), "b": StreamSpec(1, rate=5.0)}, rate=10.0, start=0.0)
@@ -282,6 +295,8 @@ class FusionBuffer:
         lateness: float = 0.0,
         start: float | None = None,
         max_pending: int = 100_000,
+        max_gap: float | None = 60.0,
+        max_steps: int | None = None,
     ) -> None:
         if not isinstance(specs, Mapping) or not specs:
             raise StreamError(f"The 'specs' parameter of FusionBuffer must be a non-empty mapping. Got {specs!r}.")
@@ -303,10 +318,25 @@ class FusionBuffer:
             raise StreamError(
                 f"The 'max_pending' parameter of FusionBuffer must be an integer >= 2. Got {max_pending!r}."
             )
+        if max_gap is not None and (
+            isinstance(max_gap, bool) or not isinstance(max_gap, (int, float)) or not 0 < max_gap < math.inf
+        ):
+            raise StreamError(
+                "The 'max_gap' parameter of FusionBuffer must be a positive number of seconds or None. "
+                f"Got {max_gap!r}."
+            )
+        if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
+            raise StreamError(
+                f"The 'max_steps' parameter of FusionBuffer must be a positive integer or None. Got {max_steps!r}."
+            )
         self.rate = float(rate)
         self.lateness = float(lateness)
         self.start = None if start is None else float(start)
         self.max_pending = max_pending
+        self.max_gap = None if max_gap is None else float(max_gap)
+        self.max_steps = max_steps
+        self.skipped_gap = 0
+        self.skipped_overflow = 0
         self.modalities: tuple[str, ...] = tuple(self.specs)
         self._tol = {m: s.effective_tolerance for m, s in self.specs.items()}
         self.horizon = max(self._tol.values())
@@ -454,7 +484,10 @@ class FusionBuffer:
         return self._emit_until(newest - self.lateness - self.horizon, strict=True)
 
     def flush(self) -> AlignedWindow:
-        """End of the stream: emit every remaining step up to the newest event time."""
+        """End of the stream: emit the remaining steps up to the newest event time.
+
+        One call stops at a gap longer than ``max_gap``: call again until it returns no step.
+        """
         return self._emit_until(self._newest, strict=False)
 
     def _plan(self, limit: float, strict: bool) -> np.ndarray | None:
@@ -470,7 +503,52 @@ class FusionBuffer:
         n_last = math.ceil(pos - 1e-9) - 1 if strict else math.floor(pos + 1e-9)
         if n_last < self._next:
             return None
+        if self.max_gap is not None:
+            cut = self._gaps()
+            if cut is None:  # inside a gap with no later event yet: nothing to emit
+                return None
+            n_last = min(n_last, cut)
+            if n_last < self._next:
+                return None
+        if self.max_steps is not None and n_last - self._next + 1 > self.max_steps:
+            extra = n_last - self._next + 1 - self.max_steps
+            self.skipped_overflow += extra
+            self._next += extra
         return self.start + np.arange(self._next, n_last + 1) / self.rate  # [K]
+
+    def _gaps(self) -> int | None:
+        """Apply ``max_gap`` at the next step: skip a gap it lies in; return the last index before the next gap.
+
+        Evidence is every kept event (an interval covers its whole span). Returns a large index when no gap
+        longer than ``max_gap`` lies ahead, and None when the next step lies in such a gap with no event after it.
+        """
+        assert self.start is not None and self.max_gap is not None
+        kept = [ev for ev in self._events.values() if ev.size]
+        if not kept:
+            return None
+        x = self.start + self._next / self.rate
+        oldest = min(x, *(float(ev.t.min()) for ev in kept))
+        if self._newest - oldest <= self.max_gap:  # the usual case: no gap can be longer than max_gap
+            return sys.maxsize
+        lo = np.concatenate([ev.t for ev in kept])  # [N] evidence spans [lo, hi]
+        hi = np.concatenate([ev.t if ev.e is None else np.maximum(ev.e, ev.t) for ev in kept])
+        order = np.argsort(lo, kind="stable")
+        lo, reach = lo[order], np.maximum.accumulate(hi[order])  # reach[i]: farthest evidence of spans 0..i
+        k = int(lo.searchsorted(x, side="right")) - 1  # the last span starting at or before x
+        last = x - self.max_gap if k < 0 else min(x, float(reach[k]))  # before any event: a gap when it is long
+        if x - last > self.max_gap or (k < 0 and float(lo[0]) - x > self.max_gap):  # skip the rest of the gap
+            if k + 1 >= lo.size:
+                return None
+            j = math.ceil((float(lo[k + 1]) - self.horizon - self.start) * self.rate - 1e-9)
+            if j > self._next:
+                self.skipped_gap += j - self._next
+                self._next = j
+            x = self.start + self._next / self.rate
+        gap = (lo[1:] - reach[:-1] > self.max_gap) & (lo[1:] > x) & (reach[:-1] + self.max_gap >= x)
+        ahead = np.nonzero(gap)[0]  # gaps still ahead of x
+        if ahead.size == 0:
+            return sys.maxsize
+        return math.floor((float(reach[ahead[0]]) + self.max_gap - self.start) * self.rate + 1e-9)
 
     def _advance(self, times: np.ndarray) -> None:
         """Mark the steps ``times`` emitted and prune the events no later step needs."""
@@ -533,6 +611,8 @@ class FusionBuffer:
             "accepted": dict(self.accepted),
             "dropped_late": dict(self.dropped),
             "overflow": dict(self.overflow),
+            "skipped_gap": self.skipped_gap,
+            "skipped_overflow": self.skipped_overflow,
             "pending": self.pending(),
             "watermark": self.watermark if math.isfinite(self.watermark) else None,
             "next_time": self.next_time,

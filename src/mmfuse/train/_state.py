@@ -154,3 +154,5 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DataError(f"Checkpoint file {str(path)!r} is corrupt (not valid JSON): {err}") from err
+    except RecursionError:
+        raise DataError(f"Checkpoint file {str(path)!r} is corrupt (JSON nested too deeply).") from None

@@ -74,14 +74,43 @@ def save_weights(
     return write_tensors(Path(path), dict(state), meta)
 
 
+def _check_finite(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse floating-point tensors holding NaN or infinity (a model loaded from them answers NaN)."""
+    bad = sorted(k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else "")
+        raise DataError(f"Weights file {str(path)!r} holds NaN or infinite values in {shown}; it is corrupt.")
+
+
+def _check_kinds(tensors: dict[str, torch.Tensor], target: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse a tensor whose kind (floating point, integer, bool) differs from the model's: a cast would truncate."""
+
+    def kind(t: torch.Tensor) -> str:
+        return "float" if t.is_floating_point() else "complex" if t.is_complex() else str(t.dtype)
+
+    wrong = [
+        f"{k} is {tensors[k].dtype}, the model's is {v.dtype}"
+        for k, v in target.items()
+        if k in tensors and kind(tensors[k]) != kind(v)
+    ]
+    if wrong:
+        raise DataError(
+            f"Weights file {str(path)!r} has tensors of the wrong dtype (converted or truncated weights): "
+            f"{'; '.join(wrong[:5])}."
+        )
+
+
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a safetensors state dict written by :func:`save_weights` into ``model`` (strict key match).
 
     Raises:
         FileNotFoundError: naming the file when it is missing.
-        DataError: naming the file when it is corrupt or does not fit the model.
+        DataError: naming the file when it is corrupt, holds NaN or infinity, or does not fit the model (keys,
+            shapes, or a tensor of another kind: integers where the model has floating-point weights).
     """
     tensors, _ = read_tensors(Path(path))
+    _check_finite(tensors, Path(path))
+    _check_kinds(tensors, model.state_dict(), Path(path))
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as err:
@@ -237,9 +266,11 @@ def load_last_checkpoint(out_dir: str | Path) -> LastCheckpoint:
             f"Checkpoint file {str(directory / 'model.safetensors')!r} belongs to epoch {meta.get('epoch')} "
             f"but trainer_state.json says epoch {epoch}."
         )
+    _check_finite(model_state, directory / "model.safetensors")
     best_state = None
     if (directory / "best.safetensors").is_file():
         best_state, _ = read_tensors(directory / "best.safetensors")
+        _check_finite(best_state, directory / "best.safetensors")
     optimizer_state = _read_state(directory, "optimizer", epoch)
     scheduler_state = _read_state(directory, "scheduler", epoch)
     scaler_state = None
@@ -288,8 +319,9 @@ def load_pretrained(
 
     Raises:
         FileNotFoundError: naming the weights file when it does not exist.
-        DataError: naming the file when it is corrupt; naming the tensor and both shapes on a shape mismatch
-            (``strict_shapes``); when no tensor was copied (listing what the source holds).
+        DataError: naming the file when it is corrupt, when a tensor to copy holds NaN or infinity or is of
+            another kind than the model's (integers for floating-point weights); naming the tensor and both shapes
+            on a shape mismatch (``strict_shapes``); when no tensor was copied (listing what the source holds).
 
     Example:
         >>> import tempfile, pathlib
@@ -319,6 +351,7 @@ def load_pretrained(
         path = path / "model.safetensors"
     tensors, _ = read_tensors(path)
     target = model.state_dict()
+    _check_kinds(tensors, target, path)
 
     def wanted(name: str) -> bool:
         return include is None or any(name.startswith(prefix) for prefix in include)
@@ -342,6 +375,7 @@ def load_pretrained(
             f"starting with {list(include) if include is not None else 'anything'}. The file's top-level names: "
             f"{shown}."
         )
+    _check_finite({name: tensors[name] for name in copied}, path)
     with torch.no_grad():
         for name in copied:
             target[name].copy_(tensors[name])  # state_dict() tensors share storage with the model
