@@ -160,6 +160,21 @@ def test_suggest_lr_rule() -> None:
         suggest_lr(lrs, [1.0])
 
 
+def test_suggest_lr_is_not_the_cliff() -> None:
+    # A gentle fall, then a cliff into the lowest loss and divergence: the one-sided slope into the lowest point
+    # is the steepest, but training at (or just below) that rate is what the range test warns against.
+    lrs = np.logspace(-5, 0, 11)
+    losses = [1.0, 1.0, 0.98, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.2, 5.0]
+    lowest = lrs[9]
+    suggestion = suggest_lr(lrs, losses)
+    assert suggestion is not None
+    assert suggestion == pytest.approx(lowest / 10)  # steepest before the minimum is lrs[8]: capped at a tenth
+    assert LRFinderResult(list(lrs), losses, losses, suggestion, True).lowest_loss_lr == pytest.approx(lowest)
+    # a steep fall well before the minimum is kept as it is
+    early = [1.0, 1.0, 1.0, 0.95, 0.5, 0.42, 0.4, 0.39, 0.38, 0.37, 5.0]
+    assert suggest_lr(lrs, early) == pytest.approx(lrs[4])
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

@@ -50,11 +50,13 @@ _MIN_POINTS = 3
 
 
 def suggest_lr(lrs: list[float] | np.ndarray, losses: list[float] | np.ndarray) -> float | None:
-    """The rate at the steepest descent of ``losses`` against ``log(lrs)``, before the loss is lowest.
+    """The rate at the steepest descent of ``losses`` against log(lrs) before the lowest loss, at most a tenth of it.
 
     The slope of the (smoothed) loss against the logarithm of the rate is taken by central differences
     (``numpy.gradient``) over the points up to the lowest loss, leaving out the first tenth of all points (where
-    the moving average still follows single batches), and the rate of the most negative slope is returned.
+    the moving average still follows single batches). The rate of the most negative slope strictly before the
+    lowest loss is taken (the lowest point itself only has a one-sided slope: the cliff into it), and the result
+    is never more than a tenth of the rate at the lowest loss, which is already too high to train at.
     ``None`` when fewer than 3 points remain or the loss never falls there (the range started too high, or the
     model does not learn): widen the range.
 
@@ -86,11 +88,11 @@ def suggest_lr(lrs: list[float] | np.ndarray, losses: list[float] | np.ndarray) 
     stop = int(np.argmin(y)) + 1  # points up to and including the lowest loss
     if stop - skip < _MIN_POINTS:
         return None
-    slopes = np.gradient(y[skip:stop], np.log10(x[skip:stop]))  # [stop - skip]
+    slopes = np.gradient(y[skip:stop], np.log10(x[skip:stop]))[:-1]  # [stop - skip - 1]: before the lowest loss
     best = int(np.argmin(slopes))
     if not slopes[best] < 0:
         return None
-    return float(x[skip + best])
+    return float(min(x[skip + best], x[stop - 1] / 10.0))
 
 
 @dataclass
