@@ -24,10 +24,12 @@ def serve(
     max_streams: Annotated[int, typer.Option(help="Most concurrent streams.")] = 256,
     max_message_bytes: Annotated[int, typer.Option(help="Largest WebSocket message.")] = 65536,
     queue_size: Annotated[int, typer.Option(help="Per-stream queue bound (oldest dropped beyond it).")] = 256,
+    max_watchers: Annotated[int, typer.Option(help="Most concurrent live-page watchers (/ws/watch).")] = 64,
+    idle_timeout: Annotated[float, typer.Option(help="Seconds a silent stream is kept before it is closed.")] = 300.0,
 ) -> None:
     """Serve a trained causal model: WebSocket streams, HTTP batch predictions, a live page at /."""
     from mmfuse.stream import load_model_assets
-    from mmfuse.stream.server import ServerConfig, create_app
+    from mmfuse.stream.server import ServerConfig
     from mmfuse.stream.server import serve as run_server
 
     config = ServerConfig(
@@ -38,11 +40,17 @@ def serve(
         max_streams=max_streams,
         max_message_bytes=max_message_bytes,
         queue_size=queue_size,
+        max_watchers=max_watchers,
+        idle_timeout=idle_timeout,
     )
     assets = load_model_assets(model_dir)
-    create_app(assets, config)  # a model that cannot stream, or no grid rate, fails here, before the banner
-    console.print(f"mmfuse serving {model_dir} on http://{host}:{port} (live page: /, stream: ws://{host}:{port}/ws)")
-    run_server(assets, config)
+
+    def banner() -> None:  # after the model is checked and the port bound: a failure never follows it
+        console.print(
+            f"mmfuse serving {model_dir} on http://{host}:{port} (live page: /, stream: ws://{host}:{port}/ws)"
+        )
+
+    run_server(assets, config, on_ready=banner)
 
 
 def stream(

@@ -379,9 +379,10 @@ class FusionBuffer:
                 f"FusionBuffer got an event for unknown modality {modality!r}; modalities: {list(self.modalities)}."
             )
         try:
-            t = np.asarray(times, dtype=np.float64).reshape(-1)
-            v = np.asarray(values, dtype=np.float32)
-        except (TypeError, ValueError) as exc:
+            with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused below
+                t = np.asarray(times, dtype=np.float64).reshape(-1)
+                v = np.asarray(values, dtype=np.float32)
+        except (TypeError, ValueError, OverflowError) as exc:
             raise StreamError(f"Events of modality {modality!r} must be numbers: {exc}") from None
         if v.ndim == 1 and spec.dim == 1:
             v = v[:, None]  # [N] -> [N, 1]

@@ -43,8 +43,24 @@ class StreamClient:
             from websockets.sync.client import connect
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError("StreamClient needs the 'serve' extra: pip install 'mmfuse[serve]'.") from exc
+        if not isinstance(url, str) or not url.startswith(("ws://", "wss://")):
+            raise StreamError(
+                f"The 'url' parameter of StreamClient must be a WebSocket URL (ws://host:port/ws or wss://...). "
+                f"Got {url!r}."
+            )
         headers = {"Authorization": f"Bearer {token}"} if token else None
-        self._ws = connect(url, additional_headers=headers, max_size=max_size, open_timeout=open_timeout)
+        try:
+            self._ws = connect(url, additional_headers=headers, max_size=max_size, open_timeout=open_timeout)
+        except ConnectionRefusedError:
+            raise StreamError(
+                f"No server answers at {url}: the connection was refused (start 'mmfuse serve' first)."
+            ) from None
+        except TimeoutError:
+            raise StreamError(f"The server at {url} did not answer within {open_timeout} s.") from None
+        except OSError as exc:
+            raise StreamError(f"Cannot connect to {url}: {exc.strerror or exc}.") from None
+        except Exception as exc:  # websockets' handshake errors (a page that is not the stream endpoint, a 4xx)
+            raise StreamError(f"The WebSocket handshake with {url} failed: {exc}.") from None
         self._inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.messages: list[dict[str, Any]] = []
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -47,7 +47,7 @@ from mmfuse.stream.session import (
     step_sessions,
 )
 
-__all__ = ["ServerConfig", "ServerHandle", "create_app", "is_loopback", "run_in_thread", "serve"]
+__all__ = ["ServerConfig", "ServerHandle", "bind_socket", "create_app", "is_loopback", "run_in_thread", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,10 @@ class ServerConfig:
         max_body_bytes: Largest HTTP request body.
         queue_size: Per connection, most queued model steps and most queued outgoing messages.
         send_timeout: Seconds a send may block before the connection is closed as unresponsive.
+        max_watchers: Most concurrent ``/ws/watch`` connections (the live page); more are refused.
+        idle_timeout: Seconds a WebSocket stream may stay silent before the server closes it (code 1001).
+        header_timeout: Seconds a client has to send a complete HTTP request head (slow-header clients are cut).
+        max_predict_steps: Most grid steps one ``POST /predict`` may ask for (refused with 413 beyond).
         stream_config: Overrides the model directory's ``stream.json``.
         rate: Grid rate when there is no stream config.
         torch_threads: Torch intra-op threads set when the server starts (1: small models step fastest on one
@@ -102,17 +106,37 @@ class ServerConfig:
     rate: float | None = None
     torch_threads: int | None = 1
     batch_interval: float = 0.01
+    max_watchers: int = 64
+    idle_timeout: float = 300.0
+    header_timeout: float = 10.0
+    max_predict_steps: int = 100_000
 
     def __post_init__(self) -> None:
+        p = self.port
+        if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p <= 65535:
+            raise StreamError(f"The 'port' parameter of ServerConfig must be an integer in [0, 65535]. Got {p!r}.")
         if not is_loopback(self.host) and not self.token:
             raise StreamError(
                 f"Refusing to serve on non-loopback host {self.host!r} without a token: pass --token (or set "
                 "MMFUSE_TOKEN) so that only clients holding it can connect."
             )
-        for name in ("max_streams", "max_message_bytes", "max_body_bytes", "queue_size"):
+        for name in (
+            "max_streams",
+            "max_message_bytes",
+            "max_body_bytes",
+            "queue_size",
+            "max_watchers",
+            "max_predict_steps",
+        ):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise StreamError(f"The {name!r} parameter of ServerConfig must be a positive integer. Got {v!r}.")
+        for name in ("idle_timeout", "header_timeout", "send_timeout"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
+                raise StreamError(
+                    f"The {name!r} parameter of ServerConfig must be a positive number of seconds. Got {v!r}."
+                )
         b = self.batch_interval
         if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b <= 1:
             raise StreamError(
@@ -144,8 +168,11 @@ def _dumps(msg: Any) -> str:
 
 
 def _parse(text: str | bytes, limit: int) -> dict[str, Any]:
-    if len(text) > limit:
-        raise _Error("message_too_large", f"Message of {len(text)} bytes is over the limit of {limit} bytes.")
+    size = len(text)
+    if isinstance(text, str) and 4 * size > limit:  # UTF-8 takes up to 4 bytes a character: count them
+        size = len(text.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        raise _Error("message_too_large", f"Message of {size} bytes is over the limit of {limit} bytes.")
     if _orjson is not None:
         try:  # valid messages take the fast path; anything it refuses goes through json for the exact error
             fast = _orjson.loads(text)
@@ -159,15 +186,50 @@ def _parse(text: str | bytes, limit: int) -> dict[str, Any]:
         raise
     except (ValueError, UnicodeDecodeError) as exc:
         raise _Error("invalid_json", f"Message is not valid JSON: {exc}.") from None
+    except RecursionError:
+        raise _Error("invalid_json", "Message is nested too deeply to be a valid message.") from None
     if not isinstance(msg, dict):
         raise _Error("invalid_message", f"A message must be a JSON object. Got {type(msg).__name__}.")
     return msg
 
 
 def _finite_number(value: Any, field: str) -> float:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_INT:
+        raise _Error(
+            "invalid_value", f"{field!r} must be a finite number. Got an integer of {len(str(value))} digits.", field
+        )
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise _Error("invalid_value", f"{field!r} must be a finite number. Got {value!r}.", field)
+        raise _Error("invalid_value", f"{field!r} must be a finite number. Got {_short(value)}.", field)
     return float(value)
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+_MAX_INT = 2**63
+"""Largest integer magnitude a message may hold (a larger one cannot be a time, a value or a sequence number)."""
+
+_MAX_SEQ_CHARS = 256
+"""Longest string ``seq`` a client may attach (it is echoed in every prediction and kept in the stream history)."""
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr`` of a client's value, cut to ``limit`` characters (an error message never echoes a huge field)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _check_seq(value: Any) -> Any:
+    """A client's ``seq``: null, a boolean, a finite number or a short string (echoed back as it is)."""
+    if value is None or (isinstance(value, (bool, str)) and len(str(value)) <= _MAX_SEQ_CHARS):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        _finite_number(value, "seq")
+        return value
+    raise _Error(
+        "invalid_value",
+        f"'seq' must be null, a number or a string of at most {_MAX_SEQ_CHARS} characters. Got {_short(value)}.",
+        "seq",
+    )
 
 
 class _Stream:
@@ -189,7 +251,7 @@ class _Stream:
         self.last_seq: Any = None
         self.sent_at = time.monotonic()
         self.watchers: list[asyncio.Queue[dict[str, Any]]] = []
-        self.history: deque[dict[str, Any]] = deque(maxlen=600)
+        self.history: deque[str] = deque(maxlen=600)  # JSON text: a few hundred bytes per prediction
         self.errors = 0
         self.closed = False
         self.dirty = False
@@ -268,6 +330,7 @@ class _State:
         self.counter = 0
         self.total_streams = 0
         self.refused_streams = 0
+        self.watching = 0
         self.errors: dict[str, int] = {}
         self.messages = 0
         self.step_ms: deque[float] = deque(maxlen=20000)
@@ -275,9 +338,15 @@ class _State:
         self.wake = asyncio.Event()
         self.started = time.time()
 
-    def new_session(self) -> StreamingSession:
+    def new_session(self, max_steps: int | None) -> StreamingSession:
+        """A session bounded for serving: at most ``max_steps`` steps per buffer call, 10 000 kept events a modality."""
         return StreamingSession(
-            self.engine, self.stream_config, normalizers=self.normalizers, class_names=self.class_names
+            self.engine,
+            self.stream_config,
+            normalizers=self.normalizers,
+            class_names=self.class_names,
+            max_steps=max_steps,
+            max_pending=10_000,
         )
 
     def count_error(self, code: str) -> None:
@@ -348,7 +417,7 @@ def create_app(model_dir: str | Any, config: ServerConfig | None = None) -> Any:
                 for r in res:
                     msg = {"type": "prediction", "seq": s.last_seq, **r.to_dict(state.class_names)}
                     s.emit(msg)
-                    s.history.append(msg)
+                    s.history.append(_dumps(msg))
                     for w in s.watchers:
                         if w.full():
                             with contextlib.suppress(asyncio.QueueEmpty):
@@ -456,7 +525,7 @@ def create_app(model_dir: str | Any, config: ServerConfig | None = None) -> Any:
                 )
         try:
             msg = _parse(bytes(body), config.max_body_bytes)
-            session = state.new_session()
+            session = state.new_session(config.max_predict_steps)
             streams_in = msg.get("streams")
             if not isinstance(streams_in, dict) or not streams_in:
                 raise _Error(
@@ -480,7 +549,16 @@ def create_app(model_dir: str | Any, config: ServerConfig | None = None) -> Any:
                     session.push_many(m, s["t"], s["values"], s.get("ends"))
                 except StreamError as exc:
                     raise _Error("invalid_value", str(exc), f"streams.{m}") from None
-            window = session.buffer.flush()
+            window = session.drain()  # gaps longer than max_gap are left out: no grid over empty time
+            skipped = session.buffer.skipped_overflow
+            if skipped or len(window) > config.max_predict_steps:
+                return http_error(
+                    413,
+                    "too_many_steps",
+                    f"The streams span {len(window) + skipped} grid steps, over the limit of "
+                    f"{config.max_predict_steps} per request; send shorter recordings.",
+                    "streams",
+                )
             if len(window) == 0:
                 raise _Error("no_steps", "The streams give no step to predict.", "streams")
             out = await asyncio.get_running_loop().run_in_executor(None, session.run_recording, window)
@@ -502,7 +580,7 @@ def create_app(model_dir: str | Any, config: ServerConfig | None = None) -> Any:
     def handle(st: _Stream, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
         if "seq" in msg:
-            st.last_seq = msg["seq"]
+            st.last_seq = _check_seq(msg["seq"])
         events: Any
         if kind == "event":
             events = [msg]
@@ -516,7 +594,8 @@ def create_app(model_dir: str | Any, config: ServerConfig | None = None) -> Any:
             state.wake.set()
             return
         elif kind == "ping":
-            st.emit({"type": "pong", "t": msg.get("t")})
+            t = msg.get("t")
+            st.emit({"type": "pong", "t": None if t is None else _finite_number(t, "t")})
             return
         else:
             raise _Error(
@@ -544,7 +623,11 @@ def create_app(model_dir: str | Any, config: ServerConfig | None = None) -> Any:
                     f"{where}values",
                 )
             # fast path: plain finite numbers (bool is neither int nor float by type); otherwise find the culprit
-            if not all(type(v) is float or type(v) is int for v in values) or not math.isfinite(sum(values)):
+            try:
+                plain = all(type(v) is float or type(v) is int for v in values) and math.isfinite(sum(values))
+            except OverflowError:  # an integer too large for a float
+                plain = False
+            if not plain:
                 for j, v in enumerate(values):
                     _finite_number(v, f"{where}values[{j}]")
             end = ev.get("end")
@@ -558,10 +641,11 @@ def create_app(model_dir: str | Any, config: ServerConfig | None = None) -> Any:
             es.append(end)
         ready = []
         for m, (ts, vs, es) in rows.items():  # all checked first: none of a bad message is used
-            v = np.array(vs, dtype=np.float32)  # [N, D_m]
+            v64 = np.array(vs, dtype=np.float64)  # [N, D_m]
             t_arr = np.array(ts, dtype=np.float64)  # [N]
-            if not np.isfinite(v).all():
-                raise _Error("invalid_value", f"Values of modality {m!r} overflow float32.", "events")
+            if bool((np.abs(v64) > _FLOAT32_MAX).any()):
+                raise _Error("invalid_value", f"Values of modality {m!r} overflow float32 (|x| > 3.4e38).", "events")
+            v = v64.astype(np.float32)
             e: np.ndarray | None = None
             if buf.specs[m].kind == "interval":
                 if any(x is None for x in es):
@@ -629,7 +713,7 @@ def create_app(model_dir: str | Any, config: ServerConfig | None = None) -> Any:
             return
         state.counter += 1
         state.total_streams += 1
-        st = _Stream(f"s{state.counter}", state.new_session(), config.queue_size)
+        st = _Stream(f"s{state.counter}", state.new_session(config.queue_size), config.queue_size)
         st.ws, st.send_timeout = ws, config.send_timeout
         state.streams[st.id] = st
         st.emit(
@@ -645,7 +729,21 @@ def create_app(model_dir: str | Any, config: ServerConfig | None = None) -> Any:
         unyielded = 0
         try:
             while not st.closed:
-                raw = await ws.receive()
+                try:
+                    raw = await asyncio.wait_for(ws.receive(), timeout=config.idle_timeout)
+                except asyncio.TimeoutError:
+                    state.count_error("idle_timeout")
+                    st.emit(
+                        {
+                            "type": "error",
+                            "error": "idle_timeout",
+                            "field": None,
+                            "detail": f"No message for {config.idle_timeout:g} s; the stream is closed.",
+                        }
+                    )
+                    with contextlib.suppress(Exception):
+                        await ws.close(code=1001)
+                    break
                 if raw["type"] == "websocket.disconnect":
                     break
                 data = raw.get("text")
@@ -698,6 +796,27 @@ def create_app(model_dir: str | Any, config: ServerConfig | None = None) -> Any:
             )
             await ws.close(code=1008)
             return
+        if state.watching >= config.max_watchers:
+            state.count_error("too_many_watchers")
+            await ws.send_text(
+                json.dumps(
+                    {
+                        "type": "error",
+                        "error": "too_many_watchers",
+                        "field": None,
+                        "detail": f"The server holds its maximum of {config.max_watchers} watchers (--max-watchers).",
+                    }
+                )
+            )
+            await ws.close(code=1013)
+            return
+        state.watching += 1
+        try:
+            await watch(ws)
+        finally:
+            state.watching -= 1
+
+    async def watch(ws: WebSocket) -> None:
         sid = ws.query_params.get("stream")
         st = state.streams.get(sid) if sid else None
         deadline = time.monotonic() + 30.0
@@ -714,17 +833,15 @@ def create_app(model_dir: str | Any, config: ServerConfig | None = None) -> Any:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=config.queue_size)
         st.watchers.append(queue)
         try:
-            await ws.send_text(
-                json.dumps(
-                    {
-                        "type": "watch",
-                        "stream_id": st.id,
-                        "modalities": sorted(modality_dims),
-                        "class_names": list(state.class_names),
-                        "history": list(st.history),
-                    }
-                )
+            head = _dumps(
+                {
+                    "type": "watch",
+                    "stream_id": st.id,
+                    "modalities": sorted(modality_dims),
+                    "class_names": list(state.class_names),
+                }
             )
+            await ws.send_text(f'{head[:-1]},"history":[{",".join(st.history)}]}}')
             while True:
                 msg = await queue.get()
                 await asyncio.wait_for(ws.send_text(_dumps(msg)), timeout=config.send_timeout)
@@ -765,6 +882,78 @@ class ServerHandle:
         self.stop()
 
 
+def _head_timeout_protocol(seconds: float) -> Any:
+    """The h11 protocol of uvicorn with a deadline for the request head.
+
+    A client that connects and sends its headers slowly (or never) is disconnected after ``seconds`` instead of
+    holding a socket forever (slowloris).
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeadTimeoutProtocol(H11Protocol):
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._head_timer = self.loop.call_later(seconds, self._head_timeout)
+
+        def _head_timeout(self) -> None:
+            if self.cycle is None and not self.transport.is_closing():
+                self.transport.close()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not None:
+                self._head_timer.cancel()
+
+        def handle_websocket_upgrade(self, event: Any) -> None:
+            self._head_timer.cancel()
+            super().handle_websocket_upgrade(event)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._head_timer.cancel()
+            super().connection_lost(exc)
+
+    return HeadTimeoutProtocol
+
+
+def bind_socket(host: str, port: int) -> Any:
+    """A listening TCP socket on ``host:port``, or a :class:`StreamError` saying why not (before any banner).
+
+    Raises:
+        StreamError: a port outside [0, 65535], a host that does not resolve, a port in use or not permitted.
+
+    Example:
+        >>> bind_socket("127.0.0.1", 70000)
+        Traceback (most recent call last):
+        ...
+        mmfuse.errors.StreamError: The port must be an integer in [0, 65535]. Got 70000.
+    """
+    import errno
+    import socket
+
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise StreamError(f"The port must be an integer in [0, 65535]. Got {port!r}.")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise StreamError(f"Cannot serve on host {host!r}: it does not resolve to an address ({exc}).") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        why = {
+            errno.EADDRINUSE: "the port is already in use; choose another --port or stop the other server",
+            errno.EACCES: "permission denied (ports below 1024 need privileges); choose another --port",
+            errno.EADDRNOTAVAIL: "the address is not one of this machine's; choose another --host",
+        }.get(exc.errno or 0, exc.strerror or str(exc))
+        raise StreamError(f"Cannot serve on {host}:{port}: {why}.") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def _uvicorn_server(app: Any, config: ServerConfig) -> Any:
     import uvicorn
 
@@ -773,6 +962,9 @@ def _uvicorn_server(app: Any, config: ServerConfig) -> Any:
         host=config.host,
         port=config.port,
         log_level="warning",
+        http=_head_timeout_protocol(config.header_timeout),
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=16 * 1024,  # a request head over 16 KiB is refused
         ws="websockets-sansio",
         ws_max_size=4 * config.max_message_bytes,  # larger frames are refused by the protocol (close 1009)
         ws_ping_interval=20.0,
@@ -788,16 +980,11 @@ def run_in_thread(app: Any, config: ServerConfig, timeout: float = 20.0) -> Serv
     Raises:
         RuntimeError: the server did not start within ``timeout`` seconds.
     """
-    import socket
-
-    port = config.port
-    if port == 0:
-        with socket.socket() as s:
-            s.bind((config.host, 0))
-            port = s.getsockname()[1]
+    sock = bind_socket(config.host, config.port)
+    port = sock.getsockname()[1]
     cfg = ServerConfig(**{**config.__dict__, "port": port})
     server = _uvicorn_server(app, cfg)
-    thread = threading.Thread(target=server.run, daemon=True, name="mmfuse-server")
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="mmfuse-server")
     thread.start()
     deadline = time.monotonic() + timeout
     while not server.started:
@@ -808,14 +995,22 @@ def run_in_thread(app: Any, config: ServerConfig, timeout: float = 20.0) -> Serv
     return ServerHandle(server, thread, cfg.host, port)
 
 
-def serve(model_dir: str | Any, config: ServerConfig) -> None:
+def serve(model_dir: str | Any, config: ServerConfig, on_ready: Any = None) -> None:
     """Serve ``model_dir`` until interrupted (what ``mmfuse serve`` runs).
+
+    The model is loaded and checked and the socket bound before anything else, so a bad model directory, a port
+    in use or an unresolvable host raises a :class:`StreamError` (or ``DataError``) before ``on_ready()`` is
+    called (the CLI prints its banner there).
 
     Everything loaded before the server starts (torch, the model, the app) is moved out of the garbage
     collector's reach (``gc.freeze``): its full passes would walk all of it and stall the event loop for 100-300 ms
     every few seconds under load. :func:`run_in_thread` leaves the host process's collector alone.
     """
-    server = _uvicorn_server(create_app(model_dir, config), config)
+    app = create_app(model_dir, config)
+    sock = bind_socket(config.host, config.port)
+    server = _uvicorn_server(app, config)
+    if on_ready is not None:
+        on_ready()
     gc.collect()
     gc.freeze()
-    server.run()
+    server.run(sockets=[sock])
