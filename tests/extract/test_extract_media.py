@@ -122,7 +122,9 @@ def test_torch_file_encoder_runs_a_frozen_model_in_batches(tmp_path, fox_clip):
     torch.export.save(
         torch.export.export(Net(), (torch.zeros(2, 3, 8, 8),), dynamic_shapes=({0: torch.export.Dim.AUTO},)), path
     )
-    enc = create_frame_encoder("torch-file", path=path, image_size=8, mean=(0, 0, 0), std=(1, 1, 1), batch_size=3)
+    enc = create_frame_encoder(
+        "torch-file", path=path, image_size=8, mean=(0, 0, 0), std=(1, 1, 1), batch_size=3, allow_unsafe=True
+    )
     ex = FramesExtractor(enc, rate=2.0, max_side=32)
     out = ex(Media(fox_clip.path))["video_torch-file"]
     times, frames = decode_frames(fox_clip.path, rate=2.0, max_side=32)

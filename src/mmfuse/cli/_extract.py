@@ -34,9 +34,18 @@ def extract(
     frame_model: Annotated[
         Path | None,
         typer.Option(
-            "--frame-model", help="Image model file for the frames extractor (TorchScript .pt or torch.export .pt2)."
+            "--frame-model",
+            help="Image model file for the frames extractor (TorchScript .pt or torch.export .pt2; both need "
+            "--allow-unsafe-load).",
         ),
     ] = None,
+    allow_unsafe_load: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unsafe-load",
+            help="Allow a TorchScript or .pt2 --frame-model: loading one can run code. Trust the file first.",
+        ),
+    ] = False,
     frame_rate: Annotated[float, typer.Option("--frame-rate", min=0.0, help="Frame sampling rate (Hz).")] = 5.0,
     cache_dir: Annotated[
         Path | None, typer.Option("--cache-dir", help="Extraction cache (default $MMFUSE_CACHE_DIR/extract).")
@@ -76,7 +85,9 @@ def extract(
         if n == "frames":
             kwargs: dict[str, Any] = {"rate": frame_rate}
             if frame_model is not None:
-                kwargs.update(encoder="torch-file", encoder_kwargs={"path": frame_model})
+                kwargs.update(
+                    encoder="torch-file", encoder_kwargs={"path": frame_model, "allow_unsafe": allow_unsafe_load}
+                )
             objs.append(create_extractor("frames", **kwargs))
         elif n == "face":
             objs.append(create_extractor("face", rate=frame_rate))

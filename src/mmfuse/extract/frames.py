@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -135,9 +136,14 @@ class TorchFileEncoder:
         batch_size: Frames per forward pass.
         builder: Module factory for ``.safetensors`` files.
         device: Torch device to run on.
+        allow_unsafe: Load TorchScript and ``torch.export`` files. Both formats hold pickled data, and loading
+            them can run code chosen by whoever wrote the file (``torch.export.load`` falls back to an unrestricted
+            unpickler), so they are refused unless you opt in (CLI ``--allow-unsafe-load``); a warning is issued
+            even then. A ``.safetensors`` state dict with ``builder`` is always safe.
 
     Raises:
-        DataError: the file is missing or of an unknown type; a ``.safetensors`` file without ``builder``.
+        DataError: the file is missing or of an unknown type; a ``.safetensors`` file without ``builder``; a
+            TorchScript or ``.pt2`` file without ``allow_unsafe=True``.
 
     Example:
         >>> import tempfile, pathlib, torch
@@ -145,7 +151,7 @@ class TorchFileEncoder:
         >>> p = pathlib.Path(tempfile.mkdtemp()) / "pool.pt2"
         >>> batch = {0: torch.export.Dim.AUTO}  # export with a dynamic batch size
         >>> torch.export.save(torch.export.export(net, (torch.zeros(2, 3, 16, 16),), dynamic_shapes=(batch,)), p)
-        >>> enc = TorchFileEncoder(p, image_size=16, mean=(0, 0, 0), std=(1, 1, 1))
+        >>> enc = TorchFileEncoder(p, image_size=16, mean=(0, 0, 0), std=(1, 1, 1), allow_unsafe=True)
         >>> enc.encode(np.full((5, 20, 20, 3), 255, np.uint8)).round(3).tolist()[0]
         [1.0, 1.0, 1.0]
     """
@@ -163,8 +169,9 @@ class TorchFileEncoder:
         batch_size: int = 32,
         builder: Callable[[], torch.nn.Module] | None = None,
         device: str = "cpu",
+        allow_unsafe: bool = False,
     ) -> None:
-        from mmfuse.errors import DataError
+        from mmfuse.errors import DataError, MmfuseWarning
 
         self.path = Path(path)
         if not self.path.is_file():
@@ -177,6 +184,21 @@ class TorchFileEncoder:
             )
         if suffix == ".safetensors" and builder is None:
             raise DataError(f"{self.path}: a .safetensors file holds weights only; pass builder=<module factory>.")
+        if suffix != ".safetensors":
+            if not allow_unsafe:
+                raise DataError(
+                    f"{self.path}: refusing to load a {suffix} model file: TorchScript and torch.export files contain "
+                    "pickled data, and loading one can run code chosen by whoever wrote it. If you trust the file, "
+                    "pass allow_unsafe=True (CLI: --allow-unsafe-load); otherwise export the weights as .safetensors "
+                    "and pass builder=<module factory>."
+                )
+            warnings.warn(
+                f"Loading {self.path} with allow_unsafe=True: a {suffix} file can run code while it is loaded; "
+                "use only files you trust.",
+                MmfuseWarning,
+                stacklevel=2,
+            )
+        self.allow_unsafe = bool(allow_unsafe)
         self.image_size = int(check_positive(image_size, "image_size", "TorchFileEncoder"))
         self.batch_size = int(check_positive(batch_size, "batch_size", "TorchFileEncoder"))
         self.mean = tuple(float(m) for m in mean)
