@@ -211,3 +211,45 @@ def test_merged_alignment_of_many_buffers_equals_each_alone(rng, monkeypatch):
             np.testing.assert_allclose(a.staleness[m], b.staleness[m], rtol=0, atol=1e-9, err_msg=f"{j} {m}")
     assert not all(np.concatenate([w.masks["gyro"] for w in got[4]]))  # the gap was seen
     assert sum(joined) > 100 and min(joined) == 0  # both paths ran: merged calls and buffers aligned alone
+
+
+def _drain(buf, flush=False):
+    out = []
+    while len(w := (buf.flush() if flush else buf.pop_ready())):
+        out.append(w)
+    return out
+
+
+@pytest.mark.parametrize("gap", [61.0, 1e5, 1e6])
+def test_a_gap_longer_than_max_gap_is_skipped_not_gridded(gap):
+    buf = FusionBuffer({"a": StreamSpec(1, rate=10.0)}, rate=10.0, max_gap=60.0)
+    buf.push_many("a", [0.0, 0.1, gap, gap + 0.1, gap + 0.2], [[1.0], [2.0], [3.0], [4.0], [5.0]])
+    windows = _drain(buf) + _drain(buf, flush=True)
+    first, last = windows[0], AlignedWindow.concat(windows[1:])
+    assert first.times[-1] == pytest.approx(60.1)  # 60 s after the last event before the gap, then it stops
+    assert last.times[0] == pytest.approx(gap - 0.1)  # it resumes one tolerance before the next event
+    assert last.first_index == round((gap - 0.1) * 10)  # grid indices keep their meaning across the gap
+    assert buf.skipped_gap == last.first_index - len(first)
+    assert len(first) + len(last) == 602 + 4
+    assert last.values["a"][-3:, 0].tolist() == [3.0, 4.0, 5.0] and last.masks["a"].all()
+
+
+def test_a_gap_within_max_gap_is_emitted_as_missing_steps():
+    buf = FusionBuffer({"a": StreamSpec(1, rate=10.0)}, rate=10.0, max_gap=60.0)
+    buf.push_many("a", [0.0, 30.0, 30.1], [[1.0], [2.0], [3.0]])
+    w = AlignedWindow.concat(_drain(buf) + _drain(buf, flush=True))
+    assert len(w) == 302 and buf.skipped_gap == 0  # every step of a 30 s gap is emitted
+    assert w.masks["a"][:2].all() and w.masks["a"][-3:].all() and not w.masks["a"][2:-3].any()  # as missing
+
+
+def test_max_steps_skips_the_oldest_steps():
+    buf = FusionBuffer({"a": StreamSpec(1, rate=10.0)}, rate=10.0, max_steps=5, max_gap=None)
+    buf.push_many("a", np.arange(0, 3, 0.1), np.arange(30.0)[:, None])
+    w = buf.pop_ready()
+    assert len(w) == 5 and buf.skipped_overflow == 23 and w.first_index == 23
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("inf"), float("nan"), True, "60"])
+def test_max_gap_must_be_a_positive_number(bad):
+    with pytest.raises(StreamError, match="max_gap"):
+        FusionBuffer({"a": StreamSpec(1, rate=10.0)}, rate=10.0, max_gap=bad)
