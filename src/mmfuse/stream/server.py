@@ -248,6 +248,7 @@ class _Stream:
         self.queue_size = queue_size
         self.dropped_out = 0
         self.dropped_steps = 0
+        self.skipped_seen = 0  # the buffer's skipped_overflow already counted in dropped_steps
         self.last_seq: Any = None
         self.sent_at = time.monotonic()
         self.watchers: list[asyncio.Queue[dict[str, Any]]] = []
@@ -666,15 +667,15 @@ def create_app(model_dir: str | Any, config: ServerConfig | None = None) -> Any:
             st.dirty = False
         collect_sessions([st.session for st in streams])  # one alignment call per modality for all of them
         for st in streams:
-            over = st.session.pending - config.queue_size
-            if over > 0:
-                drop_oldest(st, over)
+            skipped = st.session.buffer.skipped_overflow - st.skipped_seen  # steps the buffer never emitted
+            st.skipped_seen += skipped
+            drop_oldest(st, max(0, st.session.pending - config.queue_size), skipped)
 
-    def drop_oldest(st: _Stream, over: int) -> None:
-        if over > 0:  # the model is behind this stream: drop its oldest steps, keep the newest
+    def drop_oldest(st: _Stream, over: int, skipped: int = 0) -> None:
+        if over > 0 or skipped > 0:  # the model is behind this stream: drop its oldest steps, keep the newest
             for _ in range(over):
                 st.session._pending.popleft()
-            st.dropped_steps += over
+            st.dropped_steps += over + skipped
             st.emit(
                 {
                     "type": "backpressure",
