@@ -33,7 +33,10 @@ _HOMEPAGE = "https://www.timeseriesclassification.com/description.php?Dataset=Ba
 PRESET: dict[str, dict[str, object]] = {
     "model": {"hidden": 32, "encoder": "conv", "encoder_layers": 2, "dropout": 0.2, "pooling": "mean"},
     "train": {
-        "epochs": 60,
+        # 40 (was 60): every one of the 42 runs of the main job still reaches validation accuracy 1.0 at its
+        # selected epoch, with mean validation loss 0.0035 (was 0.0008), at 0.71x the training epochs (chosen on
+        # validation only; docs/benchmarks.md, "The main job")
+        "epochs": 40,
         "batch_size": 8,
         "lr": 3e-3,
         "weight_decay": 1e-2,
