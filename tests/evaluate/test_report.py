@@ -97,7 +97,8 @@ def make_run(
                 history = _history(4, monitor, 0.5 + 0.02 * i, 0.05 if task == "classification" else -0.1)
                 (model_dir / "history.json").write_text(json.dumps(history), encoding="utf-8")
             if with_test_metrics and task == "classification":
-                matrix = [[3, 1, 0], [0, 2, 1], [1, 0, 0]] if seed == 0 else [[2, 0, 1], [1, 2, 0], [0, 0, 1]]
+                # each fusion its own matrix (identical ones share a figure); concat (i = 0) sums to 8 + 7
+                matrix = [[3, 1, 0], [0, 2, 1], [1, 0, i]] if seed == 0 else [[2, 0, 1], [1, 2, 0], [0, 0, 1]]
                 metrics = {"accuracy": values[0], "confusion_matrix": matrix, "class_names": classes}
                 (model_dir / "test_metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
     results = pd.DataFrame(rows)
@@ -329,7 +330,7 @@ def test_single_seed_run_reports_without_spread(tmp_path: Path) -> None:
     assert len(_images(page)) == 1 + 3 + 3
     text = write_summary_markdown(run_dir).read_text(encoding="utf-8")
     assert "single seed" in text
-    assert "Best fusion: **attention** with test accuracy 0.950 (mean ± std over 1 seed)" in text
+    assert "Best fusion: **attention** with test accuracy 0.950 (n=1) (a single seed)" in text
 
 
 def test_figure_text_with_dollar_signs_does_not_break_mathtext(tmp_path: Path) -> None:
@@ -393,7 +394,7 @@ def test_summary_written_by_summarize_runs_is_understood(tmp_path: Path) -> None
     results.to_csv(run_dir / "results.csv", index=False)
     page = write_report(run_dir).read_text(encoding="utf-8")
     table = page[page.index('id="comparison"') : page.index('id="curves"')]
-    assert "0.850 ± 0.000" not in table and "0.850</td>" in table  # concat: one seed left, no spread shown
+    assert "0.850 ± 0.000" not in table and "0.850 (n=1)</td>" in table  # concat: one seed left, n=1 said
     assert "1,000" in table and "2,000" in table  # parameters from params_mean
 
 
@@ -495,3 +496,64 @@ def test_the_worse_verdict_is_said_and_marked(tmp_path: Path) -> None:
     assert lines[1].endswith("it is significantly worse: −0.055 accuracy; paired permutation test p < 0.001.")
     page = write_report(run_dir).read_text(encoding="utf-8")
     assert '<td class="sig-worse">worse (p\u00a0&lt;\u00a00.001)</td>' in page
+
+
+def _confusion_section(page: str) -> str:
+    return page[page.index('id="confusion"') : page.index('id="per-seed"')]
+
+
+def test_identical_confusion_matrices_share_one_figure(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "run")
+    same = json.loads((run_dir / "models" / "concat-seed0" / "test_metrics.json").read_text(encoding="utf-8"))
+    (run_dir / "models" / "attention-seed0" / "test_metrics.json").write_text(json.dumps(same), encoding="utf-8")
+    confusion = _confusion_section(write_report(run_dir).read_text(encoding="utf-8"))
+    assert len(_images(confusion)) == 2  # attention = concat, and <b>x</b>
+    assert "Identical summed matrices: attention, concat." in confusion
+    assert "share one figure" in confusion
+    assert "<details>" not in confusion
+
+
+def test_many_distinct_confusion_matrices_fold_all_but_best_baseline_and_worst(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "run", with_summary=False)
+    results = pd.read_csv(run_dir / "results.csv", converters={"fusion": str})
+    extra = []
+    for k, name in enumerate(["late", "gated", "unimodal-accel", "unimodal-gyro"]):
+        for seed in (0, 1):
+            accuracy = 0.5 + 0.05 * k if not name.startswith("unimodal-") else 0.2 + 0.1 * k
+            extra.append({"fusion": name, "seed": seed, "params": 10, "train_seconds": 1.0, "best_epoch": 1,
+                          "accuracy": accuracy, "f1_weighted": 0.5, "f1_macro": 0.5, "val_accuracy": 0.5})  # fmt: skip
+            model_dir = run_dir / "models" / f"{name}-seed{seed}"
+            model_dir.mkdir(parents=True)
+            matrix = [[1, 0, 0], [0, 1, 0], [k + 2, 0, seed]]
+            metrics = {
+                "accuracy": accuracy,
+                "confusion_matrix": matrix,
+                "class_names": ["walking", "running", "standing"],
+            }
+            (model_dir / "test_metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    pd.concat([results, pd.DataFrame(extra)]).to_csv(run_dir / "results.csv", index=False)
+    confusion = _confusion_section(write_report(run_dir).read_text(encoding="utf-8"))
+    shown, folded = confusion.split("<details>")
+    # 7 distinct matrices: attention (best fusion), unimodal-gyro (best baseline), unimodal-accel (lowest) open
+    assert len(_images(shown)) == 3
+    assert len(_images(folded)) == 4
+    assert "Show the other 4 confusion matrices" in folded
+    assert 'alt="Confusion matrix of attention' in shown and "Shown as the best fusion." in shown
+    assert 'alt="Confusion matrix of unimodal-gyro' in shown and "Shown as the best unimodal baseline." in shown
+    assert 'alt="Confusion matrix of unimodal-accel' in shown and "Shown as the lowest test score." in shown
+
+
+def test_one_seed_says_n_1_and_tiny_values_are_not_rounded_to_zero(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "run", with_summary=False)
+    results = pd.read_csv(run_dir / "results.csv", converters={"fusion": str})
+    results["val_loss"] = [3e-6, 4e-6, 1.2, 1.3, 0.9, 0.8]  # concat's validation loss next to nothing
+    results.to_csv(run_dir / "results.csv", index=False)
+    page = write_report(run_dir).read_text(encoding="utf-8")
+    assert "3.5e-06 ± 7.1e-07" in page  # not "0.00 ± 0.00"
+    table = page[page.index('id="comparison"') :]
+    cell = table[: table.index("3.5e-06 ± 7.1e-07")].rsplit("<td", 1)[1]
+    assert "best" not in cell  # the validation loss chose the checkpoint: never crowned
+    results[results["seed"] == 0].to_csv(run_dir / "results.csv", index=False)
+    page = write_report(run_dir).read_text(encoding="utf-8")
+    assert "0.950 (n=1)" in page
+    assert "± 0.0" not in page

@@ -86,6 +86,7 @@ class _Stat:
 
     mean: float
     std: float
+    n: int = 2  # seeds with a value: with one there is no spread to show
 
 
 @dataclass
@@ -217,7 +218,7 @@ def _read_summary(
             if std is None or len(values) < 2:
                 # One seed has no spread; summary.csv may write 0.0 there, which would read as "no variance".
                 std = float(values.std(ddof=1)) if len(values) > 1 else math.nan
-            stats[name][metric] = _Stat(mean, std)
+            stats[name][metric] = _Stat(mean, std, len(values))
         p = from_summary(name, "params")
         if p is None:
             p = from_summary(name, "params_mean")
@@ -360,10 +361,17 @@ def _decimals(means: Iterable[float], stds: Iterable[float] = ()) -> int:
 
 
 def _fmt(value: float, decimals: int) -> str:
-    return "–" if not math.isfinite(value) else f"{value:.{decimals}f}"
+    """``value`` with ``decimals``; a value that is not zero but would round to zero in two significant digits."""
+    if not math.isfinite(value):
+        return "–"
+    if value != 0 and round(value, decimals) == 0:
+        return f"{value:.1e}"  # "0.00" would read as exactly zero (a val loss of 3e-6, a spread of 0.004)
+    return f"{value:.{decimals}f}"
 
 
 def _fmt_stat(stat: _Stat, decimals: int) -> str:
+    if stat.n == 1:
+        return f"{_fmt(stat.mean, decimals)} (n=1)"  # one seed: no spread, and "± 0" would claim there is none
     if not math.isfinite(stat.std):
         return _fmt(stat.mean, decimals)
     return f"{_fmt(stat.mean, decimals)} ± {_fmt(stat.std, decimals)}"
@@ -451,7 +459,7 @@ def _headline(
     best = fusions[0]
     b = run.stats[best][main]
     seeds = run.n_seeds[best]
-    over = f"(mean ± std over {seeds} seed{'s' if seeds != 1 else ''})"
+    over = f"(mean ± std over {seeds} seeds)" if seeds != 1 else "(a single seed)"
     tied = [f for f in fusions if _tied(run.stats[f][main].mean, b.mean)]
     if len(tied) > 1:
         out = [
@@ -1064,7 +1072,12 @@ def _comparison_table(run: _Run) -> dict[str, Any]:
     for metric in run.metrics:
         stats = [run.stats[f][metric] for f in run.fusions]
         dec = _decimals([s.mean for s in stats], [s.std for s in stats])
-        flags = best_flags([s.mean for s in stats], _higher_is_better(metric))
+        # The validation loss chose each checkpoint: a low one is the selection at work, not a result to crown.
+        flags = (
+            best_flags([s.mean for s in stats], _higher_is_better(metric))
+            if metric != "val_loss"
+            else [""] * len(stats)
+        )
         columns.append([_Cell(_fmt_stat(s, dec), flag) for s, flag in zip(stats, flags, strict=True)])
     if _has_significance(run):
         header[2 + len(run.metrics) : 2 + len(run.metrics)] = ["95 % CI", "vs best unimodal"]  # fmt: skip
@@ -1165,11 +1178,26 @@ def _curves_context(run: _Run) -> dict[str, Any]:
     }
 
 
+#: At most this many distinct confusion matrices are shown open; with more, the best fusion's, the best unimodal
+#: baseline's and the worst row's stay open and the rest are folded into a <details> element.
+_MAX_OPEN_CONFUSIONS = 4
+
+
+def _group_title(names: Sequence[str]) -> str:
+    """The figure title of fusions whose summed matrices are identical ("concat = gated", "concat and 6 more")."""
+    if len(names) == 1:
+        return names[0]
+    if len(names) <= 3:
+        return " = ".join(names) + " (identical)"
+    return f"{names[0]} and {len(names) - 1} more (identical)"
+
+
 def _confusion_context(run: _Run) -> dict[str, Any] | None:
     if run.task != "classification":
         return None
     notes: list[str] = []
-    figures: list[dict[str, str]] = []
+    # Fusions (display order: best first) whose summed matrices are identical share one figure.
+    groups: list[tuple[list[str], np.ndarray, list[str], int]] = []
     too_many_classes = False
     for fusion in run.fusions:
         problems: list[str] = []
@@ -1181,24 +1209,75 @@ def _confusion_context(run: _Run) -> dict[str, Any] | None:
             continue
         counts, names, used = summed
         too_many_classes |= counts.shape[0] > _MAX_ANNOTATED_CLASSES
-        figures.append(
-            _figure(
-                _confusion_figure(fusion, counts, names, used),
-                f"Confusion matrix of {fusion} ({int(counts.sum())} test predictions over "
-                f"{used} seed{'s' if used != 1 else ''})",
-            )
+        same = next(
+            (
+                g
+                for g in groups
+                if g[2] == names and g[3] == used and g[1].shape == counts.shape and (g[1] == counts).all()
+            ),
+            None,
         )
+        if same is None:
+            groups.append(([fusion], counts, names, used))
+        else:
+            same[0].append(fusion)
+    if not groups:
+        return {"text": "", "notes": notes, "figures": [], "folded": [], "folded_summary": ""}
+    open_idx = set(range(len(groups)))
+    fusions_only: list[int] = []
+    baseline: str | None = None
+    worst = -1
+    if len(groups) > _MAX_OPEN_CONFUSIONS:
+        fusions_only = [i for i, g in enumerate(groups) if any(not f.startswith("unimodal-") for f in g[0])]
+        baseline = run.reference or next((f for f in run.fusions if f.startswith("unimodal-")), None)
+        scores = [run.stats[g[0][0]][run.main_metric].mean for g in groups]
+        sign = -1.0 if _higher_is_better(run.main_metric) else 1.0
+        worst = max(range(len(groups)), key=lambda i: sign * scores[i] if math.isfinite(scores[i]) else math.inf)
+        open_idx = {fusions_only[0] if fusions_only else 0, worst}
+        open_idx |= {i for i, g in enumerate(groups) if baseline in g[0]}
+    figures: list[dict[str, str]] = []
+    folded: list[dict[str, str]] = []
+    for i, (members, counts, names, used) in enumerate(groups):
+        role = []
+        if len(groups) > _MAX_OPEN_CONFUSIONS and i in open_idx:
+            if i == (fusions_only[0] if fusions_only else 0):
+                role.append("the best fusion")
+            if baseline in members:
+                role.append("the best unimodal baseline")
+            if i == worst:
+                role.append("the lowest test score")
+        caption = "Identical summed matrices: " + ", ".join(members) + "." if len(members) > 1 else ""
+        if role:
+            caption = (caption + " " if caption else "") + "Shown as " + " and ".join(role) + "."
+        figure = _figure(
+            _confusion_figure(_group_title(members), counts, names, used),
+            f"Confusion matrix of {', '.join(members)} ({int(counts.sum())} test predictions over "
+            f"{used} seed{'s' if used != 1 else ''})",
+            caption,
+        )
+        (figures if i in open_idx else folded).append(figure)
     if too_many_classes:
         notes.append(
             f"Matrices with more than {_MAX_ANNOTATED_CLASSES} classes show colours only: the counts would not fit."
         )
+    shared = sum(len(g[0]) for g in groups) - len(groups)
+    text = (
+        "Test-set confusion matrices summed over seeds, in the order of the comparison (best first). Colour: share "
+        "of each true class (rows sum to 100 %); cell text: count and share."
+    )
+    if shared:
+        text += " Fusions whose summed matrices are identical share one figure (its caption names them)."
+    if folded:
+        text += (
+            f" {len(groups)} distinct matrices: the best fusion's, the best unimodal baseline's and the lowest-scoring"
+            " row's are shown; the others are folded below."
+        )
     return {
-        "text": "Test-set confusion matrices summed over seeds. Colour: share of each true class (rows sum to "
-        "100 %); cell text: count and share.",
+        "text": text,
         "notes": notes,
         "figures": figures,
-        "folded": [],
-        "folded_summary": "",
+        "folded": folded,
+        "folded_summary": f"Show the other {len(folded)} confusion matrices" if folded else "",
     }
 
 
@@ -1306,8 +1385,14 @@ def _report_html(run: _Run, title: str) -> str:
                 else "."
             ),
         ),
-        "text": "Every test metric as mean ± standard deviation over seeds; the best value of each column is "
-        "highlighted (fewest parameters and shortest training time count as best)."
+        "text": "Every test metric as mean ± standard deviation over seeds ('n=1': one seed, so no spread); the best "
+        "value of each column is highlighted (fewest parameters and shortest training time count as best)."
+        + (
+            " 'val loss' is the validation loss of the kept checkpoint: it chose that checkpoint, so it is not "
+            "highlighted (a low one shows the selection at work, not a better model)."
+            if "val_loss" in run.metrics
+            else ""
+        )
         + (
             f" '95 % CI': the confidence interval of the mean test {main_label} over seeds, from a bootstrap over "
             "test items (the same items for every seed). "
