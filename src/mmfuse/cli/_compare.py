@@ -211,22 +211,32 @@ def _with_progress_bar(config: Any) -> Any:
         console=err_console,
         transient=False,
     ) as bar:
-        overall = bar.add_task("runs", total=None)
-        current = bar.add_task("epochs", total=None)
+        # Bars appear with the first event: an error before any run (a --max-params refusal) prints no empty bars,
+        # and runs in worker processes (--jobs 2), which report only when a run ends, get no epoch bar at "0/?".
+        tasks: dict[str, Any] = {}
 
         def on_progress(event: CompareProgress) -> None:
-            bar.update(overall, total=event.total_runs, completed=event.run_index - (0 if event.done else 1))
+            if "runs" not in tasks:
+                tasks["runs"] = bar.add_task("runs", total=event.total_runs)
+            finished = event.run_index - (0 if event.done else 1)
             if event.done:
-                bar.update(current, description=f"{event.fusion} seed {event.seed} done")
-            else:
-                metric = {k: v for k, v in event.logs.items() if k.startswith("val_") and isinstance(v, float)}
-                shown = " ".join(f"{k}={v:.3f}" for k, v in list(metric.items())[:2])
                 bar.update(
-                    current,
-                    description=f"{event.fusion} seed {event.seed} {shown}",
-                    total=event.epochs,
-                    completed=event.epoch,
+                    tasks["runs"], completed=finished, description=f"runs (last: {event.fusion} seed {event.seed})"
                 )
+                if "epochs" in tasks:
+                    bar.update(tasks["epochs"], description=f"{event.fusion} seed {event.seed} done")
+                return
+            bar.update(tasks["runs"], completed=finished)
+            if "epochs" not in tasks:
+                tasks["epochs"] = bar.add_task("epochs", total=event.epochs)
+            metric = {k: v for k, v in event.logs.items() if k.startswith("val_") and isinstance(v, float)}
+            shown = " ".join(f"{k}={v:.3f}" for k, v in list(metric.items())[:2])
+            bar.update(
+                tasks["epochs"],
+                description=f"{event.fusion} seed {event.seed} {shown}",
+                total=event.epochs,
+                completed=event.epoch,
+            )
 
         return run_compare(config, progress=on_progress)
 
