@@ -91,6 +91,7 @@ def _analyze(run_dir: Path, config: AnalysisConfig) -> AnalysisResult:
         raise DataError(f"The compare run directory '{run_dir}' does not exist or is not a directory.")
     seconds = dict.fromkeys(("loading", *config.analyses), 0.0)
     with _timed(seconds, "loading"):
+        logger.info("loading the models and data of %s", run_dir)
         ctx = AnalysisContext.open(run_dir, config)
         chosen = [_instantiate(ctx, config, name) for name in config.analyses]
         analyses = [a for a in chosen if a is not None]
@@ -101,10 +102,18 @@ def _analyze(run_dir: Path, config: AnalysisConfig) -> AnalysisResult:
     for analysis in analyses:
         analysis.prepare(ctx)
     out = _Output(ctx)
-    for analysis in analyses:
+    for i, analysis in enumerate(analyses, 1):
         with _timed(seconds, analysis.name):
-            summary = analysis.summarize(ctx, [(model, analysis.run(ctx, model)) for model in ctx.models])
-            out.add(analysis, summary)
+            logger.info("analysis %d/%d %s: %d models", i, len(analyses), analysis.name, len(ctx.models))
+            results = []
+            for j, model in enumerate(ctx.models, 1):
+                logger.debug(
+                    "analysis %d/%d %s: model %d/%d (%s seed %d)",
+                    *(i, len(analyses), analysis.name, j, len(ctx.models), model.name, model.seed),
+                )
+                results.append((model, analysis.run(ctx, model)))
+            logger.debug("analysis %d/%d %s: summarising", i, len(analyses), analysis.name)
+            out.add(analysis, analysis.summarize(ctx, results))
     final_rows = out.finish(config, seconds, start)
     logger.info("analysis of %s done in %.1f s", run_dir, seconds["total"])
     return AnalysisResult(run_dir, ctx.run.analysis_dir, final_rows, out.files, seconds, out.notes)
