@@ -158,10 +158,11 @@ def compare(
         console.print(verdict, highlight=False)
     console.print(f"Wrote {result.out_dir}/results.csv, summary.csv, summary.md, report.html and models/")
     if analyze:
+        from mmfuse.cli._analyze import _analysis_progress
         from mmfuse.evaluate.analysis import AnalysisConfig, analyze_run
         from mmfuse.train import resolve_device
 
-        with console.status("analysing the run (ablation, robustness, calibration, ...)"):
+        with _analysis_progress(str(result.out_dir)):
             analysis = analyze_run(
                 result.out_dir,
                 config=AnalysisConfig(
