@@ -93,6 +93,16 @@ def test_live_page_renders_and_updates(model_dir, tmp_path):
                     " for (let i = 0; i < d.length; i += 4) if (d[i+1] > 150 && d[i] < 120) n++; return n; })()",
                     5,
                 )
+                # the modality names sit in the left margin that both plots share: no bar is drawn under them
+                green_in_margin = _evaluate(
+                    ws,
+                    "(() => { const c = document.getElementById('avail'); const g = c.getContext('2d');"
+                    " const m = leftMargin(g) * (window.devicePixelRatio || 1) - 2;"
+                    " const d = g.getImageData(0, 0, m, c.height).data; let n = 0;"
+                    " for (let i = 0; i < d.length; i += 4) if (d[i+1] > 150 && d[i] < 120) n++; return n; })()",
+                    6,
+                )
+                title = _evaluate(ws, "document.querySelector('h1').textContent", 7)
         finally:
             proc.terminate()
             proc.wait(10)
@@ -100,4 +110,6 @@ def test_live_page_renders_and_updates(model_dir, tmp_path):
             feeder.join(5)
     assert first > 0 and second > first, (first, second)
     assert status == "connected" and stream.startswith("s")
+    assert "connecting" not in title and title.endswith(stream)  # title and status agree
+    assert green_in_margin == 0
     assert green > 100
