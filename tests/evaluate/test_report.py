@@ -549,9 +549,9 @@ def test_one_seed_says_n_1_and_tiny_values_are_not_rounded_to_zero(tmp_path: Pat
     results["val_loss"] = [3e-6, 4e-6, 1.2, 1.3, 0.9, 0.8]  # concat's validation loss next to nothing
     results.to_csv(run_dir / "results.csv", index=False)
     page = write_report(run_dir).read_text(encoding="utf-8")
-    assert "3.5e-06 ± 7.1e-07" in page  # not "0.00 ± 0.00"
+    assert "3.5e-06 ± &lt;0.001" in page  # not "0.000 ± 0.000"
     table = page[page.index('id="comparison"') :]
-    cell = table[: table.index("3.5e-06 ± 7.1e-07")].rsplit("<td", 1)[1]
+    cell = table[: table.index("3.5e-06 ± &lt;0.001")].rsplit("<td", 1)[1]
     assert "best" not in cell  # the validation loss chose the checkpoint: never crowned
     results[results["seed"] == 0].to_csv(run_dir / "results.csv", index=False)
     page = write_report(run_dir).read_text(encoding="utf-8")

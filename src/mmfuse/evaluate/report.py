@@ -361,7 +361,7 @@ def _decimals(means: Iterable[float], stds: Iterable[float] = ()) -> int:
 
 
 def _fmt(value: float, decimals: int) -> str:
-    """``value`` with ``decimals``; a value that is not zero but would round to zero in two significant digits."""
+    """``value`` with ``decimals``, or in two significant digits (``3.5e-06``) where it would round to zero."""
     if not math.isfinite(value):
         return "–"
     if value != 0 and round(value, decimals) == 0:
@@ -374,6 +374,8 @@ def _fmt_stat(stat: _Stat, decimals: int) -> str:
         return f"{_fmt(stat.mean, decimals)} (n=1)"  # one seed: no spread, and "± 0" would claim there is none
     if not math.isfinite(stat.std):
         return _fmt(stat.mean, decimals)
+    if stat.std != 0 and round(stat.std, decimals) == 0:  # a spread, but below the column's last digit
+        return f"{_fmt(stat.mean, decimals)} ± <{10.0**-decimals:.{decimals}f}"
     return f"{_fmt(stat.mean, decimals)} ± {_fmt(stat.std, decimals)}"
 
 
