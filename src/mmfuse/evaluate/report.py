@@ -1229,6 +1229,7 @@ def _confusion_context(run: _Run) -> dict[str, Any] | None:
     fusions_only: list[int] = []
     baseline: str | None = None
     worst = -1
+    scores: list[float] = []
     if len(groups) > _MAX_OPEN_CONFUSIONS:
         fusions_only = [i for i, g in enumerate(groups) if any(not f.startswith("unimodal-") for f in g[0])]
         baseline = run.reference or next((f for f in run.fusions if f.startswith("unimodal-")), None)
@@ -1247,7 +1248,8 @@ def _confusion_context(run: _Run) -> dict[str, Any] | None:
             if baseline in members:
                 role.append("the best unimodal baseline")
             if i == worst:
-                role.append("the lowest test score")
+                tied = [g[0][0] for k, g in enumerate(groups) if k != i and _tied(scores[k], scores[i])]
+                role.append("the lowest test score" + (f" (tied with {', '.join(tied)})" if tied else ""))
         caption = "Identical summed matrices: " + ", ".join(members) + "." if len(members) > 1 else ""
         if role:
             caption = (caption + " " if caption else "") + "Shown as " + " and ".join(role) + "."
