@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-import mmfuse.cli._analyze as analyze_cli
+import mmfuse.cli._common as common
 
 RUNNER = logging.getLogger("mmfuse.evaluate.analysis.runner")
 
@@ -18,12 +18,12 @@ RUNNER = logging.getLogger("mmfuse.evaluate.analysis.runner")
 def test_progress_records_are_shown_and_the_logger_restored(monkeypatch: pytest.MonkeyPatch, terminal: bool) -> None:
     out = io.StringIO()
     console = Console(file=out, force_terminal=terminal, width=120)
-    monkeypatch.setattr(analyze_cli, "err_console", console)
+    monkeypatch.setattr(common, "err_console", console)
     level, propagate = RUNNER.level, RUNNER.propagate
     seen: list[str] = []
     if terminal:  # the status line is redrawn in place: record what it is set to
         monkeypatch.setattr(console, "status", _recording_status(console, seen))
-    with analyze_cli._analysis_progress("runs/x"):
+    with common.analysis_progress("runs/x"):
         RUNNER.info("analysis %d/%d %s: %d models", 1, 2, "ablation", 3)
         RUNNER.debug("analysis %d/%d %s: model %d/%d (%s seed %d)", 1, 2, "ablation", 2, 3, "concat", 1)
     assert (RUNNER.level, RUNNER.propagate) == (level, propagate)

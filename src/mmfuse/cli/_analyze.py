@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from mmfuse.cli._common import console, err_console
+from mmfuse.cli._common import analysis_progress, console
 
 __all__ = ["analyze"]
 
@@ -59,7 +55,7 @@ def analyze(
         encoder_embedding_methods=EMBEDDING_METHODS if all_maps else ("pca",),
         device=resolve_device(device).type,
     )
-    with _analysis_progress(str(run_dir)):
+    with analysis_progress(str(run_dir)):
         result = analyze_run(run_dir, config=config)
     table = Table(title=f"analysis of {run_dir}: seconds per part")
     table.add_column("analysis")
@@ -70,43 +66,3 @@ def analyze(
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False, markup=False, soft_wrap=True)
     console.print(f"Wrote {result.out_dir}/, {run_dir}/final_results.csv, summary.md and report.html")
-
-
-class _ProgressHandler(logging.Handler):
-    """Shows the analysis runner's progress records from ``level`` up."""
-
-    def __init__(self, show: Callable[[str], None], level: int) -> None:
-        super().__init__(level)
-        self._show = show
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self._show(record.getMessage())
-
-
-@contextlib.contextmanager
-def _analysis_progress(run_dir: str) -> Iterator[None]:
-    """Per-analysis, per-model progress of :func:`analyze_run`, read from the runner's log records."""
-    runner = logging.getLogger("mmfuse.evaluate.analysis.runner")
-    level, propagate = runner.level, runner.propagate
-    with contextlib.ExitStack() as stack:
-        if err_console.is_terminal:
-            status = stack.enter_context(err_console.status(f"analysing {run_dir} ..."))
-            # every model of every analysis in the status line
-            handler = _ProgressHandler(lambda message: status.update(f"analysing {run_dir}: {message}"), logging.DEBUG)
-        else:
-            start = time.monotonic()
-            handler = _ProgressHandler(
-                lambda message: err_console.print(
-                    f"{message} (elapsed {time.monotonic() - start:.0f} s)", highlight=False, markup=False
-                ),
-                logging.INFO,  # logs and CI: one line per analysis, not one per model
-            )
-        runner.addHandler(handler)
-        runner.setLevel(logging.DEBUG)
-        runner.propagate = False  # shown here, not a second time by the root handler of --verbose
-        try:
-            yield
-        finally:
-            runner.removeHandler(handler)
-            runner.setLevel(level)
-            runner.propagate = propagate

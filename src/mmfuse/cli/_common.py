@@ -5,9 +5,12 @@ Command modules import this module and the public API only; ``_app.py`` register
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import logging
 import shlex
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +27,7 @@ from rich.table import Table
 __all__ = [
     "EXIT_USAGE",
     "MAX_WARNINGS",
+    "analysis_progress",
     "command_line",
     "console",
     "err_console",
@@ -244,3 +248,43 @@ def install_warning_display() -> Callable[[], None]:
         warnings.showwarning = previous
 
     return restore
+
+
+class _ProgressHandler(logging.Handler):
+    """Shows the analysis runner's progress records from ``level`` up."""
+
+    def __init__(self, show: Callable[[str], None], level: int) -> None:
+        super().__init__(level)
+        self._show = show
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._show(record.getMessage())
+
+
+@contextmanager
+def analysis_progress(run_dir: str) -> Iterator[None]:
+    """Per-analysis, per-model progress of ``analyze_run`` (analyze, compare --analyze), from the runner's logs."""
+    runner = logging.getLogger("mmfuse.evaluate.analysis.runner")
+    level, propagate = runner.level, runner.propagate
+    with contextlib.ExitStack() as stack:
+        if err_console.is_terminal:
+            status = stack.enter_context(err_console.status(f"analysing {run_dir} ..."))
+            # every model of every analysis in the status line
+            handler = _ProgressHandler(lambda message: status.update(f"analysing {run_dir}: {message}"), logging.DEBUG)
+        else:
+            start = time.monotonic()
+            handler = _ProgressHandler(
+                lambda message: err_console.print(
+                    f"{message} (elapsed {time.monotonic() - start:.0f} s)", highlight=False, markup=False
+                ),
+                logging.INFO,  # logs and CI: one line per analysis, not one per model
+            )
+        runner.addHandler(handler)
+        runner.setLevel(logging.DEBUG)
+        runner.propagate = False  # shown here, not a second time by the root handler of --verbose
+        try:
+            yield
+        finally:
+            runner.removeHandler(handler)
+            runner.setLevel(level)
+            runner.propagate = propagate

@@ -10,7 +10,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from mmfuse.cli._common import command_line, console, err_console, experiment_options, split_names
+from mmfuse.cli._common import (
+    analysis_progress,
+    command_line,
+    console,
+    err_console,
+    experiment_options,
+    split_names,
+)
 
 __all__ = ["compare"]
 
@@ -158,11 +165,10 @@ def compare(
         console.print(verdict, highlight=False)
     console.print(f"Wrote {result.out_dir}/results.csv, summary.csv, summary.md, report.html and models/")
     if analyze:
-        from mmfuse.cli._analyze import _analysis_progress
         from mmfuse.evaluate.analysis import AnalysisConfig, analyze_run
         from mmfuse.train import resolve_device
 
-        with _analysis_progress(str(result.out_dir)):
+        with analysis_progress(str(result.out_dir)):
             analysis = analyze_run(
                 result.out_dir,
                 config=AnalysisConfig(
