@@ -13,7 +13,6 @@ import pytest
 
 from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, write_dataset
 from mmfuse.errors import DataError
-from mmfuse.evaluate import compare as compare_module
 from mmfuse.evaluate.compare import CompareConfig, compare, resolve_fusions
 from mmfuse.evaluate.protocol import Preset
 from mmfuse.fusion import list_fusions
@@ -134,14 +133,11 @@ def test_parallel_jobs_give_the_same_rows(toy: Path, tmp_path: Path) -> None:
     assert (tmp_path / "parallel" / "report.html").is_file()
 
 
-def test_per_fusion_preset_entries_apply_to_their_fusion_only(
-    toy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_per_fusion_preset_entries_apply_to_their_fusion_only(toy: Path, tmp_path: Path) -> None:
     preset = Preset.from_dict(
         "toy-baselines", {"model": {"dropout": 0.1}, "train": {}, "fusions": {"gated": {"model": {"dropout": 0.4}}}}
     )
-    monkeypatch.setattr(compare_module, "preset_for", lambda dataset: preset)
-    compare(_cfg(toy, tmp_path / "run", fusions=["concat", "gated"]))
+    compare(_cfg(toy, tmp_path / "run", fusions=["concat", "gated"], preset=preset))
     models = tmp_path / "run" / "models"
     assert read_model_info(models / "concat-seed0")["model_config"]["dropout"] == 0.1
     assert read_model_info(models / "gated-seed0")["model_config"]["dropout"] == 0.4
