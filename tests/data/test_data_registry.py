@@ -100,3 +100,20 @@ def test_env_cache_dir_is_used_by_load_dataset(tmp_path: Path, monkeypatch: pyte
     ds = load_dataset("basic-motions")
     assert ds.path == tmp_path / "datasets" / "basic-motions-v1"
     assert np.isfinite(ds.stacked("gyroscope")[0]).all()
+
+
+def test_a_converted_copy_in_an_older_format_is_converted_again(tmp_path: Path) -> None:
+    import json
+
+    from mmfuse.data.format import FORMAT_VERSION
+
+    first = load_dataset("basic-motions", cache_dir=tmp_path)
+    meta_path = first.path / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["format_version"] = 1
+    meta["description"] = "an old copy"
+    meta_path.write_text(json.dumps(meta))
+    again = load_dataset("basic-motions", cache_dir=tmp_path)
+    assert json.loads((again.path / "meta.json").read_text())["format_version"] == FORMAT_VERSION
+    assert again.description != "an old copy"
+    assert not list(again.path.parent.glob("*.old-*"))

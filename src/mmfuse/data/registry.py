@@ -11,15 +11,17 @@ sets live in ``<cache>/datasets/<name>-v<version>/``.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from mmfuse._registry import Registry
-from mmfuse.data.format import MultimodalDataset, open_dataset
+from mmfuse.data.format import FORMAT_VERSION, MultimodalDataset, open_dataset
 from mmfuse.errors import DataError
 
 __all__ = [
@@ -324,6 +326,7 @@ def load_dataset(
     cache = cache_root(cache_dir)
     root = data_root(data_dir)
     dest = _converted_dir(entry, cache)
+    _retire_older_format(dest)
     if not (dest / "meta.json").is_file():
         log.info("converting data set %r into %s", name, dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -337,6 +340,27 @@ def load_dataset(
         if not (dest / "meta.json").is_file():
             raise DataError(f"The builder of data set {name!r} returned without writing {dest}.")
     return open_dataset(dest)
+
+
+def _retire_older_format(dest: Path) -> None:
+    """Delete a converted copy written in an older on-disk format, so that it is converted again.
+
+    A converted copy is derived data: rebuilding it from the raw files brings the newer format's guarantees (format 2
+    seals ``meta.json`` with a checksum) instead of reading the old copy with a warning on every open.
+    """
+    try:
+        version = json.loads((dest / "meta.json").read_text(encoding="utf-8")).get("format_version")
+    except (OSError, ValueError, AttributeError):
+        return  # absent, or unreadable: open_dataset names the problem
+    if not isinstance(version, int) or isinstance(version, bool) or version >= FORMAT_VERSION:
+        return
+    aside = dest.with_name(f"{dest.name}.old-{os.getpid()}")
+    try:
+        dest.rename(aside)
+    except OSError:  # another process retired it first
+        return
+    log.info("converting %s again: it was written in format version %d (now %d)", dest, version, FORMAT_VERSION)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def open_or_load_dataset(
