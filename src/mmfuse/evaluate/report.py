@@ -55,7 +55,7 @@ from mmfuse.evaluate.figures import (
 )
 from mmfuse.evaluate.protocol import UNIMODAL_PREFIX
 from mmfuse.evaluate.rundir import RunDir
-from mmfuse.metrics import metric_info_for_column
+from mmfuse.metrics import default_metrics, metric_info_for_column
 
 __all__ = ["write_report", "write_summary_markdown"]
 
@@ -70,7 +70,6 @@ _ANALYSIS_DIR = RunDir.ANALYSIS_DIR  # written by mmfuse.evaluate.analysis.analy
 _NON_METRIC_COLUMNS = ("fusion", "seed", "params", "train_seconds", "best_epoch")
 # Preferred order of the metric columns in tables; unknown metrics follow in file order.
 _KNOWN_METRICS = ("accuracy", "f1_weighted", "f1_macro", "mae", "rmse", "pearson")
-_LOWER_IS_BETTER = frozenset({"mae", "rmse", "mse", "loss", "error", "nll", "mape", "brier", "ece"})
 # Confusion matrices with more classes than this are drawn without per-cell numbers (they would not fit).
 _MAX_ANNOTATED_CLASSES = 17
 
@@ -148,8 +147,14 @@ def _base_metric(metric: str) -> str:
 
 
 def _higher_is_better(metric: str) -> bool:
-    base = _base_metric(metric).lower()
-    return not (base in _LOWER_IS_BETTER or base.endswith(("_loss", "_error")))
+    """The direction of a results column, read from the metric registry (one table for every consumer).
+
+    A column that names no registered metric (a quantity a user's code wrote) is treated as higher-is-better.
+    """
+    try:
+        return metric_info_for_column(metric).higher_is_better
+    except ValueError:
+        return True
 
 
 def _task_type(meta: Mapping[str, Any], metrics: Sequence[str]) -> str:
@@ -163,8 +168,7 @@ def _task_type(meta: Mapping[str, Any], metrics: Sequence[str]) -> str:
 
 
 def _main_metric(task: str, metrics: Sequence[str]) -> str:
-    preferred = ("accuracy", "f1_weighted", "f1_macro") if task == "classification" else ("mae", "rmse", "pearson")
-    for name in preferred:
+    for name in default_metrics(task):
         if name in metrics:
             return name
     test_metrics = [m for m in metrics if not m.startswith("val_")]
