@@ -5,13 +5,16 @@ Exports take seconds each, so one ONNX and one ``torch.export`` file are shared 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from mmfuse.cli._app import app
+from mmfuse.errors import MmfuseError, MmfuseWarning
 from mmfuse.models import ModelConfig, MultimodalModel, build_model, save_model
 from mmfuse.models.export import (
     ExportError,
@@ -64,7 +67,9 @@ def test_exported_model_equals_eager_on_new_shapes(
     inputs[len(model.modalities)][0, :2] = False  # a modality missing at the first steps of row 0
     with torch.no_grad():
         expected = _eager(model, inputs)
-    got = run_exported(result.path, inputs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the .pt2 opt-in warning; its own test is below
+        got = run_exported(result.path, inputs, allow_unsafe=True)
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
@@ -161,3 +166,12 @@ def test_export_leaves_the_callers_model_as_it_was(tmp_path: Path) -> None:
     export_model(model, tmp_path / "m.pt2", format="torch-export")
     assert model.training  # not switched to eval behind the caller's back
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_torch_export_file_is_refused_without_the_unsafe_opt_in(program_export: Any) -> None:
+    model, result = program_export
+    inputs = example_inputs(model, 2, 3, seed=1)
+    with pytest.raises(MmfuseError, match=r"refusing to load a torch-export file: it contains pickled data"):
+        run_exported(result.path, inputs)
+    with pytest.warns(MmfuseWarning, match="allow_unsafe=True"):
+        run_exported(result.path, inputs, allow_unsafe=True)

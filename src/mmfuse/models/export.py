@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from mmfuse._io import atomic_write
-from mmfuse.errors import MmfuseError
+from mmfuse.errors import MmfuseError, MmfuseWarning
 from mmfuse.models.build import load_model
 from mmfuse.models.model import MultimodalModel
 from mmfuse.types import Batch, LabelLevel
@@ -209,18 +209,41 @@ def _onnxruntime() -> Any:
     return onnxruntime
 
 
-def run_exported(path: str | os.PathLike[str], inputs: Sequence[Tensor], format: str | None = None) -> Tensor:
+def run_exported(
+    path: str | os.PathLike[str],
+    inputs: Sequence[Tensor],
+    format: str | None = None,
+    *,
+    allow_unsafe: bool = False,
+) -> Tensor:
     """Run an exported model file on inputs in :func:`export_signature` order (ONNX through onnxruntime).
 
     Args:
         path: A file :func:`export_model` wrote.
         inputs: The tensors, in signature order.
         format: ``"onnx"`` or ``"torch-export"``; default from the file's ending (``.onnx`` or else ``.pt2``).
+        allow_unsafe: Load a ``torch-export`` (``.pt2``) file. It holds pickled data and ``torch.export.load`` can
+            run code chosen by whoever wrote the file, so it is refused unless you opt in (a warning is issued even
+            then). ONNX files hold no pickled data and need no opt-in.
+
+    Raises:
+        MmfuseError: a ``.pt2`` file without ``allow_unsafe=True``.
     """
     path = Path(path)
     format = format or ("onnx" if path.suffix == ".onnx" else "torch-export")
     _check_format(format)
     if format == "torch-export":
+        if not allow_unsafe:
+            raise MmfuseError(
+                f"{path}: refusing to load a torch-export file: it contains pickled data, and loading one can run code "
+                "chosen by whoever wrote it. If you trust the file, pass allow_unsafe=True; otherwise export to ONNX."
+            )
+        warnings.warn(
+            f"Loading {path} with allow_unsafe=True: a torch-export file can run code while it is loaded; load only "
+            "files you trust.",
+            MmfuseWarning,
+            stacklevel=2,
+        )
         program = torch.export.load(str(path))
         with torch.no_grad():
             return program.module()(*inputs)
@@ -312,7 +335,9 @@ def export_model(
             inputs = example_inputs(model, b, t, seed=100 + k)
             with torch.no_grad():
                 expected = flat(*inputs)
-            got = run_exported(tmp, inputs, format)
+            with warnings.catch_warnings():  # the file this call has just written itself
+                warnings.simplefilter("ignore")
+                got = run_exported(tmp, inputs, format, allow_unsafe=True)
             if got.shape != expected.shape:
                 raise ExportError(
                     f"The exported model gives shape {list(got.shape)} on a batch of B={b}, T={t}; the eager "
