@@ -68,3 +68,28 @@ def test_missing_and_corrupt_files_name_the_file(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(DataError, match=r"bad\.json"):
         read_json(tmp_path / "bad.json")
+
+
+def test_a_checkpoint_that_cannot_be_written_leaves_no_half_written_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from mmfuse.train import checkpoint
+
+    model = nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    args = dict(
+        model=model, optimizer=optimizer, best_state=None, scheduler=None, rng_tensors={}, rng_info={}, trainer_state={}
+    )
+    first = checkpoint.save_last_checkpoint(tmp_path, epoch=1, **args)  # type: ignore[arg-type]
+    before = sorted(p.name for p in first.iterdir())
+
+    def disk_full(*_: object, **__: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "_write_state", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        checkpoint.save_last_checkpoint(tmp_path, epoch=2, **args)  # type: ignore[arg-type]
+    assert not (tmp_path / "last.tmp").exists()
+    assert sorted(p.name for p in (tmp_path / "last").iterdir()) == before  # the previous checkpoint is intact

@@ -195,19 +195,23 @@ def save_last_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    stamp = {"epoch": str(epoch)}
-    save_weights(model, tmp / "model.safetensors", stamp)
-    if best_state is not None:
-        save_weights(best_state, tmp / "best.safetensors", stamp)
-    _write_state(tmp, "optimizer", optimizer.state_dict(), epoch)
-    _write_state(tmp, "scheduler", None if scheduler is None else scheduler.state_dict(), epoch)
-    if scaler is not None:
-        _write_state(tmp, "scaler", scaler.state_dict(), epoch)
-    write_tensors(tmp / "rng.safetensors", rng_tensors, {"epoch": str(epoch), "format": FORMAT})
-    write_json(tmp / "rng.json", {"format": FORMAT, "epoch": epoch, "structure": rng_info})
-    write_json(
-        tmp / "trainer_state.json", {"format": FORMAT, "version": FORMAT_VERSION, **trainer_state, "epoch": epoch}
-    )
+    try:
+        stamp = {"epoch": str(epoch)}
+        save_weights(model, tmp / "model.safetensors", stamp)
+        if best_state is not None:
+            save_weights(best_state, tmp / "best.safetensors", stamp)
+        _write_state(tmp, "optimizer", optimizer.state_dict(), epoch)
+        _write_state(tmp, "scheduler", None if scheduler is None else scheduler.state_dict(), epoch)
+        if scaler is not None:
+            _write_state(tmp, "scaler", scaler.state_dict(), epoch)
+        write_tensors(tmp / "rng.safetensors", rng_tensors, {"epoch": str(epoch), "format": FORMAT})
+        write_json(tmp / "rng.json", {"format": FORMAT, "epoch": epoch, "structure": rng_info})
+        write_json(
+            tmp / "trainer_state.json", {"format": FORMAT, "version": FORMAT_VERSION, **trainer_state, "epoch": epoch}
+        )
+    except BaseException:  # a full disk, a read-only folder, an interrupt: leave no half-written checkpoint behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if old.exists():
         shutil.rmtree(old)
     if last.exists():
