@@ -349,6 +349,18 @@ def test_slow_headers_are_cut_and_health_keeps_answering(server: Any) -> None:
         s.close()
 
 
+def test_a_half_sent_second_request_on_a_kept_alive_connection_is_cut(server: Any) -> None:
+    s = socket.create_connection((server.host, server.port), timeout=5)
+    s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    first = s.recv(65536)
+    assert first.startswith(b"HTTP/1.1 200")
+    s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # the second request head is never finished
+    time.sleep(1.0)  # header_timeout 0.5 s (uvicorn's own keep-alive timeout is 5 s)
+    s.settimeout(2)
+    assert s.recv(100) == b""  # closed by the server
+    s.close()
+
+
 def _body(streams: Any, **extra: Any) -> dict[str, Any]:
     return {"streams": streams, **extra}
 

@@ -884,26 +884,38 @@ class ServerHandle:
 
 
 def _head_timeout_protocol(seconds: float) -> Any:
-    """The h11 protocol of uvicorn with a deadline for the request head.
+    """The h11 protocol of uvicorn with a deadline for every request head.
 
     A client that connects and sends its headers slowly (or never) is disconnected after ``seconds`` instead of
-    holding a socket forever (slowloris).
+    holding a socket forever (slowloris). The deadline starts again after each response on a kept-alive connection,
+    so a half-sent second request cannot hold the socket either.
     """
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class HeadTimeoutProtocol(H11Protocol):
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
+            self._start_head_timer()
+
+        def _start_head_timer(self) -> None:
+            # The request head is complete once h11 has made a new request cycle (a new object in self.cycle).
+            self._awaited_cycle = self.cycle
             self._head_timer = self.loop.call_later(seconds, self._head_timeout)
 
         def _head_timeout(self) -> None:
-            if self.cycle is None and not self.transport.is_closing():
+            if self.cycle is self._awaited_cycle and not self.transport.is_closing():
                 self.transport.close()
 
         def handle_events(self) -> None:
             super().handle_events()
-            if self.cycle is not None:
+            if self.cycle is not self._awaited_cycle:
                 self._head_timer.cancel()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._head_timer.cancel()
+            if not self.transport.is_closing():
+                self._start_head_timer()
 
         def handle_websocket_upgrade(self, event: Any) -> None:
             self._head_timer.cancel()
