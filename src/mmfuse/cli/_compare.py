@@ -11,6 +11,8 @@ import typer
 from rich.table import Table
 
 from mmfuse.cli._common import (
+    LOG_HELP,
+    TRACKING_URI_HELP,
     analysis_progress,
     command_line,
     console,
@@ -83,6 +85,8 @@ def compare(
             "folder or its best.json (--hidden and --epochs still apply over it).",
         ),
     ] = None,
+    log: Annotated[list[str] | None, typer.Option("--log", help=LOG_HELP)] = None,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help=TRACKING_URI_HELP)] = None,
 ) -> None:
     """Train and test every chosen fusion for every seed; write results, summary and an HTML report.
 
@@ -128,6 +132,8 @@ def compare(
         jobs=jobs,
         causal=causal,
         preset=preset,
+        log=split_names(log) if log is not None else [],
+        tracking_uri=tracking_uri,
         experiment=experiment_options(
             dataset=str(Path(dataset).resolve()) if Path(dataset).is_dir() else dataset,
             out=out_dir.resolve(),

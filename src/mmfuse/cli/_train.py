@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mmfuse.cli._common import console
+from mmfuse.cli._common import LOG_HELP, TRACKING_URI_HELP, console, split_names
 
 __all__ = ["train"]
 
@@ -35,6 +35,8 @@ def train(
     ] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a model already in --out.")] = False,
+    log: Annotated[list[str] | None, typer.Option("--log", help=LOG_HELP)] = None,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help=TRACKING_URI_HELP)] = None,
 ) -> None:
     """Train one fusion with the comparison protocol and write a model directory (serve, analyze, load_model).
 
@@ -62,6 +64,8 @@ def train(
         device=device,
         data_dir=data_dir,
         overwrite=overwrite,
+        log=split_names(log),
+        tracking_uri=tracking_uri,
     )
     if result.is_main:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(result.test_metrics.items()) if k in _SHOWN)

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mmfuse.cli._common import command_line, console, err_console
+from mmfuse.cli._common import LOG_HELP, TRACKING_URI_HELP, command_line, console, err_console, split_names
 
 __all__ = ["tune"]
 
@@ -55,6 +55,8 @@ def tune(
             "'mmfuse tune' folder or its best.json.",
         ),
     ] = None,
+    log: Annotated[list[str] | None, typer.Option("--log", help=LOG_HELP)] = None,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help=TRACKING_URI_HELP)] = None,
 ) -> None:
     """Search hyperparameters with Optuna on the validation split (the test split is never read)."""
     from mmfuse.evaluate.tune import TuneConfig
@@ -79,6 +81,8 @@ def tune(
         device=device,
         command=command_line(),
         preset=preset,
+        log=split_names(log),
+        tracking_uri=tracking_uri,
     )
 
     def on_trial(row: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ import logging
 import math
 import multiprocessing
 import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -50,6 +51,7 @@ from mmfuse.evaluate.significance import significance_columns
 from mmfuse.metrics import compute_metric, default_metrics, get_metric, main_metric, summarize_runs
 from mmfuse.models import ModelConfig, build_model, load_model, parameter_report, read_model_info, save_model
 from mmfuse.train import TrainConfig, Trainer, metrics_from_predictions, predict, seed_everything
+from mmfuse.train.tracking import TrackingConfig, close_all
 
 __all__ = [
     "UNIMODAL_PREFIX",
@@ -113,6 +115,10 @@ class CompareConfig:
         experiment: The experiment file of this run in ``mmfuse compare --config`` form (the CLI passes its
             resolved options). When given, the run directory's ``config.yaml`` holds it with ``preset`` set to the
             preset the run used, written out in full, so that file alone reruns the comparison.
+        log: Experiment trackers (``"tensorboard"``, ``"mlflow"``, see :mod:`mmfuse.train.tracking`): every run
+            logs its per-epoch metrics, configuration, test metrics and model directory; a final ``summary`` run
+            logs the summary metrics and the report. A reused run (``resume``) is not logged again.
+        tracking_uri: MLflow's tracking URI (default: ``out_dir/mlflow.db``, artifacts in ``out_dir/mlartifacts``).
 
     Example:
         >>> cfg = CompareConfig(fusions=["concat", "gated"], seeds=2, epochs=5, device="cpu")
@@ -142,8 +148,11 @@ class CompareConfig:
     causal: bool = False
     preset: str | Mapping[str, Any] | Preset | None = None
     experiment: dict[str, Any] | None = None
+    log: list[str] = field(default_factory=list)
+    tracking_uri: str | None = None
 
     def __post_init__(self) -> None:
+        TrackingConfig(self.log, self.out_dir, self.tracking_uri)  # names and options checked before any work
         if self.resume and self.overwrite:
             raise ValueError(
                 "The 'resume' and 'overwrite' parameters of CompareConfig exclude each other: resume continues the "
@@ -451,6 +460,7 @@ def _train_and_report(
 
     run.models_dir.mkdir(parents=True, exist_ok=True)
     run.write_meta(meta)
+    tracking = TrackingConfig(config.log, str(run.path), config.tracking_uri).prepare()
     if config.experiment is not None:
         run.write_config(config.experiment)
     train_t, val_t, test_t = (views[s].with_transform(normalizers.transform_record) for s in ("train", "val", "test"))
@@ -465,6 +475,7 @@ def _train_and_report(
         "keep_checkpoints": config.keep_checkpoints,
         "total_runs": total,
         "stream": stream,
+        "tracking": tracking.to_dict() if tracking.enabled else None,
     }
     rows: list[dict[str, Any]] = []
     if config.jobs == 1 or total == 1:
@@ -501,6 +512,8 @@ def _train_and_report(
     run.write_meta(meta)
     write_summary_markdown(run.path)
     write_report(run.path)
+    if tracking.enabled:
+        _track_summary(tracking, run, meta, summary, main)
     return CompareResult(out_dir=run.path, rows=rows, summary=summary, main_metric=main, metrics=metric_names)
 
 
@@ -526,6 +539,7 @@ def _run_one(
     run_index: int,
     total_runs: int,
     stream: dict[str, Any] | None = None,
+    tracking: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     task = dataset.task
     run = RunDir(out_dir)
@@ -546,9 +560,65 @@ def _run_one(
     # The resumable checkpoint every 10 epochs (and at the end): a resumed run ends with the same weights.
     train_config = TrainConfig(seed=seed, **{"checkpoint_every": 10, **train_kwargs})
 
-    callbacks = []
+    callbacks: list[Any] = []
     if progress is not None:
         callbacks.append(_ProgressCallback(progress, fusion, seed, run_index, total_runs, train_config.epochs))
+    trackers = TrackingConfig.from_dict(tracking).open(run_dir.name) if tracking else []
+    try:
+        for tracker in trackers:
+            tracker.log_params(
+                {"fusion": fusion, "seed": seed, "dataset": dataset.name, "model": model_config.to_dict()}
+                | {"train": train_config.to_dict()}
+            )
+        callbacks.extend(trackers)
+        row = _train_and_test(
+            model,
+            train_config,
+            callbacks,
+            fusion=fusion,
+            seed=seed,
+            dataset=dataset,
+            splits=(train, val, test),
+            normalizers=normalizers,
+            metric_names=metric_names,
+            run=run,
+            resume=resume,
+            stream=stream,
+        )
+        if not keep_checkpoints:
+            shutil.rmtree(run_dir / "last", ignore_errors=True)
+        for tracker in trackers:
+            tracker.log_metrics({k: v for k, v in row.items() if k in metric_names})
+            tracker.log_artifacts(run_dir, "model")
+    except BaseException:
+        close_all(trackers, failed=True)
+        raise
+    close_all(trackers)
+    if progress is not None:
+        progress(CompareProgress(fusion, seed, run_index, total_runs, logs=row, done=True, main_metric=main_metric))
+    logger.info("%s seed %d: %s", fusion, seed, json.dumps({k: row[k] for k in metric_names}))
+    return row
+
+
+def _train_and_test(
+    model: Any,
+    train_config: TrainConfig,
+    callbacks: Sequence[Any],
+    *,
+    fusion: str,
+    seed: int,
+    dataset: MultimodalDataset,
+    splits: tuple[MultimodalDataset, MultimodalDataset, MultimodalDataset],
+    normalizers: Any,
+    metric_names: Sequence[str],
+    run: RunDir,
+    resume: bool,
+    stream: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Fit one run, test its best model, and write its model directory, predictions and ``result.json``."""
+    task = dataset.task
+    train, val, test = splits
+    run_dir = run.model_dir(fusion, seed)
     start = time.perf_counter()
     resume_run = resume and (run_dir / "last").is_dir()
     result = Trainer(train_config, callbacks=callbacks).fit(model, train, val, out_dir=run_dir, resume=resume_run)
@@ -577,12 +647,32 @@ def _run_one(
         row[name] = float(metrics[name]) if metrics.get(name) is not None else float("nan")
     row[f"val_{result.monitor}"] = result.best_metric
     run.write_result(fusion, seed, row)
-    if not keep_checkpoints:
-        shutil.rmtree(run_dir / "last", ignore_errors=True)
-    if progress is not None:
-        progress(CompareProgress(fusion, seed, run_index, total_runs, logs=row, done=True, main_metric=main_metric))
-    logger.info("%s seed %d: %s", fusion, seed, json.dumps({k: row[k] for k in metric_names}))
     return row
+
+
+def _track_summary(
+    tracking: TrackingConfig, run: RunDir, meta: Mapping[str, Any], summary: Sequence[Mapping[str, Any]], main: str
+) -> None:
+    """One ``summary`` tracker run: the run's settings, each fusion's mean test metric, and the report as files."""
+    trackers = tracking.open("summary")
+    try:
+        for tracker in trackers:
+            tracker.log_params(
+                {k: meta[k] for k in ("fusions", "seeds", "preset", "main_metric", "train_config", "model_config")}
+            )
+            tracker.log_metrics({str(row["fusion"]): row[f"{main}_mean"] for row in summary}, prefix=f"{main}_mean/")
+            report_files = [p for p in sorted(run.path.iterdir()) if p.is_file() and p.suffix in _REPORT_SUFFIXES]
+            with tempfile.TemporaryDirectory() as tmp:  # the tables and the report, not models/ or the tracker's db
+                for path in report_files:
+                    shutil.copy2(path, Path(tmp) / path.name)
+                tracker.log_artifacts(tmp, "report")
+    except BaseException:
+        close_all(trackers, failed=True)
+        raise
+    close_all(trackers)
+
+
+_REPORT_SUFFIXES = (".html", ".csv", ".md", ".json", ".yaml")
 
 
 def _test_metrics(predictions: Any, task: Any, metric_names: Sequence[str]) -> dict[str, Any]:
@@ -760,6 +850,7 @@ def _worker_run(spec: dict[str, Any]) -> dict[str, Any]:
         run_index=spec["run_index"],
         total_runs=spec["total_runs"],
         stream=spec["stream"],
+        tracking=spec["tracking"],
     )
 
 

@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from mmfuse.evaluate.protocol import (
 from mmfuse.models import build_model, save_model
 from mmfuse.train import TrainConfig, Trainer, metrics_from_predictions, predict, seed_everything
 from mmfuse.train.strategy import init_distributed
+from mmfuse.train.tracking import Tracker, TrackingConfig, close_all
 
 __all__ = ["TrainRunResult", "train_model"]
 
@@ -85,6 +86,8 @@ def train_model(
     device: str | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
+    log: Sequence[str] = (),
+    tracking_uri: str | None = None,
 ) -> TrainRunResult:
     """Train ``fusion`` on ``dataset`` as one ``mmfuse compare`` row would, and write a model directory.
 
@@ -101,6 +104,10 @@ def train_model(
         device: Training device (default: the preset's, else ``"auto"``).
         data_dir: Folder of local data sets (else ``$MMFUSE_DATA_DIR``).
         overwrite: Replace a model directory that ``out_dir`` already holds.
+        log: Experiment trackers (``"tensorboard"``, ``"mlflow"``; :mod:`mmfuse.train.tracking`): per-epoch
+            metrics, the configuration, test metrics and the model directory, logged by the main process.
+            TensorBoard writes to ``out_dir/tensorboard/<name>``; MLflow to ``tracking_uri``.
+        tracking_uri: MLflow's tracking URI (default: ``out_dir/mlflow.db``, artifacts in ``out_dir/mlartifacts``).
 
     Returns:
         A :class:`TrainRunResult`.
@@ -122,9 +129,12 @@ def train_model(
             f"The 'out_dir' of train_model, {str(out)!r}, already holds a model (config.json); "
             "choose another directory or pass overwrite=True (--overwrite)."
         )
+    tracking = TrackingConfig(log, str(out), tracking_uri, experiment="mmfuse-train")
     started_group = init_distributed(device or "auto")
     try:
-        return _train(dataset, out, fusion, seed, epochs, causal, model_overrides, train_overrides, device, data_dir)
+        return _train(
+            dataset, out, fusion, seed, epochs, causal, model_overrides, train_overrides, device, data_dir, tracking
+        )
     finally:
         if started_group:
             dist.destroy_process_group()
@@ -141,6 +151,7 @@ def _train(
     train_overrides: Mapping[str, Any] | None,
     device: str | None,
     data_dir: str | os.PathLike[str] | None,
+    tracking: TrackingConfig,
 ) -> TrainRunResult:
     dataset = open_or_load_dataset(dataset_arg, data_dir=data_dir)
     missing = [s for s in ("train", "val") if s not in dataset.split_names]
@@ -166,7 +177,37 @@ def _train(
     views = {s: dataset.split(s).with_transform(normalizers.transform_record) for s in dataset.split_names}
     seed_everything(seed)  # the same initial weights in every process
     model = build_model(model_config)
-    trainer = Trainer(train_config)
+    main = not dist.is_initialized() or dist.get_rank() == 0
+    trackers = tracking.prepare().open(f"{fusion}-seed{seed}") if tracking.enabled and main else []
+    try:
+        return _fit_and_write(
+            dataset, out, fusion, causal, preset.name, model, model_config, train_config, normalizers, views, trackers
+        )
+    except BaseException:
+        close_all(trackers, failed=True)
+        raise
+
+
+def _fit_and_write(
+    dataset: Any,
+    out: Path,
+    fusion: str,
+    causal: bool,
+    preset_name: str,
+    model: Any,
+    model_config: Any,
+    train_config: TrainConfig,
+    normalizers: Any,
+    views: Mapping[str, Any],
+    trackers: list[Tracker],
+) -> TrainRunResult:
+    """Fit, test and write the model directory; log to ``trackers`` (closed here when all went well)."""
+    for tracker in trackers:
+        tracker.log_params(
+            {"fusion": fusion, "dataset": dataset.name, "preset": preset_name, "model": model_config.to_dict()}
+            | {"train": train_config.to_dict()}
+        )
+    trainer = Trainer(train_config, callbacks=trackers)
     result = trainer.fit(model, views["train"], views["val"], out_dir=out)
     strategy = trainer.strategy
     test_metrics: dict[str, float] = {}
@@ -178,7 +219,7 @@ def _train(
         extra: dict[str, Any] = {
             "train_config": train_config.to_dict(),
             "dataset": dataset.name,
-            "preset": preset.name,
+            "preset": preset_name,
             "world_size": strategy.world_size,
         }
         if causal:
@@ -187,6 +228,10 @@ def _train(
         save_model(model.cpu(), out, extra=extra)
         atomic_write_json(out / "test_metrics.json", test_metrics)
         shutil.rmtree(out / "last", ignore_errors=True)  # the resumable checkpoint: the run is finished
+        for tracker in trackers:
+            tracker.log_metrics(test_metrics)
+            tracker.log_artifacts(out, "model")
+        close_all(trackers)
     strategy.barrier()
     logger.info("trained %s on %s in %d process(es): %s", fusion, dataset.name, strategy.world_size, test_metrics)
     return TrainRunResult(

@@ -32,6 +32,8 @@ import itertools
 import json
 import math
 import multiprocessing
+import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -62,6 +64,7 @@ from mmfuse.evaluate.protocol import (
 from mmfuse.metrics import compute_metric, get_metric, is_metric, list_metrics
 from mmfuse.models import ModelConfig, build_model, parameter_report
 from mmfuse.train import TrainConfig, Trainer, predict, seed_everything
+from mmfuse.train.tracking import Tracker, TrackingConfig, close_all
 
 __all__ = ["PRUNERS", "SAMPLERS", "SEARCH_SPACES", "TuneConfig", "TuneResult", "grid_points", "tune"]
 
@@ -127,6 +130,12 @@ class TuneConfig:
         preset: Where the search starts (trial 0) and what it leaves unsearched: a
             :class:`~mmfuse.evaluate.protocol.Preset`, its file form, or a preset file / tune folder path (a
             resumed search must name the same one); default the data set's registered preset.
+        log: Experiment trackers (``"tensorboard"``, ``"mlflow"``; :mod:`mmfuse.train.tracking`): one tracker run
+            per trained trial (``<fusion>-trial<k>``: its settings, seed 0's per-epoch curves, the columns of
+            ``trials.csv`` such as ``val_<criterion>_mean``; a pruned trial records ``pruned_at_epoch``; a repeated
+            configuration is neither retrained nor logged), and a ``summary`` run with ``trials.csv``, ``best.json``
+            and ``tune.json``. The test split stays unopened: no test metrics.
+        tracking_uri: MLflow's tracking URI (default: ``out_dir/mlflow.db``, artifacts in ``out_dir/mlartifacts``).
 
     Example:
         >>> TuneConfig(dataset="basic-motions", fusions=["concat"], trials=4).sampler
@@ -154,8 +163,11 @@ class TuneConfig:
     heartbeat_s: int = 30
     command: str = ""
     preset: str | Mapping[str, Any] | Preset | None = None
+    log: list[str] = field(default_factory=list)
+    tracking_uri: str | None = None
 
     def __post_init__(self) -> None:
+        _tracking(self)  # the tracker names and options are checked before any work
         for name in ("trials", "seeds", "workers", "heartbeat_s"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -307,6 +319,7 @@ def _tune(config: TuneConfig, progress: Callable[[dict[str, Any]], None] | None)
     out_dir = Path(config.out_dir).resolve()
     _check_out_dir(out_dir, config.resume)
     out_dir.mkdir(parents=True, exist_ok=True)
+    _tracking(config).prepare()  # the MLflow experiment exists before any worker opens a run in it
     url = config.storage or f"sqlite:///{out_dir / 'tune.db'}"
     preset = resolve_preset(config.preset, dataset)
     base = config.study or dataset.name
@@ -327,6 +340,8 @@ def _tune(config: TuneConfig, progress: Callable[[dict[str, Any]], None] | None)
         chosen_preset = _chosen_preset(out_dir, config, dataset.name, preset, best)
         atomic_write_json(out_dir / "best.json", chosen_preset.to_dict())
     _write_meta(out_dir, config, dataset, preset, plans, url)
+    if config.log:
+        _track_summary(config, out_dir)
     return TuneResult(out_dir=out_dir, trials=rows, best=best, preset=chosen_preset)
 
 
@@ -623,18 +638,58 @@ def _objective(
         if twin.state == TrialState.PRUNED:
             raise optuna.TrialPruned(f"repeats the pruned trial {twin.number}")
         return float(twin.value)  # type: ignore[arg-type]
-    dataset, train_t, val_t = data
     model_delta, train_delta = _split(params)
     model_kwargs = {**plan.base_model, **model_delta}
     train_kwargs = {**plan.base_train, **train_delta, "device": config.device}
     if config.epochs is not None:
         train_kwargs["epochs"] = config.epochs
+    trackers = _tracking(config).open(f"{plan.fusion}-trial{trial.number}") if config.log else []
+    for tracker in trackers:
+        tracker.log_params(
+            {"fusion": plan.fusion, "trial": trial.number, "searched": params}
+            | {"model": model_kwargs, "train": train_kwargs}
+        )
+    try:
+        value = _train_trial(trial, plan, config, data, model_kwargs, train_kwargs, trackers)
+    except optuna.TrialPruned:
+        for tracker in trackers:
+            tracker.log_metrics({"pruned_at_epoch": trial.user_attrs.get("pruned_at_epoch")}, prefix="")
+        close_all(trackers)
+        raise
+    except BaseException:
+        close_all(trackers, failed=True)
+        raise
+    for tracker in trackers:
+        attrs = trial.user_attrs
+        tracker.log_metrics(
+            {f"val_{config.criterion}_mean": attrs["mean"], f"val_{config.criterion}_std": attrs["std"]}
+            | {"val_accuracy_mean": attrs["val_accuracy_mean"]}
+            | {"train_seconds": attrs["train_seconds"], "params": attrs["params"]},
+            prefix="",
+        )
+    close_all(trackers)
+    return value
+
+
+def _train_trial(
+    trial: optuna.Trial,
+    plan: _Plan,
+    config: TuneConfig,
+    data: tuple[MultimodalDataset, MultimodalDataset, MultimodalDataset],
+    model_kwargs: Mapping[str, Any],
+    train_kwargs: Mapping[str, Any],
+    trackers: Sequence[Tracker],
+) -> float:
+    """Train the trial's configuration with every seed; the criterion's mean (seed 0's curve may prune it)."""
+    dataset, train_t, val_t = data
     scores, accs, seconds, n_params = [], [], 0.0, 0
     for seed in range(config.seeds):
         seed_everything(seed)
         model = build_model(model_config_for(dataset, plan.fusion, **model_kwargs))
         n_params = parameter_report(model).trainable
-        callbacks = [_PruneOnCurve(trial, _curve_column(config.criterion, dataset))] if seed == 0 else []
+        callbacks: list[Any] = (
+            [*trackers, _PruneOnCurve(trial, _curve_column(config.criterion, dataset))] if seed == 0 else []
+        )
         start = time.perf_counter()
         try:
             result = Trainer(TrainConfig(**{**train_kwargs, "seed": seed}), callbacks=callbacks).fit(
@@ -654,6 +709,32 @@ def _objective(
     if math.isnan(mean):  # Optuna fails a NaN value: rank it last instead, the row keeps the NaN
         return -math.inf if get_metric(config.criterion).higher_is_better else math.inf
     return mean
+
+
+def _tracking(config: TuneConfig) -> TrackingConfig:
+    """The trackers of a search: the same in every worker (the experiment is found by name)."""
+    return TrackingConfig(config.log, str(Path(config.out_dir).resolve()), config.tracking_uri)
+
+
+def _track_summary(config: TuneConfig, out_dir: Path) -> None:
+    """One ``summary`` tracker run: the search's settings and ``trials.csv``, ``best.json``, ``tune.json``."""
+    trackers = _tracking(config).open("summary")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in ("trials.csv", "best.json", "tune.json"):
+                if (out_dir / name).is_file():
+                    shutil.copy2(out_dir / name, Path(tmp) / name)
+            for tracker in trackers:
+                tracker.log_params(
+                    {"dataset": config.dataset, "fusions": config.fusions, "trials": config.trials}
+                    | {"seeds": config.seeds, "criterion": config.criterion, "sampler": config.sampler}
+                    | {"pruner": config.pruner}
+                )
+                tracker.log_artifacts(tmp, "tune")
+    except BaseException:
+        close_all(trackers, failed=True)
+        raise
+    close_all(trackers)
 
 
 class _PruneOnCurve:

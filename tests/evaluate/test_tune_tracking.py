@@ -1,0 +1,84 @@
+"""``mmfuse tune --log``: one tracker run per trained trial and a summary run, read back with the libraries' readers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mmfuse.cli._app import app
+from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, write_dataset
+from mmfuse.types import LabelLevel, TaskType
+
+pytest.importorskip("tensorboard", reason="the tracking extra (tensorboard) is not installed")
+pytest.importorskip("mlflow", reason="the tracking extra (mlflow) is not installed")
+
+EPOCHS = 2
+
+
+@pytest.fixture(scope="module")
+def tracked_search(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two trials of concat on a 32-record toy set, logged to TensorBoard and MLflow through the CLI."""
+    rng = np.random.default_rng(0)
+    records = [
+        SequenceRecord(
+            id=f"r{i:02d}",
+            group=f"g{i}",
+            split=("train", "train", "val", "test")[(i // 2) % 4],
+            values={"a": (rng.normal(size=(4, 3)) + 2 * (i % 2) - 1).astype(np.float32)},
+            masks={"a": np.ones(4, dtype=bool)},
+            label=i % 2,
+        )
+        for i in range(32)
+    ]
+    root = tmp_path_factory.mktemp("tune-tracked")
+    toy = root / "toy"
+    write_dataset(
+        toy,
+        records,
+        name="toy-tune",
+        modalities=[ModalitySpec("a", 3)],
+        task=TaskSpec(TaskType.CLASSIFICATION, LabelLevel.SAMPLE, class_names=("n", "p")),
+    )
+    out = root / "search"
+    args = ["tune", "--dataset", str(toy), "--fusion", "concat", "--trials", "2", "--seeds", "1"]
+    args += ["--epochs", str(EPOCHS), "--pruner", "none", "--device", "cpu", "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--log", "tensorboard", "--log", "mlflow"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_every_trial_is_an_mlflow_run_with_its_settings_curve_and_score(
+    tracked_search: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{(tracked_search / 'mlflow.db').resolve()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    runs = {r.info.run_name: r for r in mlflow.search_runs(experiment_names=["search"], output_format="list")}
+    trials = sorted(n for n in runs if n.startswith("concat-trial"))
+    assert trials == ["concat-trial0", "concat-trial1"] or len(trials) == 1  # a repeated configuration is reused
+    rows = (tracked_search / "trials.csv").read_text(encoding="utf-8").splitlines()
+    header = rows[0].split(",")
+    first = dict(zip(header, rows[1].split(","), strict=True))
+    trial0 = runs["concat-trial0"]
+    assert trial0.data.params["fusion"] == "concat" and trial0.data.params["train.epochs"] == str(EPOCHS)
+    assert trial0.data.metrics["val_nll_mean"] == pytest.approx(float(first["val_nll_mean"]), abs=1e-6)
+    assert not any(k.startswith("test_") for k in trial0.data.metrics)  # the test split stays unopened
+    client = MlflowClient(tracking_uri=uri)
+    assert [m.step for m in client.get_metric_history(trial0.info.run_id, "val_loss")] == list(range(1, EPOCHS + 1))
+    summary = runs["summary"]
+    files = {a.path for a in client.list_artifacts(summary.info.run_id, "tune")}
+    assert files == {"tune/trials.csv", "tune/best.json", "tune/tune.json"}
+
+
+def test_every_trial_has_a_tensorboard_folder(tracked_search: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tracked_search / "tensorboard" / "concat-trial0"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train_loss")] == list(range(1, EPOCHS + 1))
+    assert "val_nll_mean" in events.Tags()["scalars"]
