@@ -48,6 +48,12 @@ def test_cli_train_writes_a_servable_model_directory(tmp_path):
     _check_model_dir(out)
     again = runner.invoke(app, args)  # a model directory is not overwritten silently
     assert again.exit_code != 0 and "already holds a model" in again.output
+    analyzed = runner.invoke(app, ["analyze", str(out), "--only", "calibration,complexity", "--device", "cpu"])
+    assert analyzed.exit_code == 0, analyzed.output  # mmfuse analyze accepts the model directory too
+    rows = (out / "final_results.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("concat,0,")  # one run: the model, with its test metrics
+    assert "accuracy" in rows[0] and (out / "analysis" / "summary.md").is_file()
+    assert not (out / "report.html").exists()  # a single model has no comparison report
 
 
 def test_train_model_refuses_unknown_fusion(tmp_path):

@@ -15,7 +15,11 @@ __all__ = ["analyze"]
 
 def analyze(
     run_dir: Annotated[
-        Path | None, typer.Argument(help="A run directory written by 'mmfuse compare' (or 'run_dir' in --config).")
+        Path | None,
+        typer.Argument(
+            help="A run directory written by 'mmfuse compare', or one model directory written by 'mmfuse train' "
+            "(or 'run_dir' in --config)."
+        ),
     ] = None,
     only: Annotated[
         list[str] | None,
@@ -65,4 +69,5 @@ def analyze(
     console.print(table)
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False, markup=False, soft_wrap=True)
-    console.print(f"Wrote {result.out_dir}/, {run_dir}/final_results.csv, summary.md and report.html")
+    written = ", summary.md and report.html" if any(f.name == "report.html" for f in result.files) else ""
+    console.print(f"Wrote {result.out_dir}/, {run_dir}/final_results.csv{written}")

@@ -34,6 +34,7 @@ __all__ = [
     "RunSettings",
     "SplitData",
     "concat_batches",
+    "is_model_dir",
     "model_modalities",
     "restrict",
     "slice_sequence",
@@ -143,6 +144,7 @@ class AnalysisContext:
         level: str,
     ) -> None:
         self.run = run
+        self.single_model = False  # True when the "run" is one model directory (mmfuse train's output)
         self.settings = settings
         self.meta = meta
         self.dataset = dataset
@@ -165,20 +167,23 @@ class AnalysisContext:
             ValueError: ``settings.runs`` names a run the directory does not have.
         """
         run = RunDir(run_dir)
-        meta = run.read_meta()
-        runs = _select_runs(run, settings.runs)
+        single = is_model_dir(run.path)
+        meta = _model_dir_meta(run.path) if single else run.read_meta()
+        runs = [_model_dir_run(run.path)] if single else _select_runs(run, settings.runs)
         dataset = _open_data(meta, settings)
         if settings.split not in dataset.split_names:
             raise DataError(f"The data set has no split {settings.split!r}; its splits: {dataset.split_names}.")
         models = []
         for name, seed in runs:
-            directory = run.model_dir(name, seed)
+            directory = run.path if single else run.model_dir(name, seed)
             if not (directory / "model.safetensors").is_file():
                 raise DataError(f"The saved model of {name} seed {seed} is missing: '{directory}/model.safetensors'.")
             model = load_model(directory, map_location=settings.device).eval()
             models.append(LoadedModel(name, seed, directory, model, _normalizer_key(directory)))
         task, level = _task_level(models[0].model, meta)
-        return cls(run, settings, meta, dataset, models, task, level)
+        ctx = cls(run, settings, meta, dataset, models, task, level)
+        ctx.single_model = single
+        return ctx
 
     # ----------------------------------------------------------------------------------------------- models
     @property
@@ -394,6 +399,31 @@ def take_rows(outputs: Tensor, index: RowIndex) -> Tensor:
 
 
 # ------------------------------------------------------------------------------------------------- loading
+def is_model_dir(path: Path) -> bool:
+    """True for one saved model (``mmfuse train``'s output: ``config.json`` + weights) rather than a compare run."""
+    return (path / "config.json").is_file() and (path / "model.safetensors").is_file() and not RunDir(path).is_run()
+
+
+def _model_dir_meta(path: Path) -> dict[str, Any]:
+    """The ``run.json`` a single model directory stands for: the data set its ``config.json`` records."""
+    from mmfuse.models import read_model_info
+
+    info = read_model_info(path)
+    name = info.get("dataset")
+    return {"dataset": {"name": name}} if isinstance(name, str) and name else {}
+
+
+def _model_dir_run(path: Path) -> tuple[str, int]:
+    """(fusion, seed) of a single model directory, from its ``config.json``."""
+    from mmfuse.models import read_model_info
+
+    info = read_model_info(path)
+    fusion = str(info["model_config"].get("fusion", path.name))
+    train = info.get("train_config")
+    seed = train.get("seed", 0) if isinstance(train, dict) else 0
+    return fusion, int(seed) if isinstance(seed, int) and not isinstance(seed, bool) else 0
+
+
 def _select_runs(run: RunDir, only: Sequence[str] | None) -> list[tuple[str, int]]:
     results = run.read_results()
     runs = [(str(f), int(s)) for f, s in zip(results["fusion"], results["seed"], strict=True)]

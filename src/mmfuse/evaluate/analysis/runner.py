@@ -8,6 +8,7 @@ row per run with every metric), and rewrites the run's ``summary.md`` and ``repo
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -178,11 +179,20 @@ class _Output:
             )
         return self.dir / name
 
+    def _result_rows(self) -> list[dict[str, Any]]:
+        """``results.csv`` of a compare run; for one model directory, its run and ``test_metrics.json``."""
+        if not self.ctx.single_model:
+            return list(self.ctx.run.read_results().to_dict("records"))
+        model = self.ctx.models[0]
+        metrics_path = model.directory / "test_metrics.json"
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
+        return [{"fusion": model.name, "seed": model.seed} | (metrics if isinstance(metrics, dict) else {})]
+
     def finish(self, config: AnalysisConfig, seconds: dict[str, float], start: float) -> list[dict[str, Any]]:
         """Write final_results.csv, sections.json, summary.md, result.json and the report; fill ``seconds``."""
         run, notes = self.ctx.run, self.notes
         final_rows = []
-        for row in run.read_results().to_dict("records"):
+        for row in self._result_rows():
             key = (str(row["fusion"]), int(row["seed"]))
             if key in self.final:
                 final_rows.append(
@@ -200,7 +210,7 @@ class _Output:
         runs = [f"{m.name}-seed{m.seed}" for m in self.ctx.models]
         result = {"config": asdict(config), "seconds": seconds, "notes": notes, "runs": runs}
         self.files.append(atomic_write_json(self.dir / "result.json", result))
-        if config.write_report:
+        if config.write_report and not self.ctx.single_model:  # a model directory has no comparison report
             from mmfuse.evaluate.report import write_report, write_summary_markdown
 
             self.files += [write_summary_markdown(run.path), write_report(run.path)]
