@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
 import inspect
 import logging
+import sys
 import warnings
 from collections.abc import Iterable
+from pathlib import Path
 
 from mmfuse.errors import MmfuseWarning
 
@@ -63,15 +66,36 @@ def load_plugins(modules: Iterable[str] | None) -> list[str]:
             if not name or name in _loaded:
                 continue
             try:
-                importlib.import_module(name)
+                _import(name)
             except Exception as exc:  # the plug-in's own error, whatever it is, is reported as one line
                 raise ValueError(
                     f"The plug-in module {name!r} (--plugin) could not be imported: {type(exc).__name__}: {exc}. "
-                    "Give an importable module name (on sys.path / installed), e.g. --plugin my_package.fusions."
+                    "Give an importable module name (on sys.path / installed) or a .py file, e.g. "
+                    "--plugin my_package.fusions or --plugin ./my_fusions.py."
                 ) from exc
             _loaded.add(name)
             done.append(name)
     return done
+
+
+def _import(name: str) -> None:
+    """Import a module by name, or a ``.py`` file by path (registered in ``sys.modules`` under its stem)."""
+    if not name.endswith(".py"):
+        importlib.import_module(name)
+        return
+    path = Path(name)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {str(path)!r}")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{str(path)!r} cannot be loaded as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[path.stem]
+        raise
 
 
 def load_entry_points(groups: Iterable[str] = ENTRY_POINT_GROUPS) -> list[str]:

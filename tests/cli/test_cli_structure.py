@@ -301,3 +301,20 @@ def test_plugin_option_and_entry_point_register_a_users_fusion(tmp_path: Path) -
     warned = _run_cli(["fusions"], tmp_path)
     assert warned.returncode == 0 and "user_sum" in warned.stdout
     assert "broken" in warned.stderr and "warning" in warned.stderr and "Traceback" not in warned.stderr
+
+
+def test_load_plugins_takes_a_py_file_path(tmp_path: Path) -> None:
+    from mmfuse.plugins import load_plugins
+
+    path = tmp_path / "mmfuse_path_plugin_probe.py"
+    path.write_text("LOADED = 'yes'\n", encoding="utf-8")
+    assert load_plugins([str(path)]) == [str(path)]
+    assert sys.modules["mmfuse_path_plugin_probe"].LOADED == "yes"
+    missing = tmp_path / "absent_plugin.py"
+    with pytest.raises(ValueError, match=r"absent_plugin\.py.*could not be imported: FileNotFoundError"):
+        load_plugins([str(missing)])
+    broken = tmp_path / "mmfuse_broken_plugin_probe.py"
+    broken.write_text("raise RuntimeError('boom')\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="RuntimeError: boom"):
+        load_plugins([str(broken)])
+    assert "mmfuse_broken_plugin_probe" not in sys.modules
