@@ -66,6 +66,18 @@ def compare(
     jobs: Annotated[
         int, typer.Option("--jobs", "-j", min=1, help="Runs trained at once, each in its own process.")
     ] = 1,
+    executor: Annotated[
+        str,
+        typer.Option(
+            "--executor",
+            help="Where runs train: 'local' (--jobs processes) or 'ray' (one Ray task per fusion x seed run; "
+            "needs the 'ray' extra).",
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="Ray cluster for --executor ray ('auto', ray://host:10001); default local."),
+    ] = None,
     analyze: Annotated[
         bool, typer.Option("--analyze", help="Then run the analysis suite on the run (as 'mmfuse analyze').")
     ] = False,
@@ -130,6 +142,8 @@ def compare(
         overwrite=overwrite,
         keep_checkpoints=keep_checkpoints,
         jobs=jobs,
+        executor=executor,
+        ray_address=ray_address,
         causal=causal,
         preset=preset,
         log=split_names(log) if log is not None else [],

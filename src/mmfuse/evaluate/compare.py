@@ -13,24 +13,22 @@ import errno
 import json
 import logging
 import math
-import multiprocessing
 import shutil
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from mmfuse._io import atomic_write_json
 from mmfuse.data import MultimodalDataset, open_dataset, open_or_load_dataset
 from mmfuse.errors import DataError, MmfuseWarning
+from mmfuse.evaluate.executors import make_executor
 from mmfuse.evaluate.predictions import RunPredictions
 from mmfuse.evaluate.protocol import (
     UNIMODAL_PREFIX,
@@ -93,6 +91,10 @@ class CompareConfig:
         keep_checkpoints: Keep each run's ``last/`` checkpoint (optimizer, scheduler and RNG state, about three
             times the model's size) after the run has finished; by default it is removed once the run is done.
         num_threads: Torch intra-op threads; small sequence models run fastest with 1 on a busy machine.
+        executor: Where the runs train: ``"local"`` (``jobs`` processes of this machine) or ``"ray"`` (one Ray task
+            per fusion x seed run, 1 CPU and ``num_threads`` threads each, retried once, on ``ray_address`` or a
+            local Ray instance); see :mod:`mmfuse.evaluate.executors`. Results are the same with every executor.
+        ray_address: The Ray cluster to join (``"auto"``, ``"ray://head:10001"``); only with ``executor="ray"``.
         jobs: Runs trained at the same time, each in its own process (1: in this process). On a machine with
             ``n`` cores, ``jobs = n`` with ``num_threads = 1`` is usually fastest for small models. Results do not
             depend on ``jobs``: every run is seeded on its own.
@@ -142,6 +144,8 @@ class CompareConfig:
     keep_checkpoints: bool = False
     num_threads: int | None = 1
     jobs: int = 1
+    executor: str = "local"
+    ray_address: str | None = None
     metrics: list[str] | None = None
     main_metric: str | None = None
     modalities: list[str] | None = None
@@ -158,6 +162,7 @@ class CompareConfig:
                 "The 'resume' and 'overwrite' parameters of CompareConfig exclude each other: resume continues the "
                 "run in out_dir, overwrite replaces it. Choose one."
             )
+        make_executor(self.executor, address=self.ray_address)  # a bad name or option is refused before any work
         if not isinstance(self.jobs, int) or isinstance(self.jobs, bool) or self.jobs < 1:
             raise ValueError(f"The 'jobs' parameter of CompareConfig must be a positive integer. Got {self.jobs!r}.")
         if not isinstance(self.seeds, int) or isinstance(self.seeds, bool) or self.seeds < 1:
@@ -478,7 +483,7 @@ def _train_and_report(
         "tracking": tracking.to_dict() if tracking.enabled else None,
     }
     rows: list[dict[str, Any]] = []
-    if config.jobs == 1 or total == 1:
+    if config.executor == "local" and (config.jobs == 1 or total == 1):
         for run_index, (fusion, seed) in enumerate(jobs, start=1):
             rows.append(
                 _run_one(
@@ -773,53 +778,51 @@ def _run_parallel(
     common: Mapping[str, Any],
     progress: Callable[[CompareProgress], None] | None,
 ) -> list[dict[str, Any]]:
-    """Train the runs in ``config.jobs`` worker processes; each reopens the data set and the shared normalisers."""
+    """Train the runs with the configured executor (:mod:`mmfuse.evaluate.executors`).
+
+    Each run reopens the data set and the shared normalisers; ``results.csv`` is rewritten as every run finishes.
+    """
     run = RunDir(config.out_dir)
     shared = run.normalizers_dir
     normalizers.save(shared)
-    ctx = multiprocessing.get_context("spawn")  # fork is unsafe with torch's thread pools
+    specs = [
+        {
+            "dataset_path": str(Path(dataset.path).resolve()),
+            "normalizers": str(shared.resolve()),
+            "fusion": fusion,
+            "seed": seed,
+            "model_config": model_configs[fusion].to_dict(),
+            "expected_params": params[fusion],
+            "train_kwargs": per_fusion[fusion][1],
+            "run_index": run_index,
+            **common,
+            "out_dir": str(Path(common["out_dir"]).resolve()),
+        }
+        for run_index, (fusion, seed) in enumerate(jobs, start=1)
+    ]
+    executor = make_executor(
+        config.executor, workers=config.jobs, num_threads=config.num_threads, address=config.ray_address
+    )
     results: dict[int, dict[str, Any]] = {}
-    with ProcessPoolExecutor(
-        max_workers=config.jobs, mp_context=ctx, initializer=_worker_init, initargs=(config.num_threads,)
-    ) as pool:
-        futures = {}
-        for run_index, (fusion, seed) in enumerate(jobs, start=1):
-            spec = {
-                "dataset_path": str(dataset.path),
-                "normalizers": str(shared),
-                "fusion": fusion,
-                "seed": seed,
-                "model_config": model_configs[fusion].to_dict(),
-                "expected_params": params[fusion],
-                "train_kwargs": per_fusion[fusion][1],
-                "run_index": run_index,
-                **common,
-            }
-            futures[pool.submit(_worker_run, spec)] = run_index
-        done_count = 0
-        for future in as_completed(futures):
-            row = future.result()  # a failed run re-raises its error here
-            results[futures[future]] = row
-            done_count += 1
-            run.write_results([results[i] for i in sorted(results)])
-            if progress is not None:
-                progress(
-                    CompareProgress(
-                        row["fusion"],
-                        row["seed"],
-                        done_count,
-                        len(jobs),
-                        logs=row,
-                        done=True,
-                        main_metric=common["main_metric"],
-                    )
+
+    def on_done(index: int, row: dict[str, Any]) -> None:
+        results[index] = row
+        run.write_results([results[i] for i in sorted(results)])
+        if progress is not None:
+            progress(
+                CompareProgress(
+                    row["fusion"],
+                    row["seed"],
+                    len(results),
+                    len(jobs),
+                    logs=row,
+                    done=True,
+                    main_metric=common["main_metric"],
                 )
+            )
+
+    executor.run(specs, _worker_run, on_done)
     return [results[i] for i in sorted(results)]
-
-
-def _worker_init(num_threads: int | None) -> None:
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
 
 
 def _worker_run(spec: dict[str, Any]) -> dict[str, Any]:

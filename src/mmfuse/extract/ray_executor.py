@@ -11,20 +11,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
+from mmfuse._ray import ensure_ray
 from mmfuse.extract.base import Extractor
 from mmfuse.extract.pipeline import FileResult, extract_file
 
 __all__ = ["run_ray"]
-
-
-def _ray() -> Any:
-    try:
-        import ray
-    except ImportError as exc:
-        raise ImportError("The 'ray' executor needs Ray; install it with: pip install 'mmfuse[ray]'.") from exc
-    return ray
 
 
 def _task(path: str, recording: str, extractors: list[Extractor], cache_root: str, use_cache: bool) -> FileResult:
@@ -58,15 +50,7 @@ def run_ray(
     Returns:
         One :class:`FileResult` per job, in the order of ``jobs``.
     """
-    ray = _ray()
-    if not ray.is_initialized():
-        ray.init(
-            address=address,
-            num_cpus=num_cpus if address is None else None,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
+    ray = ensure_ray(address, num_cpus)
     remote = ray.remote(num_cpus=1)(_task)
     ex_ref = ray.put(list(extractors))
     refs = [remote.remote(str(p), rec, ex_ref, str(cache_root), use_cache) for rec, p in jobs]
