@@ -55,6 +55,16 @@ def tune(
             "'mmfuse tune' folder or its best.json.",
         ),
     ] = None,
+    executor: Annotated[
+        str,
+        typer.Option(
+            "--executor", help="Where --workers run: 'local' processes or 'ray' tasks (needs the 'ray' extra)."
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="Ray cluster for --executor ray ('auto', ray://host:10001); default local."),
+    ] = None,
     log: Annotated[list[str] | None, typer.Option("--log", help=LOG_HELP)] = None,
     tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help=TRACKING_URI_HELP)] = None,
 ) -> None:
@@ -83,6 +93,8 @@ def tune(
         preset=preset,
         log=split_names(log),
         tracking_uri=tracking_uri,
+        executor=executor,
+        ray_address=ray_address,
     )
 
     def on_trial(row: dict[str, Any]) -> None:

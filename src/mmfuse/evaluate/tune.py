@@ -50,8 +50,10 @@ from filelock import FileLock
 from optuna.trial import FrozenTrial, TrialState
 
 from mmfuse._io import atomic_write_csv, atomic_write_json
+from mmfuse._ray import ensure_ray
 from mmfuse.data import MultimodalDataset, open_or_load_dataset
 from mmfuse.errors import ConfigError, DataError
+from mmfuse.evaluate.executors import RunFailed, make_executor
 from mmfuse.evaluate.protocol import (
     Preset,
     fit_normalizers,
@@ -120,6 +122,10 @@ class TuneConfig:
         study: Study name; default the data set's name. Fusion ``f`` is tuned in the study ``<study>:<f>``.
         resume: Continue the stored studies (their settings must match); without it they must not exist.
         workers: Worker processes optimising each study at the same time (spawned; 1: in this process).
+        executor: Where the workers run: ``"local"`` (processes of this machine) or ``"ray"`` (one Ray task per
+            worker, 1 CPU each, re-run once when its node dies, on ``ray_address`` or a local Ray instance). Ray
+            workers need a storage and ``out_dir`` that every node reaches (the budget lock lives in ``out_dir``).
+        ray_address: The Ray cluster to join (``"auto"``, ``"ray://head:10001"``); only with ``executor="ray"``.
         epochs: Overrides the preset's maximum epochs.
         data_dir: Folder of local data sets (else ``MMFUSE_DATA_DIR``).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
@@ -156,6 +162,8 @@ class TuneConfig:
     study: str | None = None
     resume: bool = False
     workers: int = 1
+    executor: str = "local"
+    ray_address: str | None = None
     epochs: int | None = None
     data_dir: str | None = None
     device: str = "auto"
@@ -168,6 +176,7 @@ class TuneConfig:
 
     def __post_init__(self) -> None:
         _tracking(self)  # the tracker names and options are checked before any work
+        make_executor(self.executor, address=self.ray_address)  # a bad name or option is refused before any work
         for name in ("trials", "seeds", "workers", "heartbeat_s"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -564,7 +573,9 @@ def _run_fusion(
                     progress(row)
         atomic_write_csv(out_dir / "trials.csv", [*earlier, *rows])
 
-    if config.workers == 1:
+    if config.executor == "ray":
+        _run_ray_workers(config, url, plan, out_dir, report)
+    elif config.workers == 1:
         data = _open(config)
         _optimise(study, plan, config, data, out_dir, on_trial=report)
     else:
@@ -579,6 +590,31 @@ def _run_fusion(
                 report()
     report()
     return _rows(study, plan, config.criterion)
+
+
+def _run_ray_workers(config: TuneConfig, url: str, plan: _Plan, out_dir: Path, report: Callable[[], None]) -> None:
+    """``config.workers`` Ray tasks on the study; ``report`` every second until all are done (a failure is named)."""
+    ray = ensure_ray(config.ray_address, what="'mmfuse tune --executor ray'")
+    remote = ray.remote(num_cpus=1, max_retries=1)(_worker)  # a dead node's worker is re-run; its trial goes stale
+    refs = [remote.remote(config, url, plan, str(out_dir), w) for w in range(config.workers)]
+    worker_of = {ref: w for w, ref in enumerate(refs)}
+    pending = list(refs)
+    try:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+            for ref in done:
+                try:
+                    ray.get(ref)
+                except Exception as exc:
+                    cause = getattr(exc, "cause", None) or exc
+                    raise RunFailed(
+                        f"Tune worker {worker_of[ref]} of fusion {plan.fusion!r} (study {plan.study!r}) failed: "
+                        f"{type(cause).__name__}: {cause}"
+                    ) from exc
+            report()
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
 
 
 def _worker(config: TuneConfig, url: str, plan: _Plan, out_dir: str, worker: int) -> None:

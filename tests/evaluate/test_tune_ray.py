@@ -1,0 +1,90 @@
+"""``tune --executor ray``: the search's workers as Ray tasks on one storage; one worker equals a local search."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, write_dataset
+from mmfuse.evaluate.tune import TuneConfig, tune
+from mmfuse.types import LabelLevel, TaskType
+
+ray = pytest.importorskip("ray", reason="the 'ray' extra is not installed (pip install 'mmfuse[ray]')")
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """A local Ray instance of 2 CPUs for this module (the search joins it instead of starting its own)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(0)
+    records = [
+        SequenceRecord(
+            id=f"r{i:02d}",
+            group=f"g{i}",
+            split=("train", "train", "val", "test")[(i // 2) % 4],
+            values={"a": (rng.normal(size=(4, 3)) + 2 * (i % 2) - 1).astype(np.float32)},
+            masks={"a": np.ones(4, dtype=bool)},
+            label=i % 2,
+        )
+        for i in range(32)
+    ]
+    path = tmp_path_factory.mktemp("tune-ray") / "toy"
+    write_dataset(
+        path,
+        records,
+        name="toy-tune",
+        modalities=[ModalitySpec("a", 3)],
+        task=TaskSpec(TaskType.CLASSIFICATION, LabelLevel.SAMPLE, class_names=("n", "p")),
+    )
+    return path
+
+
+def _config(toy: Path, out: Path, **kw: Any) -> TuneConfig:
+    base: dict[str, Any] = {
+        "dataset": str(toy),
+        "fusions": ["concat"],
+        "trials": 3,
+        "seeds": 1,
+        "epochs": 1,
+        "out_dir": str(out),
+        "search_space": {"train.lr": [1e-4, 0.01, 0.05], "model.hidden": [8]},
+        "sampler": "random",
+        "pruner": "none",
+        "device": "cpu",
+    }
+    return TuneConfig(**{**base, **kw})
+
+
+def _trials(out: Path) -> list[dict[str, str]]:
+    with (out / "trials.csv").open(newline="", encoding="utf-8") as fh:
+        return [{k: v for k, v in row.items() if k != "train_seconds"} for row in csv.DictReader(fh)]
+
+
+def test_one_ray_worker_gives_the_local_search(local_ray: None, toy: Path, tmp_path: Path) -> None:
+    local = tune(_config(toy, tmp_path / "local"))
+    on_ray = tune(_config(toy, tmp_path / "ray", executor="ray"))
+    assert _trials(tmp_path / "ray") == _trials(tmp_path / "local")
+    assert on_ray.best == local.best
+
+
+def test_two_ray_workers_share_the_budget(local_ray: None, toy: Path, tmp_path: Path) -> None:
+    tune(_config(toy, tmp_path / "two", executor="ray", workers=2))
+    rows = _trials(tmp_path / "two")
+    assert sorted(int(r["trial"]) for r in rows) == [0, 1, 2]  # the budget exactly, none lost or duplicated
+    assert {r["state"] for r in rows} == {"COMPLETE"}
+
+
+def test_a_bad_executor_is_refused(toy: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"'executor' parameter must be one of \['local', 'ray'\]"):
+        _config(toy, tmp_path / "x", executor="slurm")
