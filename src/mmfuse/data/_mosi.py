@@ -58,7 +58,8 @@ _HOMEPAGE = "https://github.com/declare-lab/contextual-utterance-level-multimoda
 #: The comparison hyperparameters of this data set, shared by every fusion: one recipe for all rows. Chosen on the
 #: validation split only (validation NLL, the test split never read) by
 #:   mmfuse tune --dataset mosi-utterance --fusion concat --trials 16 --seeds 2
-#: (trial 11 of 16; trial 0 was the previous preset). README, "Results on MOSI-utterance (the released, contaminated features)".
+#: (trial 11 of 16; trial 0 was the previous preset). README, "Results on MOSI-utterance (the released, contaminated
+#: features)".
 PRESET: dict[str, dict[str, object]] = {
     "model": {
         "hidden": 128,
