@@ -167,6 +167,12 @@ def _dumps(msg: Any) -> str:
     return _orjson.dumps(msg).decode() if _orjson is not None else json.dumps(msg)
 
 
+async def _refuse(ws: Any, error: str, detail: str, *, field: str | None = None, code: int = 1013) -> None:
+    """Send one error message (the protocol's error shape) and close the WebSocket with ``code``."""
+    await ws.send_text(_dumps({"type": "error", "error": error, "detail": detail, "field": field}))
+    await ws.close(code=code)
+
+
 def _parse(text: str | bytes, limit: int) -> dict[str, Any]:
     size = len(text)
     if isinstance(text, str) and 4 * size > limit:  # UTF-8 takes up to 4 bytes a character: count them
@@ -690,27 +696,12 @@ def create_app(model_dir: str | Any, config: ServerConfig | None = None) -> Any:
         await ws.accept()
         if not token_ok(ws.headers, ws.query_params):
             state.count_error("unauthorized")
-            await ws.send_text(
-                json.dumps(
-                    {"type": "error", "error": "unauthorized", "detail": "A valid token is required.", "field": "token"}
-                )
-            )
-            await ws.close(code=1008)
+            await _refuse(ws, "unauthorized", "A valid token is required.", field="token", code=1008)
             return
         if len(state.streams) >= config.max_streams:
             state.refused_streams += 1
             state.count_error("too_many_streams")
-            await ws.send_text(
-                json.dumps(
-                    {
-                        "type": "error",
-                        "error": "too_many_streams",
-                        "field": None,
-                        "detail": f"The server holds its maximum of {config.max_streams} streams.",
-                    }
-                )
-            )
-            await ws.close(code=1013)
+            await _refuse(ws, "too_many_streams", f"The server holds its maximum of {config.max_streams} streams.")
             return
         state.counter += 1
         state.total_streams += 1
@@ -790,26 +781,12 @@ def create_app(model_dir: str | Any, config: ServerConfig | None = None) -> Any:
     async def watch_ws(ws: WebSocket) -> None:
         await ws.accept()
         if not token_ok(ws.headers, ws.query_params):
-            await ws.send_text(
-                json.dumps(
-                    {"type": "error", "error": "unauthorized", "detail": "A valid token is required.", "field": "token"}
-                )
-            )
-            await ws.close(code=1008)
+            await _refuse(ws, "unauthorized", "A valid token is required.", field="token", code=1008)
             return
         if state.watching >= config.max_watchers:
             state.count_error("too_many_watchers")
-            await ws.send_text(
-                json.dumps(
-                    {
-                        "type": "error",
-                        "error": "too_many_watchers",
-                        "field": None,
-                        "detail": f"The server holds its maximum of {config.max_watchers} watchers (--max-watchers).",
-                    }
-                )
-            )
-            await ws.close(code=1013)
+            detail = f"The server holds its maximum of {config.max_watchers} watchers (--max-watchers)."
+            await _refuse(ws, "too_many_watchers", detail)
             return
         state.watching += 1
         try:
@@ -826,10 +803,7 @@ def create_app(model_dir: str | Any, config: ServerConfig | None = None) -> Any:
             if st is None:
                 await asyncio.sleep(0.1)
         if st is None:
-            await ws.send_text(
-                json.dumps({"type": "error", "error": "no_stream", "detail": "No such stream.", "field": "stream"})
-            )
-            await ws.close()
+            await _refuse(ws, "no_stream", "No such stream.", field="stream", code=1000)
             return
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=config.queue_size)
         st.watchers.append(queue)
