@@ -133,3 +133,31 @@ def main(argv: Sequence[str]) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# helpers the surfaces' tests share
+
+
+def invoke(*args: str | Path) -> Any:
+    """Run the ``mmfuse`` CLI in-process (typer's CliRunner) with the arguments as strings."""
+    from typer.testing import CliRunner
+
+    from mmfuse.cli._app import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def clean_failure(result: Any) -> str:
+    """Exit code 2, exactly one ``error:`` line on stderr and no traceback; returns that line."""
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file below ``root`` (relative POSIX path -> bytes): what a refused command must leave unchanged."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

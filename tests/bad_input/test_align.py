@@ -15,32 +15,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from bad_input_table import ACCEPTED, Case, assert_names, params
-from typer.testing import CliRunner, Result
+from bad_input_table import ACCEPTED, Case, assert_names, clean_failure, invoke, params, tree
 
-from mmfuse.cli._app import app
 from mmfuse.data import open_dataset
 
 SURFACE = "mmfuse align"
-
-runner = CliRunner()
-
-
-def _invoke(*args: str | Path) -> Result:
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def _clean_failure(result: Result) -> str:
-    assert result.exit_code == 2, result.output
-    assert isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
-def _tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _csv(path: Path, t: Any, v: np.ndarray, header: str | None = None) -> None:
@@ -847,11 +826,11 @@ def test_align(tmp_path: Path, case: Case) -> None:
     src = _source(tmp_path)
     breaker, extra = case.data
     breaker(src)
-    before = _tree(src)
+    before = tree(src)
     out = tmp_path / "out" / "ds"
     args = [str(src) + a[3:] if a.startswith("SRC") else a for a in _args(extra)]
-    result = _invoke("align", src, *([] if "--out" in args else ["--out", out]), *args)
-    assert _tree(src) == before, "align modified its source folder"
+    result = invoke("align", src, *([] if "--out" in args else ["--out", out]), *args)
+    assert tree(src) == before, "align modified its source folder"
     if case.error == ACCEPTED:
         assert result.exit_code == 0, result.output
         ds = open_dataset(out)
@@ -878,7 +857,7 @@ def test_align(tmp_path: Path, case: Case) -> None:
         else:
             assert ds.task.class_names == ("run", "walk") and recs["r2"].label == 0
         return
-    line = _clean_failure(result)
+    line = clean_failure(result)
     assert_names(line, *case.names)
     assert not (tmp_path / "out").exists(), "a refused align left files behind"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
@@ -887,8 +866,8 @@ def test_align(tmp_path: Path, case: Case) -> None:
 def test_align_overwrite_refusal_keeps_the_data_set(tmp_path: Path) -> None:
     src = _source(tmp_path)
     out = tmp_path / "ds"
-    assert _invoke("align", src, "--out", out, "--rate", "10").exit_code == 0
-    before = _tree(out)
+    assert invoke("align", src, "--out", out, "--rate", "10").exit_code == 0
+    before = tree(out)
     _labels("recording,label,split\nr1,a,training\nr2,b,val\nr3,a,test\n")(src)
-    _clean_failure(_invoke("align", src, "--out", out, "--rate", "10", "--overwrite"))
-    assert _tree(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["ds", "src"]
+    clean_failure(invoke("align", src, "--out", out, "--rate", "10", "--overwrite"))
+    assert tree(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["ds", "src"]

@@ -15,16 +15,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from bad_input_table import Case, assert_names, params
-from typer.testing import CliRunner, Result
+from bad_input_table import Case, assert_names, invoke, params, tree
+from typer.testing import Result
 
-from mmfuse.cli._app import app
 from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, write_dataset
 from mmfuse.data.format import _meta_digest, _sha256
 
 SURFACE = "mmfuse compare"
 
-runner = CliRunner()
 
 _SPECS = [ModalitySpec("acc", 2), ModalitySpec("gyro", 1)]
 _TASK = TaskSpec("classification", "sample", ("walk", "run"))
@@ -44,10 +42,6 @@ def _native(root: Path, splits: tuple[str, ...] = ("train", "val", "test")) -> P
         for i in range(12)
     ]
     return write_dataset(root / "native", records, name="native", modalities=_SPECS, task=_TASK)
-
-
-def _invoke(*args: str | Path) -> Result:
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def _clean_failure(result: Result) -> str:
@@ -268,10 +262,6 @@ CASES = [
 ]
 
 
-def _tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 @pytest.mark.parametrize("case", params(CASES))
 def test_compare(tmp_path: Path, case: Case) -> None:
     args, ds_edit, out_setup = case.data
@@ -294,13 +284,13 @@ def test_compare(tmp_path: Path, case: Case) -> None:
         args = ["--dataset", str(native), *args]
     if "-f" not in args:
         args = ["-f", "concat", *args]
-    before = _tree(tmp_path)
+    before = tree(tmp_path)
     line = _clean_failure(
-        _invoke("compare", *args, "--seeds", "1", "--epochs", "1", "--out", out)
+        invoke("compare", *args, "--seeds", "1", "--epochs", "1", "--out", out)
         if "--seeds" not in args and "--epochs" not in args
-        else _invoke("compare", *args, "--out", out)
+        else invoke("compare", *args, "--out", out)
     )
     assert_names(line, *case.names)
-    assert _tree(tmp_path) == before, "a refused compare wrote or changed files"
+    assert tree(tmp_path) == before, "a refused compare wrote or changed files"
     if out_setup is None:
         assert not out.exists(), "a refused compare left a run directory behind"

@@ -14,21 +14,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bad_input_table import ACCEPTED, Case, assert_names, params
-from typer.testing import CliRunner, Result
+from bad_input_table import ACCEPTED, Case, assert_names, invoke, params
 
-from mmfuse.cli._app import app
 from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, write_dataset
 
 SURFACE = "mmfuse compare --resume (a finished run directory)"
 
-runner = CliRunner()
 _ARGS = ("-f", "concat", "--seeds", "1", "--epochs", "1", "--hidden", "8")
 _MODEL = Path("models") / "concat-seed0"
-
-
-def _invoke(*args: str | Path) -> Result:
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +41,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     ]
     task = TaskSpec("classification", "sample", ("walk", "run"))
     ds = write_dataset(root / "ds", records, name="ds", modalities=[ModalitySpec("acc", 2)], task=task)
-    result = _invoke("compare", "--dataset", ds, *_ARGS, "--out", root / "run")
+    result = invoke("compare", "--dataset", ds, *_ARGS, "--out", root / "run")
     assert result.exit_code == 0, result.output
     return ds, root / "run"
 
@@ -192,7 +185,7 @@ def test_compare_resume(tmp_path: Path, case: Case, finished: tuple[Path, Path])
     if extra:
         i = args.index(extra[0])
         args[i + 1] = extra[1]
-    result = _invoke("compare", "--dataset", ds, *args, "--out", run, "--resume")
+    result = invoke("compare", "--dataset", ds, *args, "--out", run, "--resume")
     if case.error == ACCEPTED:
         assert result.exit_code == 0, result.output
         assert not list(run.rglob("*.tmp")), "a temporary file ended in the finished run"

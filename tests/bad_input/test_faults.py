@@ -18,33 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bad_input_table import Case, assert_names, params
-from typer.testing import CliRunner, Result
+from bad_input_table import Case, assert_names, clean_failure, invoke, params, tree
 
-from mmfuse.cli._app import app
 from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, open_dataset, write_dataset
 from mmfuse.errors import DataError
 
 SURFACE = "faults: full or read-only disk, kill -9"
-
-runner = CliRunner()
-
-
-def _invoke(*args: str | Path) -> Result:
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def _clean_failure(result: Result) -> str:
-    assert result.exit_code == 2, result.output
-    assert isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
-def _tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _source(root: Path, rows: int = 20, label: str = "walk") -> Path:
@@ -98,7 +77,7 @@ def _hidden(folder: Path) -> list[str]:
 def align_disk_full_64k(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     src = _source(tmp, rows=3_000)  # about 100 KB of data set
     disk = mount(tmp / "disk", "64k")
-    line = _clean_failure(_invoke("align", src, "--out", disk / "ds", "--rate", "10"))
+    line = clean_failure(invoke("align", src, "--out", disk / "ds", "--rate", "10"))
     assert_names(line, *names)
     assert list(disk.iterdir()) == []
 
@@ -106,7 +85,7 @@ def align_disk_full_64k(tmp: Path, mount: Callable[..., Path], names: tuple[str,
 def align_disk_full_256k(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     src = _source(tmp, rows=12_000)  # about 400 KB of data set: does not fit
     disk = mount(tmp / "disk", "256k")
-    line = _clean_failure(_invoke("align", src, "--out", disk / "ds", "--rate", "10"))
+    line = clean_failure(invoke("align", src, "--out", disk / "ds", "--rate", "10"))
     assert_names(line, *names)
     assert list(disk.iterdir()) == []
 
@@ -114,7 +93,7 @@ def align_disk_full_256k(tmp: Path, mount: Callable[..., Path], names: tuple[str
 def align_read_only(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     src = _source(tmp)
     disk = mount(tmp / "disk", "64k", read_only=True)
-    line = _clean_failure(_invoke("align", src, "--out", disk / "ds", "--rate", "10"))
+    line = clean_failure(invoke("align", src, "--out", disk / "ds", "--rate", "10"))
     assert_names(line, *names)
     assert list(disk.iterdir()) == []
 
@@ -122,22 +101,22 @@ def align_read_only(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...
 def align_overwrite_full_disk_keeps_the_old(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     disk = mount(tmp / "disk", "256k")
     out = disk / "ds"
-    assert _invoke("align", _source(tmp / "small"), "--out", out, "--rate", "10").exit_code == 0
-    before = _tree(out)
+    assert invoke("align", _source(tmp / "small"), "--out", out, "--rate", "10").exit_code == 0
+    before = tree(out)
     big = _source(tmp / "big", rows=12_000)
-    line = _clean_failure(_invoke("align", big, "--out", out, "--rate", "10", "--overwrite"))
+    line = clean_failure(invoke("align", big, "--out", out, "--rate", "10", "--overwrite"))
     assert_names(line, *names)
-    assert _tree(out) == before and _hidden(disk) == []
+    assert tree(out) == before and _hidden(disk) == []
     assert len(open_dataset(out)) == 3
 
 
 def compare_disk_full(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     src = _source(tmp, rows=40)
     ds = tmp / "ds"
-    assert _invoke("align", src, "--out", ds, "--rate", "10").exit_code == 0
+    assert invoke("align", src, "--out", ds, "--rate", "10").exit_code == 0
     disk = mount(tmp / "disk", "64k")
-    result = _invoke("compare", "--dataset", ds, "-f", "concat", "-s", "1", "-e", "1", "--out", disk / "run")
-    line = _clean_failure(result)
+    result = invoke("compare", "--dataset", ds, "-f", "concat", "-s", "1", "-e", "1", "--out", disk / "run")
+    line = clean_failure(result)
     assert_names(line, *names)
     assert list(disk.iterdir()) == [], "a new run on a full disk left model files or a run directory behind"
 
@@ -145,9 +124,9 @@ def compare_disk_full(tmp: Path, mount: Callable[..., Path], names: tuple[str, .
 def compare_read_only(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     src = _source(tmp, rows=40)
     ds = tmp / "ds"
-    assert _invoke("align", src, "--out", ds, "--rate", "10").exit_code == 0
+    assert invoke("align", src, "--out", ds, "--rate", "10").exit_code == 0
     disk = mount(tmp / "disk", "64k", read_only=True)
-    line = _clean_failure(_invoke("compare", "--dataset", ds, "-f", "concat", "-s", "1", "--out", disk / "run"))
+    line = clean_failure(invoke("compare", "--dataset", ds, "-f", "concat", "-s", "1", "--out", disk / "run"))
     assert_names(line, *names)
     assert list(disk.iterdir()) == []
 
@@ -157,7 +136,7 @@ def killed_write_leftover_is_removed(tmp: Path, mount: Callable[..., Path], name
     leftover = tmp / f".ds.tmp-{_dead_pid()}-abcd1234"
     (leftover / "modalities").mkdir(parents=True)
     (leftover / "modalities" / "acc.parquet").write_bytes(b"half")
-    result = _invoke("align", src, "--out", tmp / "ds", "--rate", "10")
+    result = invoke("align", src, "--out", tmp / "ds", "--rate", "10")
     assert result.exit_code == 0, result.output
     assert "removed the temporary directory" in result.stderr and leftover.name in result.stderr
     assert not leftover.exists() and len(open_dataset(tmp / "ds")) == 3
@@ -169,7 +148,7 @@ def live_writer_leftover_is_kept(tmp: Path, mount: Callable[..., Path], names: t
     try:
         busy = tmp / f".ds.tmp-{sleeper.pid}-abcd1234"
         busy.mkdir()
-        result = _invoke("align", src, "--out", tmp / "ds", "--rate", "10")
+        result = invoke("align", src, "--out", tmp / "ds", "--rate", "10")
         assert result.exit_code == 0, result.output
         assert busy.is_dir(), "the temporary folder of a running writer was deleted"
     finally:
@@ -180,7 +159,7 @@ def live_writer_leftover_is_kept(tmp: Path, mount: Callable[..., Path], names: t
 def old_leftover_is_named(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     src = _source(tmp)
     (tmp / ".ds.tmp-xyz").mkdir()
-    result = _invoke("align", src, "--out", tmp / "ds", "--rate", "10")
+    result = invoke("align", src, "--out", tmp / "ds", "--rate", "10")
     assert result.exit_code == 0, result.output
     assert ".ds.tmp-xyz" in result.stderr and "older mmfuse" in result.stderr
 
@@ -188,16 +167,16 @@ def old_leftover_is_named(tmp: Path, mount: Callable[..., Path], names: tuple[st
 def overwrite_crash_between_renames_rolls_back(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     src = _source(tmp)
     out = tmp / "ds"
-    assert _invoke("align", src, "--out", out, "--rate", "10").exit_code == 0
-    before = _tree(out)
+    assert invoke("align", src, "--out", out, "--rate", "10").exit_code == 0
+    before = tree(out)
     pid = _dead_pid()
     aside = tmp / f".ds.old-{pid}-abcd1234"
     aside.mkdir()
     out.rename(aside / "old")  # the first rename happened, the process died before the second
     (tmp / f".ds.tmp-{pid}-efgh5678").mkdir()  # the new data set, never moved in
-    line = _clean_failure(_invoke("align", src, "--out", out, "--rate", "10"))
+    line = clean_failure(invoke("align", src, "--out", out, "--rate", "10"))
     assert_names(line, *names)
-    assert _tree(out) == before and _hidden(tmp) == []
+    assert tree(out) == before and _hidden(tmp) == []
 
 
 def open_after_overwrite_crash_names_the_old_copy(
@@ -205,7 +184,7 @@ def open_after_overwrite_crash_names_the_old_copy(
 ) -> None:
     src = _source(tmp)
     out = tmp / "ds"
-    assert _invoke("align", src, "--out", out, "--rate", "10").exit_code == 0
+    assert invoke("align", src, "--out", out, "--rate", "10").exit_code == 0
     aside = tmp / f".ds.old-{_dead_pid()}-abcd1234"
     aside.mkdir()
     out.rename(aside / "old")
@@ -219,11 +198,11 @@ def overwrite_crash_after_swap_cleans_the_old_copy(
 ) -> None:
     src = _source(tmp)
     out = tmp / "ds"
-    assert _invoke("align", src, "--out", out, "--rate", "10").exit_code == 0
+    assert invoke("align", src, "--out", out, "--rate", "10").exit_code == 0
     aside = tmp / f".ds.old-{_dead_pid()}-abcd1234"
     (aside / "old").mkdir(parents=True)
     (aside / "old" / "meta.json").write_text("{}")
-    result = _invoke("align", _source(tmp / "v2", label="jog"), "--out", out, "--rate", "10", "--overwrite")
+    result = invoke("align", _source(tmp / "v2", label="jog"), "--out", out, "--rate", "10", "--overwrite")
     assert result.exit_code == 0, result.output
     assert _hidden(tmp) == [] and open_dataset(out).task.class_names == ("jog", "run", "walk")
 
@@ -257,7 +236,7 @@ def kill_9_align_mid_write(tmp: Path, mount: Callable[..., Path], names: tuple[s
     _kill_align_mid_write(tmp, src, out, overwrite=False)
     assert not out.exists(), "a killed align left a data set that may be half-written"
     assert [n for n in _hidden(tmp) if n.startswith(".ds.tmp-")], "no temporary folder: the kill came too late"
-    result = _invoke("align", src, "--out", out, "--rate", "10")
+    result = invoke("align", src, "--out", out, "--rate", "10")
     assert result.exit_code == 0, result.output
     assert "removed the temporary directory" in result.stderr
     assert _hidden(tmp) == [] and len(open_dataset(out)) == 3
@@ -265,14 +244,14 @@ def kill_9_align_mid_write(tmp: Path, mount: Callable[..., Path], names: tuple[s
 
 def kill_9_align_overwrite_keeps_the_old(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     out = tmp / "ds"
-    assert _invoke("align", _source(tmp / "old"), "--out", out, "--rate", "10").exit_code == 0
-    before = _tree(out)
+    assert invoke("align", _source(tmp / "old"), "--out", out, "--rate", "10").exit_code == 0
+    before = tree(out)
     src = _source(tmp / "in", rows=30_000)
     _kill_align_mid_write(tmp, src, out, overwrite=True)
-    assert _tree(out) == before, "a killed overwrite changed the old data set"
-    result = _invoke("align", src, "--out", out, "--rate", "10", "--overwrite")
+    assert tree(out) == before, "a killed overwrite changed the old data set"
+    result = invoke("align", src, "--out", out, "--rate", "10", "--overwrite")
     assert result.exit_code == 0, result.output
-    assert _hidden(tmp) == [] and len(open_dataset(out)) == 3 and _tree(out) != before
+    assert _hidden(tmp) == [] and len(open_dataset(out)) == 3 and tree(out) != before
 
 
 def write_dataset_full_disk_names_the_file(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:

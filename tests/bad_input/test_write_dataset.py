@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bad_input_table import ACCEPTED, Case, assert_names, params
+from bad_input_table import ACCEPTED, Case, assert_names, params, tree
 
 from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, open_dataset, write_dataset
 from mmfuse.errors import DataError
@@ -451,10 +451,6 @@ _ARG_ROWS: list[tuple[str, str, dict[str, Any], str, tuple[str, ...]]] = [
 CASES += [Case(SURFACE, cid, what, error, names, ("args", ch)) for cid, what, ch, error, names in _ARG_ROWS]
 
 
-def _tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 @pytest.mark.parametrize("case", params(CASES))
 def test_write_dataset(tmp_path: Path, case: Case) -> None:
     dest = tmp_path / "ds"
@@ -480,7 +476,7 @@ def test_write_dataset(tmp_path: Path, case: Case) -> None:
             dest.write_text("mine")
         kwargs = {"records": [_record("s1", "cls")], "name": "toy", "modalities": _SPECS, "task": _TASKS["cls"]}
         kwargs.update(changes)
-    before = _tree(tmp_path)
+    before = tree(tmp_path)
     records = kwargs.pop("records")
     if case.error == ACCEPTED:
         out = write_dataset(dest, records, **kwargs)
@@ -499,5 +495,5 @@ def test_write_dataset(tmp_path: Path, case: Case) -> None:
         write_dataset(dest, records, **kwargs)
     assert type(info.value) is error or case.error == "ValueError"
     assert_names(str(info.value), *case.names)
-    assert _tree(tmp_path) == before, "a refused write_dataset changed the destination or left files behind"
+    assert tree(tmp_path) == before, "a refused write_dataset changed the destination or left files behind"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "a temporary folder was left behind"
