@@ -21,7 +21,8 @@ import torch
 from mmfuse.data import SequenceRecord, collate
 from mmfuse.models import MultimodalModel
 from mmfuse.train import TrainConfig, evaluate_model
-from mmfuse.train.trainer import build_optimizer, forward_loss, loss_options, optimizer_step, precision_for
+from mmfuse.train.optim import build_optimizer
+from mmfuse.train.trainer import forward_loss, loss_options, optimizer_step, precision_for
 from mmfuse.types import Batch, TaskType
 
 __all__ = ["AdaptationResult", "ContinualAdapter", "adapt_model"]

@@ -17,6 +17,7 @@ from mmfuse.train.checkpoint import load_pretrained, load_weights, save_weights
 from mmfuse.train.config import TrainConfig, monitor_mode
 from mmfuse.train.losses import IGNORE_INDEX, compute_loss, select_rows
 from mmfuse.train.lr_finder import LRFinderResult, find_lr, suggest_lr
+from mmfuse.train.optim import build_optimizer, build_scheduler, frozen_parameters
 from mmfuse.train.predict import Predictions, evaluate_model, metrics_from_predictions, predict
 from mmfuse.train.schedules import ramp_factor
 from mmfuse.train.seeding import resolve_device, seed_everything
@@ -24,9 +25,6 @@ from mmfuse.train.staged import ExpertStage, StagedResult, fit_staged
 from mmfuse.train.trainer import (
     Trainer,
     TrainResult,
-    build_optimizer,
-    build_scheduler,
-    frozen_parameters,
     resolve_amp,
 )
 

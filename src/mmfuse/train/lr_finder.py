@@ -23,6 +23,7 @@ from mmfuse._io import atomic_write
 from mmfuse.train._data import BatchSource
 from mmfuse.train.checkpoint import state_dict_cpu
 from mmfuse.train.config import TrainConfig
+from mmfuse.train.optim import build_optimizer, frozen_parameters
 from mmfuse.train.predict import _infer_task, resolve_task_level
 from mmfuse.train.seeding import (
     capture_rng_state,
@@ -33,10 +34,8 @@ from mmfuse.train.seeding import (
     seed_everything,
 )
 from mmfuse.train.trainer import (
-    build_optimizer,
     check_task_options,
     forward_loss,
-    frozen_parameters,
     loss_options,
     optimizer_step,
     precision_for,
