@@ -1,8 +1,8 @@
 """The typer application behind the ``mmfuse`` command: every command is registered here, in one place.
 
 Each command is a plain function in its own module (``_compare.py``, ``_align.py``, ...) that imports only
-:mod:`mmfuse.cli._common` and the public API. :func:`_command` gives every command the same error handling
-(:func:`~mmfuse.cli._common.friendly_errors`) and the same ``--plugin MODULE`` option.
+:mod:`mmfuse.cli._common`, :mod:`mmfuse.cli._options` and the public API. :func:`_command` gives every command the
+same error handling (:func:`~mmfuse.cli._common.friendly_errors`) and the same ``--plugin MODULE`` option.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from mmfuse.cli._export import export
 from mmfuse.cli._extract import extract
 from mmfuse.cli._import import IMPORT_HELP, csd, folders, mmsa
 from mmfuse.cli._lr_find import lr_find
+from mmfuse.cli._options import PluginOption
 from mmfuse.cli._report import report
 from mmfuse.cli._serve import serve, stream
 from mmfuse.cli._train import train
@@ -68,15 +69,6 @@ app = typer.Typer(
     cls=_Group,
 )
 import_app = typer.Typer(name="import", help=IMPORT_HELP, no_args_is_help=True, cls=_Group)
-
-PluginOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--plugin",
-        help="Import this module first so the components it registers (fusions, data sets, metrics, ...) "
-        "can be used; repeat or comma-separate.",
-    ),
-]
 
 
 def _plain_help(annotation: Any) -> Any:
