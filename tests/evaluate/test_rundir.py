@@ -21,6 +21,21 @@ def test_layout(tmp_path: Path) -> None:
     }  # fmt: skip
 
 
+def test_every_place_of_the_layout_is_a_documented_path_under_the_run(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "r")
+    places = {
+        "run_json": "run.json", "config_yaml": "config.yaml", "results_csv": "results.csv",
+        "summary_csv": "summary.csv", "summary_md": "summary.md", "report_html": "report.html",
+        "models_dir": "models", "analysis_dir": "analysis", "final_results_csv": "final_results.csv",
+        "normalizers_dir": "normalizers", "predictions_dir": "predictions",
+    }  # fmt: skip
+    for attr, name in places.items():
+        assert getattr(run, attr) == tmp_path / "r" / name
+        doc = getattr(RunDir, attr).__doc__
+        assert doc.startswith(f"``{name}``:") or doc.startswith(f"``{name}/``:"), (attr, doc)
+    assert RunDir.models_dir.__doc__.startswith("``models/``:")
+
+
 def test_runs_follow_run_json_order(tmp_path: Path) -> None:
     run = RunDir(tmp_path)
     for name in ("gated-seed1", "unimodal-a-b-seed0", "gated-seed0", "concat-seed0", "not-a-run"):

@@ -26,7 +26,7 @@ import shutil
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import pandas as pd
 
@@ -39,6 +39,26 @@ __all__ = ["RunDir"]
 _PARTIAL = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # tempfile.mkstemp(prefix=".NAME.", suffix=".tmp")
 
 _SEED_DIR = re.compile(r"^(?P<fusion>.+)-seed(?P<seed>\d+)$")
+
+
+class _Place:
+    """One file or folder of the layout, ``RUN/<name>``: read on a :class:`RunDir`, it is that path.
+
+    Declaring each place as one line of the class keeps the layout a table: the name and what it holds.
+    """
+
+    def __init__(self, name: str, holds: str, *, folder: bool = False) -> None:
+        self.name = name
+        self.__doc__ = f"``{name}{'/' if folder else ''}``: {holds}"
+
+    @overload
+    def __get__(self, run: None, owner: type[RunDir]) -> _Place: ...
+
+    @overload
+    def __get__(self, run: RunDir, owner: type[RunDir]) -> Path: ...
+
+    def __get__(self, run: RunDir | None, owner: type[RunDir]) -> Path | _Place:
+        return self if run is None else run.path / self.name
 
 
 class RunDir:
@@ -79,55 +99,17 @@ class RunDir:
         return os.fspath(self.path)
 
     # ------------------------------------------------------------------------------------------- the layout
-    @property
-    def run_json(self) -> Path:
-        """``run.json``: what ran and how."""
-        return self.path / self.RUN_JSON
-
-    @property
-    def config_yaml(self) -> Path:
-        """``config.yaml``: the resolved experiment file that reruns the comparison."""
-        return self.path / self.CONFIG_YAML
-
-    @property
-    def results_csv(self) -> Path:
-        """``results.csv``: one row per fusion x seed."""
-        return self.path / self.RESULTS_CSV
-
-    @property
-    def summary_csv(self) -> Path:
-        """``summary.csv``: mean and std per fusion."""
-        return self.path / self.SUMMARY_CSV
-
-    @property
-    def summary_md(self) -> Path:
-        """``summary.md``: the comparison in Markdown."""
-        return self.path / self.SUMMARY_MD
-
-    @property
-    def report_html(self) -> Path:
-        """``report.html``: the report."""
-        return self.path / self.REPORT_HTML
-
-    @property
-    def models_dir(self) -> Path:
-        """``models/``: one model directory per fusion x seed."""
-        return self.path / self.MODELS_DIR
-
-    @property
-    def analysis_dir(self) -> Path:
-        """``analysis/``: what ``mmfuse analyze`` writes."""
-        return self.path / self.ANALYSIS_DIR
-
-    @property
-    def final_results_csv(self) -> Path:
-        """``final_results.csv``: every metric per run, written by the analysis."""
-        return self.path / self.FINAL_RESULTS_CSV
-
-    @property
-    def normalizers_dir(self) -> Path:
-        """``normalizers/``: the shared fitted normalisers handed to worker processes (``--jobs``)."""
-        return self.path / self.NORMALIZERS_DIR
+    run_json = _Place(RUN_JSON, "what ran and how.")
+    config_yaml = _Place(CONFIG_YAML, "the resolved experiment file that reruns the comparison.")
+    results_csv = _Place(RESULTS_CSV, "one row per fusion x seed.")
+    summary_csv = _Place(SUMMARY_CSV, "mean and std per fusion.")
+    summary_md = _Place(SUMMARY_MD, "the comparison in Markdown.")
+    report_html = _Place(REPORT_HTML, "the report.")
+    models_dir = _Place(MODELS_DIR, "one model directory per fusion x seed.", folder=True)
+    analysis_dir = _Place(ANALYSIS_DIR, "what ``mmfuse analyze`` writes.", folder=True)
+    final_results_csv = _Place(FINAL_RESULTS_CSV, "every metric per run, written by the analysis.")
+    normalizers_dir = _Place(NORMALIZERS_DIR, "fitted normalisers for worker processes (``--jobs``).", folder=True)
+    predictions_dir = _Place(PREDICTIONS_DIR, "per-item predictions of each run's best model, by split.", folder=True)
 
     def model_dir(self, fusion: str, seed: int) -> Path:
         """``models/<fusion>-seed<seed>/``."""
@@ -136,11 +118,6 @@ class RunDir:
     def result_json(self, fusion: str, seed: int) -> Path:
         """``models/<fusion>-seed<seed>/result.json``: the results row of a finished run."""
         return self.model_dir(fusion, seed) / self.RESULT_JSON
-
-    @property
-    def predictions_dir(self) -> Path:
-        """``predictions/``: per-item predictions of every run's best model, one folder per split."""
-        return self.path / self.PREDICTIONS_DIR
 
     def predictions_file(self, fusion: str, seed: int, split: str = "test") -> Path:
         """``predictions/<split>/<fusion>-seed<seed>.safetensors``.
