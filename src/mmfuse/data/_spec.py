@@ -11,10 +11,27 @@ import numpy as np
 
 from mmfuse.types import LabelLevel, TaskType
 
-__all__ = ["MODALITY_KINDS", "ModalitySpec", "SequenceRecord", "TaskSpec"]
+__all__ = ["MAX_TOKEN_ID", "MODALITY_KINDS", "ModalitySpec", "SequenceRecord", "TaskSpec", "invalid_token_rows"]
 
-MODALITY_KINDS: tuple[str, ...] = ("continuous", "discrete", "embedding", "interval")
+MODALITY_KINDS: tuple[str, ...] = ("continuous", "discrete", "embedding", "interval", "tokens")
 """The values ``ModalitySpec.kind`` may take."""
+
+MAX_TOKEN_ID = 2**24 - 1
+"""The largest token id a ``"tokens"`` modality can hold: float32 stores every whole number up to ``2**24`` exactly."""
+
+
+def invalid_token_rows(values: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Indices of the present rows of a ``"tokens"`` modality that are not token ids (``[S, L]``, ``[S]`` bool).
+
+    A token id is a whole number in ``[0, MAX_TOKEN_ID]`` (stored as float32). Missing rows are not checked.
+
+    Example:
+        >>> invalid_token_rows(np.array([[101, 7, 0], [101, 2.5, 0], [-1, 0, 0]]), np.array([True, True, False]))
+        array([1])
+    """
+    ok = (values == np.round(values)) & (values >= 0) & (values <= MAX_TOKEN_ID)  # [S, L]; False for NaN too
+    return np.flatnonzero(present & ~ok.all(axis=1))
+
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -27,8 +44,11 @@ class ModalitySpec:
         name: Modality name; letters, digits, ``_``, ``.`` and ``-``, starting with a letter or digit
             (it becomes a file name).
         dim: Feature size ``D_m`` (a positive integer).
-        kind: ``"continuous"``, ``"discrete"``, ``"embedding"`` or ``"interval"``; preprocessing picks the
-            default normaliser from it.
+        kind: ``"continuous"``, ``"discrete"``, ``"embedding"``, ``"interval"`` or ``"tokens"``; preprocessing
+            picks the default normaliser from it. A ``"tokens"`` modality holds, per step, ``dim`` token ids of
+            one text (whole numbers stored as float32, padded with the tokenizer's pad id; see
+            :func:`invalid_token_rows`): a model reads it with a pretrained encoder
+            (``ModelConfig.pretrained``) and it is never normalised.
         description: Free text (sensor, extractor, units).
 
     Example:

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch.utils.data
 
-from mmfuse.data._spec import ModalitySpec, SequenceRecord, TaskSpec
+from mmfuse.data._spec import MAX_TOKEN_ID, ModalitySpec, SequenceRecord, TaskSpec, invalid_token_rows
 from mmfuse.data.collate import IGNORE_INDEX
 from mmfuse.errors import DataError, MmfuseWarning
 from mmfuse.types import LabelLevel, TaskType
@@ -258,6 +258,11 @@ class _Validator:
                 raise DataError(
                     f"{where}, modality {name!r}, step {step}: the values are not finite (NaN or inf) at a step "
                     "marked present. Mark the step missing (mask False) or fix the value."
+                )
+            if spec.kind == "tokens" and (not_ids := invalid_token_rows(v32, mk)).size:
+                raise DataError(
+                    f"{where}, modality {name!r} (kind 'tokens'), step {int(not_ids[0])}: the values must be token "
+                    f"ids, whole numbers in [0, {MAX_TOKEN_ID}]. Got {v32[not_ids[0]][:8].tolist()} (first 8)."
                 )
             values[name] = np.where(mk[:, None], v32, np.float32(0.0))
             masks[name] = mk
@@ -971,6 +976,11 @@ class _Store:
         if bad.size:
             raise DataError(
                 f"{path}: {self._where(int(bad[0]))} is marked present but its values are not finite (NaN or inf)."
+            )
+        if spec.kind == "tokens" and (not_ids := invalid_token_rows(values, present)).size:
+            raise DataError(
+                f"{path}: {self._where(int(not_ids[0]))} of the 'tokens' modality {name!r} holds values that are not "
+                f"token ids (whole numbers in [0, {MAX_TOKEN_ID}])."
             )
         missing = np.flatnonzero(~present)
         bad = missing[(values[missing] != 0).any(axis=1)]

@@ -25,6 +25,7 @@ import numpy as np
 import safetensors.numpy
 
 from mmfuse._io import atomic_write_bytes, atomic_write_text
+from mmfuse.data._spec import MODALITY_KINDS
 from mmfuse.errors import DataError
 from mmfuse.preprocess.base import Normalizer, create_normalizer, list_normalizers, normalizer_name
 from mmfuse.preprocess.normalizers import IdentityNormalizer, L2Normalizer, ZScoreNormalizer
@@ -66,7 +67,7 @@ def default_normalizers(modalities: Mapping[str, Any], *, clip: float | None = N
     """Pick a normaliser for every modality from its kind.
 
     ``"continuous"`` and ``"interval"`` -> :class:`ZScoreNormalizer` (with ``clip``), ``"embedding"`` ->
-    :class:`L2Normalizer`, ``"discrete"`` -> :class:`IdentityNormalizer`.
+    :class:`L2Normalizer`, ``"discrete"`` and ``"tokens"`` (token ids) -> :class:`IdentityNormalizer`.
 
     Args:
         modalities: Modality name -> an object with a ``kind`` attribute (``ModalitySpec``, a ``StreamKind``
@@ -91,12 +92,12 @@ pose=IdentityNormalizer(), text=L2Normalizer(eps=1e-12))
             chosen[name] = ZScoreNormalizer(clip=clip)
         elif kind == "embedding":
             chosen[name] = L2Normalizer()
-        elif kind == "discrete":
+        elif kind in ("discrete", "tokens"):  # token ids are never normalised
             chosen[name] = IdentityNormalizer()
         else:
             raise ValueError(
                 f"default_normalizers cannot pick a normaliser for modality {name!r}: its kind must be one of "
-                f"['continuous', 'discrete', 'embedding', 'interval']. Got {kind!r}."
+                f"{list(MODALITY_KINDS)}. Got {kind!r}."
             )
     return ModalityNormalizers(chosen)
 
