@@ -3,7 +3,8 @@
 A write goes to a temporary file in the destination folder, is flushed and fsynced, then renamed over the
 target with :func:`os.replace`, which is atomic on POSIX and Windows: readers see the old file or the new
 one, never half of one. :func:`read_settings_file` reads the YAML or JSON files users write (experiment files,
-presets) and :func:`atomic_write_yaml` writes them back.
+presets) and :func:`atomic_write_yaml` writes them back. :func:`json_fields` is the one ``to_dict`` of a
+dataclass (or any object): its attributes as a JSON-safe dict.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "atomic_write_yaml",
+    "json_fields",
     "read_settings_file",
 ]
 
@@ -163,6 +166,54 @@ def _json_safe(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+def json_fields(
+    obj: Any, names: Iterable[str] | None = None, *, exclude: Collection[str] = (), **values: Any
+) -> dict[str, Any]:
+    """Return ``obj``'s attributes as a JSON-safe dict: the ``to_dict`` of a dataclass, written once.
+
+    Values are made JSON-safe as :func:`atomic_write_json` writes them: a Path becomes a string, a tuple a list,
+    a numpy array or scalar a Python list or number, a NaN or infinite float None, mapping keys strings
+    (recursively).
+
+    Args:
+        obj: A dataclass instance, or any object when ``names`` is given.
+        names: The attributes to read (fields or properties), in the order of the dict. Default: ``obj``'s
+            dataclass fields in declaration order.
+        exclude: Names left out (a model, a live object, a bulky field).
+        values: Computed entries: one named like an attribute takes its place in the order, a new one is added
+            after them.
+
+    Returns:
+        A new dict; nothing in it is shared with ``obj``.
+
+    Raises:
+        TypeError: ``names`` is not given and ``obj`` is not a dataclass instance.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> from pathlib import Path
+        >>> @dataclass
+        ... class Row:
+        ...     path: Path
+        ...     score: float
+        ...     span: tuple[float, float] = (0.0, 1.0)
+        ...     scratch: object = None
+        >>> r = Row(Path("runs/a"), float("nan"))
+        >>> json_fields(r, exclude=("scratch",))
+        {'path': 'runs/a', 'score': None, 'span': [0.0, 1.0]}
+        >>> json_fields(r, ["score", "path"], score=0.5, note="kept")
+        {'score': 0.5, 'path': 'runs/a', 'note': 'kept'}
+    """
+    if names is None:
+        if not is_dataclass(obj) or isinstance(obj, type):
+            raise TypeError(f"json_fields needs a dataclass instance when 'names' is not given. Got {obj!r}.")
+        names = [f.name for f in fields(obj)]
+    keys = list(names)
+    out = {k: values[k] if k in values else getattr(obj, k) for k in keys if k not in exclude}
+    out.update(values)  # a key already there keeps its place
+    return _json_safe(out)
 
 
 def atomic_write_csv(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], *, nan: str = "nan") -> Path:
