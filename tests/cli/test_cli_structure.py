@@ -133,8 +133,15 @@ def test_command_modules_import_only_common_and_the_public_api() -> None:
         if path.name in ("__init__.py", "_app.py", "_common.py", "_options.py"):
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mmfuse.cli"):
-                assert node.module in shared, f"{path.name} imports {node.module}"
+            if isinstance(node, ast.ImportFrom) and node.module == "mmfuse.cli":  # from mmfuse.cli import _options
+                modules = {f"mmfuse.cli.{alias.name}" for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mmfuse.cli"):
+                modules = {node.module}
+            elif isinstance(node, ast.Import):
+                modules = {alias.name for alias in node.names if alias.name.startswith("mmfuse.cli")}
+            else:
+                continue
+            assert modules <= shared, f"{path.name} imports {sorted(modules - shared)}"
 
 
 def test_every_command_is_registered_once_in_app() -> None:

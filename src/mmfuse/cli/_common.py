@@ -26,9 +26,7 @@ from rich.table import Table
 
 __all__ = [
     "EXIT_USAGE",
-    "LOG_HELP",
     "MAX_WARNINGS",
-    "TRACKING_URI_HELP",
     "analysis_progress",
     "command_line",
     "console",
@@ -158,16 +156,6 @@ def experiment_options(**resolved: Any) -> dict[str, Any]:
     options = dict(_EXPERIMENT.get() or {})
     options.update(resolved)
     return {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
-
-
-LOG_HELP = (
-    "Log every run to an experiment tracker: 'tensorboard' (events in OUT/tensorboard/) or 'mlflow' (default store "
-    "OUT/mlflow.db); repeat or comma-separate for both. Needs the 'tracking' extra."
-)
-"""The help of ``--log`` (compare, tune, train)."""
-
-TRACKING_URI_HELP = "MLflow tracking URI for --log mlflow (sqlite:///file.db, http://host:5000; default OUT/mlflow.db)."
-"""The help of ``--tracking-uri``."""
 
 
 def split_names(values: list[str] | None) -> list[str]:

@@ -10,9 +10,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from mmfuse.cli import _options as opt
 from mmfuse.cli._common import (
-    LOG_HELP,
-    TRACKING_URI_HELP,
     analysis_progress,
     command_line,
     console,
@@ -25,25 +24,19 @@ __all__ = ["compare"]
 
 
 def compare(
-    dataset: Annotated[
-        str, typer.Option("--dataset", "-d", help="Registered data-set name or a native data-set folder.")
-    ] = "basic-motions",
-    fusion: Annotated[
-        list[str], typer.Option("--fusion", "-f", help="Fusion names (repeat or comma-separate), or 'all'.")
-    ] = ["all"],  # noqa: B006 - typer reads the default, it is never mutated
+    dataset: opt.DatasetOption = "basic-motions",
+    fusion: Annotated[list[str], opt.fusion_option("Fusion names (repeat or comma-separate), or 'all'.")] = ["all"],  # noqa: B006 - typer reads the default, it is never mutated
     modalities: Annotated[
         list[str] | None,
         typer.Option(
             "--modalities", "-m", help="Use only these modalities of the data set (repeat or comma-separate)."
         ),
     ] = None,
-    seeds: Annotated[int, typer.Option("--seeds", "-s", min=1, help="Seeds per fusion (0 .. N-1).")] = 3,
-    epochs: Annotated[int | None, typer.Option("--epochs", "-e", min=1, help="Override the preset's epochs.")] = None,
+    seeds: Annotated[int, opt.seeds_option("Seeds per fusion (0 .. N-1).")] = 3,
+    epochs: opt.EpochsOption = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default runs/<dataset>).")] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Folder of local data sets (else $MMFUSE_DATA_DIR).")
-    ] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
+    data_dir: opt.DataDirOption = None,
+    device: opt.DeviceOption = "auto",
     max_params: Annotated[
         int,
         typer.Option(
@@ -52,7 +45,7 @@ def compare(
             help="Refuse models with more parameters (counted before any memory is allocated).",
         ),
     ] = 100_000_000,
-    hidden: Annotated[int | None, typer.Option("--hidden", min=1, help="Override the hidden size H.")] = None,
+    hidden: opt.HiddenOption = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Reuse finished runs in --out and continue an interrupted one.")
     ] = False,
@@ -68,16 +61,12 @@ def compare(
     ] = 1,
     executor: Annotated[
         str,
-        typer.Option(
-            "--executor",
-            help="Where runs train: 'local' (--jobs processes) or 'ray' (one Ray task per fusion x seed run; "
-            "needs the 'ray' extra).",
+        opt.executor_option(
+            "Where runs train: 'local' (--jobs processes) or 'ray' (one Ray task per fusion x seed run; "
+            "needs the 'ray' extra)."
         ),
     ] = "local",
-    ray_address: Annotated[
-        str | None,
-        typer.Option("--ray-address", help="Ray cluster for --executor ray ('auto', ray://host:10001); default local."),
-    ] = None,
+    ray_address: opt.RayAddressOption = None,
     analyze: Annotated[
         bool, typer.Option("--analyze", help="Then run the analysis suite on the run (as 'mmfuse analyze').")
     ] = False,
@@ -91,14 +80,13 @@ def compare(
     ] = False,
     preset: Annotated[
         str | None,
-        typer.Option(
-            "--preset",
-            help="Start from this preset instead of the data set's: a YAML/JSON preset file, or a 'mmfuse tune' "
-            "folder or its best.json (--hidden and --epochs still apply over it).",
+        opt.preset_option(
+            "Start from this preset instead of the data set's: a YAML/JSON preset file, or a 'mmfuse tune' "
+            "folder or its best.json (--hidden and --epochs still apply over it)."
         ),
     ] = None,
-    log: Annotated[list[str] | None, typer.Option("--log", help=LOG_HELP)] = None,
-    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help=TRACKING_URI_HELP)] = None,
+    log: opt.LogOption = None,
+    tracking_uri: opt.TrackingUriOption = None,
 ) -> None:
     """Train and test every chosen fusion for every seed; write results, summary and an HTML report.
 

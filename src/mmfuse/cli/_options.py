@@ -1,9 +1,10 @@
 """Options that several commands share: each declared once, with its flags, bounds and help.
 
-A command names the type and keeps its own default in its signature (``dataset: DatasetOption = "basic-motions"``),
-so its ``--help``, its experiment-file key (:mod:`mmfuse.cli._experiment`) and its behaviour stay the command's own.
-Where commands word an option's help differently (``--fusion``, ``--seeds``, ``--preset``, ``--executor``), a small
-function gives the shared flags and bounds with the command's help: ``Annotated[int, seeds_option("...")]``.
+A command imports the module (``from mmfuse.cli import _options as opt``), names the type and keeps its own default
+in its signature (``dataset: opt.DatasetOption = "basic-motions"``), so its ``--help``, its experiment-file key
+(:mod:`mmfuse.cli._experiment`) and its behaviour stay the command's own. Where commands word an option's help
+differently (``--fusion``, ``--seeds``, ``--preset``, ``--executor``), a small function gives the shared flags and
+bounds with the command's help: ``Annotated[int, opt.seeds_option("...")]``.
 """
 
 from __future__ import annotations

@@ -7,36 +7,31 @@ from typing import Annotated
 
 import typer
 
-from mmfuse.cli._common import LOG_HELP, TRACKING_URI_HELP, console, split_names
+from mmfuse.cli import _options as opt
+from mmfuse.cli._common import console, split_names
 
 __all__ = ["train"]
 
 
 def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="The model directory to write.")],
-    dataset: Annotated[
-        str, typer.Option("--dataset", "-d", help="Registered data-set name or a native data-set folder.")
-    ] = "basic-motions",
-    fusion: Annotated[
-        str, typer.Option("--fusion", "-f", help="A registered fusion or 'unimodal-<modality>'.")
-    ] = "concat",
+    dataset: opt.DatasetOption = "basic-motions",
+    fusion: Annotated[str, opt.fusion_option("A registered fusion or 'unimodal-<modality>'.")] = "concat",
     seed: Annotated[int, typer.Option("--seed", "-s", min=0, help="Seed of the weights and the batch order.")] = 0,
-    epochs: Annotated[int | None, typer.Option("--epochs", "-e", min=1, help="Override the preset's epochs.")] = None,
+    epochs: opt.EpochsOption = None,
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", min=1, help="Override the preset's (global) batch size.")
     ] = None,
     lr: Annotated[float | None, typer.Option("--lr", min=0.0, help="Override the preset's learning rate.")] = None,
-    hidden: Annotated[int | None, typer.Option("--hidden", min=1, help="Override the hidden size H.")] = None,
+    hidden: opt.HiddenOption = None,
     causal: Annotated[
         bool, typer.Option("--causal", help="Train a streaming-ready model that 'mmfuse serve' runs.")
     ] = False,
-    data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Folder of local data sets (else $MMFUSE_DATA_DIR).")
-    ] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
+    data_dir: opt.DataDirOption = None,
+    device: opt.DeviceOption = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a model already in --out.")] = False,
-    log: Annotated[list[str] | None, typer.Option("--log", help=LOG_HELP)] = None,
-    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help=TRACKING_URI_HELP)] = None,
+    log: opt.LogOption = None,
+    tracking_uri: opt.TrackingUriOption = None,
 ) -> None:
     """Train one fusion with the comparison protocol and write a model directory (serve, analyze, load_model).
 

@@ -9,22 +9,21 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mmfuse.cli._common import LOG_HELP, TRACKING_URI_HELP, command_line, console, err_console, split_names
+from mmfuse.cli import _options as opt
+from mmfuse.cli._common import command_line, console, err_console, split_names
 
 __all__ = ["tune"]
 
 
 def tune(
-    dataset: Annotated[
-        str, typer.Option("--dataset", "-d", help="Registered data-set name or a native data-set folder.")
-    ] = "basic-motions",
-    fusion: Annotated[
-        list[str], typer.Option("--fusion", "-f", help="Fusions to tune, each on its own (names as for compare).")
-    ] = ["concat"],  # noqa: B006 - typer reads the default, it is never mutated
+    dataset: opt.DatasetOption = "basic-motions",
+    fusion: Annotated[list[str], opt.fusion_option("Fusions to tune, each on its own (names as for compare).")] = [  # noqa: B006 - typer reads the default, it is never mutated
+        "concat"
+    ],
     trials: Annotated[
         int, typer.Option("--trials", "-t", min=1, help="Budget per fusion: completed + pruned trials.")
     ] = 12,
-    seeds: Annotated[int, typer.Option("--seeds", "-s", min=1, help="Seeds per configuration.")] = 2,
+    seeds: Annotated[int, opt.seeds_option("Seeds per configuration.")] = 2,
     criterion: Annotated[
         str, typer.Option("--criterion", help="nll, mse, or a validation metric name (accuracy, mae...).")
     ] = "nll",
@@ -41,32 +40,23 @@ def tune(
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the stored studies.")] = False,
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes sharing each study.")] = 1,
-    data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Folder of local data sets (else $MMFUSE_DATA_DIR).")
-    ] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", "-e", min=1, help="Override the preset's epochs.")] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
+    data_dir: opt.DataDirOption = None,
+    epochs: opt.EpochsOption = None,
+    device: opt.DeviceOption = "auto",
     sampler_seed: Annotated[int, typer.Option("--sampler-seed", help="Seed of the sampler.")] = 0,
     preset: Annotated[
         str | None,
-        typer.Option(
-            "--preset",
-            help="Start the search from this preset instead of the data set's: a YAML/JSON preset file, or a "
-            "'mmfuse tune' folder or its best.json.",
+        opt.preset_option(
+            "Start the search from this preset instead of the data set's: a YAML/JSON preset file, or a "
+            "'mmfuse tune' folder or its best.json."
         ),
     ] = None,
     executor: Annotated[
-        str,
-        typer.Option(
-            "--executor", help="Where --workers run: 'local' processes or 'ray' tasks (needs the 'ray' extra)."
-        ),
+        str, opt.executor_option("Where --workers run: 'local' processes or 'ray' tasks (needs the 'ray' extra).")
     ] = "local",
-    ray_address: Annotated[
-        str | None,
-        typer.Option("--ray-address", help="Ray cluster for --executor ray ('auto', ray://host:10001); default local."),
-    ] = None,
-    log: Annotated[list[str] | None, typer.Option("--log", help=LOG_HELP)] = None,
-    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help=TRACKING_URI_HELP)] = None,
+    ray_address: opt.RayAddressOption = None,
+    log: opt.LogOption = None,
+    tracking_uri: opt.TrackingUriOption = None,
 ) -> None:
     """Search hyperparameters with Optuna on the validation split (the test split is never read)."""
     from mmfuse.evaluate.tune import TuneConfig
