@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
+import random
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 import torch
 from torch import Tensor, nn
 
 from mmfuse.fusion import Fusion
-from mmfuse.testing import FusionContractError, check_fusion, run_check
+from mmfuse.testing import FUSION_CHECKS, FusionContractError, check_fusion, run_check
 
 
 class _SumFusion(Fusion):
@@ -59,6 +61,45 @@ class _OrderSensitive(_SumFusion):
         return self.fuse(values, [masks[m] for m in inputs])
 
 
+class _DropsAnOutput(_SumFusion):
+    def fuse(self, values, masks):  # type: ignore[override]
+        out, _ = super().fuse(values, masks)
+        return out[..., :-1], None
+
+
+class _CausalFlagNotABool(_SumFusion):
+    is_causal = "yes"  # type: ignore[assignment]
+
+
+class _UnseededInit(_SumFusion):
+    """Draws a weight from Python's own generator, which the check's torch seed does not fix."""
+
+    def __init__(self, modality_dims: Mapping[str, int], out_dim: int) -> None:
+        super().__init__(modality_dims, out_dim)
+        self.bias = nn.Parameter(torch.tensor(random.random()))
+
+    def fuse(self, values, masks):  # type: ignore[override]
+        out, _ = super().fuse(values, masks)
+        return out + self.bias, None
+
+
+class _StateOutsideStateDict(_SumFusion):
+    """Keeps a random offset as a plain attribute: load_state_dict cannot carry it."""
+
+    def __init__(self, modality_dims: Mapping[str, int], out_dim: int) -> None:
+        super().__init__(modality_dims, out_dim)
+        self.offset = torch.randn(out_dim)
+
+    def fuse(self, values, masks):  # type: ignore[override]
+        out, _ = super().fuse(values, masks)
+        return out + self.offset, None
+
+
+class _CopySharesParameters(_SumFusion):
+    def __deepcopy__(self, memo: dict[int, Any]) -> _CopySharesParameters:
+        return self
+
+
 class _DeclaresNoExport(_SumFusion):
     supports_export: ClassVar[bool] = False
     limitations: ClassVar[Mapping[str, str]] = {"supports_export": "uses a data-dependent Python branch"}
@@ -81,6 +122,12 @@ def test_correct_minimal_fusion_passes(device: str) -> None:
         (_MixesBatch, "batch_independence"),
         (_DeadParameter, "gradients"),
         (_OrderSensitive, "input_order"),
+        (_DropsAnOutput, "output_shape"),
+        (_DropsAnOutput, "all_missing"),
+        (_CausalFlagNotABool, "builds"),
+        (_UnseededInit, "determinism"),
+        (_StateOutsideStateDict, "state_dict_roundtrip"),
+        (_CopySharesParameters, "deepcopy"),
     ],
 )
 def test_broken_fusion_fails_its_check(cls: type[Fusion], check: str, device: str) -> None:
@@ -109,3 +156,18 @@ def test_factory_must_return_a_fusion() -> None:
 def test_unknown_check_name() -> None:
     with pytest.raises(ValueError, match="Valid names"):
         run_check("nonsense", "concat")
+
+
+def test_every_check_is_public_with_the_shared_signature() -> None:
+    shared = ["fusion", "modality_dims", "out_dim", "device"]
+    for name, check in FUSION_CHECKS.items():
+        assert check.__name__ == f"check_{name}"
+        assert check.__doc__, name
+        params = inspect.signature(check).parameters
+        assert list(params)[:4] == shared, (name, list(params))
+        assert params["device"].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+def test_a_correct_fusion_passes_the_checks_the_broken_ones_fail() -> None:
+    checks = ["builds", "output_shape", "determinism", "state_dict_roundtrip", "deepcopy"]
+    assert [r.status for r in check_fusion(_SumFusion, DIMS, checks=checks)] == ["passed"] * len(checks)

@@ -171,14 +171,57 @@ def _seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def _build(
-    factory: FusionFactory, modality_dims: Mapping[str, int], out_dim: int, device: str | torch.device, seed: int = 0
-) -> Fusion:
-    with _seeded(seed):
-        fusion = factory(dict(modality_dims), out_dim)
-    if not isinstance(fusion, Fusion):
-        raise AssertionError(f"The factory must return a mmfuse.fusion.Fusion instance. Got {type(fusion).__name__}.")
-    return fusion.to(device).eval()
+@dataclass(frozen=True)
+class _Subject:
+    """What one check runs on: the fusion's factory, and the sizes and device to build and feed it with."""
+
+    factory: FusionFactory
+    modality_dims: Mapping[str, int]
+    out_dim: int
+    device: str | torch.device
+
+    def build(self, *, seed: int = 0, modality_dims: Mapping[str, int] | None = None) -> Fusion:
+        """A fresh fusion from the factory, seeded, on the device, in eval mode."""
+        with _seeded(seed):
+            fusion = self.factory(dict(self.modality_dims if modality_dims is None else modality_dims), self.out_dim)
+        if not isinstance(fusion, Fusion):
+            raise AssertionError(
+                f"The factory must return a mmfuse.fusion.Fusion instance. Got {type(fusion).__name__}."
+            )
+        return fusion.to(self.device).eval()
+
+    def inputs(self, batch: int = 3, steps: int = 7, *, seed: int = 0) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """:func:`make_fusion_inputs` for these modalities, on the device."""
+        return make_fusion_inputs(self.modality_dims, batch, steps, seed=seed, device=self.device)
+
+
+FUSION_CHECKS: dict[str, Callable[..., None]] = {}
+"""Check name -> check function, in the order :func:`check_fusion` runs them."""
+
+
+def _contract_check(name: str) -> Callable[[Callable[[_Subject], None]], Callable[..., None]]:
+    """Turn ``body(subject)`` into the public check ``check_<name>(fusion, modality_dims, out_dim, *, device)``.
+
+    The check resolves ``fusion`` into a factory, hands ``body`` the :class:`_Subject`, and is added to
+    :data:`FUSION_CHECKS` under ``name`` (the checks run in the order they are defined).
+    """
+
+    def register(body: Callable[[_Subject], None]) -> Callable[..., None]:
+        def check(
+            fusion: str | FusionFactory,
+            modality_dims: Mapping[str, int] = DEFAULT_MODALITY_DIMS,
+            out_dim: int = DEFAULT_OUT_DIM,
+            *,
+            device: str | torch.device = "cpu",
+        ) -> None:
+            body(_Subject(resolve_factory(fusion), modality_dims, out_dim, device))
+
+        check.__name__ = check.__qualname__ = body.__name__
+        check.__doc__ = body.__doc__
+        FUSION_CHECKS[name] = check
+        return check
+
+    return register
 
 
 def _declared_skip(fusion: Fusion, check: str) -> None:
@@ -203,53 +246,39 @@ def _finite(out: Tensor, what: str) -> None:
         raise AssertionError(f"{what}: the output has {int((~torch.isfinite(out)).sum())} non-finite values.")
 
 
-def check_builds(
-    fusion: str | FusionFactory,
-    modality_dims: Mapping[str, int] = DEFAULT_MODALITY_DIMS,
-    out_dim: int = DEFAULT_OUT_DIM,
-    *,
-    device: str | torch.device = "cpu",
-) -> None:
+@_contract_check("builds")
+def check_builds(subject: _Subject) -> None:
     """The fusion builds from ``(modality_dims, out_dim)`` and exposes its capability attributes."""
-    f = _build(resolve_factory(fusion), modality_dims, out_dim, device)
+    f = subject.build()
     for attr in ("is_causal", "handles_missing", "supports_compile", "supports_export"):
         if not isinstance(getattr(f, attr, None), bool):
             raise AssertionError(f"{type(f).__name__}.{attr} must be a bool. Got {getattr(f, attr, None)!r}.")
-    if f.modalities != tuple(sorted(modality_dims)):
+    if f.modalities != tuple(sorted(subject.modality_dims)):
         raise AssertionError(f"Canonical order must be the sorted names. Got {f.modalities}.")
-    if f.out_dim != out_dim:
-        raise AssertionError(f"{type(f).__name__}.out_dim is {f.out_dim}, expected {out_dim}.")
+    if f.out_dim != subject.out_dim:
+        raise AssertionError(f"{type(f).__name__}.out_dim is {f.out_dim}, expected {subject.out_dim}.")
 
 
-def check_output_shape(
-    fusion: str | FusionFactory,
-    modality_dims: Mapping[str, int] = DEFAULT_MODALITY_DIMS,
-    out_dim: int = DEFAULT_OUT_DIM,
-    *,
-    device: str | torch.device = "cpu",
-) -> None:
+@_contract_check("output_shape")
+def check_output_shape(subject: _Subject) -> None:
     """The output is ``[B, T, out_dim]`` and finite for ``(B, T)`` in ``{(1, 1), (3, 7)}``."""
-    f = _build(resolve_factory(fusion), modality_dims, out_dim, device)
+    f = subject.build()
     for b, t in ((1, 1), (3, 7)):
-        x, m = make_fusion_inputs(modality_dims, b, t, device=device)
+        x, m = subject.inputs(b, t)
         with torch.no_grad():
             out = f(x, m)
-        if tuple(out.shape) != (b, t, out_dim):
-            raise AssertionError(f"Output shape for B={b}, T={t} is {list(out.shape)}, expected {[b, t, out_dim]}.")
+        expected = (b, t, subject.out_dim)
+        if tuple(out.shape) != expected:
+            raise AssertionError(f"Output shape for B={b}, T={t} is {list(out.shape)}, expected {list(expected)}.")
         _finite(out, f"B={b}, T={t}")
 
 
-def check_nan_in_masked_steps(
-    fusion: str | FusionFactory,
-    modality_dims: Mapping[str, int] = DEFAULT_MODALITY_DIMS,
-    out_dim: int = DEFAULT_OUT_DIM,
-    *,
-    device: str | torch.device = "cpu",
-) -> None:
+@_contract_check("nan_in_masked_steps")
+def check_nan_in_masked_steps(subject: _Subject) -> None:
     """Writing NaN (and huge values) into masked steps changes nothing in the output."""
-    f = _build(resolve_factory(fusion), modality_dims, out_dim, device)
+    f = subject.build()
     _declared_skip(f, "nan_in_masked_steps")
-    x, m = make_fusion_inputs(modality_dims, 3, 7, device=device)
+    x, m = subject.inputs()
     with torch.no_grad():
         ref = f(x, m)
         for fill in (float("nan"), 1e30):
@@ -257,38 +286,28 @@ def check_nan_in_masked_steps(
             _close(f(poisoned, m), ref, f"{fill} written into masked steps")
 
 
-def check_all_missing(
-    fusion: str | FusionFactory,
-    modality_dims: Mapping[str, int] = DEFAULT_MODALITY_DIMS,
-    out_dim: int = DEFAULT_OUT_DIM,
-    *,
-    device: str | torch.device = "cpu",
-) -> None:
+@_contract_check("all_missing")
+def check_all_missing(subject: _Subject) -> None:
     """With every modality missing everywhere (values NaN), the output is finite and of the right shape."""
-    f = _build(resolve_factory(fusion), modality_dims, out_dim, device)
+    f = subject.build()
     _declared_skip(f, "all_missing")
-    x, m = make_fusion_inputs(modality_dims, 3, 7, device=device)
+    x, m = subject.inputs()
     x = {k: torch.full_like(v, float("nan")) for k, v in x.items()}
     m = {k: torch.zeros_like(v) for k, v in m.items()}
     with torch.no_grad():
         out = f(x, m)
-    if tuple(out.shape) != (3, 7, out_dim):
-        raise AssertionError(f"Output shape with everything missing is {list(out.shape)}, expected {[3, 7, out_dim]}.")
+    expected = (3, 7, subject.out_dim)
+    if tuple(out.shape) != expected:
+        raise AssertionError(f"Output shape with everything missing is {list(out.shape)}, expected {list(expected)}.")
     _finite(out, "every modality missing")
 
 
-def check_input_order(
-    fusion: str | FusionFactory,
-    modality_dims: Mapping[str, int] = DEFAULT_MODALITY_DIMS,
-    out_dim: int = DEFAULT_OUT_DIM,
-    *,
-    device: str | torch.device = "cpu",
-) -> None:
+@_contract_check("input_order")
+def check_input_order(subject: _Subject) -> None:
     """The insertion order of the ``inputs``/``masks`` dicts does not matter (and construction order neither)."""
-    factory = resolve_factory(fusion)
-    f = _build(factory, modality_dims, out_dim, device)
-    g = _build(factory, dict(reversed(list(modality_dims.items()))), out_dim, device)
-    x, m = make_fusion_inputs(modality_dims, 3, 7, device=device)
+    f = subject.build()
+    g = subject.build(modality_dims=dict(reversed(list(subject.modality_dims.items()))))
+    x, m = subject.inputs()
     rev = list(reversed(sorted(x)))
     with torch.no_grad():
         ref = f(x, m)
@@ -296,16 +315,11 @@ def check_input_order(
         _close(g(x, m), ref, "fusion built from modality_dims in another order")
 
 
-def check_batch_independence(
-    fusion: str | FusionFactory,
-    modality_dims: Mapping[str, int] = DEFAULT_MODALITY_DIMS,
-    out_dim: int = DEFAULT_OUT_DIM,
-    *,
-    device: str | torch.device = "cpu",
-) -> None:
+@_contract_check("batch_independence")
+def check_batch_independence(subject: _Subject) -> None:
     """Changing one batch element leaves the others unchanged, and each element alone gives the same output."""
-    f = _build(resolve_factory(fusion), modality_dims, out_dim, device)
-    x, m = make_fusion_inputs(modality_dims, 3, 7, device=device)
+    f = subject.build()
+    x, m = subject.inputs()
     x2 = {k: v.clone() for k, v in x.items()}
     m2 = {k: v.clone() for k, v in m.items()}
     for k in x2:
@@ -319,18 +333,13 @@ def check_batch_independence(
             _close(alone, ref[i : i + 1], f"batch element {i} run alone")
 
 
-def check_causality(
-    fusion: str | FusionFactory,
-    modality_dims: Mapping[str, int] = DEFAULT_MODALITY_DIMS,
-    out_dim: int = DEFAULT_OUT_DIM,
-    *,
-    device: str | torch.device = "cpu",
-) -> None:
+@_contract_check("causality")
+def check_causality(subject: _Subject) -> None:
     """For a fusion with ``is_causal``: changing steps after ``t`` leaves outputs up to ``t`` unchanged."""
-    f = _build(resolve_factory(fusion), modality_dims, out_dim, device)
+    f = subject.build()
     if not f.is_causal:
         raise CheckSkipped(f"{type(f).__name__} is not causal (is_causal=False).")
-    x, m = make_fusion_inputs(modality_dims, 3, 7, device=device)
+    x, m = subject.inputs()
     with torch.no_grad():
         ref = f(x, m)
         for t in (0, 3, 5):
@@ -342,19 +351,14 @@ def check_causality(
             _close(f(x2, m2)[:, : t + 1], ref[:, : t + 1], f"outputs up to step {t} after changing later steps")
 
 
-def check_gradients(
-    fusion: str | FusionFactory,
-    modality_dims: Mapping[str, int] = DEFAULT_MODALITY_DIMS,
-    out_dim: int = DEFAULT_OUT_DIM,
-    *,
-    device: str | torch.device = "cpu",
-) -> None:
+@_contract_check("gradients")
+def check_gradients(subject: _Subject) -> None:
     """Every trainable parameter gets a finite, non-zero gradient; masked input steps get exactly zero."""
-    f = _build(resolve_factory(fusion), modality_dims, out_dim, device)
-    x, m = make_fusion_inputs(modality_dims, 3, 7, device=device)
+    f = subject.build()
+    x, m = subject.inputs()
     x = {k: v.requires_grad_(True) for k, v in x.items()}
     out = f(x, m)
-    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(device)
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(subject.device)
     (out * weights).sum().backward()
     dead = [n for n, p in f.named_parameters() if p.requires_grad and (p.grad is None or not bool(p.grad.ne(0).any()))]
     if dead:
@@ -376,55 +380,38 @@ def check_gradients(
             raise AssertionError(f"Present steps of modality {k!r} receive no gradient: the modality is ignored.")
 
 
-def check_determinism(
-    fusion: str | FusionFactory,
-    modality_dims: Mapping[str, int] = DEFAULT_MODALITY_DIMS,
-    out_dim: int = DEFAULT_OUT_DIM,
-    *,
-    device: str | torch.device = "cpu",
-) -> None:
+@_contract_check("determinism")
+def check_determinism(subject: _Subject) -> None:
     """The same seed gives the same weights and the same output."""
-    factory = resolve_factory(fusion)
-    f, g = _build(factory, modality_dims, out_dim, device), _build(factory, modality_dims, out_dim, device)
+    f, g = subject.build(), subject.build()
     sf, sg = f.state_dict(), g.state_dict()
     if list(sf) != list(sg):
         raise AssertionError("Two builds have different state_dict keys.")
     for k in sf:
         if not torch.equal(sf[k], sg[k]):
             raise AssertionError(f"Two builds with the same seed differ in {k!r}.")
-    x, m = make_fusion_inputs(modality_dims, 3, 7, device=device)
+    x, m = subject.inputs()
     with torch.no_grad():
         _close(g(x, m), f(x, m), "two builds with the same seed")
 
 
-def check_state_dict_roundtrip(
-    fusion: str | FusionFactory,
-    modality_dims: Mapping[str, int] = DEFAULT_MODALITY_DIMS,
-    out_dim: int = DEFAULT_OUT_DIM,
-    *,
-    device: str | torch.device = "cpu",
-) -> None:
+@_contract_check("state_dict_roundtrip")
+def check_state_dict_roundtrip(subject: _Subject) -> None:
     """Loading one instance's ``state_dict`` into a differently seeded one reproduces its output."""
-    factory = resolve_factory(fusion)
-    f = _build(factory, modality_dims, out_dim, device, seed=0)
-    g = _build(factory, modality_dims, out_dim, device, seed=1)
+    f = subject.build(seed=0)
+    g = subject.build(seed=1)
     g.load_state_dict(f.state_dict())
-    x, m = make_fusion_inputs(modality_dims, 3, 7, device=device)
+    x, m = subject.inputs()
     with torch.no_grad():
         _close(g(x, m), f(x, m), "after a state_dict round trip")
 
 
-def check_deepcopy(
-    fusion: str | FusionFactory,
-    modality_dims: Mapping[str, int] = DEFAULT_MODALITY_DIMS,
-    out_dim: int = DEFAULT_OUT_DIM,
-    *,
-    device: str | torch.device = "cpu",
-) -> None:
+@_contract_check("deepcopy")
+def check_deepcopy(subject: _Subject) -> None:
     """A deep copy gives the same output and shares no parameter storage with the original."""
-    f = _build(resolve_factory(fusion), modality_dims, out_dim, device)
+    f = subject.build()
     g = copy.deepcopy(f)
-    x, m = make_fusion_inputs(modality_dims, 3, 7, device=device)
+    x, m = subject.inputs()
     with torch.no_grad():
         ref = f(x, m)
         _close(g(x, m), ref, "deep copy")
@@ -450,53 +437,34 @@ def check_compile(
     on the larger attention fusions, which keeps the contract suite short. Pass ``backend="aot_eager"`` to
     also trace the graph through AOTAutograd, or ``backend="inductor"`` to check code generation too.
     """
-    f = _build(resolve_factory(fusion), modality_dims, out_dim, device)
+    subject = _Subject(resolve_factory(fusion), modality_dims, out_dim, device)
+    f = subject.build()
     _declared_skip(f, "compile")
     torch.compiler.reset()
     compiled = torch.compile(f, fullgraph=True, backend=backend)
-    x, m = make_fusion_inputs(modality_dims, 3, 7, device=device)
+    x, m = subject.inputs()
     with torch.no_grad():
         _close(compiled(x, m), f(x, m), f"torch.compile(fullgraph=True, backend={backend!r})")
     torch.compiler.reset()
 
 
-def check_export(
-    fusion: str | FusionFactory,
-    modality_dims: Mapping[str, int] = DEFAULT_MODALITY_DIMS,
-    out_dim: int = DEFAULT_OUT_DIM,
-    *,
-    device: str | torch.device = "cpu",
-) -> None:
+FUSION_CHECKS["compile"] = check_compile
+
+
+@_contract_check("export")
+def check_export(subject: _Subject) -> None:
     """``torch.export`` with a dynamic ``T`` succeeds and agrees with eager at other lengths."""
-    f = _build(resolve_factory(fusion), modality_dims, out_dim, device)
+    f = subject.build()
     _declared_skip(f, "export")
-    x, m = make_fusion_inputs(modality_dims, 2, 7, device=device)
+    x, m = subject.inputs(2, 7)
     steps = torch.export.Dim("T", min=2, max=4096)
     dyn = {k: {1: steps} for k in x}
     exported = torch.export.export(f, (x, m), dynamic_shapes=(dyn, dict(dyn)))
     module = exported.module()
     for t in (2, 5, 13):
-        x2, m2 = make_fusion_inputs(modality_dims, 2, t, seed=t, device=device)
+        x2, m2 = subject.inputs(2, t, seed=t)
         with torch.no_grad():
             _close(module(x2, m2), f(x2, m2), f"torch.export program at T={t}")
-
-
-FUSION_CHECKS: dict[str, Callable[..., None]] = {
-    "builds": check_builds,
-    "output_shape": check_output_shape,
-    "nan_in_masked_steps": check_nan_in_masked_steps,
-    "all_missing": check_all_missing,
-    "input_order": check_input_order,
-    "batch_independence": check_batch_independence,
-    "causality": check_causality,
-    "gradients": check_gradients,
-    "determinism": check_determinism,
-    "state_dict_roundtrip": check_state_dict_roundtrip,
-    "deepcopy": check_deepcopy,
-    "compile": check_compile,
-    "export": check_export,
-}
-"""Check name -> check function, in the order :func:`check_fusion` runs them."""
 
 
 def run_check(
