@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from mmfuse._io import json_fields
 from mmfuse.align.core import align_stream
 from mmfuse.align.stream import Stream, StreamKind
 from mmfuse.align.timeline import Timeline
@@ -19,12 +19,6 @@ __all__ = ["StreamReport", "ValidationReport", "validate_streams"]
 RawStream = Any
 """A :class:`Stream`, ``(timestamps, values)``, ``(timestamps, values, kind)``, ``(timestamps, values, kind,
 ends)``, or None for a stream that is absent from the recording."""
-
-
-def _json_float(x: float | None) -> float | None:
-    if x is None or not math.isfinite(x):
-        return None
-    return float(x)
 
 
 @dataclass
@@ -67,24 +61,8 @@ class StreamReport:
     problems: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict (non-finite numbers become None)."""
-        return {
-            "recording": self.recording,
-            "name": self.name,
-            "kind": self.kind,
-            "present": self.present,
-            "n_samples": self.n_samples,
-            "dim": self.dim,
-            "out_of_order": self.out_of_order,
-            "duplicates": self.duplicates,
-            "non_finite": self.non_finite,
-            "start": _json_float(self.start),
-            "end": _json_float(self.end),
-            "coverage": float(self.coverage),
-            "interpolated": float(self.interpolated),
-            "gaps": [[float(a), float(b), float(d)] for a, b, d in self.gaps],
-            "problems": list(self.problems),
-        }
+        """JSON-safe dict of every field (non-finite numbers become None, gaps lists)."""
+        return json_fields(self)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-from mmfuse._io import atomic_write_json
+from mmfuse._io import atomic_write_json, json_fields
 from mmfuse.data import open_or_load_dataset
 from mmfuse.errors import DataError, MmfuseWarning
 from mmfuse.evaluate.protocol import (
@@ -32,6 +32,7 @@ from mmfuse.evaluate.protocol import (
     preset_for,
     settings_for,
 )
+from mmfuse.evaluate.rundir import RunDir
 from mmfuse.models import build_model, save_model
 from mmfuse.train import TrainConfig, Trainer, metrics_from_predictions, predict, seed_everything
 from mmfuse.train.strategy import init_distributed
@@ -63,14 +64,8 @@ class TrainRunResult:
     is_main: bool = True
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dict."""
-        return {
-            "out_dir": str(self.out_dir),
-            "world_size": self.world_size,
-            "best_epoch": self.best_epoch,
-            "history": self.history,
-            "test_metrics": self.test_metrics,
-        }
+        """A JSON-safe dict (without ``is_main``)."""
+        return json_fields(self, exclude=("is_main",))
 
 
 def train_model(
@@ -226,7 +221,7 @@ def _fit_and_write(
             extra["stream"] = _stream_info(dataset)
         normalizers.save(out)
         save_model(model.cpu(), out, extra=extra)
-        atomic_write_json(out / "test_metrics.json", test_metrics)
+        atomic_write_json(out / RunDir.TEST_METRICS_JSON, test_metrics)
         shutil.rmtree(out / "last", ignore_errors=True)  # the resumable checkpoint: the run is finished
         for tracker in trackers:
             tracker.log_metrics(test_metrics)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from mmfuse._io import json_fields
 from mmfuse.errors import DataError
 
 __all__ = [
@@ -84,16 +85,7 @@ class MediaInfo:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe dict (the path as a string)."""
-        return {
-            "path": str(self.path),
-            "duration": self.duration,
-            "has_audio": self.has_audio,
-            "has_video": self.has_video,
-            "sample_rate": self.sample_rate,
-            "fps": self.fps,
-            "width": self.width,
-            "height": self.height,
-        }
+        return json_fields(self)
 
 
 def probe(path: str | os.PathLike[str]) -> MediaInfo:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from mmfuse._io import atomic_write_json
+from mmfuse._io import atomic_write_json, json_fields
 from mmfuse.align import STREAM_SUFFIXES, align_folder
 from mmfuse.errors import DataError, MmfuseWarning
 from mmfuse.extract.base import ExtractedStream, Extractor, Media, create_extractor
@@ -85,6 +85,10 @@ class FileResult:
         """Whether the file was extracted."""
         return self.error is None
 
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-safe dict of what happened (without the streams)."""
+        return json_fields(self, ("path", "recording", "duration", "ok", "error", "cache_hits", "computed", "seconds"))
+
 
 @dataclass
 class ExtractReport:
@@ -135,25 +139,8 @@ class ExtractReport:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe dict."""
-        return {
-            "executor": self.executor,
-            "wall_seconds": self.wall_seconds,
-            "media_seconds": self.media_seconds,
-            "throughput": self.throughput,
-            "files": [
-                {
-                    "path": str(f.path),
-                    "recording": f.recording,
-                    "duration": f.duration,
-                    "ok": f.ok,
-                    "error": f.error,
-                    "cache_hits": f.cache_hits,
-                    "computed": f.computed,
-                    "seconds": f.seconds,
-                }
-                for f in self.files
-            ],
-        }
+        keys = ("executor", "wall_seconds", "media_seconds", "throughput", "files")
+        return json_fields(self, keys, files=[f.to_dict() for f in self.files])
 
 
 def find_media(media_dir: str | os.PathLike[str]) -> dict[str, Path]:

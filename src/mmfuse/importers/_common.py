@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mmfuse._io import atomic_write_json, atomic_write_text
+from mmfuse._io import atomic_write_json, atomic_write_text, json_fields
 from mmfuse.errors import DataError
 from mmfuse.types import LabelLevel, TaskType
 
@@ -42,6 +42,11 @@ SPLIT_ALIASES: dict[str, str] = {"valid": "val", "validation": "val", "dev": "va
 
 SplitsLike = Mapping[str, Sequence[str]] | str | os.PathLike[str]
 """Split name -> video ids, or a ``.json`` file holding that mapping, or a ``.csv`` file ``video,split``."""
+
+
+def _nonempty(table: Mapping[str, list[str]]) -> dict[str, list[str]]:
+    """The entries of ``table`` that list something, sorted by key (what a report shows of it)."""
+    return {k: v for k, v in sorted(table.items()) if v}
 
 
 @dataclass
@@ -99,28 +104,18 @@ class ImportReport:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict of every field."""
-        return {
-            "source": self.source,
-            "format": self.format,
-            "samples": self.samples,
-            "modalities": list(self.modalities),
-            "missing": {k: list(v) for k, v in sorted(self.missing.items()) if v},
-            "skipped": {k: list(v) for k, v in sorted(self.skipped.items()) if v},
-            "mismatched": list(self.mismatched),
-            "warnings": list(self.warnings),
-            "ok": self.ok,
-        }
+        return json_fields(self, missing=_nonempty(self.missing), skipped=_nonempty(self.skipped), ok=self.ok)
 
     def to_markdown(self) -> str:
         """The report as a short Markdown page."""
         lines = [f"# Import report ({self.format})", "", self.summary(), ""]
 
         def listing(title: str, table: Mapping[str, list[str]], what: str) -> None:
-            rows = [(k, v) for k, v in sorted(table.items()) if v]
+            rows = _nonempty(table)
             if not rows:
                 return
             lines.extend([f"## {title}", "", f"| {what} | count | names |", "| --- | ---: | --- |"])
-            for key, names in rows:
+            for key, names in rows.items():
                 shown = ", ".join(names[:20]) + (" …" if len(names) > 20 else "")
                 lines.append(f"| {key} | {len(names)} | {shown} |")
             lines.append("")

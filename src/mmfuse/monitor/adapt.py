@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmfuse._io import json_fields
 from mmfuse.data import SequenceRecord, collate
 from mmfuse.models import MultimodalModel
 from mmfuse.train import TrainConfig, evaluate_model
@@ -52,13 +53,7 @@ class AdaptationResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary (without the model)."""
-        return {
-            "before": self.before,
-            "after": self.after,
-            "n_recent_train": self.n_recent_train,
-            "n_replay": self.n_replay,
-            "epochs": self.epochs,
-        }
+        return json_fields(self, exclude=("model",))
 
 
 def _batches(records: Sequence[SequenceRecord], batch_size: int) -> list[Batch]:

@@ -27,7 +27,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 from scipy import stats
 
-from mmfuse._io import atomic_write, atomic_write_json
+from mmfuse._io import atomic_write, atomic_write_json, json_fields
 from mmfuse.errors import DataError, NotFittedError
 
 __all__ = [
@@ -321,28 +321,21 @@ class DriftReport:
         modalities: The modalities that drifted (features, or an embedding named after the modality).
         features: Modality -> indices of drifted features.
         embeddings: Names of the embeddings whose MMD test rejected.
+        n_window: Modality (and ``embedding/<name>``) -> rows in the tested window.
         tests: One row per test: ``kind`` ("ks"/"mmd"), ``modality``, ``feature`` (-1 for MMD), ``statistic``,
             ``pvalue``, ``adjusted``, ``rejected``.
-        n_window: Modality (and ``embedding/<name>``) -> rows in the tested window.
     """
 
     drifted: bool
     modalities: list[str] = field(default_factory=list)
     features: dict[str, list[int]] = field(default_factory=dict)
     embeddings: list[str] = field(default_factory=list)
-    tests: list[dict[str, Any]] = field(default_factory=list)
     n_window: dict[str, int] = field(default_factory=dict)
+    tests: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict."""
-        return {
-            "drifted": self.drifted,
-            "modalities": self.modalities,
-            "features": self.features,
-            "embeddings": self.embeddings,
-            "n_window": self.n_window,
-            "tests": self.tests,
-        }
+        """JSON-safe dict of every field."""
+        return json_fields(self)
 
     def summary(self) -> str:
         """One line for logs and alerts."""

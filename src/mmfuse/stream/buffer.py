@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from mmfuse._io import json_fields
 from mmfuse.align import AlignedStream, Stream, StreamKind, Timeline, align_stream
 from mmfuse.align.stream import COLLAPSE_RULES, check_choice
 from mmfuse.errors import MmfuseWarning, StreamError
@@ -120,13 +121,7 @@ class StreamSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe fields."""
-        return {
-            "dim": int(self.dim),
-            "kind": self.kind,
-            "tolerance": self.tolerance,
-            "rate": self.rate,
-            "collapse": self.collapse,
-        }
+        return json_fields(self)
 
 
 @dataclass
