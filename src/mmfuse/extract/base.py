@@ -8,6 +8,7 @@ loaded lazily and kept on the instance, so one extractor object serves many file
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
+from mmfuse._io import json_fields
 from mmfuse._registry import Registry
 from mmfuse.align import StreamKind
 from mmfuse.extract.decode import MediaInfo, decode_audio, decode_frames, probe
@@ -34,6 +36,8 @@ __all__ = [
 _E = TypeVar("_E", bound=type)
 
 EXTRACTORS: Registry[type[Extractor]] = Registry("extractor")
+
+_VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,7 +133,9 @@ class Extractor:
 
     Subclasses set ``name`` (by registering), ``version`` (bump it when outputs change, so caches refresh),
     ``needs`` ("audio" or "video": a file without that track yields no streams instead of an error), implement
-    :meth:`config` and :meth:`__call__`, and list their stream names in ``streams``.
+    :meth:`__call__`, and list their stream names in ``streams``. :meth:`config` reads the ``__init__``
+    arguments back from the attributes of the same name; a subclass whose settings are not its arguments
+    overrides it.
     """
 
     name: ClassVar[str] = ""
@@ -143,8 +149,24 @@ class Extractor:
         return {k: ({} if k in self.lazy else v) for k, v in self.__dict__.items()}
 
     def config(self) -> dict[str, Any]:
-        """Return the JSON-safe settings that change the output (part of the cache key)."""
-        return {}
+        """Return the JSON-safe settings that change the output (part of the cache key).
+
+        By default the arguments of the class's ``__init__`` in their order, each read from the attribute of the
+        same name (as scikit-learn's ``get_params`` reads an estimator); ``{}`` when ``__init__`` takes none.
+
+        Raises:
+            TypeError: an ``__init__`` argument is not kept as an attribute of that name (keep it, or override
+                :meth:`config`).
+        """
+        signature = inspect.signature(type(self).__init__)
+        names = [p.name for p in list(signature.parameters.values())[1:] if p.kind not in _VARIADIC]
+        missing = [n for n in names if not hasattr(self, n)]
+        if missing:
+            raise TypeError(
+                f"{type(self).__name__}.config() reads the __init__ arguments back from the attributes of the same "
+                f"name, and {missing} are not kept; keep them as attributes, or override config()."
+            )
+        return json_fields(self, names)
 
     def available(self, media: Media) -> bool:
         """Whether ``media`` has the track this extractor needs."""

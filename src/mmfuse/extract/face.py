@@ -60,15 +60,6 @@ class FaceExtractor(Extractor):
             )
         self.min_confidence = float(min_confidence)
 
-    def config(self) -> dict[str, Any]:
-        """Return the settings that change the output."""
-        return {
-            "rate": self.rate,
-            "max_side": self.max_side,
-            "refine": self.refine,
-            "min_confidence": self.min_confidence,
-        }
-
     def __call__(self, media: Media) -> dict[str, ExtractedStream]:
         """Return ``face_landmarks`` for ``media`` (nothing when no frame shows a face)."""
         face_mesh = _face_mesh_module()
