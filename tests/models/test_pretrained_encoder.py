@@ -20,32 +20,6 @@ from mmfuse.layers.pretrained import (
 
 pytest.importorskip("transformers", reason="the pretrained encoders need transformers (pip install 'mmfuse[extract]')")
 
-WORDS = ["good", "bad", "movie", "really", "not", "it", "was", "the", "funny", "sad", "part", "a", "lot", "of"]
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    """A randomly initialised 2-layer BERT (hidden 16) and its word-piece tokenizer, saved with save_pretrained."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n", encoding="utf-8")
-    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=5 + len(WORDS),
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    BertModel(config).save_pretrained(folder)
-    return folder
-
 
 def test_mean_pooling_ignores_padding(tiny_bert):
     enc = PretrainedTextEncoder(tiny_bert).eval()

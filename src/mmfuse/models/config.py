@@ -12,6 +12,7 @@ from mmfuse.fusion.registry import fusion_kwargs, list_fusions
 from mmfuse.layers.encoders import ENCODERS
 from mmfuse.layers.mlp import ACTIVATIONS
 from mmfuse.layers.pooling import POOLINGS
+from mmfuse.layers.pretrained import pretrained_spec
 from mmfuse.types import LabelLevel, TaskType
 
 __all__ = ["CONTEXT_MODES", "ModelConfig"]
@@ -28,6 +29,20 @@ def _positive_int(name: str, value: Any) -> None:
 def _probability(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
         raise ValueError(f"The {name!r} parameter of ModelConfig must be a number in [0, 1). Got {value!r} instead.")
+
+
+def _sizes(name: str, value: Any, what: str, *, required: bool) -> dict[str, int]:
+    """Validate a mapping of names to positive sizes (``modality_dims``, ``context_sizes``); sorted by name."""
+    if not isinstance(value, Mapping) or (required and not value):
+        raise ValueError(
+            f"The {name!r} parameter of ModelConfig must be a {'non-empty ' if required else ''}mapping of {what}. "
+            f"Got {value!r} instead."
+        )
+    for key, size in value.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"The {name!r} keys of ModelConfig must be non-empty strings. Got {key!r}.")
+        _positive_int(f"{name}[{key!r}]", size)
+    return {key: int(value[key]) for key in sorted(value)}
 
 
 def _choice(name: str, value: Any, valid: tuple[str, ...] | list[str]) -> None:
@@ -81,6 +96,14 @@ class ModelConfig:
         gradient_checkpointing: Recompute each modality's temporal encoder in the backward pass instead of
             storing its activations (less memory for deep encoders and long sequences, about one extra forward
             of compute). Training only; outputs and gradients are unchanged.
+        pretrained: Token modality -> the pretrained encoder that reads it (a ``"tokens"`` modality: ``D_m``
+            token ids per step, see :class:`~mmfuse.data.ModalitySpec`):
+            ``{"source": "minilm" or a folder, "pooling": "mean", "max_length": 128, "normalize": False,
+            "trainable": True, "gradient_checkpointing": False}`` (defaults filled in; see
+            :func:`mmfuse.layers.pretrained.pretrained_spec`). The model runs the encoder on the present steps and
+            projects its pooled output (``D`` = the encoder's hidden size) like any other modality. ``trainable``
+            False keeps the backbone frozen (in eval mode, no gradients; saved as a reference to its source);
+            ``max_length`` keeps the first tokens of each step.
 
     Example:
         >>> cfg = ModelConfig({"audio": 73, "text": 100}, out_dim=2, task="classification", label_level="step")
@@ -117,18 +140,10 @@ class ModelConfig:
     context_dim: int | None = None
     context_mode: str = "film"
     gradient_checkpointing: bool = False
+    pretrained: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.modality_dims, Mapping) or not self.modality_dims:
-            raise ValueError(
-                "The 'modality_dims' parameter of ModelConfig must be a non-empty mapping of modality name -> "
-                f"feature size. Got {self.modality_dims!r} instead."
-            )
-        for name, dim in self.modality_dims.items():
-            if not isinstance(name, str) or not name:
-                raise ValueError(f"The 'modality_dims' keys of ModelConfig must be non-empty strings. Got {name!r}.")
-            _positive_int(f"modality_dims[{name!r}]", dim)
-        self.modality_dims = {m: int(self.modality_dims[m]) for m in sorted(self.modality_dims)}
+        self.modality_dims = _sizes("modality_dims", self.modality_dims, "modality name -> feature size", required=True)
         _positive_int("out_dim", self.out_dim)
         _choice("task", getattr(self.task, "value", self.task), [t.value for t in TaskType])
         _choice("label_level", getattr(self.label_level, "value", self.label_level), [v.value for v in LabelLevel])
@@ -180,19 +195,13 @@ class ModelConfig:
             raise ValueError(
                 f"The 'hidden' parameter of ModelConfig must be even for a bidirectional encoder. Got {self.hidden}."
             )
-        if not isinstance(self.context_sizes, Mapping):
-            raise ValueError(
-                "The 'context_sizes' parameter of ModelConfig must be a dict of context name -> number of categories. "
-                f"Got {self.context_sizes!r} instead."
-            )
-        for name, size in self.context_sizes.items():
-            if not isinstance(name, str) or not name:
-                raise ValueError(f"The 'context_sizes' keys of ModelConfig must be non-empty strings. Got {name!r}.")
-            _positive_int(f"context_sizes[{name!r}]", size)
-        self.context_sizes = {k: int(self.context_sizes[k]) for k in sorted(self.context_sizes)}
+        self.context_sizes = _sizes(
+            "context_sizes", self.context_sizes, "context name -> number of categories", required=False
+        )
         if self.context_dim is not None:
             _positive_int("context_dim", self.context_dim)
         _choice("context_mode", self.context_mode, CONTEXT_MODES)
+        self._check_pretrained()
         if self.causal:
             if self.encoder in ("gru", "lstm") and self.bidirectional:
                 raise ValueError(
@@ -202,6 +211,22 @@ class ModelConfig:
                 raise ValueError(
                     f"ModelConfig(causal=True) with sample-level labels needs pooling='last'. Got {self.pooling!r}."
                 )
+
+    def _check_pretrained(self) -> None:
+        if not isinstance(self.pretrained, Mapping):
+            raise ValueError(
+                "The 'pretrained' parameter of ModelConfig must be a dict of token modality -> encoder description "
+                f"(e.g. {{'text': {{'source': 'minilm'}}}}). Got {self.pretrained!r} instead."
+            )
+        unknown = sorted(set(self.pretrained) - set(self.modality_dims))
+        if unknown:
+            raise ValueError(
+                f"The 'pretrained' parameter of ModelConfig names modalities {unknown} that are not in "
+                f"'modality_dims' ({list(self.modality_dims)})."
+            )
+        self.pretrained = {
+            m: pretrained_spec(self.pretrained[m], f"ModelConfig.pretrained[{m!r}]") for m in sorted(self.pretrained)
+        }
 
     @property
     def effective_head_hidden(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -13,6 +14,7 @@ from mmfuse.layers.encoders import make_encoder
 from mmfuse.layers.masking import zero_missing
 from mmfuse.layers.mlp import MLP, make_activation
 from mmfuse.layers.pooling import make_pooling
+from mmfuse.layers.pretrained import PretrainedTextEncoder
 from mmfuse.models.config import ModelConfig
 from mmfuse.types import Batch, LabelLevel
 
@@ -126,7 +128,9 @@ class MultimodalModel(nn.Module):
     1. :meth:`encode`: per modality, missing steps are zeroed (``torch.where``), then
        Linear -> LayerNorm -> activation -> dropout to ``H``, zeroed again where missing, then a temporal
        encoder that sees only real steps (packed sequences for GRU/LSTM); its output is zeroed where the
-       modality is missing.
+       modality is missing. A token modality (``config.pretrained``) first goes through its pretrained encoder:
+       the token ids of every present step of the batch as one batch ``[N, L]`` -> pooled ``[N, D]`` ->
+       ``[B, T, D]`` (no input dropout on ids), then the same projection.
     2. :meth:`fuse`: the registered fusion ``config.fusion`` with ``modality_dims = {m: H}`` and
        ``out_dim = H``, followed by dropout, then the context conditioning when ``config.context_sizes`` is set.
        A decision-level fusion (``output_level == "prediction"``, e.g. ``late``) is built with ``out_dim = C``
@@ -160,10 +164,16 @@ class MultimodalModel(nn.Module):
         self.modalities: tuple[str, ...] = tuple(sorted(config.modality_dims))
         h = config.hidden
         self.input_dropout = nn.Dropout(config.input_dropout)
+        token_encoders = {
+            m: PretrainedTextEncoder(spec["source"], **{k: v for k, v in spec.items() if k != "source"})
+            for m, spec in config.pretrained.items()
+        }
+        self.pretrained = _NameDict(token_encoders)  # empty unless config.pretrained names token modalities
+        in_dims = {m: token_encoders[m].dim if m in token_encoders else d for m, d in config.modality_dims.items()}
         self.projections = _NameDict(
             {
                 m: _Projection(d, h, config.activation, config.dropout, config.projection_norm)
-                for m, d in config.modality_dims.items()
+                for m, d in in_dims.items()
             }
         )
         self.encoders = _NameDict(
@@ -301,7 +311,10 @@ class MultimodalModel(nn.Module):
         encoded = {}
         for m in self.modalities:
             present = masks[m] & padding_mask  # [B, T]
-            x = self.input_dropout(zero_missing(inputs[m], present))  # [B, T, D_m]
+            if m in self.pretrained:
+                x = self._embed_tokens(m, inputs[m], present)  # [B, T, D] (token ids are never dropped out)
+            else:
+                x = self.input_dropout(zero_missing(inputs[m], present))  # [B, T, D_m]
             h = zero_missing(self.projections[m](x), present)  # [B, T, H]
             if self.config.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 h = checkpoint(self.encoders[m], h, padding_mask, present, use_reentrant=False)  # [B, T, H]
@@ -309,6 +322,31 @@ class MultimodalModel(nn.Module):
                 h = self.encoders[m](h, padding_mask, present)  # [B, T, H]
             encoded[m] = zero_missing(h, present)  # [B, T, H]
         return encoded
+
+    def _embed_tokens(self, m: str, ids: Tensor, present: Tensor) -> Tensor:
+        """Run modality ``m``'s pretrained encoder on its present steps: ids ``[B, T, L]`` -> ``[B, T, D]``.
+
+        All present steps of the batch go through the encoder as one batch of ``N`` texts; missing steps are 0.
+        """
+        encoder = cast(PretrainedTextEncoder, self.pretrained[m])
+        rows = ids[present][:, : encoder.max_length]  # [N, L'], N = present steps of the batch
+        out = rows.new_zeros((*present.shape, encoder.dim))  # [B, T, D]
+        if rows.shape[0] == 0:
+            return out
+        attention = rows != encoder.pad_id  # [N, L']
+        if not torch.compiler.is_compiling():  # data-dependent checks and trimming: eager only
+            bad = (rows != rows.round()) | (rows < 0) | (rows >= encoder.vocab_size)  # [N, L']
+            if bool(bad.any()):
+                row, col = (int(i) for i in bad.nonzero()[0])
+                raise ValueError(
+                    f"The input of modality {m!r} to MultimodalModel must hold token ids of its pretrained encoder "
+                    f"(whole numbers in [0, {encoder.vocab_size - 1}]). Present step {row} of the batch has "
+                    f"{float(rows[row, col])} at token position {col}."
+                )
+            width = int(attention.any(dim=0).nonzero().max()) + 1 if bool(attention.any()) else 1
+            rows, attention = rows[:, :width], attention[:, :width]  # columns that are padding in every row go
+        pooled = encoder(rows.long(), attention.long())  # [N, D]
+        return out.index_put((present,), pooled.to(out.dtype))  # [B, T, D]
 
     def fuse(
         self,
