@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from mmfuse.cli import _options as opt
 from mmfuse.cli._common import console, show_validation
 
 __all__ = ["align"]
@@ -26,11 +27,9 @@ def _average_option(text: str | None) -> bool | list[str] | None:
 
 def align(
     src_dir: Annotated[Path, typer.Argument(help="Folder of recordings: <recording>/<modality>.csv|npz|parquet.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the native data set.")],
-    rate: Annotated[float | None, typer.Option("--rate", help="Align onto a fixed grid at this rate (Hz).")] = None,
-    reference: Annotated[
-        str | None, typer.Option("--reference", help="Align onto this modality's timestamps instead of a grid.")
-    ] = None,
+    out: opt.DataSetOutOption,
+    rate: opt.RateOption = None,
+    reference: opt.ReferenceOption = None,
     tolerance: Annotated[
         float | None, typer.Option("--tolerance", help="Seconds within which a step counts as observed.")
     ] = None,
@@ -54,7 +53,7 @@ def align(
         bool,
         typer.Option("--no-carve-val", help="Keep train groups in train when the split column names no 'val'."),
     ] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing data set at --out.")] = False,
+    overwrite: opt.OverwriteDataSetOption = False,
 ) -> None:
     """Align a folder of per-recording stream files into a native data set, with a validation report."""
     from mmfuse.align import align_folder

@@ -40,24 +40,25 @@ from mmfuse.plugins import load_entry_points, load_plugins
 __all__ = ["app"]
 
 
+def _without_value(help_option: Any) -> Any:
+    """The ``--help`` option showing, like every other flag, no ``<bool>`` value."""
+    if help_option is not None:
+        help_option.metavar = ""
+    return help_option
+
+
 class _Command(typer.core.TyperCommand):
-    """A command whose ``--help`` flag, like every other flag, shows no ``<bool>`` value."""
+    """A command whose ``--help`` flag shows no ``<bool>`` value."""
 
     def get_help_option(self, ctx: Any) -> Any:
-        option = super().get_help_option(ctx)
-        if option is not None:
-            option.metavar = ""
-        return option
+        return _without_value(super().get_help_option(ctx))
 
 
 class _Group(typer.core.TyperGroup):
     """A command group whose ``--help`` flag shows no ``<bool>`` value."""
 
     def get_help_option(self, ctx: Any) -> Any:
-        option = super().get_help_option(ctx)
-        if option is not None:
-            option.metavar = ""
-        return option
+        return _without_value(super().get_help_option(ctx))
 
 
 app = typer.Typer(

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from mmfuse.cli import _options as opt
 from mmfuse.cli._common import MAX_WARNINGS, console, err_console, show_warnings
 
 __all__ = ["IMPORT_HELP", "csd", "folders", "mmsa"]
@@ -49,7 +50,7 @@ def csd(
     labels: Annotated[
         Path, typer.Option("--labels", "-l", help="Label .csd (segments) or CSV video,label[,start,end].")
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the native data set.")],
+    out: opt.DataSetOutOption,
     reference: Annotated[
         str, typer.Option("--reference", help="The modality whose intervals are the steps.")
     ] = "words",
@@ -67,7 +68,7 @@ def csd(
         "error"
     ),
     name: Annotated[str | None, typer.Option("--name", help=_NAME_HELP)] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing data set at --out.")] = False,
+    overwrite: opt.OverwriteDataSetOption = False,
 ) -> None:
     """Import CMU Multimodal SDK computational sequences, aligned at word level onto --reference."""
     from mmfuse.importers import import_csd
@@ -91,7 +92,7 @@ def csd(
 
 def mmsa(
     pickle_file: Annotated[Path, typer.Argument(help="An MMSA feature pickle (train / valid / test).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the native data set.")],
+    out: opt.DataSetOutOption,
     allow_pickle: Annotated[
         bool, typer.Option("--allow-pickle", help="Required: loading a pickle can run arbitrary code. Trust it first.")
     ] = False,
@@ -99,7 +100,7 @@ def mmsa(
         str, typer.Option("--task", help="regression, or binary (negative < 0 <= positive).")
     ] = "regression",
     name: Annotated[str | None, typer.Option("--name", help=_NAME_HELP)] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing data set at --out.")] = False,
+    overwrite: opt.OverwriteDataSetOption = False,
 ) -> None:
     """Import an MMSA feature pickle (refused without --allow-pickle)."""
     from mmfuse.importers import import_mmsa
@@ -110,17 +111,15 @@ def mmsa(
 
 def folders(
     root: Annotated[Path, typer.Argument(help="Folder with one sub-folder per modality, one file per video.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the native data set.")],
-    rate: Annotated[float | None, typer.Option("--rate", help="Align onto a fixed grid at this rate (Hz).")] = None,
-    reference: Annotated[
-        str | None, typer.Option("--reference", help="Align onto this modality's timestamps instead of a grid.")
-    ] = None,
+    out: opt.DataSetOutOption,
+    rate: opt.RateOption = None,
+    reference: opt.ReferenceOption = None,
     labels: Annotated[Path | None, typer.Option("--labels", help="Labels CSV (default ROOT/labels.csv).")] = None,
     kind: Annotated[
         list[str] | None, typer.Option("--kind", help="MODALITY=KIND (continuous, discrete, embedding, interval).")
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help=_NAME_HELP)] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing data set at --out.")] = False,
+    overwrite: opt.OverwriteDataSetOption = False,
 ) -> None:
     """Import per-modality feature folders, matching videos by file name; missing modalities are masked."""
     from mmfuse.importers import import_feature_folders
