@@ -105,6 +105,11 @@ class TrainConfig:
             frozen for the whole fit.
         unfreeze_lr_scale: Factor on the learning rate of the once-frozen parameters (their own optimiser
             parameter groups, so that the schedule and resumption treat them like the others).
+        backbone_lr: Learning rate of the pretrained backbones inside the model (``ModelConfig.pretrained``;
+            typically 10-100x below ``lr``, e.g. 2e-5); ``None``: ``lr``. Their parameter groups come after the
+            others'; a backbone also named in ``freeze`` trains from ``unfreeze_epoch`` at
+            ``backbone_lr * unfreeze_lr_scale``.
+        backbone_weight_decay: Weight decay of those backbones' matrices; ``None``: ``weight_decay``.
         amp: Mixed precision of the training forward pass: ``"off"``; ``"bf16"`` (bfloat16 autocast, on CPU
             or CUDA); ``"fp16"`` (float16 autocast with a gradient scaler, CUDA only); ``"auto"`` (bf16 on a
             CUDA device that supports it, else fp16 with a gradient scaler on CUDA; off on CPU). Losses are
@@ -150,6 +155,8 @@ class TrainConfig:
     freeze: list[str] = field(default_factory=list)
     unfreeze_epoch: int | None = None
     unfreeze_lr_scale: float = 1.0
+    backbone_lr: float | None = None
+    backbone_weight_decay: float | None = None
     amp: str = "auto"
     checkpoint_every: int | None = 1
     compile: bool = False
@@ -223,6 +230,18 @@ class TrainConfig:
                 raise _fail("unfreeze_epoch", "None when 'freeze' is empty (nothing is frozen)", self.unfreeze_epoch)
         if not _is_number(self.unfreeze_lr_scale) or self.unfreeze_lr_scale <= 0:
             raise _fail("unfreeze_lr_scale", "a positive finite number", self.unfreeze_lr_scale)
+        if self.backbone_lr is not None:
+            if not _is_number(self.backbone_lr) or self.backbone_lr <= 0:
+                raise _fail("backbone_lr", "a positive finite number or None (the same as 'lr')", self.backbone_lr)
+            self.backbone_lr = float(self.backbone_lr)
+        if self.backbone_weight_decay is not None:
+            if not _is_number(self.backbone_weight_decay) or self.backbone_weight_decay < 0:
+                raise _fail(
+                    "backbone_weight_decay",
+                    "a non-negative finite number or None (the same as 'weight_decay')",
+                    self.backbone_weight_decay,
+                )
+            self.backbone_weight_decay = float(self.backbone_weight_decay)
         self.lr = float(self.lr)
         self.weight_decay = float(self.weight_decay)
         self.min_delta = float(self.min_delta)

@@ -14,21 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmfuse.layers.pretrained import PretrainedTextEncoder, decay_exempt_parameters
 from mmfuse.train.config import TrainConfig
 
-__all__ = ["build_optimizer", "build_scheduler", "frozen_parameters"]
-
-_NORM_TYPES: tuple[type[nn.Module], ...] = tuple(
-    t
-    for t in (
-        nn.LayerNorm,
-        nn.GroupNorm,
-        nn.LocalResponseNorm,
-        nn.modules.batchnorm._NormBase,
-        getattr(nn, "RMSNorm", None),
-    )
-    if isinstance(t, type)
-)
+__all__ = ["backbone_parameters", "build_optimizer", "build_scheduler", "frozen_parameters"]
 
 
 def frozen_parameters(model: nn.Module, prefixes: Sequence[str]) -> list[tuple[str, nn.Parameter]]:
@@ -61,15 +50,25 @@ def frozen_parameters(model: nn.Module, prefixes: Sequence[str]) -> list[tuple[s
     return list(selected.items())
 
 
+def backbone_parameters(model: nn.Module) -> set[int]:
+    """The ids of the parameters of every pretrained backbone inside ``model`` (``ModelConfig.pretrained``)."""
+    return {id(p) for m in model.modules() if isinstance(m, PretrainedTextEncoder) for p in m.backbone.parameters()}
+
+
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW over the trainable parameters; biases and normalisation weights get no weight decay.
 
     The fused AdamW kernel is used where PyTorch has one (CPU and CUDA), else the foreach one.
 
-    A parameter is exempt from decay when it has at most one dimension (biases, norm scales) or belongs to a
-    normalisation layer. The parameters that ``config.freeze`` selects go into groups of their own (after the
-    others), at ``lr * unfreeze_lr_scale``, whether they require gradients now or not, so that unfreezing them
-    later needs no new optimiser (and a checkpoint restores it exactly).
+    A parameter is exempt from decay by mmfuse's one rule (:func:`mmfuse.layers.pretrained.decay_exempt_parameters`:
+    at most one dimension, or a normalisation layer's). The parameters of pretrained backbones (see
+    :func:`backbone_parameters`) go into groups of their own, after the others, at ``config.backbone_lr`` and
+    ``config.backbone_weight_decay`` (each ``None``: the same as the rest). The parameters that ``config.freeze``
+    selects go into groups of their own (after all others), at their rate times ``unfreeze_lr_scale``, whether
+    they require gradients now or not, so that unfreezing them later needs no new optimiser (and a checkpoint
+    restores it exactly). Parameters outside ``freeze`` that do not require gradients (a backbone built with
+    ``trainable=False``) are left out. Each group has a ``"name"``: ``"rest"`` or ``"backbone"``, then
+    ``"_no_decay"`` when exempt, then ``"_frozen"`` for the ``freeze`` groups.
 
     Raises:
         ValueError: when nothing is left to train (no trainable parameter outside ``freeze``), or a ``freeze``
@@ -77,48 +76,47 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
 
     Example:
         >>> opt = build_optimizer(nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4)), TrainConfig(weight_decay=0.1))
-        >>> [(g["weight_decay"], len(g["params"])) for g in opt.param_groups]
-        [(0.1, 1), (0.0, 3)]
+        >>> [(g["name"], g["weight_decay"], len(g["params"])) for g in opt.param_groups]
+        [('rest', 0.1, 1), ('rest_no_decay', 0.0, 3)]
         >>> cfg = TrainConfig(lr=0.1, freeze=["0"], unfreeze_epoch=3, unfreeze_lr_scale=0.5)
         >>> opt = build_optimizer(nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4)), cfg)
-        >>> [(g["lr"], len(g["params"])) for g in opt.param_groups]
-        [(0.1, 2), (0.05, 1), (0.05, 1)]
+        >>> [(g["name"], g["lr"], len(g["params"])) for g in opt.param_groups]
+        [('rest_no_decay', 0.1, 2), ('rest_frozen', 0.05, 1), ('rest_no_decay_frozen', 0.05, 1)]
     """
-    norm_params: set[int] = set()
-    for module in model.modules():
-        if isinstance(module, _NORM_TYPES):
-            norm_params.update(id(p) for p in module.parameters(recurse=False))
+    exempt = decay_exempt_parameters(model)
+    backbone = backbone_parameters(model)
     frozen = {id(p) for _, p in frozen_parameters(model, config.freeze)}
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    frozen_decay: list[nn.Parameter] = []
-    frozen_no_decay: list[nn.Parameter] = []
+    rates = {
+        "rest": (config.lr, config.weight_decay),
+        "backbone": (
+            config.lr if config.backbone_lr is None else config.backbone_lr,
+            config.weight_decay if config.backbone_weight_decay is None else config.backbone_weight_decay,
+        ),
+    }
+    groups: dict[str, dict[str, Any]] = {}
+    for later in (False, True):  # groups of the parameters that train now first, then the freeze groups
+        for part, (lr, wd) in rates.items():
+            for no_decay in (False, True):
+                name = part + ("_no_decay" if no_decay else "") + ("_frozen" if later else "")
+                scale = config.unfreeze_lr_scale if later else 1.0
+                groups[name] = {"name": name, "params": [], "lr": lr * scale, "weight_decay": 0.0 if no_decay else wd}
     for param in model.parameters():
-        exempt = param.ndim <= 1 or id(param) in norm_params
-        if id(param) in frozen:
-            (frozen_no_decay if exempt else frozen_decay).append(param)
-        elif param.requires_grad:
-            (no_decay if exempt else decay).append(param)
-    if not decay and not no_decay:
+        if id(param) not in frozen and not param.requires_grad:
+            continue
+        name = "backbone" if id(param) in backbone else "rest"
+        name += ("_no_decay" if id(param) in exempt else "") + ("_frozen" if id(param) in frozen else "")
+        groups[name]["params"].append(param)
+    if not any(g["params"] for name, g in groups.items() if not name.endswith("_frozen")):
         if frozen:
             raise ValueError(
                 f"The 'freeze' parameter of TrainConfig ({config.freeze}) leaves the model no trainable parameter "
                 "before 'unfreeze_epoch'; freeze less of it."
             )
         raise ValueError("The model passed to Trainer.fit has no trainable parameters.")
-    later_lr = config.lr * config.unfreeze_lr_scale
-    groups: list[dict[str, Any]] = [
-        {"params": params, "weight_decay": wd}
-        for params, wd in ((decay, config.weight_decay), (no_decay, 0.0))
-        if params
-    ]
-    groups += [
-        {"params": params, "weight_decay": wd, "lr": later_lr}
-        for params, wd in ((frozen_decay, config.weight_decay), (frozen_no_decay, 0.0))
-        if params
-    ]
     fused = _fusable(model)
-    return torch.optim.AdamW(groups, lr=config.lr, fused=fused or None, foreach=None if fused else True)
+    return torch.optim.AdamW(
+        [g for g in groups.values() if g["params"]], lr=config.lr, fused=fused or None, foreach=None if fused else True
+    )
 
 
 def _fusable(model: nn.Module) -> bool:
