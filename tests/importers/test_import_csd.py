@@ -198,7 +198,8 @@ def test_clear_errors_name_file_video_and_dataset(tmp_path):
         g.create_dataset("intervals", data=iv)
         g.create_dataset("features", data=np.array([[0.0], [np.nan]]))
 
-    with pytest.raises(DataError, match=r"video 'v1', dataset 'features': row 1, column 0 holds nan"):
+    match = r"video 'v1', dataset 'features': features must be finite. Got nan at row 1, column 0 \(1 non-finite"
+    with pytest.raises(DataError, match=match):
         read_csd(_one(tmp_path, "nan", nan))
 
     def backwards(g):

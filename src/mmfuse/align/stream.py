@@ -21,6 +21,7 @@ __all__ = [
     "Stream",
     "StreamKind",
     "check_choice",
+    "non_finite_at",
 ]
 
 DUPLICATE_POLICIES: tuple[str, ...] = ("error", "mean", "first", "last")
@@ -93,16 +94,35 @@ def _real_array(name: str, what: str, arr: Any, refused: str, dtype: Any) -> np.
         raise StreamError(f"Stream {name!r}: {what} must be {what_as}. Could not convert: {exc}") from None
 
 
+def non_finite_at(values: np.ndarray, *, row: str = "row", column: str = "column") -> str | None:
+    """Where an ``[N]`` or ``[N, D]`` array is not finite, in words for an error message; None when it all is.
+
+    Args:
+        values: The array.
+        row: What a row is called (``"index"``, ``"event"``).
+        column: What a column is called (``"feature"``).
+
+    Example:
+        >>> non_finite_at(np.array([[0.0, 1.0], [np.nan, np.inf]]))
+        'nan at row 1, column 0 (2 non-finite in all)'
+        >>> non_finite_at(np.array([0.0, np.inf]), row="index"), non_finite_at(np.zeros(3))
+        ('inf at index 1 (1 non-finite in all)', None)
+    """
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return None
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    at = f"{row} {first[0]}" + "".join(f", {column} {i}" for i in first[1:])
+    return f"{float(values[first])!r} at {at} ({int(bad.sum())} non-finite in all)"
+
+
 def _as_timestamps(name: str, what: str, arr: Any) -> np.ndarray:
     t = _real_array(name, what, arr, "cb", np.float64)
     if t.ndim != 1:
         raise StreamError(f"Stream {name!r}: {what} must be 1-D [N]. Got an array of shape {t.shape}.")
-    bad = np.flatnonzero(~np.isfinite(t))
-    if bad.size:
-        raise StreamError(
-            f"Stream {name!r}: {what} must be finite. Got {float(t[bad[0]])!r} at index {int(bad[0])} "
-            f"({bad.size} non-finite in all)."
-        )
+    bad = non_finite_at(t, row="index")
+    if bad:
+        raise StreamError(f"Stream {name!r}: {what} must be finite. Got {bad}.")
     return t
 
 
@@ -118,13 +138,9 @@ def _as_values(name: str, arr: Any, n: int) -> np.ndarray:
         )
     if v.shape[1] == 0:
         raise StreamError(f"Stream {name!r}: values must have at least one feature column. Got shape {v.shape}.")
-    finite = np.isfinite(v)
-    if not finite.all():
-        row, col = np.argwhere(~finite)[0]
-        raise StreamError(
-            f"Stream {name!r}: values must be finite. Got {float(v[row, col])!r} at row {int(row)}, column {int(col)} "
-            f"({int((~finite).sum())} non-finite in all)."
-        )
+    bad = non_finite_at(v)
+    if bad:
+        raise StreamError(f"Stream {name!r}: values must be finite. Got {bad}.")
     return v
 
 

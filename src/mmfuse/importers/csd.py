@@ -29,7 +29,7 @@ import numpy as np
 
 from mmfuse._io import atomic_write
 from mmfuse.align import Stream, Timeline, align
-from mmfuse.align.stream import COLLAPSE_RULES, DUPLICATE_POLICIES, check_choice
+from mmfuse.align.stream import COLLAPSE_RULES, DUPLICATE_POLICIES, check_choice, non_finite_at
 from mmfuse.errors import DataError, MmfuseWarning, StreamError
 from mmfuse.importers._common import (
     ImportReport,
@@ -212,12 +212,6 @@ class _CsdFile:
     def close(self) -> None:
         self._h5.close()
 
-    def __enter__(self) -> _CsdFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _where(self, video: str, dataset: str | None = None) -> str:
         at = f"{self.path}: sequence {self.root!r}, video {video!r}"
         return at if dataset is None else f"{at}, dataset {dataset!r}"
@@ -259,12 +253,9 @@ class _CsdFile:
             raw = grp["features"][()]
         except (OSError, RuntimeError, ValueError, TypeError) as exc:
             raise DataError(f"{self._where(video)}: cannot read (truncated or corrupt?): {exc}") from None
-        bad = np.argwhere(~np.isfinite(iv))
-        if bad.size:
-            r, c = bad[0]
-            raise DataError(
-                f"{self._where(video, 'intervals')}: row {r} holds {float(iv[r, c])!r}; times must be finite."
-            )
+        bad = non_finite_at(iv)
+        if bad:
+            raise DataError(f"{self._where(video, 'intervals')}: times must be finite. Got {bad}.")
         neg = np.flatnonzero(iv[:, 1] < iv[:, 0])
         if neg.size:
             r = int(neg[0])
@@ -279,13 +270,9 @@ class _CsdFile:
             feats = np.asarray(raw, dtype=np.float32)
             if feats.ndim == 1:
                 feats = feats[:, None]  # [n] -> [n, 1]
-            finite = np.isfinite(feats)
-            if not finite.all():
-                r, c = np.argwhere(~finite)[0]
-                raise DataError(
-                    f"{self._where(video, 'features')}: row {r}, column {c} holds {float(feats[r, c])!r}; features "
-                    f"must be finite ({int((~finite).sum())} non-finite value(s) in all)."
-                )
+            bad = non_finite_at(feats)
+            if bad:
+                raise DataError(f"{self._where(video, 'features')}: features must be finite. Got {bad}.")
         else:
             raise DataError(f"{self._where(video, 'features')}: unsupported dtype {raw.dtype}.")
         if iv.shape[0] > 1 and bool(np.any(np.diff(iv[:, 0]) < 0)):
@@ -318,7 +305,7 @@ def read_csd(
             interval that ends before it starts (file, video and dataset named). Unsorted intervals are sorted
             with a :class:`~mmfuse.errors.MmfuseWarning`.
     """
-    with _CsdFile(path, root=root) as f:
+    with contextlib.closing(_CsdFile(path, root=root)) as f:
         seq = CsdSequence(name=f.root, path=f.path, metadata=f.metadata)
         for v in f.video_ids if videos is None else videos:
             if v not in f.video_ids:
@@ -400,7 +387,7 @@ def _label_segments(
         for r in rows:
             out.setdefault(r.video, []).append((r.value, r.start, r.end))
         return out, segments
-    with _CsdFile(p) as f:
+    with contextlib.closing(_CsdFile(p)) as f:
         names = f.metadata.get("dimension names")
         if isinstance(label_column, str):
             if not isinstance(names, list) or label_column not in names:
@@ -518,7 +505,7 @@ def import_csd(
     report = ImportReport(source=", ".join(str(p) for p in sequences.values()), format="csd")
 
     with contextlib.ExitStack() as stack:
-        files = {m: stack.enter_context(_CsdFile(p)) for m, p in sequences.items()}
+        files = {m: stack.enter_context(contextlib.closing(_CsdFile(p))) for m, p in sequences.items()}
         ref = files[reference]
         # Pass 1: shapes of every video (no feature data read), the reference intervals, the labels.
         dims: dict[str, tuple[int, str]] = {}

@@ -43,7 +43,7 @@ import numpy as np
 
 from mmfuse._io import json_fields
 from mmfuse.align import AlignedStream, Stream, StreamKind, Timeline, align_stream
-from mmfuse.align.stream import COLLAPSE_RULES, check_choice
+from mmfuse.align.stream import COLLAPSE_RULES, check_choice, non_finite_at
 from mmfuse.errors import MmfuseWarning, StreamError
 
 __all__ = ["AlignedWindow", "FusionBuffer", "LateEventWarning", "StreamSpec", "pop_ready_many"]
@@ -388,15 +388,10 @@ class FusionBuffer:
                 f"Events of modality {modality!r} must have values of shape [N, {spec.dim}] with N = {t.size} "
                 f"times. Got {list(v.shape)}."
             )
-        if not np.isfinite(t).all():
-            raise StreamError(f"Event times of modality {modality!r} must be finite. Got {t[~np.isfinite(t)][0]!r}.")
-        if not np.isfinite(v).all():
-            row, col = np.argwhere(~np.isfinite(v))[0]
-            raise StreamError(
-                f"Event values of modality {modality!r} must be finite. Got {float(v[row, col])!r} at event {int(row)},"
-                f" "
-                f"feature {int(col)}."
-            )
+        for what, a in (("times", t), ("values", v)):
+            bad = non_finite_at(a, row="event", column="feature")
+            if bad:
+                raise StreamError(f"Event {what} of modality {modality!r} must be finite. Got {bad}.")
         e: np.ndarray | None = None
         if spec.kind == "interval":
             if ends is None:
