@@ -96,12 +96,7 @@ def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
         >>> str(cache_root("/tmp/x"))
         '/tmp/x'
     """
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("MMFUSE_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "mmfuse"
+    return _given_or_env(cache_dir, "MMFUSE_CACHE_DIR") or Path.home() / ".cache" / "mmfuse"
 
 
 def data_root(data_dir: str | os.PathLike[str] | None = None) -> Path | None:
@@ -111,10 +106,14 @@ def data_root(data_dir: str | os.PathLike[str] | None = None) -> Path | None:
         >>> str(data_root("/data"))
         '/data'
     """
-    if data_dir is not None:
-        return Path(data_dir).expanduser()
-    env = os.environ.get("MMFUSE_DATA_DIR")
-    return Path(env).expanduser() if env else None
+    return _given_or_env(data_dir, "MMFUSE_DATA_DIR")
+
+
+def _given_or_env(folder: str | os.PathLike[str] | None, variable: str) -> Path | None:
+    """``folder``, else the environment variable ``variable`` when it is set and not empty (``~`` expanded)."""
+    if folder is None:
+        folder = os.environ.get(variable) or None
+    return None if folder is None else Path(folder).expanduser()
 
 
 def _converted_dir(entry: _Entry, cache: Path) -> Path:
