@@ -107,3 +107,37 @@ def test_a_user_metric_is_read_by_every_consumer() -> None:
     )
     assert monitor_mode("val_test_user_spearman") == "max"
     assert TrainConfig(monitor="test_user_spearman").resolved_mode("regression") == "max"
+
+
+def test_a_metric_family_registers_its_functions_with_the_docstring_as_description() -> None:
+    import numpy as np
+
+    from mmfuse.metrics import MetricFamily, compute_metric
+
+    probs_family = MetricFamily(tasks=("classification",), higher_is_better=True, bounds=(0.0, 1.0), needs_probs=True)
+
+    @probs_family.metric("test_family_true_prob", "p(true)", options={"power": 2})
+    def true_prob(y_true, probs, power=1):
+        """Mean ``power``-th power of the probability given to the true class.
+
+        Second line: not part of the description.
+        """
+        p = np.asarray(probs)[np.arange(len(y_true)), np.asarray(y_true)]
+        return float(np.mean(p**power))
+
+    info = get_metric("test_family_true_prob")
+    assert info.description == "Mean power-th power of the probability given to the true class."
+    assert (info.needs_probs, info.higher_is_better, info.bounds, info.tasks) == (
+        True, True, (0.0, 1.0), ("classification",),
+    )  # fmt: skip
+    assert compute_metric("test_family_true_prob", [0, 1], [9, 9], [[0.5, 0.5], [0.0, 1.0]]) == 0.625
+    assert true_prob([0], [[0.5, 0.5]]) == 0.5  # the decorator returns the function itself
+
+    errors = MetricFamily(tasks=("regression",), higher_is_better=False, bounds=(0.0, None), unit="target units")
+    with pytest.raises(ValueError, match="needs a docstring"):
+        errors.metric("test_family_undocumented", "?")(lambda t, p: 0.0)
+    errors.metric("test_family_max", "max", bounds=(0.0, 10.0), unit="", description="Largest error.")(
+        lambda t, p: float(np.max(np.abs(np.asarray(t) - np.asarray(p))))
+    )
+    assert (get_metric("test_family_max").bounds, get_metric("test_family_max").unit) == ((0.0, 10.0), "")
+    assert compute_metric("test_family_max", [1.0, 2.0], [1.5, 4.0]) == 2.0

@@ -5,7 +5,8 @@ above :mod:`mmfuse.types`. Every consumer that needs to know which way a metric 
 which metric ranks a task (early stopping, tuning, comparisons, reports) reads :func:`get_metric` /
 :func:`metric_info_for_column` / :func:`main_metric`; there is no second rule anywhere.
 
-Adding a metric is one call of :func:`register_metric` beside its function (see ``docs/architecture.md``).
+Adding a metric is one call of :func:`register_metric` beside its function, or one ``@FAMILY.metric(name, label)``
+line on it where a :class:`MetricFamily` holds what several metrics share (see ``docs/architecture.md``).
 
 Example:
     >>> from mmfuse.metrics import compute_metric, get_metric, list_metrics
@@ -31,6 +32,7 @@ from mmfuse.metrics.classification import (
 )
 from mmfuse.metrics.registry import (
     TASKS,
+    MetricFamily,
     MetricInfo,
     compute_metric,
     default_metrics,
@@ -56,6 +58,7 @@ __all__ = [
     "SENTIMENT_METRICS",
     "TASKS",
     "MetricAccumulator",
+    "MetricFamily",
     "MetricInfo",
     "acc2",
     "accuracy",

@@ -18,7 +18,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.metrics import log_loss as sk_log_loss
 
 from mmfuse.metrics._checks import as_labels, as_probs, same_length
-from mmfuse.metrics.registry import register_metric
+from mmfuse.metrics.registry import MetricFamily
 
 __all__ = [
     "accuracy",
@@ -33,6 +33,9 @@ __all__ = [
 ]
 
 _CLASSIFICATION = ("classification",)
+_FROM_LABELS = MetricFamily(tasks=_CLASSIFICATION, higher_is_better=True, bounds=(0.0, 1.0))
+_FROM_PROBS_HIGHER = MetricFamily(tasks=_CLASSIFICATION, higher_is_better=True, bounds=(0.0, 1.0), needs_probs=True)
+_FROM_PROBS_LOWER = MetricFamily(tasks=_CLASSIFICATION, higher_is_better=False, needs_probs=True)
 
 
 def _pair(owner: str, y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -57,6 +60,7 @@ def _with_probs(owner: str, y_true: Any, probs: Any) -> tuple[np.ndarray, np.nda
     return yt, p
 
 
+@_FROM_LABELS.metric("accuracy", "accuracy", unit="fraction correct")
 def accuracy(y_true: Any, y_pred: Any) -> float:
     """Fraction of samples whose predicted class is the true one.
 
@@ -68,6 +72,7 @@ def accuracy(y_true: Any, y_pred: Any) -> float:
     return float(accuracy_score(yt, yp))
 
 
+@_FROM_LABELS.metric("f1_weighted", "weighted F1", unit="0–1")
 def f1_weighted(y_true: Any, y_pred: Any) -> float:
     """F1 per class averaged with the classes' supports as weights (a class never present weighs nothing).
 
@@ -82,6 +87,7 @@ def f1_weighted(y_true: Any, y_pred: Any) -> float:
     return float(f1_score(yt, yp, average="weighted", zero_division=0.0))
 
 
+@_FROM_LABELS.metric("f1_macro", "macro F1", unit="0–1")
 def f1_macro(y_true: Any, y_pred: Any) -> float:
     """Unweighted mean of the per-class F1 over the classes that occur in ``y_true`` or ``y_pred``.
 
@@ -121,6 +127,17 @@ def top_k_accuracy(y_true: Any, probs: Any, k: int = 3) -> float:
     return float(top_k_accuracy_score(yt, p, k=k, labels=np.arange(n_classes)))
 
 
+for _k in (3, 5):  # one registered metric per k, each with its own description
+    _FROM_PROBS_HIGHER.metric(
+        f"top{_k}_accuracy",
+        f"top-{_k} accuracy",
+        unit="fraction correct",
+        options={"k": _k},
+        description=f"Fraction of samples whose true class is among the {_k} most probable (1.0 when C <= {_k}).",
+    )(top_k_accuracy)
+
+
+@_FROM_PROBS_LOWER.metric("log_loss", "NLL", bounds=(0.0, None), unit="nats", aliases=("nll",))
 def log_loss(y_true: Any, probs: Any) -> float:
     """Mean negative log-likelihood of the true class (natural log), scikit-learn's ``log_loss``.
 
@@ -136,6 +153,7 @@ def log_loss(y_true: Any, probs: Any) -> float:
     return float(sk_log_loss(yt, p, labels=np.arange(p.shape[1])))
 
 
+@_FROM_PROBS_LOWER.metric("brier", "Brier score", bounds=(0.0, 2.0))
 def brier_score(y_true: Any, probs: Any) -> float:
     """Mean over samples of the squared distance between ``probs`` and the one-hot truth, summed over classes.
 
@@ -160,6 +178,7 @@ def _calibration_bins(conf: np.ndarray, n_bins: int, adaptive: bool) -> np.ndarr
     return np.unique(edges)
 
 
+@_FROM_PROBS_LOWER.metric("ece", "ECE", bounds=(0.0, 1.0))
 def expected_calibration_error(y_true: Any, probs: Any, n_bins: int = 15, *, adaptive: bool = False) -> float:
     """Expected calibration error of the top-class confidence: the count-weighted mean |accuracy - confidence|.
 
@@ -192,6 +211,7 @@ def expected_calibration_error(y_true: Any, probs: Any, n_bins: int = 15, *, ada
     return float(gap.sum() / count.sum())  # sum over bins of count * |acc - conf| / n
 
 
+@_FROM_PROBS_HIGHER.metric("roc_auc", "ROC-AUC")
 def roc_auc(y_true: Any, probs: Any) -> float:
     """Area under the ROC curve: binary, or the one-vs-rest macro average over classes.
 
@@ -331,100 +351,3 @@ def classification_metrics(
         out["roc_auc"] = roc_auc(yt, P)
     out["notes"] = notes
     return out
-
-
-def _register() -> None:
-    def hard(fn: Any) -> Any:
-        return lambda t, p, _probs: fn(t, p)
-
-    def soft(fn: Any, **kw: Any) -> Any:
-        return lambda t, _p, probs: fn(t, probs, **kw)
-
-    unit01 = (0.0, 1.0)
-    register_metric(
-        "accuracy",
-        label="accuracy",
-        higher_is_better=True,
-        tasks=_CLASSIFICATION,
-        bounds=unit01,
-        unit="fraction correct",
-        description="Fraction of samples whose predicted class is the true one.",
-        scorer=hard(accuracy),
-    )
-    register_metric(
-        "f1_weighted",
-        label="weighted F1",
-        higher_is_better=True,
-        tasks=_CLASSIFICATION,
-        bounds=unit01,
-        unit="0–1",
-        description="Per-class F1 averaged with class supports as weights (scikit-learn average='weighted').",
-        scorer=hard(f1_weighted),
-    )
-    register_metric(
-        "f1_macro",
-        label="macro F1",
-        higher_is_better=True,
-        tasks=_CLASSIFICATION,
-        bounds=unit01,
-        unit="0–1",
-        description="Unweighted mean of per-class F1 over the classes that occur (scikit-learn average='macro').",
-        scorer=hard(f1_macro),
-    )
-    for k in (3, 5):
-        register_metric(
-            f"top{k}_accuracy",
-            label=f"top-{k} accuracy",
-            higher_is_better=True,
-            tasks=_CLASSIFICATION,
-            bounds=unit01,
-            needs_probs=True,
-            unit="fraction correct",
-            description=f"Fraction of samples whose true class is among the {k} most probable (1.0 when C <= {k}).",
-            scorer=soft(top_k_accuracy, k=k),
-        )
-    register_metric(
-        "log_loss",
-        label="NLL",
-        higher_is_better=False,
-        tasks=_CLASSIFICATION,
-        bounds=(0.0, None),
-        needs_probs=True,
-        unit="nats",
-        aliases=("nll",),
-        description="Mean negative log-likelihood of the true class (scikit-learn log_loss).",
-        scorer=soft(log_loss),
-    )
-    register_metric(
-        "brier",
-        label="Brier score",
-        higher_is_better=False,
-        tasks=_CLASSIFICATION,
-        bounds=(0.0, 2.0),
-        needs_probs=True,
-        description="Squared distance of the probabilities to the one-hot truth, summed over classes, averaged.",
-        scorer=soft(brier_score),
-    )
-    register_metric(
-        "ece",
-        label="ECE",
-        higher_is_better=False,
-        tasks=_CLASSIFICATION,
-        bounds=unit01,
-        needs_probs=True,
-        description="Expected calibration error of the top-class confidence, 15 equal-width bins.",
-        scorer=soft(expected_calibration_error),
-    )
-    register_metric(
-        "roc_auc",
-        label="ROC-AUC",
-        higher_is_better=True,
-        tasks=_CLASSIFICATION,
-        bounds=unit01,
-        needs_probs=True,
-        description="Area under the ROC curve (one-vs-rest macro average for more than two classes).",
-        scorer=soft(roc_auc),
-    )
-
-
-_register()

@@ -11,14 +11,15 @@ returns one float, NaN where the value is undefined.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from mmfuse._registry import Registry
 
 __all__ = [
     "TASKS",
+    "MetricFamily",
     "MetricInfo",
     "Scorer",
     "compute_metric",
@@ -37,6 +38,8 @@ TASKS: tuple[str, ...] = ("classification", "regression")
 
 Scorer = Callable[[Any, Any, Any], float]
 """``scorer(y_true, y_pred, probs) -> float``: a registered metric's computation."""
+
+_MetricFunction = TypeVar("_MetricFunction", bound=Callable[..., float])
 
 # Prefixes and suffixes that name where or how a metric was summarised: "val_accuracy", "accuracy_mean".
 _COLUMN_PREFIXES = ("val_", "test_", "train_")
@@ -172,6 +175,93 @@ def register_metric(
     for alias in info.aliases:
         _ALIASES[alias] = name
     return info
+
+
+@dataclass(frozen=True)
+class MetricFamily:
+    """What several metrics share (tasks, direction, range, unit, input), so each registers in one line.
+
+    :meth:`metric` decorates a metric function ``fn(y_true, y_pred)`` (or ``fn(y_true, probs)`` when the family
+    ``needs_probs``) and registers it: the metric's description is the first line of the function's docstring
+    (without RST literal markers), so the definition is written once, beside the code.
+
+    Attributes:
+        tasks: Task types the metrics apply to.
+        higher_is_better: Direction of improvement.
+        bounds: ``(low, high)`` of the possible values; ``None`` where unbounded.
+        unit: Unit shown beside the label, unless a metric gives its own.
+        needs_probs: The metrics are computed from class probabilities (the scorer passes ``probs``).
+
+    Example:
+        >>> import numpy as np
+        >>> errors = MetricFamily(tasks=("regression",), higher_is_better=False, bounds=(0.0, None))
+        >>> @errors.metric("doc_max_abs_error", "max |error|")
+        ... def max_abs_error(y_true, y_pred):
+        ...     '''Largest absolute error over ``y_true``'s samples.'''
+        ...     return float(np.max(np.abs(np.asarray(y_true) - np.asarray(y_pred))))
+        >>> info = get_metric("doc_max_abs_error")
+        >>> info.description, info.higher_is_better, compute_metric(info.name, [1.0, 2.0], [1.5, 2.0])
+        ("Largest absolute error over y_true's samples.", False, 0.5)
+    """
+
+    tasks: tuple[str, ...]
+    higher_is_better: bool
+    bounds: tuple[float | None, float | None] = (None, None)
+    unit: str = ""
+    needs_probs: bool = False
+
+    def metric(
+        self,
+        name: str,
+        label: str,
+        *,
+        bounds: tuple[float | None, float | None] | None = None,
+        unit: str | None = None,
+        aliases: Sequence[str] = (),
+        description: str | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> Callable[[_MetricFunction], _MetricFunction]:
+        """Return a decorator that registers its function as the metric ``name`` of this family.
+
+        Args:
+            name: Registry name.
+            label: Human-readable name.
+            bounds: The metric's range, when not the family's.
+            unit: The metric's unit, when not the family's.
+            aliases: Other names resolving to the metric.
+            description: One sentence, when not the first line of the function's docstring.
+            options: Keyword arguments the scorer passes to the function (``{"k": 3}``).
+        """
+
+        def register(fn: _MetricFunction) -> _MetricFunction:
+            bound = dict(options or {})
+            if self.needs_probs:
+                scorer: Scorer = lambda y_true, _y_pred, probs: fn(y_true, probs, **bound)  # noqa: E731
+            else:
+                scorer = lambda y_true, y_pred, _probs: fn(y_true, y_pred, **bound)  # noqa: E731
+            register_metric(
+                name,
+                label=label,
+                higher_is_better=self.higher_is_better,
+                tasks=self.tasks,
+                bounds=self.bounds if bounds is None else bounds,
+                needs_probs=self.needs_probs,
+                description=_summary_line(fn) if description is None else description,
+                unit=self.unit if unit is None else unit,
+                aliases=aliases,
+                scorer=scorer,
+            )
+            return fn
+
+        return register
+
+
+def _summary_line(fn: Callable[..., Any]) -> str:
+    """The first line of ``fn``'s docstring without RST literal markers: the metric's one-sentence definition."""
+    lines = (fn.__doc__ or "").strip().splitlines()
+    if not lines:
+        raise ValueError(f"The metric function {fn.__name__} needs a docstring (its first line describes the metric).")
+    return lines[0].replace("``", "")
 
 
 register_metric(

@@ -8,6 +8,7 @@ constant side; they are then NaN, and :func:`regression_metrics` says why in ``n
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -15,11 +16,13 @@ from scipy import stats
 from sklearn.metrics import mean_absolute_error, mean_squared_error, root_mean_squared_error
 
 from mmfuse.metrics._checks import as_targets
-from mmfuse.metrics.registry import register_metric
+from mmfuse.metrics.registry import MetricFamily
 
 __all__ = ["ccc", "mae", "mse", "pearson", "regression_metrics", "rmse"]
 
 _REGRESSION = ("regression",)
+_ERRORS = MetricFamily(tasks=_REGRESSION, higher_is_better=False, bounds=(0.0, None), unit="target units")
+_AGREEMENT = MetricFamily(tasks=_REGRESSION, higher_is_better=True, bounds=(-1.0, 1.0), unit="−1 to 1")
 
 
 def _pair(owner: str, y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -33,6 +36,13 @@ def _pair(owner: str, y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]
     return yt.reshape(yt.shape[0], -1), yp.reshape(yp.shape[0], -1)  # [n, K]; MOSI-style [n, 1] equals [n]
 
 
+def _mean_over_targets(owner: str, error: Callable[..., Any], y_true: Any, y_pred: Any) -> float:
+    """``error`` (a scikit-learn regression metric) of each target, averaged over the targets."""
+    t, p = _pair(owner, y_true, y_pred)
+    return float(np.mean(error(t, p, multioutput="raw_values")))
+
+
+@_ERRORS.metric("mae", "MAE")
 def mae(y_true: Any, y_pred: Any) -> float:
     """Mean absolute error (averaged over targets).
 
@@ -40,30 +50,34 @@ def mae(y_true: Any, y_pred: Any) -> float:
         >>> round(mae([1.0, 2.0, 3.0], [1.0, 2.0, 5.0]), 4)
         0.6667
     """
-    t, p = _pair("mae", y_true, y_pred)
-    return float(mean_absolute_error(t, p))
+    return _mean_over_targets("mae", mean_absolute_error, y_true, y_pred)
 
 
+@_ERRORS.metric("mse", "MSE", unit="squared target units")
 def mse(y_true: Any, y_pred: Any) -> float:
     """Mean squared error (averaged over targets).
 
+    Numpy arrays, torch tensors and sequences are all accepted.
+
     Example:
-        >>> round(mse([1.0, 2.0, 3.0], [1.0, 2.0, 5.0]), 4)
+        >>> import torch
+        >>> round(mse(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 5.0])), 4)
         1.3333
     """
-    t, p = _pair("mse", y_true, y_pred)
-    return float(mean_squared_error(t, p))
+    return _mean_over_targets("mse", mean_squared_error, y_true, y_pred)
 
 
+@_ERRORS.metric("rmse", "RMSE")
 def rmse(y_true: Any, y_pred: Any) -> float:
     """Root mean squared error, per target, averaged over targets.
 
+    With two targets whose RMSEs are 2 ** 0.5 and 1:
+
     Example:
-        >>> round(rmse([1.0, 2.0, 3.0], [1.0, 2.0, 5.0]), 4)
-        1.1547
+        >>> round(rmse([[1.0, 0.0], [3.0, 0.0]], [[1.0, 1.0], [5.0, 1.0]]), 4)
+        1.2071
     """
-    t, p = _pair("rmse", y_true, y_pred)
-    return float(np.mean(root_mean_squared_error(t, p, multioutput="raw_values")))
+    return _mean_over_targets("rmse", root_mean_squared_error, y_true, y_pred)
 
 
 def _constant_sides(t: np.ndarray, p: np.ndarray) -> list[str]:
@@ -83,6 +97,7 @@ def _pearson_1d(t: np.ndarray, p: np.ndarray, label: str, notes: list[str] | Non
     return float(stats.pearsonr(t, p).statistic)
 
 
+@_AGREEMENT.metric("pearson", "Pearson r", aliases=("corr",))
 def pearson(y_true: Any, y_pred: Any) -> float:
     """Pearson's correlation coefficient (mean over targets); NaN for n < 2 or a constant side.
 
@@ -107,6 +122,7 @@ def _ccc_1d(t: np.ndarray, p: np.ndarray) -> float:
     return float(2.0 * np.mean((t - mt) * (p - mp)) / denom)
 
 
+@_AGREEMENT.metric("ccc", "CCC")
 def ccc(y_true: Any, y_pred: Any) -> float:
     """Lin's concordance correlation coefficient (mean over targets), in [-1, 1].
 
@@ -172,48 +188,3 @@ def regression_metrics(y_true: Any, y_pred: Any) -> dict[str, Any]:
         ],
         "notes": notes,
     }
-
-
-def _register() -> None:
-    def hard(fn: Any) -> Any:
-        return lambda t, p, _probs: fn(t, p)
-
-    for name, label, fn, description in (
-        ("mae", "MAE", mae, "Mean absolute error."),
-        ("rmse", "RMSE", rmse, "Root mean squared error (per target, averaged over targets)."),
-        ("mse", "MSE", mse, "Mean squared error."),
-    ):
-        register_metric(
-            name,
-            label=label,
-            higher_is_better=False,
-            tasks=_REGRESSION,
-            bounds=(0.0, None),
-            unit="target units" if name != "mse" else "squared target units",
-            description=description,
-            scorer=hard(fn),
-        )
-    register_metric(
-        "pearson",
-        label="Pearson r",
-        higher_is_better=True,
-        tasks=_REGRESSION,
-        bounds=(-1.0, 1.0),
-        unit="−1 to 1",
-        aliases=("corr",),
-        description="Pearson's correlation of predictions and targets (NaN for n < 2 or a constant side).",
-        scorer=hard(pearson),
-    )
-    register_metric(
-        "ccc",
-        label="CCC",
-        higher_is_better=True,
-        tasks=_REGRESSION,
-        bounds=(-1.0, 1.0),
-        unit="−1 to 1",
-        description="Lin's concordance correlation coefficient (population moments).",
-        scorer=hard(ccc),
-    )
-
-
-_register()
