@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from mmfuse.fusion._attention import AttentionFusion
 from mmfuse.fusion._checks import check_int
-from mmfuse.fusion.base import Fusion
 from mmfuse.fusion.registry import register_fusion
 from mmfuse.layers.attention import MaskedMultiheadAttention
 from mmfuse.layers.encoders import TransformerEncoder
-from mmfuse.layers.masking import masked_mean, zero_missing
+from mmfuse.layers.masking import masked_mean
 
 __all__ = ["ATCMFusion"]
 
 
 @register_fusion("atcm")
-class ATCMFusion(Fusion):
+class ATCMFusion(AttentionFusion):
     """Attention over time with cross-modal local and global context.
 
     Stage 1, local cross-modal attention. Each modality is projected ``D_m -> hidden`` and tagged with a
@@ -76,9 +75,6 @@ class ATCMFusion(Fusion):
         1.0
     """
 
-    is_causal = False
-    contract_variants: ClassVar[tuple[dict[str, Any], ...]] = ({}, {"causal": True})
-
     def __init__(
         self,
         modality_dims: Mapping[str, int],
@@ -91,48 +87,27 @@ class ATCMFusion(Fusion):
         causal: bool = False,
         dropout: float = 0.0,
     ) -> None:
-        super().__init__(modality_dims, out_dim)
+        super().__init__(modality_dims, out_dim, hidden=hidden, num_heads=num_heads, causal=causal, dropout=dropout)
         owner = type(self).__name__
-        hidden = check_int(owner, "hidden", out_dim if hidden is None else hidden, 1)
-        if num_heads is None:
-            num_heads = next(h for h in (4, 2, 1) if hidden % h == 0)
-        if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads < 1 or hidden % num_heads:
-            raise ValueError(
-                f"The 'num_heads' parameter of {owner} must be a positive divisor of hidden ({hidden}). "
-                f"Got {num_heads!r} instead."
-            )
-        window = check_int(owner, "window", window, 0)
+        self.window = check_int(owner, "window", window, 0)
         global_layers = check_int(owner, "global_layers", global_layers, 0)
-        if not isinstance(causal, bool):
-            raise ValueError(f"The 'causal' parameter of {owner} must be a bool. Got {causal!r} instead.")
-        if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"The 'dropout' parameter of {owner} must be a number in [0, 1). Got {dropout!r} instead.")
-
-        self.is_causal = causal
-        self.hidden = hidden
-        self.num_heads = num_heads
-        self.window = window
         self.num_offsets = window + 1 if causal else 2 * window + 1  # K, keys per modality per step
-        self.in_proj = nn.ModuleList(nn.Linear(d, hidden) for d in self.modality_dims.values())
-        self.modality_embedding = nn.Parameter(torch.randn(self.num_modalities, hidden) * 0.02)
-        self.offset_embedding = nn.Parameter(torch.randn(self.num_offsets, hidden) * 0.02)
-        self.query = nn.Parameter(torch.randn(hidden) * 0.02)
-        self.local_attn = MaskedMultiheadAttention(hidden, num_heads, dropout=float(dropout))
-        self.dropout = nn.Dropout(float(dropout))
+        self.offset_embedding = nn.Parameter(torch.randn(self.num_offsets, self.hidden) * 0.02)
+        self.query = nn.Parameter(torch.randn(self.hidden) * 0.02)
+        self.local_attn = MaskedMultiheadAttention(self.hidden, self.num_heads, dropout=dropout, zero_unattended=True)
         self.global_encoder = (
-            TransformerEncoder(hidden, num_layers=global_layers, num_heads=num_heads, causal=causal, dropout=dropout)
+            TransformerEncoder(
+                self.hidden, num_layers=global_layers, num_heads=self.num_heads, causal=causal, dropout=dropout
+            )
             if global_layers
             else None
         )
-        self.out_norm = nn.LayerNorm(hidden)
-        self.out_proj = nn.Linear(hidden, out_dim)
+        self.out_norm = nn.LayerNorm(self.hidden)
+        self.out_proj = nn.Linear(self.hidden, out_dim)
 
     def extra_repr(self) -> str:
-        """Sizes, window and causality, shown in ``repr``."""
-        return (
-            f"{super().extra_repr()}, hidden={self.hidden}, num_heads={self.num_heads}, window={self.window}, "
-            f"causal={self.is_causal}"
-        )
+        """Sizes, heads, causality and window, shown in ``repr``."""
+        return f"{super().extra_repr()}, window={self.window}"
 
     def local_stage(self, values: list[Tensor], masks: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Stage 1 alone: windowed cross-modal attention from each step's fused query.
@@ -148,7 +123,7 @@ class ATCMFusion(Fusion):
         b, t = masks[0].shape
         n, k, w, h = self.num_modalities, self.num_offsets, self.window, self.hidden
         tokens = torch.stack([p(x) for p, x in zip(self.in_proj, values, strict=True)], dim=2)  # [B, T, M, H]
-        tokens = tokens + self.modality_embedding  # [B, T, M, H]
+        tokens = tokens + self.modality_embedding  # [B, T, M, H]; as embed() does, summed in one broadcast
         present = torch.stack(masks, dim=2)  # [B, T, M]
         query = self.query + masked_mean(tokens, present, dim=2)  # [B, T, H]
 
@@ -164,9 +139,7 @@ class ATCMFusion(Fusion):
         keys = keys.reshape(b * t, n * k, h)  # [B*T, M*K, H]
         allowed = key_present.reshape(b * t, 1, n * k)  # [B*T, 1, M*K]
         attended, weights = self.local_attn(query.reshape(b * t, 1, h), keys, keys, allowed)  # [B*T, 1, H]
-        has_key = key_present.reshape(b, t, n * k).any(dim=-1)  # [B, T]
-        attended = zero_missing(attended.reshape(b, t, h), has_key)  # [B, T, H]
-        local = query + self.dropout(attended)  # [B, T, H]
+        local = query + self.dropout(attended.reshape(b, t, h))  # [B, T, H]; zero update without a present key
 
         mass = weights.mean(dim=1).reshape(b, t, n, k)  # [B, T, M, K]
         if self.is_causal and w:

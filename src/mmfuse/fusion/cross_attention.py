@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from mmfuse.fusion.base import Fusion
+from mmfuse.fusion._attention import AttentionFusion
 from mmfuse.fusion.registry import register_fusion
 from mmfuse.layers.attention import MaskedMultiheadAttention
 from mmfuse.layers.masking import masked_mean
@@ -17,16 +16,16 @@ __all__ = ["CrossAttentionFusion"]
 
 
 @register_fusion("cross_attention")
-class CrossAttentionFusion(Fusion):
+class CrossAttentionFusion(AttentionFusion):
     """Bi-directional cross-modal attention with residual + LayerNorm, pooled over modalities.
 
     Each modality is projected to ``hidden`` and tagged with a learned modality embedding. Modality ``m``
     then queries, at every step, the keys of all *other* modalities at all steps (or at steps ``<= t`` when
     ``causal``), with one attention module per query modality. Keys come only from present steps (the
-    availability masks are the key-padding masks); a query with nothing to attend to receives a zero
-    attention output instead of NaN. ``z_m = LayerNorm(h_m + attention_m)``; the ``z_m`` of the modalities
-    present at a step are averaged and projected to ``out_dim``. A step where every modality is missing gives
-    the projection of the zero vector (finite).
+    availability masks are the key-padding masks); a query with nothing to attend to receives the output
+    projection of the zero vector (its bias) as attention output, never NaN. ``z_m = LayerNorm(h_m +
+    attention_m)``; the ``z_m`` of the modalities present at a step are averaged and projected to ``out_dim``.
+    A step where every modality is missing gives the projection of the zero vector (finite).
 
     Args:
         modality_dims: Modality name -> ``D_m``.
@@ -35,6 +34,10 @@ class CrossAttentionFusion(Fusion):
         num_heads: Attention heads; must divide ``hidden``. Default: the largest of 4, 2, 1 that does.
         causal: Attend only to steps ``<= t``; makes this instance causal (``is_causal`` is True).
         dropout: Dropout on attention weights and the attention output.
+
+    Raises:
+        ValueError: for a non-positive ``hidden``, a ``num_heads`` that does not divide it, a dropout outside
+            ``[0, 1)`` or a non-bool ``causal``.
 
     Shapes:
         ``inputs[m]`` ``[B, T, D_m]`` -> keys ``[B, M*T, hidden]`` -> ``[B, T, out_dim]``.
@@ -52,9 +55,6 @@ class CrossAttentionFusion(Fusion):
         True
     """
 
-    is_causal = False
-    contract_variants: ClassVar[tuple[dict[str, Any], ...]] = ({}, {"causal": True})
-
     def __init__(
         self,
         modality_dims: Mapping[str, int],
@@ -65,42 +65,19 @@ class CrossAttentionFusion(Fusion):
         causal: bool = False,
         dropout: float = 0.0,
     ) -> None:
-        super().__init__(modality_dims, out_dim)
-        hidden = out_dim if hidden is None else hidden
-        if not isinstance(hidden, int) or isinstance(hidden, bool) or hidden < 1:
-            raise ValueError(
-                f"The 'hidden' parameter of CrossAttentionFusion must be a positive integer. Got {hidden!r} instead."
-            )
-        if num_heads is None:
-            num_heads = next(h for h in (4, 2, 1) if hidden % h == 0)
-        if not isinstance(num_heads, int) or num_heads < 1 or hidden % num_heads:
-            raise ValueError(
-                "The 'num_heads' parameter of CrossAttentionFusion must be a positive divisor of hidden "
-                f"({hidden}). Got {num_heads!r} instead."
-            )
-        self.is_causal = bool(causal)
-        self.hidden = hidden
-        self.in_proj = nn.ModuleList(nn.Linear(d, hidden) for d in self.modality_dims.values())
-        self.modality_embedding = nn.Parameter(torch.randn(self.num_modalities, hidden) * 0.02)
+        super().__init__(modality_dims, out_dim, hidden=hidden, num_heads=num_heads, causal=causal, dropout=dropout)
         self.attn = nn.ModuleList(
-            MaskedMultiheadAttention(hidden, num_heads, dropout=dropout) for _ in range(self.num_modalities)
+            MaskedMultiheadAttention(self.hidden, self.num_heads, dropout=dropout) for _ in range(self.num_modalities)
         )
-        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(self.num_modalities))
-        self.dropout = nn.Dropout(dropout)
-        self.out_proj = nn.Linear(hidden, out_dim)
-
-    def extra_repr(self) -> str:
-        """Sizes and causality, shown in ``repr``."""
-        return f"{super().extra_repr()}, hidden={self.hidden}, causal={self.is_causal}"
+        self.norms = nn.ModuleList(nn.LayerNorm(self.hidden) for _ in range(self.num_modalities))
+        self.out_proj = nn.Linear(self.hidden, out_dim)
 
     def fuse(self, values: list[Tensor], masks: list[Tensor]) -> tuple[Tensor, Tensor | None]:
         """Cross-attend, add + normalise, pool over present modalities (see the class docstring)."""
         b, t = masks[0].shape
         n = self.num_modalities
         device = masks[0].device
-        hs = [  # M x [B, T, hidden]
-            proj(x) + self.modality_embedding[i] for i, (proj, x) in enumerate(zip(self.in_proj, values, strict=True))
-        ]
+        hs = self.embed(values)  # M x [B, T, hidden]
         keys = torch.cat(hs, dim=1)  # [B, M*T, hidden]
         key_present = torch.cat(masks, dim=1)  # [B, M*T]
         key_modality = torch.arange(n, device=device).unsqueeze(1).expand(n, t).reshape(-1)  # [M*T]

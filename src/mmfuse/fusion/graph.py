@@ -11,15 +11,16 @@ Both stages are dense masked attention (``[B, T, T]`` and ``[B, T, M, M]``): no 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, cast
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from mmfuse.fusion._attention import AttentionFusion
 from mmfuse.fusion._checks import check_int
-from mmfuse.fusion.base import Fusion
 from mmfuse.fusion.registry import register_fusion
+from mmfuse.layers.attention import resolve_num_heads
 from mmfuse.layers.masking import masked_mean, masked_softmax
 
 __all__ = ["GraphAttention", "GraphAttentionFusion", "temporal_knn_adjacency"]
@@ -126,11 +127,7 @@ class GraphAttention(nn.Module):
     ) -> None:
         super().__init__()
         check_int("GraphAttention", "dim", dim, 1)
-        if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads < 1 or dim % num_heads:
-            raise ValueError(
-                f"The 'num_heads' parameter of GraphAttention must be a positive divisor of dim ({dim}). "
-                f"Got {num_heads!r} instead."
-            )
+        num_heads = resolve_num_heads("GraphAttention", num_heads, dim, dim_name="dim")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.negative_slope = float(negative_slope)
@@ -180,7 +177,7 @@ class GraphAttention(nn.Module):
 
 
 @register_fusion("graph")
-class GraphAttentionFusion(Fusion):
+class GraphAttentionFusion(AttentionFusion):
     """Two-stage graph attention fusion: temporal graphs per modality, then a modality graph per step.
 
     Each modality is projected to ``hidden`` and tagged with a learned modality embedding.
@@ -231,9 +228,6 @@ class GraphAttentionFusion(Fusion):
         [[1.0, 0.0], [0.0, 0.0]]
     """
 
-    is_causal = False
-    contract_variants: ClassVar[tuple[dict[str, Any], ...]] = ({}, {"causal": True})
-
     def __init__(
         self,
         modality_dims: Mapping[str, int],
@@ -247,49 +241,26 @@ class GraphAttentionFusion(Fusion):
         dropout: float = 0.0,
         causal: bool = False,
     ) -> None:
-        super().__init__(modality_dims, out_dim)
+        super().__init__(modality_dims, out_dim, hidden=hidden, num_heads=num_heads, causal=causal, dropout=dropout)
         owner = type(self).__name__
-        hidden = out_dim if hidden is None else hidden
-        check_int(owner, "hidden", hidden, 1)
-        check_int(owner, "temporal_window", temporal_window, 0)
-        check_int(owner, "knn", knn, 0)
-        check_int(owner, "layers", layers, 1)
-        if num_heads is None:
-            num_heads = next(h for h in (4, 2, 1) if hidden % h == 0)
-        if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads < 1 or hidden % num_heads:
-            raise ValueError(
-                f"The 'num_heads' parameter of {owner} must be a positive divisor of hidden ({hidden}). "
-                f"Got {num_heads!r} instead."
-            )
-        if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"The 'dropout' parameter of {owner} must be a number in [0, 1). Got {dropout!r} instead.")
-        if not isinstance(causal, bool):
-            raise ValueError(f"The 'causal' parameter of {owner} must be a bool. Got {causal!r} instead.")
-        self.is_causal = causal
-        self.hidden = hidden
-        self.num_heads = num_heads
-        self.temporal_window = temporal_window
-        self.knn = knn
-        self.num_layers = layers
-        self.in_proj = nn.ModuleList(nn.Linear(d, hidden) for d in self.modality_dims.values())
-        self.modality_embedding = nn.Parameter(torch.randn(self.num_modalities, hidden) * 0.02)
+        self.temporal_window = check_int(owner, "temporal_window", temporal_window, 0)
+        self.knn = check_int(owner, "knn", knn, 0)
+        self.num_layers = check_int(owner, "layers", layers, 1)
         self.intra = nn.ModuleList(
-            nn.ModuleList(GraphAttention(hidden, num_heads, dropout=dropout) for _ in self.modalities)
+            nn.ModuleList(GraphAttention(self.hidden, self.num_heads, dropout=dropout) for _ in self.modalities)
             for _ in range(layers)
         )
         self.intra_norms = nn.ModuleList(
-            nn.ModuleList(nn.LayerNorm(hidden) for _ in self.modalities) for _ in range(layers)
+            nn.ModuleList(nn.LayerNorm(self.hidden) for _ in self.modalities) for _ in range(layers)
         )
-        self.cross = GraphAttention(hidden, num_heads, dropout=dropout, few_nodes=True)
-        self.cross_norm = nn.LayerNorm(hidden)
-        self.dropout = nn.Dropout(dropout)
-        self.out_proj = nn.Linear(hidden, out_dim)
+        self.cross = GraphAttention(self.hidden, self.num_heads, dropout=dropout, few_nodes=True)
+        self.cross_norm = nn.LayerNorm(self.hidden)
+        self.out_proj = nn.Linear(self.hidden, out_dim)
 
     def extra_repr(self) -> str:
-        """Sizes, graph settings and causality, shown in ``repr``."""
+        """Sizes, heads, causality and graph settings, shown in ``repr``."""
         return (
-            f"{super().extra_repr()}, hidden={self.hidden}, num_heads={self.num_heads}, "
-            f"temporal_window={self.temporal_window}, knn={self.knn}, layers={self.num_layers}, causal={self.is_causal}"
+            f"{super().extra_repr()}, temporal_window={self.temporal_window}, knn={self.knn}, layers={self.num_layers}"
         )
 
     def adjacency(self, values: list[Tensor], masks: list[Tensor]) -> list[Tensor]:
@@ -310,9 +281,7 @@ class GraphAttentionFusion(Fusion):
     def fuse(self, values: list[Tensor], masks: list[Tensor]) -> tuple[Tensor, Tensor | None]:
         """Temporal graph attention per modality, then modality graph attention per step (see the class)."""
         graphs = self.adjacency(values, masks)  # M x [B, T, T]
-        hs = [  # M x [B, T, H]
-            proj(x) + self.modality_embedding[i] for i, (proj, x) in enumerate(zip(self.in_proj, values, strict=True))
-        ]
+        hs = self.embed(values)  # M x [B, T, H]
         for gats, norms in zip(self.intra, self.intra_norms, strict=True):
             hs = [
                 norm(h + self.dropout(F.elu(gat(h, graph, need_weights=False)[0])))  # [B, T, H]

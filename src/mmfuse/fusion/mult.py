@@ -9,47 +9,18 @@ present key receives a zero attention output instead of NaN.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from mmfuse.fusion._attention import AttentionFusion
 from mmfuse.fusion._checks import check_int, check_probability
-from mmfuse.fusion.base import Fusion
 from mmfuse.fusion.registry import register_fusion
-from mmfuse.layers.attention import MaskedMultiheadAttention
+from mmfuse.layers.attention import AttentionBlock
 from mmfuse.layers.encoders import _sinusoidal_positions
-from mmfuse.layers.masking import masked_mean, zero_missing
+from mmfuse.layers.masking import masked_mean
 
 __all__ = ["MulTFusion"]
-
-
-class _Block(nn.Module):
-    """Pre-LayerNorm transformer block: attention (to a source sequence, or to itself), then a feed-forward.
-
-    ``x = x + attention(LN(x), LN_kv(source))`` and ``x = x + FFN(LN(x))`` with a ``2 * dim`` wide GELU
-    feed-forward. The attention output is zeroed for queries with no allowed key.
-    """
-
-    def __init__(self, dim: int, num_heads: int, *, cross: bool, dropout: float, attn_dropout: float) -> None:
-        super().__init__()
-        self.norm_q = nn.LayerNorm(dim)
-        self.norm_kv = nn.LayerNorm(dim) if cross else None
-        self.attn = MaskedMultiheadAttention(dim, num_heads, dropout=attn_dropout)
-        self.norm_ff = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim))
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(
-        self, x: Tensor, allowed: Tensor, has_key: Tensor, source: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """``x`` ``[B, T, dim]``, ``allowed`` ``[B, T or 1, T]``, ``has_key`` ``[B, T or 1]`` -> (x, attention)."""
-        q = self.norm_q(x)  # [B, T, dim]
-        kv = q if self.norm_kv is None or source is None else self.norm_kv(source)  # [B, T, dim]
-        attended, _ = self.attn(q, kv, kv, allowed)  # [B, T, dim]
-        attended = zero_missing(attended, has_key)  # [B, T, dim], zero where nothing to attend to
-        x = x + self.dropout(attended)
-        return x + self.dropout(self.ffn(self.norm_ff(x))), attended
 
 
 class _Stack(nn.Module):
@@ -60,23 +31,22 @@ class _Stack(nn.Module):
     ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
-            _Block(dim, num_heads, cross=cross, dropout=dropout, attn_dropout=attn_dropout) for _ in range(num_blocks)
+            AttentionBlock(dim, num_heads, cross=cross, dropout=dropout, attn_dropout=attn_dropout)
+            for _ in range(num_blocks)
         )
         self.norm = nn.LayerNorm(dim)
 
-    def forward(
-        self, x: Tensor, allowed: Tensor, has_key: Tensor, source: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, allowed: Tensor, source: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``x`` ``[B, T, dim]`` -> (``[B, T, dim]``, attention-output norm ``[B, T]``, detached)."""
         update = torch.zeros_like(x[..., 0]).detach()  # [B, T]
         for block in self.blocks:
-            x, attended = block(x, allowed, has_key, source)  # [B, T, dim] x 2
+            x, attended = block(x, allowed, source)  # [B, T, dim] x 2
             update = update + attended.detach().norm(dim=-1)  # [B, T]
         return self.norm(x), update
 
 
 @register_fusion("mult")
-class MulTFusion(Fusion):
+class MulTFusion(AttentionFusion):
     """Multimodal Transformer: each modality attends over time to every other one, then over itself.
 
     1. Per modality a temporal 1-D convolution (``kernel_size`` steps, left-padded when ``causal``) projects
@@ -134,9 +104,6 @@ class MulTFusion(Fusion):
         True
     """
 
-    is_causal = False
-    contract_variants: ClassVar[tuple[dict[str, Any], ...]] = ({}, {"causal": True})
-
     def __init__(
         self,
         modality_dims: Mapping[str, int],
@@ -151,79 +118,72 @@ class MulTFusion(Fusion):
         dropout: float = 0.0,
         attn_dropout: float = 0.0,
     ) -> None:
-        super().__init__(modality_dims, out_dim)
+        super().__init__(
+            modality_dims,
+            out_dim,
+            hidden=hidden,
+            num_heads=num_heads,
+            causal=causal,
+            dropout=dropout,
+            modality_tokens=False,
+        )
         owner = type(self).__name__
-        hidden = check_int(owner, "hidden", hidden, 1)
-        if num_heads is None:
-            num_heads = next(h for h in (4, 2, 1) if hidden % h == 0)
-        if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads < 1 or hidden % num_heads:
-            raise ValueError(
-                f"The 'num_heads' parameter of {owner} must be a positive divisor of hidden ({hidden}). "
-                f"Got {num_heads!r} instead."
-            )
         layers = check_int(owner, "layers", layers, 1)
         self_layers = check_int(owner, "self_layers", self_layers, 0)
-        kernel_size = check_int(owner, "kernel_size", kernel_size, 1)
+        self.kernel_size = check_int(owner, "kernel_size", kernel_size, 1)
         if kernel_size % 2 == 0:
             raise ValueError(f"The 'kernel_size' parameter of {owner} must be odd. Got {kernel_size} instead.")
-        if not isinstance(causal, bool):
-            raise ValueError(f"The 'causal' parameter of {owner} must be a bool. Got {causal!r} instead.")
-        dropout = check_probability(owner, "dropout", dropout)
-        attn_dropout = check_probability(owner, "attn_dropout", attn_dropout)
+        drop = {"dropout": float(dropout), "attn_dropout": check_probability(owner, "attn_dropout", attn_dropout)}
 
         n = self.num_modalities
-        self.is_causal = causal
-        self.hidden = hidden
-        self.num_heads = num_heads
-        self.kernel_size = kernel_size
         self.pad = (kernel_size - 1, 0) if causal else ((kernel_size - 1) // 2, (kernel_size - 1) // 2)
         # (source, target) modality indices of the cross-modal stacks, grouped by target.
         self.pairs: tuple[tuple[int, int], ...] = tuple((s, g) for g in range(n) for s in range(n) if s != g)
-        self.width = hidden * max(n - 1, 1)
+        self.width = self.hidden * max(n - 1, 1)
 
-        drop = {"dropout": dropout, "attn_dropout": attn_dropout}
-        self.in_proj = nn.ModuleList(nn.Conv1d(d, hidden, kernel_size) for d in self.modality_dims.values())
-        self.cross = nn.ModuleList(_Stack(hidden, num_heads, layers, cross=True, **drop) for _ in self.pairs)
+        self.in_proj = nn.ModuleList(nn.Conv1d(d, self.hidden, kernel_size) for d in self.modality_dims.values())
+        self.cross = nn.ModuleList(_Stack(self.hidden, self.num_heads, layers, cross=True, **drop) for _ in self.pairs)
         self.self_attn = nn.ModuleList(
-            _Stack(self.width, num_heads, self_layers, cross=False, **drop) for _ in range(n)
+            _Stack(self.width, self.num_heads, self_layers, cross=False, **drop) for _ in range(n)
         )
-        self.dropout = nn.Dropout(dropout)
         self.out_proj = nn.Linear(self.width, out_dim)
 
     def extra_repr(self) -> str:
-        """Sizes and causality, shown in ``repr``."""
-        return (
-            f"{super().extra_repr()}, hidden={self.hidden}, num_heads={self.num_heads}, pairs={len(self.pairs)}, "
-            f"causal={self.is_causal}"
-        )
+        """Sizes, heads, causality and pairs, shown in ``repr``."""
+        return f"{super().extra_repr()}, pairs={len(self.pairs)}"
+
+    def embed(self, values: list[Tensor]) -> list[Tensor]:
+        """Tokens as in :meth:`AttentionFusion.embed`, from each modality's temporal convolution plus positions."""
+        t = values[0].shape[1]
+        pos = _sinusoidal_positions(t, self.hidden, values[0].device, values[0].dtype)  # [T, hidden]
+        streams = []
+        for conv, x in zip(self.in_proj, values, strict=True):
+            h = conv(nn.functional.pad(x.transpose(1, 2), self.pad))  # [B, hidden, T]
+            streams.append(h.transpose(1, 2) + pos)  # [B, T, hidden]
+        return streams
 
     def fuse(self, values: list[Tensor], masks: list[Tensor]) -> tuple[Tensor, Tensor | None]:
         """Project, cross-attend every ordered pair, self-attend per target, pool (see the class docstring)."""
         n = self.num_modalities
         t = masks[0].shape[1]
         device, dtype = values[0].device, values[0].dtype
-        pos = _sinusoidal_positions(t, self.hidden, device, dtype)  # [T, hidden]
-        streams = []
-        for conv, x in zip(self.in_proj, values, strict=True):
-            h = conv(nn.functional.pad(x.transpose(1, 2), self.pad))  # [B, hidden, T]
-            streams.append(h.transpose(1, 2) + pos)  # [B, T, hidden]
+        streams = self.embed(values)  # M x [B, T, hidden]
         allowed = [m.unsqueeze(1) for m in masks]  # M x [B, 1, T]: key-padding masks
         if self.is_causal:
             steps = torch.arange(t, device=device)
             past = steps.unsqueeze(0) <= steps.unsqueeze(1)  # [Tq, Tk]
             allowed = [a & past.unsqueeze(0) for a in allowed]  # M x [B, T, T]
-        has_key = [a.any(dim=-1) for a in allowed]  # M x [B, 1 or T]
 
         cross_out: list[list[Tensor]] = [[] for _ in range(n)]  # per target, M - 1 x [B, T, hidden]
         update = [[torch.zeros_like(masks[0], dtype=dtype) for _ in range(n)] for _ in range(n)]  # [g][s] [B, T]
         for stack, (s, g) in zip(self.cross, self.pairs, strict=True):
-            z, update[g][s] = stack(streams[g], allowed[s], has_key[s], streams[s])  # [B, T, hidden], [B, T]
+            z, update[g][s] = stack(streams[g], allowed[s], streams[s])  # [B, T, hidden], [B, T]
             cross_out[g].append(z)
 
         targets = []
         for g, stack in enumerate(self.self_attn):
             z = torch.cat(cross_out[g], dim=-1) if n > 1 else streams[g]  # [B, T, W]
-            targets.append(stack(z, allowed[g], has_key[g])[0])  # [B, T, W]
+            targets.append(stack(z, allowed[g])[0])  # [B, T, W]
         stacked = torch.stack(targets, dim=2)  # [B, T, M, W]
         pooled = masked_mean(stacked, torch.stack(masks, dim=-1), dim=2)  # [B, T, W]
         fused = self.out_proj(self.dropout(pooled))  # [B, T, out_dim]
