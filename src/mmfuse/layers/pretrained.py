@@ -232,7 +232,7 @@ class PretrainedTextEncoder(nn.Module):
         super().__init__()
         _check_settings("PretrainedTextEncoder", {"pooling": pooling, "max_length": max_length})
         _offline()
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # the library never prints (a loading bar would leak to the terminal)
@@ -243,7 +243,10 @@ class PretrainedTextEncoder(nn.Module):
         self.max_length = max_length
         self.normalize = bool(normalize)
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
-        self.backbone = AutoModel.from_pretrained(str(self.path), local_files_only=True)
+        if torch.empty(0).device.type == "meta":  # shapes only (parameter budgets, checkpoint checks): no weights
+            self.backbone = AutoModel.from_config(AutoConfig.from_pretrained(str(self.path), local_files_only=True))
+        else:
+            self.backbone = AutoModel.from_pretrained(str(self.path), local_files_only=True)
         if getattr(self.backbone, "pooler", None) is not None:
             self.backbone.pooler = None  # BERT's [CLS] pooler is not used by the pooling here: no dead parameters
         self.dim = int(self.backbone.config.hidden_size)

@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors import SafetensorError
@@ -16,8 +16,9 @@ from torch import nn
 
 from mmfuse._io import atomic_write, atomic_write_text
 from mmfuse.errors import DataError
+from mmfuse.layers.pretrained import PretrainedTextEncoder
 from mmfuse.models.config import ModelConfig
-from mmfuse.models.model import MultimodalModel
+from mmfuse.models.model import MultimodalModel, _module_key
 
 __all__ = [
     "CONFIG_FILE",
@@ -34,7 +35,8 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 _FORMAT = "mmfuse.model"
 _FORMAT_VERSION = 1
-_RESERVED = ("format", "format_version", "model_config")
+_REFERENCES = "pretrained_references"
+_RESERVED = ("format", "format_version", "model_config", _REFERENCES)
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,12 @@ def save_model(
     ``config.json`` holds ``{"format", "format_version", "model_config", **extra}``; weights never go
     through pickle. Each file is written to a temporary name, fsynced and moved into place with ``os.replace``.
 
+    A frozen pretrained encoder (``ModelConfig.pretrained[m]["trainable"]`` False, and not unfrozen since) is a
+    fixed function of its source: its backbone's weights are not written; ``config.json`` records
+    ``pretrained_references[m] = {"source", "fingerprint"}`` (:func:`~mmfuse.layers.pretrained.encoder_fingerprint`
+    of the source's files) and :func:`load_model` rebuilds it from the source, refusing one whose fingerprint
+    differs. A trainable (fine-tuned) backbone's weights are saved with the rest.
+
     Args:
         model: The model to save.
         directory: Target directory.
@@ -160,14 +168,24 @@ def save_model(
     clash = sorted(set(extra) & set(_RESERVED))
     if clash:
         raise ValueError(f"The 'extra' parameter of save_model may not use the reserved key(s) {clash}.")
+    references = {
+        m: {"source": model.config.pretrained[m]["source"], "fingerprint": encoder.fingerprint}
+        for m, encoder in _token_encoders(model).items()
+        if not encoder.trainable
+    }
     info = {"format": _FORMAT, "format_version": _FORMAT_VERSION, "model_config": model.config.to_dict(), **extra}
+    if references:
+        info[_REFERENCES] = references
     try:
         text = json.dumps(info, indent=2, sort_keys=True)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"The 'extra' parameter of save_model must be JSON-serialisable: {exc}") from None
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    referenced = _backbone_prefixes(references)
+    tensors = {
+        k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items() if not k.startswith(referenced)
+    }
     atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": _FORMAT}))
     atomic_write_text(out / CONFIG_FILE, text + "\n")
     return out
@@ -205,6 +223,48 @@ def read_model_info(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return info
 
 
+def _token_encoders(model: MultimodalModel) -> dict[str, PretrainedTextEncoder]:
+    """Token modality -> its pretrained encoder inside ``model``."""
+    return {m: cast(PretrainedTextEncoder, model.pretrained[m]) for m in model.config.pretrained}
+
+
+def _backbone_prefixes(modalities: Mapping[str, Any]) -> tuple[str, ...]:
+    """The state-dict name prefixes of the backbones of these token modalities."""
+    return tuple(f"pretrained.{_module_key(m)}.backbone." for m in modalities)
+
+
+def _read_references(info: Mapping[str, Any], config: ModelConfig, config_path: Path) -> dict[str, dict[str, str]]:
+    """The ``pretrained_references`` of ``config.json``, checked against its model config."""
+    refs = info.get(_REFERENCES, {})
+    if not isinstance(refs, dict):
+        raise DataError(f"{config_path}: {_REFERENCES!r} must be a dict of modality -> {{source, fingerprint}}.")
+    for m, ref in refs.items():
+        spec = config.pretrained.get(m)
+        if spec is None or not isinstance(ref, dict) or ref.get("source") != spec["source"]:
+            raise DataError(
+                f"{config_path}: {_REFERENCES}[{m!r}] = {ref!r} does not match the model config's pretrained encoders "
+                f"({ {k: v['source'] for k, v in config.pretrained.items()} }); the saved model is corrupt."
+            )
+        if not isinstance(ref.get("fingerprint"), str) or len(ref["fingerprint"]) != 64:
+            raise DataError(
+                f"{config_path}: {_REFERENCES}[{m!r}] has no SHA-256 'fingerprint'; the saved model is corrupt."
+            )
+    return refs
+
+
+def _check_references(model: MultimodalModel, refs: Mapping[str, Mapping[str, str]], config_path: Path) -> None:
+    """Refuse a referenced encoder whose source files here differ from those the model was saved with."""
+    for m, ref in refs.items():
+        encoder = _token_encoders(model)[m]
+        if encoder.fingerprint != ref["fingerprint"]:
+            raise DataError(
+                f"{config_path}: the frozen pretrained encoder of modality {m!r} was saved as a reference to "
+                f"{ref['source']!r} with fingerprint {ref['fingerprint'][:16]}..., but {ref['source']!r} here "
+                f"({encoder.path}) has fingerprint {encoder.fingerprint[:16]}...: its files (weights, vocabulary or "
+                "config) are not the ones the model was trained with. Install the version it was saved with."
+            )
+
+
 def _head(keys: list[str], n: int = 5) -> str:
     return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "") if keys else "none"
 
@@ -216,10 +276,14 @@ def load_model(directory: str | os.PathLike[str], map_location: str | torch.devi
         directory: The directory holding ``config.json`` and ``model.safetensors``.
         map_location: Device for the weights.
 
+    A frozen pretrained encoder saved as a reference (see :func:`save_model`) is rebuilt from its source
+    (offline: a packaged model or a local folder).
+
     Raises:
         FileNotFoundError: naming a missing file.
         DataError: naming the file when it is corrupt, its config invalid, or its tensors do not match the
-            model (missing/unexpected keys, wrong shapes or dtypes) or hold NaN or infinity.
+            model (missing/unexpected keys, wrong shapes or dtypes) or hold NaN or infinity; or when a referenced
+            pretrained encoder's files here differ from those it was saved with (its fingerprint).
 
     Example:
         >>> import tempfile
@@ -237,6 +301,9 @@ def load_model(directory: str | os.PathLike[str], map_location: str | torch.devi
             expected = {k: (tuple(v.shape), v.dtype) for k, v in MultimodalModel(config).state_dict().items()}
     except (TypeError, ValueError, KeyError, RuntimeError) as exc:
         raise DataError(f"{config_path} holds an invalid model_config: {exc}") from None
+    refs = _read_references(info, config, config_path)
+    referenced = _backbone_prefixes(refs)
+    expected = {k: v for k, v in expected.items() if not k.startswith(referenced)}  # rebuilt from their source
     weights_path = Path(directory) / WEIGHTS_FILE
     if not weights_path.is_file():
         raise FileNotFoundError(f"Incomplete saved mmfuse model: {weights_path} does not exist.")
@@ -248,7 +315,8 @@ def load_model(directory: str | os.PathLike[str], map_location: str | torch.devi
         ) from None
     _check_weights(state, expected, weights_path, config_path)
     model = MultimodalModel(config)
-    model.load_state_dict(state)
+    _check_references(model, refs, config_path)
+    model.load_state_dict(state, strict=not refs)  # _check_weights matched the keys; references load from source
     return model.to(map_location).eval()
 
 
