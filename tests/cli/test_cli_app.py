@@ -331,3 +331,20 @@ def test_align_average_option(tmp_path: Path) -> None:
     assert _assert_clean_failure(bad).startswith("error: The 'average' parameter of align_folder names unknown")
     bad = _invoke("align", src, "--out", tmp_path / "bad", "--reference", "acc", "--average", "all")
     assert "only on a grid" in _assert_clean_failure(bad)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ((), {"lr": 0.003, "batch_size": 8, "hidden": 32}),  # the basic-motions preset
+        (("--lr", "0.0123", "--batch-size", "5", "--hidden", "8"), {"lr": 0.0123, "batch_size": 5, "hidden": 8}),
+        (("--lr", "0.0123"), {"lr": 0.0123, "batch_size": 8, "hidden": 32}),  # one given: the others stay the preset's
+    ],
+)
+def test_train_overrides_only_the_options_given(tmp_path: Path, given: tuple[str, ...], expected: dict) -> None:
+    out = tmp_path / "model"
+    result = _invoke("train", "--out", out, "--epochs", "1", "--device", "cpu", *given)
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    got = {"lr": config["train_config"]["lr"], "batch_size": config["train_config"]["batch_size"]}
+    assert got | {"hidden": config["model_config"]["hidden"]} == expected

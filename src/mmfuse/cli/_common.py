@@ -35,6 +35,8 @@ __all__ = [
     "experiment_options",
     "friendly_errors",
     "install_warning_display",
+    "overrides",
+    "path_text",
     "print_error",
     "running_experiment",
     "show_validation",
@@ -156,6 +158,21 @@ def experiment_options(**resolved: Any) -> dict[str, Any]:
     options = dict(_EXPERIMENT.get() or {})
     options.update(resolved)
     return {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
+
+
+def overrides(**values: Any) -> dict[str, Any]:
+    """The options given on the command line (not None), by name: what a command lays over a preset.
+
+    Example:
+        >>> overrides(hidden=None, lr=0.01)
+        {'lr': 0.01}
+    """
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def path_text(path: Path | None) -> str | None:
+    """A path option as the text a config records (None stays None: the option was not given)."""
+    return str(path) if path is not None else None
 
 
 def split_names(values: list[str] | None) -> list[str]:

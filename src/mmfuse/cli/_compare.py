@@ -17,6 +17,8 @@ from mmfuse.cli._common import (
     console,
     err_console,
     experiment_options,
+    overrides,
+    path_text,
     split_names,
 )
 
@@ -56,9 +58,7 @@ def compare(
     keep_checkpoints: Annotated[
         bool, typer.Option("--keep-checkpoints", help="Keep each run's last/ checkpoint after it finishes.")
     ] = False,
-    jobs: Annotated[
-        int, typer.Option("--jobs", "-j", min=1, help="Runs trained at once, each in its own process.")
-    ] = 1,
+    jobs: Annotated[int, opt.jobs_option("Runs trained at once, each in its own process.")] = 1,
     executor: Annotated[
         str,
         opt.executor_option(
@@ -121,8 +121,8 @@ def compare(
         seeds=seeds,
         out_dir=str(out_dir),
         epochs=epochs,
-        data_dir=str(data_dir) if data_dir is not None else None,
-        model_overrides={"hidden": hidden} if hidden is not None else {},
+        data_dir=path_text(data_dir),
+        model_overrides=overrides(hidden=hidden),
         device=device,
         max_params=max_params,
         command=command_line(),
@@ -134,7 +134,7 @@ def compare(
         ray_address=ray_address,
         causal=causal,
         preset=preset,
-        log=split_names(log) if log is not None else [],
+        log=split_names(log),
         tracking_uri=tracking_uri,
         experiment=experiment_options(
             dataset=str(Path(dataset).resolve()) if Path(dataset).is_dir() else dataset,
@@ -179,9 +179,7 @@ def compare(
         with analysis_progress(str(result.out_dir)):
             analysis = analyze_run(
                 result.out_dir,
-                config=AnalysisConfig(
-                    data_dir=str(data_dir) if data_dir is not None else None, device=resolve_device(device).type
-                ),
+                config=AnalysisConfig(data_dir=path_text(data_dir), device=resolve_device(device).type),
             )
         seconds = sum(analysis.seconds.values())
         console.print(f"Analysis: {len(analysis.files)} files in {analysis.out_dir} ({seconds:.0f} s); report updated")

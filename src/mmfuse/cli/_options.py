@@ -3,8 +3,8 @@
 A command imports the module (``from mmfuse.cli import _options as opt``), names the type and keeps its own default
 in its signature (``dataset: opt.DatasetOption = "basic-motions"``), so its ``--help``, its experiment-file key
 (:mod:`mmfuse.cli._experiment`) and its behaviour stay the command's own. Where commands word an option's help
-differently (``--fusion``, ``--seeds``, ``--preset``, ``--executor``), a small function gives the shared flags and
-bounds with the command's help: ``Annotated[int, opt.seeds_option("...")]``.
+differently (``--fusion``, ``--seeds``, ``--jobs``, ``--preset``, ``--executor``), a small function gives the shared
+flags and bounds with the command's help: ``Annotated[int, opt.seeds_option("...")]``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ __all__ = [
     "TrackingUriOption",
     "executor_option",
     "fusion_option",
+    "jobs_option",
     "preset_option",
     "seeds_option",
 ]
@@ -111,6 +112,11 @@ def fusion_option(help_text: str) -> Any:
 def seeds_option(help_text: str) -> Any:
     """``--seeds / -s`` (at least 1) with the command's help."""
     return typer.Option("--seeds", "-s", min=1, help=help_text)
+
+
+def jobs_option(help_text: str) -> Any:
+    """``--jobs / -j`` (at least 1) with the command's help (what runs at once)."""
+    return typer.Option("--jobs", "-j", min=1, help=help_text)
 
 
 def preset_option(help_text: str) -> Any:

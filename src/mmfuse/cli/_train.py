@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mmfuse.cli import _options as opt
-from mmfuse.cli._common import console, split_names
+from mmfuse.cli._common import console, overrides, split_names
 
 __all__ = ["train"]
 
@@ -42,11 +42,6 @@ def train(
     """
     from mmfuse.evaluate.train_run import train_model
 
-    train_overrides: dict[str, object] = {}
-    if batch_size is not None:
-        train_overrides["batch_size"] = batch_size
-    if lr is not None:
-        train_overrides["lr"] = lr
     result = train_model(
         dataset,
         out,
@@ -54,8 +49,8 @@ def train(
         seed=seed,
         epochs=epochs,
         causal=causal,
-        model_overrides={"hidden": hidden} if hidden is not None else None,
-        train_overrides=train_overrides,
+        model_overrides=overrides(hidden=hidden),
+        train_overrides=overrides(batch_size=batch_size, lr=lr),
         device=device,
         data_dir=data_dir,
         overwrite=overwrite,

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mmfuse.cli import _options as opt
-from mmfuse.cli._common import command_line, console, err_console, split_names
+from mmfuse.cli._common import command_line, console, err_console, path_text, split_names
 
 __all__ = ["tune"]
 
@@ -77,7 +77,7 @@ def tune(
         workers=workers,
         sampler_seed=sampler_seed,
         epochs=epochs,
-        data_dir=str(data_dir) if data_dir is not None else None,
+        data_dir=path_text(data_dir),
         device=device,
         command=command_line(),
         preset=preset,
