@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,6 @@ SETTINGS: dict[str, Any] = {
     "train_overrides": {"lr": 0.03},
     "device": "cpu",
 }
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    """A local Ray instance of 2 CPUs for this module (the executor joins it instead of starting its own)."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
 
 
 def _rows(out: Path) -> list[dict[str, str]]:

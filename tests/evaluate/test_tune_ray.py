@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +14,6 @@ from mmfuse.evaluate.tune import TuneConfig, tune
 from mmfuse.types import LabelLevel, TaskType
 
 ray = pytest.importorskip("ray", reason="the 'ray' extra is not installed (pip install 'mmfuse[ray]')")
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    """A local Ray instance of 2 CPUs for this module (the search joins it instead of starting its own)."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

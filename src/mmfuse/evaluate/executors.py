@@ -1,10 +1,11 @@
-"""Where the runs of a comparison train: worker processes of this machine, or Ray tasks on a cluster.
+"""Where the runs of a comparison (and the per-model work of an analysis) go: worker processes, or Ray tasks.
 
-An executor takes JSON-safe run specs (each names its ``fusion`` and ``seed``) and a module-level function that
-trains one spec and returns its result row; it calls ``on_done(spec_index, row)`` as each run finishes, so the
-caller writes results as they arrive (``--resume`` then reuses every finished run). A run that fails (after Ray's
-retries) stops the comparison with a :class:`RunFailed` that names the fusion, the seed and the error; no failure
-is silently lost. Every run is seeded on its own, so results do not depend on the executor.
+An executor takes JSON-safe specs (a comparison's name their ``fusion`` and ``seed``) and a module-level function
+that does one spec's work and returns its result row; it calls ``on_done(spec_index, row)`` as each finishes, so
+the caller writes results as they arrive (``--resume`` then reuses every finished run). A task that fails (after
+Ray's retries) stops the work with a :class:`RunFailed` that names the task (``describe(spec)``: the fusion and
+seed of a run, the analysis and model of an analysis task) and the error; no failure is silently lost. Every
+task is seeded on its own, so results do not depend on the executor.
 
 Example:
     >>> sorted(EXECUTORS)
@@ -23,18 +24,48 @@ import torch
 
 from mmfuse._ray import ensure_ray
 
-__all__ = ["EXECUTORS", "LocalProcessExecutor", "RayExecutor", "RunExecutor", "RunFailed", "make_executor"]
+__all__ = [
+    "EXECUTORS",
+    "LocalProcessExecutor",
+    "RayExecutor",
+    "RunExecutor",
+    "RunFailed",
+    "describe_run",
+    "make_executor",
+    "run_failed",
+]
 
 RunFn = Callable[[dict[str, Any]], dict[str, Any]]
 OnDone = Callable[[int, dict[str, Any]], None]
+Describe = Callable[[Mapping[str, Any]], str]
 
 
 class RunFailed(RuntimeError):
-    """A run of a comparison failed; the message names its fusion and seed and the error it raised."""
+    """A task failed (a comparison run, a tune worker, an analysis of one model); the message names it and its error."""
 
 
-def _label(spec: Mapping[str, Any]) -> str:
-    return f"{spec.get('fusion', '?')} seed {spec.get('seed', '?')}"
+def describe_run(spec: Mapping[str, Any]) -> str:
+    """What a comparison run is called in errors: ``"run concat seed 0"``.
+
+    Example:
+        >>> describe_run({"fusion": "concat", "seed": 0})
+        'run concat seed 0'
+    """
+    return f"run {spec.get('fusion', '?')} seed {spec.get('seed', '?')}"
+
+
+def run_failed(what: str, exc: BaseException, retries: int | None = None) -> RunFailed:
+    """The :class:`RunFailed` for the task ``what`` that raised ``exc`` (a Ray task error is unwrapped to its cause).
+
+    Raise it ``from exc``. ``retries``: how often Ray retried the task (said in the message), None for no retry.
+
+    Example:
+        >>> str(run_failed("run late seed 1", ValueError("no rows"), retries=1))
+        'The run late seed 1 failed after 1 retry: ValueError: no rows'
+    """
+    cause = getattr(exc, "cause", None) or exc
+    after = "" if retries is None else f" after {retries} retr{'y' if retries == 1 else 'ies'}"
+    return RunFailed(f"The {what} failed{after}: {type(cause).__name__}: {cause}")
 
 
 class RunExecutor(Protocol):
@@ -42,8 +73,13 @@ class RunExecutor(Protocol):
 
     name: ClassVar[str]
 
-    def run(self, specs: Sequence[dict[str, Any]], fn: RunFn, on_done: OnDone) -> None:
-        """Run ``fn(spec)`` for every spec; call ``on_done(index, row)`` in completion order."""
+    def run(
+        self, specs: Sequence[dict[str, Any]], fn: RunFn, on_done: OnDone, describe: Describe = describe_run
+    ) -> None:
+        """Run ``fn(spec)`` for every spec; call ``on_done(index, row)`` in completion order.
+
+        A task that fails raises :class:`RunFailed` naming ``describe(spec)``.
+        """
         ...
 
 
@@ -60,7 +96,9 @@ class LocalProcessExecutor:
     num_threads: int | None = 1
     name: ClassVar[str] = "local"
 
-    def run(self, specs: Sequence[dict[str, Any]], fn: RunFn, on_done: OnDone) -> None:
+    def run(
+        self, specs: Sequence[dict[str, Any]], fn: RunFn, on_done: OnDone, describe: Describe = describe_run
+    ) -> None:
         """Run the specs in a process pool (spawn: fork is unsafe with torch's thread pools)."""
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
@@ -72,7 +110,7 @@ class LocalProcessExecutor:
                 try:
                     row = future.result()
                 except Exception as exc:
-                    raise RunFailed(f"The run {_label(specs[index])} failed: {type(exc).__name__}: {exc}") from exc
+                    raise run_failed(describe(specs[index]), exc) from exc
                 on_done(index, row)
 
 
@@ -97,9 +135,11 @@ class RayExecutor:
     max_retries: int = 1
     name: ClassVar[str] = "ray"
 
-    def run(self, specs: Sequence[dict[str, Any]], fn: RunFn, on_done: OnDone) -> None:
+    def run(
+        self, specs: Sequence[dict[str, Any]], fn: RunFn, on_done: OnDone, describe: Describe = describe_run
+    ) -> None:
         """Submit every spec as a task and report the results as they finish."""
-        ray = ensure_ray(self.address, what="'mmfuse compare --executor ray'")
+        ray = ensure_ray(self.address)
         remote = ray.remote(num_cpus=self.num_cpus, max_retries=self.max_retries, retry_exceptions=True)(_ray_call)
         fn_ref = ray.put(fn)
         refs = [remote.remote(fn_ref, dict(spec), self.num_threads) for spec in specs]
@@ -112,14 +152,10 @@ class RayExecutor:
                     try:
                         row = ray.get(ref)
                     except Exception as exc:
-                        cause = getattr(exc, "cause", None) or exc
-                        raise RunFailed(
-                            f"The run {_label(specs[index[ref]])} failed after {self.max_retries} retr"
-                            f"{'y' if self.max_retries == 1 else 'ies'}: {type(cause).__name__}: {cause}"
-                        ) from exc
+                        raise run_failed(describe(specs[index[ref]]), exc, self.max_retries) from exc
                     on_done(index[ref], row)
         finally:
-            for ref in pending:  # a failed comparison does not leave tasks training
+            for ref in pending:  # a failed comparison or analysis does not leave tasks running
                 ray.cancel(ref, force=True)
 
 

@@ -53,7 +53,7 @@ from mmfuse._io import atomic_write_csv, atomic_write_json
 from mmfuse._ray import ensure_ray
 from mmfuse.data import MultimodalDataset, open_or_load_dataset
 from mmfuse.errors import ConfigError, DataError
-from mmfuse.evaluate.executors import RunFailed, make_executor
+from mmfuse.evaluate.executors import make_executor, run_failed
 from mmfuse.evaluate.protocol import (
     Preset,
     fit_normalizers,
@@ -606,11 +606,8 @@ def _run_ray_workers(config: TuneConfig, url: str, plan: _Plan, out_dir: Path, r
                 try:
                     ray.get(ref)
                 except Exception as exc:
-                    cause = getattr(exc, "cause", None) or exc
-                    raise RunFailed(
-                        f"Tune worker {worker_of[ref]} of fusion {plan.fusion!r} (study {plan.study!r}) failed: "
-                        f"{type(cause).__name__}: {cause}"
-                    ) from exc
+                    what = f"tune worker {worker_of[ref]} of fusion {plan.fusion!r} (study {plan.study!r})"
+                    raise run_failed(what, exc) from exc
             report()
     finally:
         for ref in pending:
