@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mmfuse.layers.attention import MaskedMultiheadAttention
+from mmfuse.layers.attention import AttentionBlock, MaskedMultiheadAttention, resolve_num_heads
 from mmfuse.layers.encoders import (
     ENCODERS,
     ConvEncoder,
@@ -28,6 +28,7 @@ __all__ = [
     "ENCODERS",
     "MLP",
     "POOLINGS",
+    "AttentionBlock",
     "AttentionPool",
     "ConvEncoder",
     "IdentityEncoder",
@@ -46,6 +47,7 @@ __all__ = [
     "masked_mean",
     "masked_softmax",
     "register_pretrained",
+    "resolve_num_heads",
     "resolve_pretrained",
     "zero_missing",
 ]
