@@ -255,3 +255,38 @@ def test_summarize_runs_default_metrics_and_errors() -> None:
         summarize_runs(RUNS, by="model")
     nan_out = summarize_runs([{"fusion": "a", "r": float("nan")}, {"fusion": "a", "r": 1.0}], metrics=["r"])
     assert math.isnan(nan_out[0]["r_mean"]) and math.isnan(nan_out[0]["r_std"])
+
+
+def test_reliability_bins_are_what_ece_and_the_calibration_curve_read() -> None:
+    from mmfuse.evaluate.analysis.calibration import reliability_curve
+    from mmfuse.metrics import expected_calibration_error, reliability_bins
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), 60)
+    y = rng.integers(0, 3, 60)
+    conf, correct = probs.max(axis=1), (probs.argmax(axis=1) == y).astype(float)
+    for adaptive in (False, True):
+        bins = reliability_bins(conf, correct, 5, adaptive=adaptive)
+        assert bins.count.sum() == 60 and bins.correct.sum() == correct.sum()
+        assert np.isclose(bins.confidence.sum(), conf.sum())
+        ece = np.abs(bins.correct - bins.confidence).sum() / 60
+        assert expected_calibration_error(y, probs, 5, adaptive=adaptive) == ece
+        curve = reliability_curve(probs, y, 5, adaptive=adaptive)
+        assert np.array_equal(curve["count"], bins.count) and np.array_equal(curve["edges"], bins.edges)
+    empty = reliability_bins([], [], 4, adaptive=True)  # no predictions: equal-width edges, empty bins
+    assert empty.edges.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0] and empty.count.tolist() == [0.0] * 4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"confidence": [0.5, 0.6], "correct": [1.0]}, "same length"),
+        ({"confidence": [[0.5]], "correct": [[1.0]]}, "1-D"),
+        ({"confidence": [0.5], "correct": [1.0], "n_bins": 0}, "'n_bins' parameter of reliability_bins"),
+    ],
+)
+def test_reliability_bins_refuses_bad_input(kwargs: dict, message: str) -> None:
+    from mmfuse.metrics import reliability_bins
+
+    with pytest.raises(ValueError, match=message):
+        reliability_bins(**kwargs)

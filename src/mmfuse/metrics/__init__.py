@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from mmfuse.metrics.accumulator import MetricAccumulator
 from mmfuse.metrics.classification import (
+    ReliabilityBins,
     accuracy,
     brier_score,
     classification_metrics,
@@ -27,6 +28,7 @@ from mmfuse.metrics.classification import (
     f1_macro,
     f1_weighted,
     log_loss,
+    reliability_bins,
     roc_auc,
     top_k_accuracy,
 )
@@ -60,6 +62,7 @@ __all__ = [
     "MetricAccumulator",
     "MetricFamily",
     "MetricInfo",
+    "ReliabilityBins",
     "acc2",
     "accuracy",
     "brier_score",
@@ -84,6 +87,7 @@ __all__ = [
     "pearson",
     "register_metric",
     "regression_metrics",
+    "reliability_bins",
     "rmse",
     "roc_auc",
     "sentiment_metrics",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from mmfuse.metrics._checks import as_labels, as_probs, same_length
 from mmfuse.metrics.registry import MetricFamily
 
 __all__ = [
+    "ReliabilityBins",
     "accuracy",
     "brier_score",
     "classification_metrics",
@@ -28,6 +30,7 @@ __all__ = [
     "f1_macro",
     "f1_weighted",
     "log_loss",
+    "reliability_bins",
     "roc_auc",
     "top_k_accuracy",
 ]
@@ -170,12 +173,59 @@ def brier_score(y_true: Any, probs: Any) -> float:
     return float(((p - onehot) ** 2).sum(axis=1).mean())
 
 
-def _calibration_bins(conf: np.ndarray, n_bins: int, adaptive: bool) -> np.ndarray:
-    if not adaptive:
-        return np.linspace(0.0, 1.0, n_bins + 1)
-    edges = np.quantile(conf, np.linspace(0.0, 1.0, n_bins + 1))  # equal mass; ties collapse
-    edges[0], edges[-1] = 0.0, 1.0
-    return np.unique(edges)
+@dataclass(frozen=True)
+class ReliabilityBins:
+    """Top-class predictions grouped by confidence: what ECE and reliability diagrams are computed from.
+
+    Attributes:
+        edges: ``[K + 1]`` bin edges over [0, 1]; bins are right-closed (``(a, b]``, the first one also holds 0).
+        count: ``[K]`` predictions per bin (float64).
+        confidence: ``[K]`` sum of the top-class confidences per bin.
+        correct: ``[K]`` number of correct top-class predictions per bin.
+    """
+
+    edges: np.ndarray
+    count: np.ndarray
+    confidence: np.ndarray
+    correct: np.ndarray
+
+
+def reliability_bins(confidence: Any, correct: Any, n_bins: int = 15, *, adaptive: bool = False) -> ReliabilityBins:
+    """Bin top-class predictions by confidence: equal-width bins over [0, 1], or equal-mass ones.
+
+    Args:
+        confidence: ``[n]`` top-class probabilities.
+        correct: ``[n]`` 1.0 where the top class is the true one, else 0.0.
+        n_bins: Number of bins (equal-mass bins collapse where confidences tie).
+        adaptive: Equal-mass bins (quantiles of the confidence) instead of equal-width ones.
+
+    Example:
+        >>> bins = reliability_bins([0.9, 0.6, 0.7], [1.0, 0.0, 1.0], n_bins=2)
+        >>> bins.count.tolist(), bins.correct.tolist()
+        ([0.0, 3.0], [0.0, 2.0])
+    """
+    if not isinstance(n_bins, int) or isinstance(n_bins, bool) or n_bins < 1:
+        raise ValueError(f"The 'n_bins' parameter of reliability_bins must be a positive integer. Got {n_bins!r}.")
+    conf = np.asarray(confidence, dtype=np.float64)  # [n]
+    hits = np.asarray(correct, dtype=np.float64)  # [n]
+    if conf.ndim != 1 or conf.shape != hits.shape:
+        raise ValueError(
+            "The 'confidence' and 'correct' parameters of reliability_bins must be 1-D of the same length. "
+            f"Got shapes {list(conf.shape)} and {list(hits.shape)}."
+        )
+    edges: np.ndarray = np.linspace(0.0, 1.0, n_bins + 1)  # [K + 1]
+    if adaptive and conf.size:
+        quantiles = np.quantile(conf, edges)  # equal mass; ties collapse
+        quantiles[0], quantiles[-1] = 0.0, 1.0
+        edges = np.unique(quantiles)
+    k = len(edges) - 1
+    idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, k - 1)  # [n]; right-closed bins (a, b]
+    return ReliabilityBins(
+        edges=edges,
+        count=np.bincount(idx, minlength=k).astype(np.float64),
+        confidence=np.bincount(idx, weights=conf, minlength=k),
+        correct=np.bincount(idx, weights=hits, minlength=k),
+    )
 
 
 @_FROM_PROBS_LOWER.metric("ece", "ECE", bounds=(0.0, 1.0))
@@ -201,14 +251,8 @@ def expected_calibration_error(y_true: Any, probs: Any, n_bins: int = 15, *, ada
             f"The 'n_bins' parameter of expected_calibration_error must be a positive integer. Got {n_bins!r}."
         )
     yt, p = _with_probs("expected_calibration_error", y_true, probs)
-    conf = p.max(axis=1)  # [n]
-    correct = (p.argmax(axis=1) == yt).astype(np.float64)  # [n]
-    edges = _calibration_bins(conf, n_bins, adaptive)
-    k = len(edges) - 1
-    idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, k - 1)  # right-closed bins (a, b]
-    count = np.bincount(idx, minlength=k).astype(np.float64)
-    gap = np.abs(np.bincount(idx, weights=correct, minlength=k) - np.bincount(idx, weights=conf, minlength=k))
-    return float(gap.sum() / count.sum())  # sum over bins of count * |acc - conf| / n
+    bins = reliability_bins(p.max(axis=1), p.argmax(axis=1) == yt, n_bins, adaptive=adaptive)
+    return float(np.abs(bins.correct - bins.confidence).sum() / bins.count.sum())  # sum of count * |acc - conf| / n
 
 
 @_FROM_PROBS_HIGHER.metric("roc_auc", "ROC-AUC")

@@ -24,6 +24,7 @@ from mmfuse.errors import NotFittedError
 from mmfuse.evaluate.analysis.base import Analysis, Section, Summary, check_count, fmt, mean_finite, register_analysis
 from mmfuse.evaluate.analysis.context import AnalysisContext, LoadedModel, softmax
 from mmfuse.evaluate.figures import colour, mpl_text, style_axes
+from mmfuse.metrics.classification import reliability_bins
 
 __all__ = [
     "AffineCalibrator",
@@ -54,15 +55,6 @@ def _check_probs(probs: Any, y_true: Any, owner: str) -> tuple[np.ndarray, np.nd
     return p, y.astype(np.int64)
 
 
-def _bin_edges(conf: np.ndarray, n_bins: int, adaptive: bool) -> np.ndarray:
-    if not adaptive:
-        return np.linspace(0.0, 1.0, n_bins + 1)
-    # equal-mass bins: quantiles of the confidences (duplicates collapse for ties)
-    edges = np.quantile(conf, np.linspace(0.0, 1.0, n_bins + 1)) if conf.size else np.linspace(0, 1, n_bins + 1)
-    edges[0], edges[-1] = 0.0, 1.0
-    return np.unique(edges)
-
-
 def reliability_curve(probs: Any, y_true: Any, n_bins: int = 15, *, adaptive: bool = False) -> dict[str, np.ndarray]:
     """Per-bin confidence, accuracy and count of the top-class predictions.
 
@@ -83,16 +75,11 @@ def reliability_curve(probs: Any, y_true: Any, n_bins: int = 15, *, adaptive: bo
     if not isinstance(n_bins, int) or n_bins < 1:
         raise ValueError(f"The 'n_bins' parameter of reliability_curve must be a positive integer. Got {n_bins!r}.")
     p, y = _check_probs(probs, y_true, "reliability_curve")
-    conf = p.max(axis=1)  # [N]
-    correct = (p.argmax(axis=1) == y).astype(np.float64)  # [N]
-    edges = _bin_edges(conf, n_bins, adaptive)
-    k = len(edges) - 1
-    idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, k - 1)  # right-closed bins (a, b]
-    count = np.bincount(idx, minlength=k).astype(np.float64)
+    bins = reliability_bins(p.max(axis=1), p.argmax(axis=1) == y, n_bins, adaptive=adaptive)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = np.bincount(idx, weights=conf, minlength=k) / count
-        acc = np.bincount(idx, weights=correct, minlength=k) / count
-    return {"edges": edges, "confidence": mean_conf, "accuracy": acc, "count": count}
+        mean_conf = bins.confidence / bins.count
+        acc = bins.correct / bins.count
+    return {"edges": bins.edges, "confidence": mean_conf, "accuracy": acc, "count": bins.count}
 
 
 def expected_calibration_error(probs: Any, y_true: Any, n_bins: int = 15, *, adaptive: bool = False) -> float:
