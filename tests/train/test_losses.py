@@ -107,3 +107,10 @@ def test_select_rows_reports_positions() -> None:
     assert rows.step is not None
     assert rows.sample.tolist() == [0, 0, 0, 0, 0, 1, 1, 1, 2]
     assert rows.step.tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 0]
+
+
+def test_an_unknown_loss_option_is_refused_with_the_valid_ones() -> None:
+    batch = make_batch(2, 4, seed=2, step_labels=True)
+    logits = torch.zeros(2, 4, 3)
+    with pytest.raises(TypeError, match=r"Unknown loss option\(s\) \['smoothing'\].*label_smoothing"):
+        compute_loss(logits, batch, "classification", smoothing=0.1)  # type: ignore[call-arg]

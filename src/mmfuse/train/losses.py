@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -11,9 +11,13 @@ from torch import Tensor
 
 from mmfuse.types import Batch, LabelLevel, TaskType
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = [
     "IGNORE_INDEX",
     "LabelledRows",
+    "LossOptions",
     "compute_loss",
     "loss_and_count",
     "resolve_level",
@@ -177,15 +181,22 @@ def select_rows(outputs: Tensor, batch: Batch, task: Any, level: Any = None) -> 
     )
 
 
-def compute_loss(
-    outputs: Tensor,
-    batch: Batch,
-    task: Any,
-    *,
-    level: Any = None,
-    class_weights: Tensor | None = None,
-    label_smoothing: float = 0.0,
-) -> Tensor:
+class LossOptions(TypedDict, total=False):
+    """The keyword options of :func:`compute_loss` and :func:`loss_and_count` (all optional).
+
+    Attributes:
+        level: ``"sample"`` / ``"step"``; ``None`` (the default) infers it from the rank of ``outputs``.
+        class_weights: ``[C]`` weight per class (classification only); missing trailing classes weigh 1.
+            Default ``None``: every class weighs 1.
+        label_smoothing: Cross-entropy label smoothing (default 0.0).
+    """
+
+    level: Any
+    class_weights: Tensor | None
+    label_smoothing: float
+
+
+def compute_loss(outputs: Tensor, batch: Batch, task: Any, **options: Unpack[LossOptions]) -> Tensor:
     """Mean loss over the labelled rows: cross-entropy for classification, mean squared error for regression.
 
     Padded steps (``padding_mask`` False), classification targets equal to :data:`IGNORE_INDEX` and step-level
@@ -196,9 +207,7 @@ def compute_loss(
         outputs: Model output (see :func:`select_rows`).
         batch: The batch, with targets.
         task: ``"classification"`` / ``"regression"`` (or a ``TaskSpec``).
-        level: ``"sample"`` / ``"step"``; ``None`` infers it from the rank of ``outputs``.
-        class_weights: ``[C]`` weight per class (classification only); missing trailing classes weigh 1.
-        label_smoothing: Cross-entropy label smoothing.
+        **options: ``level``, ``class_weights``, ``label_smoothing`` (see :class:`LossOptions`).
 
     Returns:
         A scalar; ``0`` (without a graph) when no row carries a label.
@@ -209,22 +218,18 @@ def compute_loss(
         >>> round(compute_loss(torch.zeros(2, 2), b, "classification").item(), 4)
         0.6931
     """
-    loss, _ = loss_and_count(
-        outputs, batch, task, level=level, class_weights=class_weights, label_smoothing=label_smoothing
-    )
+    loss, _ = loss_and_count(outputs, batch, task, **options)
     return loss
 
 
-def loss_and_count(
-    outputs: Tensor,
-    batch: Batch,
-    task: Any,
-    *,
-    level: Any = None,
-    class_weights: Tensor | None = None,
-    label_smoothing: float = 0.0,
-) -> tuple[Tensor, int]:
+def loss_and_count(outputs: Tensor, batch: Batch, task: Any, **options: Unpack[LossOptions]) -> tuple[Tensor, int]:
     """:func:`compute_loss` and the number of labelled rows it averaged over (to weigh epoch means)."""
+    unknown = sorted(set(options) - set(LossOptions.__annotations__))
+    if unknown:
+        raise TypeError(f"Unknown loss option(s) {unknown}. Valid options: {sorted(LossOptions.__annotations__)}.")
+    level = options.get("level")
+    class_weights = options.get("class_weights")
+    label_smoothing = options.get("label_smoothing", 0.0)
     if batch.targets is None:
         raise ValueError("compute_loss needs a batch with targets; this batch has targets=None.")
     task_type = resolve_task(task)
