@@ -115,3 +115,42 @@ def test_released_video_only_behind_the_explicit_variant(cache: Path, released: 
 def test_info_is_available_from_the_local_folder(tmp_path: Path) -> None:
     info = dataset_info("mosi-utterance-clean", data_dir=SHARED_DATA, cache_dir=tmp_path)
     assert info.available and info.where == str(SOURCE)
+
+
+@pytest.fixture(scope="module")
+def tokens(cache: Path) -> MultimodalDataset:
+    return load_dataset(mosi.CLEAN_TOKENS_NAME, data_dir=SHARED_DATA, cache_dir=cache)
+
+
+def test_token_variant_has_the_same_split_and_audio_and_minilm_ids(
+    tokens: MultimodalDataset, clean: MultimodalDataset
+) -> None:
+    assert {m: (s.dim, s.kind) for m, s in tokens.modalities.items()} == {
+        "audio": (73, "continuous"),
+        "text": (mosi.TOKEN_LENGTH, "tokens"),
+    }
+    assert tokens.ids == clean.ids and tokens.splits == clean.splits
+    np.testing.assert_array_equal(tokens.stacked("audio")[0], clean.stacked("audio")[0])
+    ids, _ = tokens.stacked("text")
+    meta = tokens.extra_meta["text_tokens"]
+    assert meta["max_length"] == mosi.TOKEN_LENGTH and 0 <= meta["truncated"] < 10
+    assert (ids[:, 0] == 101).all() and ids.max() < 30522  # [CLS] first, MiniLM's vocabulary
+    rec = tokens[0]
+    first = _transcripts()[f"{rec.id}_1"]
+    expected, _ = text_mod.token_ids([first], max_length=mosi.TOKEN_LENGTH)
+    np.testing.assert_array_equal(rec.values["text"][0], expected[0])
+
+
+def test_frozen_minilm_in_the_model_gives_the_clean_text_features(
+    tokens: MultimodalDataset, clean: MultimodalDataset
+) -> None:
+    import torch
+
+    from mmfuse.layers.pretrained import PretrainedTextEncoder
+
+    spec = mosi.CLEAN_TOKENS_PRESET["model"]["pretrained"]["text"]
+    encoder = PretrainedTextEncoder(spec["source"], normalize=spec["normalize"], trainable=False).eval()
+    ids = torch.as_tensor(tokens[1].values["text"]).long()  # one video's utterances [T, L]
+    with torch.no_grad():
+        ours = encoder(ids, (ids != encoder.pad_id).long()).numpy()
+    np.testing.assert_allclose(ours, clean[1].values["text"], atol=2e-5)

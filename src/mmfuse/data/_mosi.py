@@ -13,6 +13,7 @@ from a pinned download of declare-lab/contextual-utterance-level-multimodal-sent
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 from collections.abc import Iterator
@@ -30,7 +31,17 @@ from mmfuse.data.registry import register_dataset
 from mmfuse.errors import DataError
 from mmfuse.types import LabelLevel, TaskType
 
-__all__ = ["CLEAN_DIMS", "CLEAN_PRESET", "MOSI_DIMS", "PRESET", "VIDEO_OFF_REASON", "mosi_pins", "mosi_source_dir"]
+__all__ = [
+    "CLEAN_DIMS",
+    "CLEAN_PRESET",
+    "CLEAN_TOKENS_PRESET",
+    "MOSI_DIMS",
+    "PRESET",
+    "TOKEN_LENGTH",
+    "VIDEO_OFF_REASON",
+    "mosi_pins",
+    "mosi_source_dir",
+]
 
 log = logging.getLogger(__name__)
 
@@ -343,6 +354,9 @@ def build_mosi_utterance(dest: Path, *, data_dir: Path | None, cache_dir: Path) 
 
 CLEAN_NAME = "mosi-utterance-clean"
 CLEAN_VIDEO_NAME = "mosi-utterance-clean-with-learned-video"
+CLEAN_TOKENS_NAME = "mosi-utterance-clean-tokens"
+TOKEN_LENGTH = 64
+"""Token ids per utterance in ``mosi-utterance-clean-tokens`` (MiniLM word pieces, [CLS] and [SEP] included)."""
 CLEAN_DIMS: dict[str, int] = {"audio": MOSI_DIMS["audio"], "text": 384}
 """Feature size of each modality of ``mosi-utterance-clean`` (text: MiniLM sentence embeddings)."""
 VIDEO_OFF_REASON = (
@@ -362,6 +376,13 @@ _CLEAN_DESCRIPTION = (
 _CLEAN_VIDEO_DESCRIPTION = (
     f"{CLEAN_NAME} plus the released 3D-CNN video features (100). NOT clean: {VIDEO_OFF_REASON}. For "
     "comparisons with the published numbers only; select models on mosi-utterance-clean."
+)
+_CLEAN_TOKENS_DESCRIPTION = (
+    f"{CLEAN_NAME} with raw text for a pretrained encoder inside the model: text ({TOKEN_LENGTH}, kind 'tokens') "
+    "holds the all-MiniLM-L6-v2 word-piece ids of each transcript ([CLS] ... [SEP], right-padded with [PAD] = 0; "
+    f"longer transcripts truncated to {TOKEN_LENGTH}), to be read by ModelConfig(pretrained={{'text': {{'source': "
+    "'minilm'}}}) frozen or fine-tuned; audio (73) is the released openSMILE-derived audio. Same utterances, "
+    "videos and train/val/test split as mosi-utterance-clean."
 )
 
 #: The comparison hyperparameters of ``mosi-utterance-clean``: a base recipe (the ``mosi-utterance`` one, which also
@@ -536,20 +557,62 @@ def _clean_available(*, data_dir: Path | None, cache_dir: Path) -> bool:
     return encoder and _is_available(data_dir=data_dir, cache_dir=cache_dir)
 
 
-def _build_clean(dest: Path, *, data_dir: Path | None, cache_dir: Path, released_video: bool) -> None:
-    """Verify the raw files, embed the transcripts with MiniLM (cached by content hash), write the data set."""
-    from mmfuse.data.text import PACKAGED_ENCODER, cached_sentence_embeddings
+@dataclass(frozen=True)
+class _CleanVariant:
+    """One registered data set built from the clean MOSI utterances."""
 
-    name = CLEAN_VIDEO_NAME if released_video else CLEAN_NAME
+    description: str
+    text: str  # "embedding": MiniLM sentence embeddings; "tokens": MiniLM token ids
+    released_video: bool
+    preset: dict[str, Any]
+
+
+#: The preset of the token variant: the clean recipe with frozen MiniLM inside the model, mean-pooled and
+#: normalised as sentence-transformers does, i.e. the text features of mosi-utterance-clean computed in the model.
+#: Fine-tune it with "trainable": True and TrainConfig(backbone_lr=...).
+CLEAN_TOKENS_PRESET: dict[str, Any] = {
+    **CLEAN_PRESET,
+    "model": {
+        **CLEAN_PRESET["model"],
+        "pretrained": {"text": {"source": "minilm", "max_length": TOKEN_LENGTH, "normalize": True, "trainable": False}},
+    },
+}
+
+_CLEAN_VARIANTS: dict[str, _CleanVariant] = {
+    CLEAN_NAME: _CleanVariant(_CLEAN_DESCRIPTION, "embedding", False, CLEAN_PRESET),
+    CLEAN_VIDEO_NAME: _CleanVariant(_CLEAN_VIDEO_DESCRIPTION, "embedding", True, CLEAN_PRESET),
+    CLEAN_TOKENS_NAME: _CleanVariant(_CLEAN_TOKENS_DESCRIPTION, "tokens", False, CLEAN_TOKENS_PRESET),
+}
+
+
+def _clean_text(utt: _Utterances, text: str, cache_dir: Path) -> tuple[np.ndarray, ModalitySpec, dict[str, Any]]:
+    """The text modality of a clean variant: its values ``[N, D]``, spec and ``extra_meta`` entries."""
+    from mmfuse.data.text import PACKAGED_ENCODER, cached_sentence_embeddings, token_ids
+
+    encoder = {"text_encoder": {"name": PACKAGED_ENCODER, "model": "sentence-transformers/all-MiniLM-L6-v2"}}
+    if text == "tokens":
+        ids, truncated = token_ids(utt.transcript, max_length=TOKEN_LENGTH)
+        spec = ModalitySpec("text", TOKEN_LENGTH, "tokens", "all-MiniLM-L6-v2 word-piece ids of the transcript")
+        return ids, spec, {**encoder, "text_tokens": {"max_length": TOKEN_LENGTH, "pad_id": 0, "truncated": truncated}}
+    emb, key = cached_sentence_embeddings(utt.transcript, cache_dir=cache_dir)
+    spec = ModalitySpec(
+        "text", CLEAN_DIMS["text"], "continuous", "all-MiniLM-L6-v2 sentence embedding of the transcript"
+    )
+    return emb, spec, {**encoder, "text_embedding_key": key}
+
+
+def _build_clean(dest: Path, *, data_dir: Path | None, cache_dir: Path, name: str) -> None:
+    """Verify the raw files, encode the transcripts with MiniLM (embeddings cached by content hash), write ``name``."""
+    variant = _CLEAN_VARIANTS[name]
     folder = _raw_files(data_dir, cache_dir)
     utt = _parse(folder)
-    text, key = cached_sentence_embeddings(utt.transcript, cache_dir=cache_dir)
+    text, text_spec, text_meta = _clean_text(utt, variant.text, cache_dir)
     features = {"audio": utt.features["audio"], "text": text}
     modalities = [
         ModalitySpec("audio", CLEAN_DIMS["audio"], "continuous", "released openSMILE-derived utterance features"),
-        ModalitySpec("text", CLEAN_DIMS["text"], "continuous", "all-MiniLM-L6-v2 sentence embedding of the transcript"),
+        text_spec,
     ]
-    if released_video:
+    if variant.released_video:
         features["video"] = utt.features["video"]
         modalities.append(
             ModalitySpec("video", MOSI_DIMS["video"], "continuous", f"released 3D-CNN features; {VIDEO_OFF_REASON}")
@@ -560,47 +623,32 @@ def _build_clean(dest: Path, *, data_dir: Path | None, cache_dir: Path, released
         dest,
         _records(utt, name),
         name=name,
-        description=_CLEAN_VIDEO_DESCRIPTION if released_video else _CLEAN_DESCRIPTION,
+        description=variant.description,
         modalities=modalities,
         task=TaskSpec(TaskType.CLASSIFICATION, LabelLevel.STEP, class_names=("negative", "positive")),
         extra_meta={
             "source": {"repository": pins["repository"], "commit": pins["commit"]},
             "citation": _CITATION,
             "homepage": _HOMEPAGE,
-            "text_encoder": {"name": PACKAGED_ENCODER, "model": "sentence-transformers/all-MiniLM-L6-v2"},
-            "text_embedding_key": key,
-            "video": "released 3D-CNN features (contaminated)" if released_video else f"left out: {VIDEO_OFF_REASON}",
+            **text_meta,
+            "video": (
+                "released 3D-CNN features (contaminated)" if variant.released_video else f"left out: {VIDEO_OFF_REASON}"
+            ),
             "timestamps": "utterance index within the video (0-based); the source has no times",
             "utterance_id": "<sample id>_<timestamp + 1>, as in transcripts.csv",
         },
     )
 
 
-@register_dataset(
-    CLEAN_NAME,
-    description=_CLEAN_DESCRIPTION,
-    is_available=_clean_available,
-    locate=_locate,
-    citation=_CITATION,
-    homepage=_HOMEPAGE,
-    version="1",
-    preset=CLEAN_PRESET,
-)
-def build_mosi_utterance_clean(dest: Path, *, data_dir: Path | None, cache_dir: Path) -> None:
-    """Write ``mosi-utterance-clean``: MiniLM text + released openSMILE audio, no learned video."""
-    _build_clean(dest, data_dir=data_dir, cache_dir=cache_dir, released_video=False)
-
-
-@register_dataset(
-    CLEAN_VIDEO_NAME,
-    description=_CLEAN_VIDEO_DESCRIPTION,
-    is_available=_clean_available,
-    locate=_locate,
-    citation=_CITATION,
-    homepage=_HOMEPAGE,
-    version="1",
-    preset=CLEAN_PRESET,
-)
-def build_mosi_utterance_clean_with_video(dest: Path, *, data_dir: Path | None, cache_dir: Path) -> None:
-    """Write ``mosi-utterance-clean`` with the released (contaminated) video features added back."""
-    _build_clean(dest, data_dir=data_dir, cache_dir=cache_dir, released_video=True)
+for _name, _variant in _CLEAN_VARIANTS.items():
+    register_dataset(
+        _name,
+        description=_variant.description,
+        builder=functools.partial(_build_clean, name=_name),
+        is_available=_clean_available,
+        locate=_locate,
+        citation=_CITATION,
+        homepage=_HOMEPAGE,
+        version="1",
+        preset=_variant.preset,
+    )

