@@ -82,3 +82,14 @@ def test_a_stored_file_whose_kind_became_tokens_is_checked_at_open(tmp_path: Pat
     ds = open_dataset(path)
     with pytest.raises(DataError, match=r"step 0 of sample 's0' \(row 0\) of the 'tokens' modality 'text'"):
         ds[0]
+
+
+def test_model_config_for_needs_an_encoder_for_a_token_modality(tmp_path: Path) -> None:
+    from mmfuse.evaluate.protocol import model_config_for
+
+    ds = open_dataset(write_dataset(tmp_path / "d", [_record(0, IDS)], name="t", modalities=SPECS, task=TASK))
+    with pytest.raises(ValueError, match=r"modality 'text' of data set 't' holds token ids .*pretrained="):
+        model_config_for(ds, "concat")
+    spec = {"text": {"source": "minilm"}}
+    assert model_config_for(ds, "concat", pretrained=spec).pretrained["text"]["source"] == "minilm"
+    assert model_config_for(ds, "unimodal-audio", pretrained=spec).pretrained == {}  # the text encoder is not in use
