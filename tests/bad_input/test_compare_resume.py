@@ -154,6 +154,22 @@ _ROWS: list[tuple[str, str, Callable[[Path], None], tuple[str, ...], str, tuple[
         ("settings differ", "dataset: was 'other', now 'ds'"),
     ),
     (
+        "run-json-a-list",
+        "run.json holding a JSON list instead of an object",
+        lambda run: (run / "run.json").write_text("[1, 2]", encoding="utf-8"),
+        (),
+        "exit 2",
+        ("run.json", "JSON object", "list"),
+    ),
+    (
+        "run-json-without-model-config",
+        "run.json without its model_config",
+        _json_edit("run.json", lambda d: d.pop("model_config")),
+        (),
+        "exit 2",
+        ("Cannot resume", "run.json", "incomplete", "model_config"),
+    ),
+    (
         "resume-other-hidden",
         "--resume with another --hidden",
         lambda run: None,

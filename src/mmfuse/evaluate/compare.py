@@ -332,7 +332,7 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
     for _, fusion_train in per_fusion.values():
         TrainConfig(**fusion_train)
     if config.resume:
-        _check_resumable(run.path, dataset.name, in_use, model_kwargs, train_kwargs)
+        _check_resumable(run, dataset.name, in_use, model_kwargs, train_kwargs)
     # The three splits exist, and every stored file of the data set is read (and its checksum checked) by
     # fitting the normalisers and reading one sample, so a missing split or a corrupt file is refused here.
     missing = [s for s in ("train", "val", "test") if s not in dataset.split_names]
@@ -858,28 +858,25 @@ def _worker_run(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_resumable(
-    out_dir: Path,
+    run: RunDir,
     dataset_name: str,
     modalities: Sequence[str],
     model_kwargs: Mapping[str, Any],
     train_kwargs: Mapping[str, Any],
 ) -> None:
     """Refuse to resume a run directory whose finished runs used other settings than the ones given now."""
-    path = RunDir(out_dir).run_json
-    if not path.exists():
+    if not run.is_run():
         return
     try:
-        previous = json.loads(path.read_text(encoding="utf-8"))
+        previous = run.read_meta()  # DataError naming run.json when it is not a JSON object
         before = {
             "dataset": previous["dataset"]["name"],
             "modalities": previous.get("modalities", sorted(previous["dataset"]["modalities"])),
             "model_config": previous["model_config"],
             "train_config": previous["train_config"],
         }
-    except RecursionError:
-        raise DataError(f"Cannot resume from {path}: the file is nested too deeply to be a run description.") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"Cannot resume from {path}: the file is unreadable or incomplete ({exc!r}).") from exc
+    except (OSError, KeyError, TypeError) as exc:
+        raise DataError(f"Cannot resume from {run.run_json}: the file is unreadable or incomplete ({exc!r}).") from exc
     now = json.loads(
         json.dumps(
             {
@@ -895,7 +892,7 @@ def _check_resumable(
     if changed:
         details = "; ".join(f"{key}: was {before[key]!r}, now {now[key]!r}" for key in changed)
         raise DataError(
-            f"Cannot resume the run in {out_dir}: its settings differ from this command's ({details}). "
+            f"Cannot resume the run in {run.path}: its settings differ from this command's ({details}). "
             "Use another --out, or the original settings."
         )
 
@@ -1032,24 +1029,16 @@ def _same_number(a: Any, b: Any) -> bool:
     return (math.isnan(x) and math.isnan(y)) or math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12)
 
 
+@dataclass(frozen=True)
 class _ProgressCallback:
     """Forwards the trainer's epoch events to the compare progress callback."""
 
-    def __init__(
-        self,
-        progress: Callable[[CompareProgress], None],
-        fusion: str,
-        seed: int,
-        run_index: int,
-        total_runs: int,
-        epochs: int,
-    ) -> None:
-        self.progress = progress
-        self.fusion = fusion
-        self.seed = seed
-        self.run_index = run_index
-        self.total_runs = total_runs
-        self.epochs = epochs
+    progress: Callable[[CompareProgress], None]
+    fusion: str
+    seed: int
+    run_index: int
+    total_runs: int
+    epochs: int
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any]) -> None:
         self.progress(

@@ -442,7 +442,9 @@ class RunDir:
 def _read_json_object(path: Path, what: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+    except RecursionError:
+        raise DataError(f"The {what} '{path}' is not valid JSON: it is nested too deeply.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"The {what} '{path}' is not valid JSON: {exc}.") from exc
     if not isinstance(data, dict):
         raise DataError(f"The {what} '{path}' must hold a JSON object. Got a {type(data).__name__} instead.")
