@@ -73,6 +73,10 @@ def test_temperature_scaler_refuses_bad_input() -> None:
         TemperatureScaler().fit(np.zeros((2, 2)), [0, 5])
     with pytest.raises(ValueError, match=r"\[N, C\]"):
         expected_calibration_error(np.zeros((3, 2)), [0, 1])
+    with pytest.raises(ValueError, match=r"'y_true' parameter of reliability_curve must hold integer class indices"):
+        reliability_curve(np.full((2, 2), 0.5), [0.0, 0.5])  # a fractional label is refused, not truncated to 0
+    with pytest.raises(ValueError, match=r"'y_true' parameter of calibration_errors must be 1-D"):
+        calibration_errors(np.full((2, 2), 0.5), [[0], [1]])
 
 
 def test_affine_calibrator_recovers_the_map_and_l2_pulls_to_identity() -> None:

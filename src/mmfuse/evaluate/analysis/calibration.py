@@ -24,6 +24,7 @@ from mmfuse.errors import NotFittedError
 from mmfuse.evaluate.analysis.base import Analysis, Section, Summary, check_count, fmt, mean_finite, register_analysis
 from mmfuse.evaluate.analysis.context import AnalysisContext, LoadedModel, softmax
 from mmfuse.evaluate.figures import colour, mpl_text, style_axes
+from mmfuse.metrics._checks import as_labels, to_numpy
 from mmfuse.metrics.classification import reliability_bins
 
 __all__ = [
@@ -41,9 +42,9 @@ __all__ = [
 
 
 def _check_probs(probs: Any, y_true: Any, owner: str) -> tuple[np.ndarray, np.ndarray]:
-    p = np.asarray(probs, dtype=np.float64)
-    y = np.asarray(y_true)
-    if p.ndim != 2 or p.shape[0] != y.shape[0] or y.ndim != 1:
+    y = as_labels(owner, "y_true", y_true)  # [N] int64: the metrics' own rule for class indices
+    p = to_numpy(probs).astype(np.float64)  # [N, C]
+    if p.ndim != 2 or p.shape[0] != y.shape[0]:
         raise ValueError(
             f"The 'probs' and 'y_true' parameters of {owner} must have shapes [N, C] and [N]. "
             f"Got {list(p.shape)} and {list(y.shape)} instead."
@@ -52,7 +53,7 @@ def _check_probs(probs: Any, y_true: Any, owner: str) -> tuple[np.ndarray, np.nd
         raise ValueError(f"The 'probs' parameter of {owner} must be finite. Got NaN or inf.")
     if p.shape[0] and (y.min() < 0 or y.max() >= p.shape[1]):
         raise ValueError(f"The 'y_true' parameter of {owner} must hold class indices in [0, {p.shape[1]}).")
-    return p, y.astype(np.int64)
+    return p, y
 
 
 def reliability_curve(probs: Any, y_true: Any, n_bins: int = 15, *, adaptive: bool = False) -> dict[str, np.ndarray]:
