@@ -45,7 +45,17 @@ class IdentityEncoder(nn.Module):
         return zero_missing(x, padding_mask)
 
 
-class RNNEncoder(nn.Module):
+class _StackedEncoder(nn.Module):
+    """What every layered encoder shares: a checked ``num_layers``, the ``is_causal`` flag, the closing LayerNorm."""
+
+    def __init__(self, dim: int, num_layers: int, causal: bool) -> None:
+        super().__init__()
+        _check_positive(type(self).__name__, "num_layers", num_layers)
+        self.is_causal = causal
+        self.norm = nn.LayerNorm(dim)
+
+
+class RNNEncoder(_StackedEncoder):
     """A GRU or LSTM over the real steps of each sequence (packed), then LayerNorm; optionally residual.
 
     On the CPU a GRU runs through :func:`mmfuse.layers._gru.gru_packed` (the same arithmetic on the same packed
@@ -93,9 +103,8 @@ class RNNEncoder(nn.Module):
         dropout: float = 0.0,
         residual: bool = True,
     ) -> None:
-        super().__init__()
         _check_positive("RNNEncoder", "dim", dim)
-        _check_positive("RNNEncoder", "num_layers", num_layers)
+        super().__init__(dim, num_layers, causal=not bidirectional)
         if bidirectional and dim % 2:
             raise ValueError(f"The 'dim' parameter of a bidirectional RNNEncoder must be even. Got {dim} instead.")
         rnn_cls = {"gru": nn.GRU, "lstm": nn.LSTM}.get(cell)
@@ -103,7 +112,6 @@ class RNNEncoder(nn.Module):
             raise ValueError(f"The 'cell' parameter of RNNEncoder must be 'gru' or 'lstm'. Got {cell!r} instead.")
         self.bidirectional = bidirectional
         self.residual = residual
-        self.is_causal = not bidirectional
         self.rnn = rnn_cls(
             dim,
             dim // 2 if bidirectional else dim,
@@ -113,7 +121,6 @@ class RNNEncoder(nn.Module):
             dropout=dropout if num_layers > 1 else 0.0,
         )
         self.dropout = nn.Dropout(dropout)
-        self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: Tensor, padding_mask: Tensor, present: Tensor | None = None) -> Tensor:
         """Encode ``x`` ``[B, T, H]``; ``padding_mask`` ``[B, T]`` must mark a prefix of each row.
@@ -156,7 +163,7 @@ class _TransformerLayer(nn.Module):
         return x + self.dropout(self.ffn(self.norm2(x)))
 
 
-class TransformerEncoder(nn.Module):
+class TransformerEncoder(_StackedEncoder):
     """Pre-norm transformer layers with sinusoidal positions; attends only to present, unpadded steps.
 
     Args:
@@ -175,11 +182,8 @@ class TransformerEncoder(nn.Module):
     def __init__(
         self, dim: int, *, num_layers: int = 1, num_heads: int = 4, causal: bool = False, dropout: float = 0.0
     ) -> None:
-        super().__init__()
-        _check_positive("TransformerEncoder", "num_layers", num_layers)
-        self.is_causal = causal
+        super().__init__(dim, num_layers, causal)
         self.layers = nn.ModuleList(_TransformerLayer(dim, num_heads, dropout) for _ in range(num_layers))
-        self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: Tensor, padding_mask: Tensor, present: Tensor | None = None) -> Tensor:
         """Encode ``x`` ``[B, T, H]``.
@@ -205,7 +209,7 @@ class TransformerEncoder(nn.Module):
         return zero_missing(self.norm(x), padding_mask)
 
 
-class ConvEncoder(nn.Module):
+class ConvEncoder(_StackedEncoder):
     """Residual 1-D convolutions over time ("same" padding, or left padding when causal).
 
     Args:
@@ -223,17 +227,14 @@ class ConvEncoder(nn.Module):
     def __init__(
         self, dim: int, *, num_layers: int = 1, kernel_size: int = 3, causal: bool = False, dropout: float = 0.0
     ) -> None:
-        super().__init__()
-        _check_positive("ConvEncoder", "num_layers", num_layers)
+        super().__init__(dim, num_layers, causal)
         _check_positive("ConvEncoder", "kernel_size", kernel_size)
         if kernel_size % 2 == 0:
             raise ValueError(f"The 'kernel_size' parameter of ConvEncoder must be odd. Got {kernel_size} instead.")
-        self.is_causal = causal
         self.pad = (kernel_size - 1, 0) if causal else ((kernel_size - 1) // 2, (kernel_size - 1) // 2)
         self.convs = nn.ModuleList(nn.Conv1d(dim, dim, kernel_size) for _ in range(num_layers))
         self.act = nn.GELU()
         self.dropout = nn.Dropout(dropout)
-        self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: Tensor, padding_mask: Tensor, present: Tensor | None = None) -> Tensor:
         """Encode ``x`` ``[B, T, H]`` -> ``[B, T, H]`` (zero at padded steps)."""

@@ -19,12 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmfuse._io import atomic_write
+from mmfuse._io import atomic_write, json_fields
 from mmfuse.train._data import BatchSource
 from mmfuse.train.checkpoint import state_dict_cpu
 from mmfuse.train.config import TrainConfig
 from mmfuse.train.optim import build_optimizer, frozen_parameters
-from mmfuse.train.predict import _infer_task, resolve_task_level
 from mmfuse.train.seeding import (
     capture_rng_state,
     deterministic_mode,
@@ -33,13 +32,7 @@ from mmfuse.train.seeding import (
     restore_rng_state,
     seed_everything,
 )
-from mmfuse.train.trainer import (
-    check_task_options,
-    forward_loss,
-    loss_options,
-    optimizer_step,
-    precision_for,
-)
+from mmfuse.train.trainer import forward_loss, loss_options, optimizer_step, precision_for, training_task
 from mmfuse.types import Batch
 
 __all__ = ["LRFinderResult", "find_lr", "suggest_lr"]
@@ -128,16 +121,9 @@ class LRFinderResult:
         return float(self.lrs[int(np.argmin(self.losses))])
 
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-safe dict."""
-        return {
-            "lrs": [float(v) for v in self.lrs],
-            "losses": [float(v) for v in self.losses],
-            "raw_losses": [float(v) for v in self.raw_losses],
-            "suggestion": self.suggestion,
-            "lowest_loss_lr": self.lowest_loss_lr,
-            "diverged": self.diverged,
-            "config": dict(self.config),
-        }
+        """Return a JSON-safe dict (a non-finite loss becomes ``None``)."""
+        names = ["lrs", "losses", "raw_losses", "suggestion", "lowest_loss_lr", "diverged", "config"]
+        return json_fields(self, names)
 
     def plot(self, path: str | os.PathLike[str]) -> Path:
         r"""Draw the smoothed (and raw) loss against the rate on a log axis into a PNG file, atomically.
@@ -240,17 +226,12 @@ def find_lr(
         ValueError: on a bad argument (named), empty data, or options the task does not allow.
 
     Example:
+        >>> from mmfuse.models import ModelConfig, build_model
         >>> from mmfuse.types import Batch
-        >>> class Net(nn.Module):
-        ...     def __init__(self):
-        ...         super().__init__()
-        ...         self.lin = nn.Linear(1, 2)
-        ...     def forward(self, batch):
-        ...         return self.lin(batch.inputs["x"][:, 0, :])   # [B, 1] -> [B, C]
-        >>> x = torch.tensor([[-1.0], [1.0], [-2.0], [2.0]]).reshape(4, 1, 1)
-        >>> ones = torch.ones(4, 1, dtype=torch.bool)
+        >>> net = build_model(ModelConfig({"x": 1}, out_dim=2, hidden=4, encoder="none"))
+        >>> x = torch.tensor([-1.0, 1.0, -2.0, 2.0]).reshape(4, 1, 1)  # [B, T, D_x]
+        >>> ones = torch.ones(4, 1, dtype=torch.bool)  # [B, T]
         >>> data = [Batch({"x": x}, {"x": ones}, ones, torch.tensor([0, 1, 0, 1]))]
-        >>> net = Net()
         >>> before = {k: v.clone() for k, v in net.state_dict().items()}
         >>> result = find_lr(net, data, config=TrainConfig(device="cpu"), start_lr=1e-5, end_lr=10.0, num_steps=30)
         >>> 1e-5 < result.suggestion < 10.0, all(torch.equal(before[k], v) for k, v in net.state_dict().items())
@@ -287,13 +268,7 @@ def find_lr(
     device = resolve_device(cfg.device)
     precision = precision_for(cfg.amp, device)
     source = BatchSource(train, "train", batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers)
-    task_type, label_level = resolve_task_level(model, train, task, level)
-    if task_type is None:
-        first = next(iter(source.batches(0)), None)
-        if first is None:
-            raise ValueError("The 'train' data of find_lr are empty.")
-        task_type = _infer_task(first.targets)
-    check_task_options(cfg, task_type)
+    task_type, label_level = training_task(model, train, source, cfg, task, level, "find_lr")
 
     # Everything the test changes, to put back afterwards.
     weights = state_dict_cpu(model)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mmfuse._io import json_fields
 from mmfuse.errors import MmfuseWarning
 from mmfuse.models import parameter_report
 from mmfuse.train._data import BatchSource, task_spec_of
@@ -53,6 +54,7 @@ __all__ = [
     "optimizer_step",
     "precision_for",
     "resolve_amp",
+    "training_task",
 ]
 
 logger = logging.getLogger(__name__)
@@ -106,19 +108,8 @@ class TrainResult:
         return float(sum(row.get("seconds") or 0.0 for row in self.history))
 
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-safe dict."""
-        return {
-            "best_epoch": self.best_epoch,
-            "best_metric": self.best_metric,
-            "monitor": self.monitor,
-            "mode": self.mode,
-            "epochs_run": self.epochs_run,
-            "stopped_early": self.stopped_early,
-            "history": [dict(row) for row in self.history],
-            "out_dir": None if self.out_dir is None else str(self.out_dir),
-            "parameters": {k: dict(v) for k, v in self.parameters.items()},
-            "precision": self.precision,
-        }
+        """Return a JSON-safe dict (a non-finite number in the history becomes ``None``)."""
+        return json_fields(self)
 
 
 @dataclass
@@ -282,6 +273,28 @@ def check_task_options(config: TrainConfig, task_type: TaskType) -> None:
             "The 'label_smoothing' parameter of TrainConfig applies to classification only; "
             f"this task is regression. Got {config.label_smoothing!r}."
         )
+
+
+def training_task(
+    model: nn.Module, train: Any, source: BatchSource, config: TrainConfig, task: Any, level: Any, owner: str
+) -> tuple[TaskType, LabelLevel | None]:
+    """The task type and label level a fit trains for, with ``config``'s task options checked against them.
+
+    As :func:`~mmfuse.train.predict.resolve_task_level` tells them from the model, the data or ``task``/``level``;
+    when it cannot, the task is inferred from the targets of ``source``'s first batch.
+
+    Raises:
+        ValueError: the training data are empty (``owner`` names the caller), or a classification-only option
+            of ``config`` with a regression task.
+    """
+    task_type, label_level = resolve_task_level(model, train, task, level)
+    if task_type is None:
+        first = next(iter(source.batches(0)), None)
+        if first is None:
+            raise ValueError(f"The 'train' data of {owner} are empty.")
+        task_type = _infer_task(first.targets)
+    check_task_options(config, task_type)
+    return task_type, label_level
 
 
 def loss_options(config: TrainConfig, task_type: TaskType, train: Any, device: torch.device) -> dict[str, Any]:
@@ -545,13 +558,7 @@ class Trainer:
             if val is None
             else BatchSource(val, "val", batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers)
         )
-        task_type, label_level = resolve_task_level(model, train, task, level)
-        if task_type is None:
-            first = next(iter(train_src.batches(0)), None)
-            if first is None:
-                raise ValueError("The 'train' data of Trainer.fit are empty.")
-            task_type = _infer_task(first.targets)
-        check_task_options(cfg, task_type)
+        task_type, label_level = training_task(model, train, train_src, cfg, task, level, "Trainer.fit")
         if val_src is None:
             monitor, mode = "train_loss", "min"
         else:
