@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from mmfuse.cli import _options as opt
 from mmfuse.cli._common import analysis_progress, console
 
 __all__ = ["analyze"]
@@ -33,18 +34,35 @@ def analyze(
     dataset: Annotated[
         str | None, typer.Option("--dataset", "-d", help="Data set name or folder (default: the one in run.json).")
     ] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Folder of local data sets (else $MMFUSE_DATA_DIR).")
-    ] = None,
+    data_dir: opt.DataDirOption = None,
     mc_passes: Annotated[int, typer.Option("--mc-passes", min=1, help="MC-dropout passes.")] = 10,
     points: Annotated[int, typer.Option("--points", min=10, help="Rows drawn in the representation maps.")] = 300,
     all_maps: Annotated[
         bool, typer.Option("--all-maps", help="t-SNE and UMAP also for every unimodal encoder (slower).")
     ] = False,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
+    device: opt.DeviceOption = "auto",
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            help="With --executor local: analysis tasks (one analysis of one model each) run at once, each in its "
+            "own worker process; 1 analyses in this process.",
+        ),
+    ] = 1,
+    executor: Annotated[
+        str,
+        opt.executor_option(
+            "Where the per-model work runs: 'local' (--jobs processes) or 'ray' (one Ray task per analysis of one "
+            "model; needs the 'ray' extra). The files written are the same."
+        ),
+    ] = "local",
+    ray_address: opt.RayAddressOption = None,
 ) -> None:
     """Analyse a compare run: ablation, robustness, calibration, uncertainty, maps, failures, weights, cost."""
     from mmfuse.evaluate.analysis import EMBEDDING_METHODS, AnalysisConfig, analyze_run, list_analyses
+    from mmfuse.evaluate.executors import make_executor
     from mmfuse.train import resolve_device
 
     if run_dir is None:
@@ -59,8 +77,10 @@ def analyze(
         encoder_embedding_methods=EMBEDDING_METHODS if all_maps else ("pca",),
         device=resolve_device(device).type,
     )
+    runner = make_executor(executor, workers=jobs, num_threads=config.num_threads, address=ray_address)
+    parallel = executor != "local" or jobs > 1  # one local job: in this process, no worker to start
     with analysis_progress(str(run_dir)):
-        result = analyze_run(run_dir, config=config)
+        result = analyze_run(run_dir, config=config, executor=runner if parallel else None)
     table = Table(title=f"analysis of {run_dir}: seconds per part")
     table.add_column("analysis")
     table.add_column("seconds", justify="right")

@@ -110,6 +110,7 @@ class LocalProcessExecutor:
                 try:
                     row = future.result()
                 except Exception as exc:
+                    pool.shutdown(wait=False, cancel_futures=True)  # the queued specs do not start; running ones end
                     raise run_failed(describe(specs[index]), exc) from exc
                 on_done(index, row)
 
