@@ -189,3 +189,12 @@ def test_a_frozen_packaged_minilm_is_saved_by_name_and_fingerprint(tmp_path: Pat
     assert (tmp_path / "m" / WEIGHTS_FILE).stat().st_size < 100_000  # MiniLM's 90 MB are not copied
     assert read_model_info(tmp_path / "m")["pretrained_references"]["text"]["source"] == "minilm"
     assert load_model(tmp_path / "m").pretrained["text"].dim == 384
+
+
+def test_export_names_the_pretrained_encoder_as_the_blocker(tiny_bert: Path) -> None:
+    from mmfuse.models.export import export_blockers
+
+    model = build_model(_config(tiny_bert, encoder="conv", fusion="gated"))
+    assert [r.split(":")[0] for r in export_blockers(model, "onnx")] == [
+        "pretrained encoder of modality 'text' (PretrainedTextEncoder)"
+    ]

@@ -25,7 +25,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -217,7 +217,15 @@ class PretrainedTextEncoder(nn.Module):
     Attributes:
         path: The resolved local folder.
         dim: The output size ``D`` (the backbone's hidden size).
+        pad_id: The tokenizer's padding id (attention mask 0 where an id equals it, in a model's token modality).
+        vocab_size: The number of token ids the backbone embeds.
     """
+
+    supports_export: ClassVar[bool] = False
+    limitations: ClassVar[Mapping[str, str]] = {
+        "supports_export": "inside MultimodalModel it encodes only the present steps (a data-dependent number of "
+        "texts) and checks their ids; mmfuse does not export transformers backbones"
+    }
 
     def __init__(
         self,

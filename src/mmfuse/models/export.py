@@ -127,8 +127,9 @@ def _output_shape(model: MultimodalModel) -> tuple[str, ...]:
 def export_blockers(model: MultimodalModel, format: str) -> list[str]:
     """Why ``model`` cannot be exported to ``format``: one reason per part that declares it cannot, or ``[]``.
 
-    Reads the fusion's and each temporal encoder's ``supports_export``, with the reasons from their
-    ``limitations``. Both formats trace the model through ``torch.export``, so they share the flags.
+    Reads the ``supports_export`` of the fusion, of each temporal encoder and of each pretrained (token)
+    encoder, with the reasons from their ``limitations``. Both formats trace the model through ``torch.export``,
+    so they share the flags.
 
     Example:
         >>> from mmfuse.models import ModelConfig, build_model
@@ -143,14 +144,15 @@ def export_blockers(model: MultimodalModel, format: str) -> list[str]:
     if not getattr(fusion, "supports_export", True):
         why = fusion.limitations.get("supports_export", "supports_export=False")
         reasons.append(f"fusion {model.config.fusion!r} ({type(fusion).__name__}): {why}")
-    blocked: dict[tuple[str, str], list[str]] = {}  # (encoder class, reason) -> modalities
+    blocked: dict[tuple[str, str, str], list[str]] = {}  # (part, class, reason) -> modalities
     for m in model.modalities:
-        encoder = model.encoders[m]
-        if not getattr(encoder, "supports_export", True):
-            why = getattr(encoder, "limitations", {}).get("supports_export", "supports_export=False")
-            blocked.setdefault((type(encoder).__name__, why), []).append(m)
-    for (name, why), mods in blocked.items():
-        reasons.append(f"encoder of modality {', '.join(map(repr, mods))} ({name}): {why}")
+        parts = [("pretrained encoder", model.pretrained[m])] if m in model.pretrained else []
+        for part, module in [*parts, ("encoder", model.encoders[m])]:
+            if not getattr(module, "supports_export", True):
+                why = getattr(module, "limitations", {}).get("supports_export", "supports_export=False")
+                blocked.setdefault((part, type(module).__name__, why), []).append(m)
+    for (part, name, why), mods in blocked.items():
+        reasons.append(f"{part} of modality {', '.join(map(repr, mods))} ({name}): {why}")
     return reasons
 
 
