@@ -1,7 +1,8 @@
 """The one Ray helper: import Ray with an actionable error and start (or join) an instance.
 
-``pip install 'mmfuse[ray]'``. Used by ``mmfuse extract --ray`` (one task per media file) and by
-``mmfuse compare --executor ray`` (one task per fusion x seed run).
+``pip install 'mmfuse[ray]'``. Used by ``mmfuse extract --ray`` (one task per media file) and by the ``ray``
+executor of :mod:`mmfuse.evaluate.executors`: ``compare --executor ray`` (one task per fusion x seed run),
+``tune --executor ray`` (one task per search worker) and ``analyze --executor ray`` (one per analysis of a model).
 """
 
 from __future__ import annotations

@@ -54,6 +54,21 @@ def test_a_failed_local_run_is_named() -> None:
         LocalProcessExecutor(workers=1).run([{"fusion": "broken", "seed": 0}], int, lambda i, row: None)
 
 
+def _mark_or_fail(spec: dict[str, Any]) -> dict[str, Any]:
+    """A run for the local executor's worker process: seed 0 fails, the others leave a file behind."""
+    if spec["seed"] == 0:
+        raise ValueError("boom")
+    Path(spec["folder"], f"ran-{spec['seed']}").touch()
+    return {}
+
+
+def test_a_failed_local_run_cancels_the_queued_ones(tmp_path: Path) -> None:
+    specs = [{"fusion": "f", "seed": s, "folder": str(tmp_path)} for s in range(8)]
+    with pytest.raises(RunFailed, match=r"The run f seed 0 failed: ValueError: boom"):
+        LocalProcessExecutor(workers=1).run(specs, _mark_or_fail, lambda i, row: None)
+    assert len(list(tmp_path.iterdir())) <= 1  # at most the one spec the pool had already handed to its worker
+
+
 def test_executor_options_are_checked() -> None:
     with pytest.raises(ValueError, match=r"'executor' parameter must be one of \['local', 'ray'\]. Got 'dask'"):
         CompareConfig(executor="dask")
