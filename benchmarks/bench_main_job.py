@@ -8,7 +8,8 @@ basic-motions, 3 seeds) under ``/usr/bin/time -v`` once with the source tree giv
 ``PYTHONPATH`` (an export of an older commit: ``git archive <commit> src | tar -x -C /tmp/mmfuse-old``) and once
 with this checkout, one after the other, and prints for each: CPU seconds (user + sys of the whole process tree,
 workers included), wall seconds, the load average before and after, and the lowest test accuracy of any row of
-``summary.csv`` (the goal: every row >= 0.95). Wall time on a shared machine is noise; CPU time and the ratio are
+``summary.csv`` (the goal: every row >= 0.95), and how many runs (fusion and seed) of ``results.csv`` have the same
+test accuracy with both sources. Wall time on a shared machine is noise; CPU time and the ratio are
 the numbers to read. Nothing here runs in the unit-test suite.
 """
 
@@ -57,6 +58,8 @@ def run_job(src: Path, out: Path, args: list[str]) -> dict[str, Any]:
     with (out / "summary.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     accuracy = {r["fusion"]: float(r.get("accuracy_mean") or r.get("accuracy") or "nan") for r in rows}
+    with (out / "results.csv").open(newline="") as fh:
+        runs = {f"{r['fusion']}/{r['seed']}": float(r.get("accuracy") or "nan") for r in csv.DictReader(fh)}
     return {
         "source": str(src),
         "cpu_s": round(field("User time (seconds)") + field("System time (seconds)"), 1),
@@ -68,7 +71,16 @@ def run_job(src: Path, out: Path, args: list[str]) -> dict[str, Any]:
         "rows": len(rows),
         "min_accuracy": min(accuracy.values()) if accuracy else float("nan"),
         "accuracy": accuracy,
+        "run_accuracy": runs,
     }
+
+
+def same_runs(old: dict[str, float], new: dict[str, float], tol: float = 1e-6) -> str:
+    """How many runs (fusion/seed) have the same test accuracy in both, and the largest difference."""
+    common = sorted(set(old) & set(new))
+    diffs = [abs(old[k] - new[k]) for k in common]
+    equal = sum(d <= tol for d in diffs)
+    return f"{equal} of {len(common)} runs with equal test accuracy (largest difference {max(diffs, default=0.0):.4f})"
 
 
 def main() -> None:
@@ -94,6 +106,7 @@ def main() -> None:
         f"CPU ({ratio:.2f}x less); min row accuracy old {results['old']['min_accuracy']:.3f}, new "
         f"{results['new']['min_accuracy']:.3f}; load {results['old']['load_before']} -> {results['new']['load_after']}"
     )
+    print(same_runs(results["old"]["run_accuracy"], results["new"]["run_accuracy"]))
     if args.json is not None:
         args.json.write_text(json.dumps({**results, "cpu_ratio": ratio}, indent=2))
 
