@@ -198,3 +198,28 @@ def test_export_names_the_pretrained_encoder_as_the_blocker(tiny_bert: Path) -> 
     assert [r.split(":")[0] for r in export_blockers(model, "onnx")] == [
         "pretrained encoder of modality 'text' (PretrainedTextEncoder)"
     ]
+
+
+def test_a_frozen_encoder_computes_each_distinct_text_once(tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = build_model(_config(tiny_bert, spec={"trainable": False})).train()
+    encoder = model.pretrained["text"]
+    batch = _batch(tiny_bert, torch.tensor([[True, True, False], [True, True, True]]))  # 5 steps: texts 0, 1, 3, 4, 0
+    calls: list[int] = []
+    real = encoder.forward
+
+    def counting(ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        calls.append(ids.shape[0])
+        return real(ids, attention)
+
+    monkeypatch.setattr(encoder, "forward", counting)
+    first = model._embed_tokens("text", batch.inputs["text"], batch.masks["text"])
+    assert calls == [4]  # the repeated text once
+    flipped = model._embed_tokens("text", batch.inputs["text"].flip(0), batch.masks["text"].flip(0))
+    assert calls == [4]  # every row was cached: the backbone did not run
+    torch.testing.assert_close(flipped, first.flip(0))
+    direct = encoder._encode_ids(batch.inputs["text"][batch.masks["text"]].long())
+    torch.testing.assert_close(first[batch.masks["text"]], direct, atol=1e-5, rtol=1e-5)
+    encoder.set_trainable(True)  # unfrozen: the cache is dropped and every batch runs the backbone
+    model._embed_tokens("text", batch.inputs["text"], batch.masks["text"])
+    model._embed_tokens("text", batch.inputs["text"], batch.masks["text"])
+    assert calls == [4, 5, 5, 5]  # the direct computation above, then two unfrozen batches

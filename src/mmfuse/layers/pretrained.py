@@ -261,6 +261,7 @@ class PretrainedTextEncoder(nn.Module):
         self.pad_id = int(self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0)
         self.vocab_size = int(self.backbone.config.vocab_size)
         self._fingerprint: str | None = None
+        self._clear_cache()
         if gradient_checkpointing:
             if not getattr(self.backbone, "supports_gradient_checkpointing", False):
                 raise ValueError(
@@ -282,6 +283,7 @@ class PretrainedTextEncoder(nn.Module):
         model around it is in, and its forward pass records no gradients.
         """
         self.trainable = bool(flag)
+        self._clear_cache()
         for param in self.backbone.parameters():
             param.requires_grad_(self.trainable)
         self.backbone.train(self.training and self.trainable)
@@ -332,6 +334,78 @@ class PretrainedTextEncoder(nn.Module):
         if self.normalize:
             pooled = nn.functional.normalize(pooled, p=2.0, dim=-1)
         return pooled
+
+    def encode_ids(self, ids: Tensor) -> Tensor:
+        """Encode token-id rows ``[N, L]`` padded with :attr:`pad_id` (a token modality's steps) -> ``[N, D]``.
+
+        The attention mask is ``ids != pad_id``; the columns that are padding in every row are skipped. A frozen
+        encoder (``trainable`` False) is a fixed function, so it computes each distinct row once and then reads it
+        from an in-memory cache (exact: rows are matched by hash, then compared id by id). The cache is dropped
+        when the encoder is unfrozen, moved or loads weights; it is not part of the ``state_dict``.
+
+        Example:
+            >>> enc = PretrainedTextEncoder("minilm", trainable=False)
+            >>> ids = enc.tokenize(["a good movie", "so boring"])["input_ids"].float()
+            >>> first = enc.encode_ids(ids)
+            >>> bool((enc.encode_ids(ids.flip(0)) == first.flip(0)).all()), first.shape
+            (True, torch.Size([2, 384]))
+        """
+        ids = ids.long()
+        if self.trainable or torch.compiler.is_compiling():
+            return self._encode_ids(ids)
+        slot = self._lookup(ids)  # [N], -1 where not cached
+        if bool((slot < 0).any()):
+            new = torch.unique(ids[slot < 0], dim=0)  # [U, L], each distinct missing row once
+            with torch.no_grad():
+                self._insert(new, self._encode_ids(new))
+            slot = self._lookup(ids)
+        out = self._cache_out[slot.clamp_min(0)]  # [N, D]
+        if bool((slot < 0).any()):  # a hash collision left a row unmatched: compute it directly (never wrong)
+            out[slot < 0] = self._encode_ids(ids[slot < 0]).to(out.dtype)
+        return out
+
+    def _encode_ids(self, ids: Tensor) -> Tensor:
+        attention = ids != self.pad_id  # [N, L]
+        if not torch.compiler.is_compiling() and ids.shape[0]:  # data-dependent trimming: eager only
+            width = int(attention.any(dim=0).nonzero().max()) + 1 if bool(attention.any()) else 1
+            ids, attention = ids[:, :width], attention[:, :width]
+        return self(ids, attention.long())  # [N, D]
+
+    def _clear_cache(self) -> None:
+        self._cache_keys: Tensor | None = None  # [K] int64 row hashes, sorted
+        self._cache_ids = torch.zeros(0, 0, dtype=torch.long)  # [K, L] the rows, in the order of the keys
+        self._cache_out = torch.zeros(0, self.dim)  # [K, D]
+
+    def _row_keys(self, ids: Tensor) -> Tensor:
+        """A 64-bit hash per row ``[N]`` (a fixed random linear form, wrapping in int64)."""
+        weights = torch.randint(1, 2**62, (ids.shape[1],), generator=torch.Generator().manual_seed(0))
+        return (ids * weights.to(ids.device)).sum(dim=1)  # [N]
+
+    def _lookup(self, ids: Tensor) -> Tensor:
+        """Cache slot of each row ``[N]`` (-1 where the row is not cached)."""
+        keys = self._row_keys(ids)
+        if self._cache_keys is None or self._cache_ids.shape[1] != ids.shape[1]:
+            return torch.full_like(keys, -1)
+        pos = torch.searchsorted(self._cache_keys, keys).clamp_max(self._cache_keys.shape[0] - 1)  # [N]
+        found = (self._cache_keys[pos] == keys) & (self._cache_ids[pos] == ids).all(dim=1)
+        return torch.where(found, pos, -1)
+
+    def _insert(self, ids: Tensor, out: Tensor) -> None:
+        if self._cache_keys is None or self._cache_ids.shape[1] != ids.shape[1]:
+            self._cache_keys, self._cache_ids, self._cache_out = ids.new_zeros(0), ids[:0], out[:0]
+        keys = torch.cat([self._cache_keys, self._row_keys(ids)])
+        order = torch.argsort(keys, stable=True)
+        self._cache_keys = keys[order]
+        self._cache_ids = torch.cat([self._cache_ids, ids])[order]
+        self._cache_out = torch.cat([self._cache_out.to(out.dtype), out.detach()])[order]
+
+    def _apply(self, fn: Any, recurse: bool = True) -> PretrainedTextEncoder:
+        self._clear_cache()  # moved or cast: recompute on the new device / dtype
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._clear_cache()  # new weights: the cached outputs are stale
+        super()._load_from_state_dict(*args, **kwargs)
 
     def encode_texts(self, texts: Sequence[str]) -> Tensor:
         """Tokenise and encode ``texts`` -> ``[N, D]`` on the module's device (gradients as the caller allows)."""

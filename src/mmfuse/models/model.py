@@ -333,8 +333,7 @@ class MultimodalModel(nn.Module):
         out = rows.new_zeros((*present.shape, encoder.dim))  # [B, T, D]
         if rows.shape[0] == 0:
             return out
-        attention = rows != encoder.pad_id  # [N, L']
-        if not torch.compiler.is_compiling():  # data-dependent checks and trimming: eager only
+        if not torch.compiler.is_compiling():  # a data-dependent check: eager only
             bad = (rows != rows.round()) | (rows < 0) | (rows >= encoder.vocab_size)  # [N, L']
             if bool(bad.any()):
                 row, col = (int(i) for i in bad.nonzero()[0])
@@ -343,9 +342,7 @@ class MultimodalModel(nn.Module):
                     f"(whole numbers in [0, {encoder.vocab_size - 1}]). Present step {row} of the batch has "
                     f"{float(rows[row, col])} at token position {col}."
                 )
-            width = int(attention.any(dim=0).nonzero().max()) + 1 if bool(attention.any()) else 1
-            rows, attention = rows[:, :width], attention[:, :width]  # columns that are padding in every row go
-        pooled = encoder(rows.long(), attention.long())  # [N, D]
+        pooled = encoder.encode_ids(rows)  # [N, D] (a frozen encoder reads rows it has seen from its cache)
         return out.index_put((present,), pooled.to(out.dtype))  # [B, T, D]
 
     def fuse(
