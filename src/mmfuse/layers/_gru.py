@@ -141,26 +141,29 @@ def gru_packed(rnn: nn.GRU, x: Tensor, lengths: Tensor) -> Tensor:
     steps = torch.arange(t_len, device=x.device)
     running = steps.unsqueeze(1) < sorted_len.unsqueeze(0)  # [T, B] (time-major, sorted): real steps
     sizes = [int(s) for s in running.sum(dim=1).tolist() if s > 0]
-    # packed position of (t, row): its offset within the time-major real steps
-    position = running.flatten().cumsum(0).view(t_len, b) - 1  # [T, B]
-    rev_time = (sorted_len.unsqueeze(0) - 1 - steps.unsqueeze(1)).clamp_min(0)  # [T, B] step read backwards
-    reverse = position.gather(0, rev_time)[running]  # [N] packed index of the mirrored step (an involution)
+    source = (order.unsqueeze(0) * t_len + steps.unsqueeze(1))[running]  # [N] row of x as [B*T, D_in] per packed step
+    n = source.shape[0]
+    packed = torch.arange(n, device=x.device)  # [N]
     directions = 2 if rnn.bidirectional else 1
-    layer_in = x[order].transpose(0, 1)[running]  # [N, D_in] packed real steps
+    read, write = packed, packed  # rows of the projections each direction reads; of the states each output takes
+    if directions == 2:
+        position = running.flatten().cumsum(0).view(t_len, b) - 1  # [T, B] packed position of (t, sorted row)
+        rev_time = (sorted_len.unsqueeze(0) - 1 - steps.unsqueeze(1)).clamp_min(0)  # [T, B] the mirrored step
+        reverse = position.gather(0, rev_time)[running]  # [N] packed position of the mirrored step (an involution)
+        read = torch.cat([packed * 2, reverse * 2 + 1])  # [2N] in [N*2] (step, direction) rows
+        write = torch.stack([packed, n + reverse], dim=1).flatten()  # [2N] in [2*N] (direction, step) rows
+    layer_in = x.reshape(b * t_len, -1).index_select(0, source)  # [N, D_in] packed real steps
     for layer in range(rnn.num_layers):
         suffixes = [f"_l{layer}", f"_l{layer}_reverse"][:directions]
         w_ih = torch.cat([getattr(rnn, f"weight_ih{s}") for s in suffixes])  # [D*3h, D_in]
         b_ih = torch.cat([getattr(rnn, f"bias_ih{s}") for s in suffixes])  # [D*3h]
-        gi = nn.functional.linear(layer_in, w_ih, b_ih).view(-1, directions, w_ih.shape[0] // directions)  # [N, D, 3h]
-        gi_dirs = (
-            [gi[:, 0]] if directions == 1 else [gi[:, 0], gi[:, 1][reverse]]
-        )  # [N, 3h] each; reverse read backwards
+        gi = nn.functional.linear(layer_in, w_ih, b_ih)  # [N, D*3h]
+        gi = gi.view(n * directions, -1).index_select(0, read).view(directions, n, -1)  # [D, N, 3h], reverse mirrored
         w_hh = torch.stack([getattr(rnn, f"weight_hh{s}") for s in suffixes])  # [D, 3h, h]
         b_hh = torch.stack([getattr(rnn, f"bias_hh{s}") for s in suffixes])  # [D, 3h]
-        states = _GRURecurrence.apply(torch.stack(gi_dirs), w_hh, b_hh, sizes)[0]  # [D, N, h]
-        outputs = [states[0]] if directions == 1 else [states[0], states[1][reverse]]  # back to time order
-        layer_in = torch.cat(outputs, dim=-1)  # [N, D*h]
+        states = _GRURecurrence.apply(gi, w_hh, b_hh, sizes)[0]  # [D, N, h]
+        layer_in = states.reshape(directions * n, -1).index_select(0, write).view(n, -1)  # [N, D*h] in time order
         if layer < rnn.num_layers - 1 and rnn.dropout > 0:
             layer_in = nn.functional.dropout(layer_in, rnn.dropout, rnn.training)
-    padded = layer_in.new_zeros(t_len, b, layer_in.shape[-1]).index_put((running,), layer_in)  # [T, B, D*h]
-    return padded.transpose(0, 1)[torch.argsort(order)]  # [B, T, D*h] rows back in the input order
+    out = layer_in.new_zeros(b * t_len, layer_in.shape[-1]).index_copy(0, source, layer_in)  # [B*T, D*h]
+    return out.view(b, t_len, -1)  # [B, T, D*h]
