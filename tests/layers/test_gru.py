@@ -68,3 +68,16 @@ def test_rnn_encoder_gru_on_cpu_equals_the_nn_gru_path() -> None:
 def test_gru_packed_refuses_time_major_gru() -> None:
     with pytest.raises(ValueError, match=r"batch-first nn\.GRU with biases\. Got batch_first=False"):
         gru_packed(nn.GRU(3, 2), torch.zeros(1, 2, 3), torch.tensor([2]))
+
+
+def test_rnn_encoder_under_cpu_autocast_runs_nn_gru() -> None:
+    torch.manual_seed(0)
+    enc = RNNEncoder(8, cell="gru")
+    x = torch.randn(3, 5, 8, requires_grad=True)
+    mask = torch.arange(5).unsqueeze(0) < torch.tensor([[5], [2], [3]])  # [B, T]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not enc._gru_packed_applies(x)
+        out = enc(x, mask)
+    out.float().sum().backward()
+    assert x.grad is not None and bool(torch.isfinite(x.grad).all())
+    assert enc._gru_packed_applies(x)  # outside autocast again

@@ -59,8 +59,9 @@ class RNNEncoder(_StackedEncoder):
     """A GRU or LSTM over the real steps of each sequence (packed), then LayerNorm; optionally residual.
 
     On the CPU a GRU runs through :func:`mmfuse.layers._gru.gru_packed` (the same arithmetic on the same packed
-    steps as ``nn.GRU``, with a hand-written backward pass and far fewer operators); on other devices, and while
-    compiling, through ``nn.GRU`` itself. Parameters and ``state_dict`` are those of the ``nn.GRU`` either way.
+    steps as ``nn.GRU``, with a hand-written backward pass and far fewer operators); on other devices, under
+    autocast (whose mixed precision is ``nn.GRU``'s own) and while compiling, through ``nn.GRU`` itself. Parameters
+    and ``state_dict`` are those of the ``nn.GRU`` either way.
 
     With ``residual=True`` the output is ``LayerNorm(x + rnn(x))``: each step keeps its own features and the
     recurrent branch adds context. With ``residual=False`` it is ``LayerNorm(rnn(x))``, which forces every step
@@ -122,6 +123,15 @@ class RNNEncoder(_StackedEncoder):
         )
         self.dropout = nn.Dropout(dropout)
 
+    def _gru_packed_applies(self, x: Tensor) -> bool:
+        """Whether this forward pass runs :func:`~mmfuse.layers._gru.gru_packed` instead of the ``nn.GRU`` module."""
+        return (
+            isinstance(self.rnn, nn.GRU)
+            and x.device.type == "cpu"
+            and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_compiling()
+        )
+
     def forward(self, x: Tensor, padding_mask: Tensor, present: Tensor | None = None) -> Tensor:
         """Encode ``x`` ``[B, T, H]``; ``padding_mask`` ``[B, T]`` must mark a prefix of each row.
 
@@ -130,7 +140,7 @@ class RNNEncoder(_StackedEncoder):
         """
         t = x.shape[1]
         lengths = padding_mask.sum(dim=1).clamp_min(1)  # [B]; an empty row runs one (zero) step
-        if isinstance(self.rnn, nn.GRU) and x.device.type == "cpu" and not torch.compiler.is_compiling():
+        if self._gru_packed_applies(x):
             context = gru_packed(self.rnn, x, lengths)  # [B, T, H]: the same maths, far fewer CPU operators
         else:
             packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
