@@ -69,7 +69,7 @@ class ModelConfig:
         bidirectional: Bidirectional recurrent encoder (must be False when ``causal``).
         encoder_layers: Stacked encoder layers.
         dropout: Dropout in projections, encoders, after the fusion and in the head.
-        input_dropout: Feature dropout on the raw inputs.
+        input_dropout: Feature dropout on the raw inputs (not on a token modality's ids nor on its encoder's output).
         modality_dropout: Probability, during training, of hiding a whole modality of a sequence (never all
             of them); teaches the model to cope with missing modalities.
         pooling: "mean", "attention" or "last": how sample-level models pool steps.
