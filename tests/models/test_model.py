@@ -189,6 +189,14 @@ def test_config_validation(changes: dict, pattern: str) -> None:
         ModelConfig(**kwargs)
 
 
+def test_config_without_encoder_writes_the_keys_it_always_wrote() -> None:
+    # config.json of runs saved before ModelConfig.pretrained existed must stay equal to today's (compare --resume
+    # reuses a finished run only when the two dicts are equal key by key)
+    data = ModelConfig(DIMS, out_dim=2).to_dict()
+    assert "pretrained" not in data
+    assert ModelConfig.from_dict(data).pretrained == {}
+
+
 def test_config_roundtrip_is_json_safe() -> None:
     cfg = ModelConfig(
         DIMS,

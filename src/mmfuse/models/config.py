@@ -238,6 +238,10 @@ class ModelConfig:
         out = dataclasses.asdict(self)
         out["task"] = TaskType(self.task).value
         out["label_level"] = LabelLevel(self.label_level).value
+        if not self.pretrained:
+            # a model without a pretrained encoder writes the keys it always wrote: config.json files from before
+            # the field existed stay equal to today's (``compare --resume`` compares them key by key)
+            del out["pretrained"]
         return out
 
     @classmethod
