@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +56,10 @@ def test_a_failed_local_run_is_named() -> None:
 
 
 def _mark_or_fail(spec: dict[str, Any]) -> dict[str, Any]:
-    """A run for the local executor's worker process: seed 0 fails, the others leave a file behind."""
+    """A run for the local executor's worker process: seed 0 fails at once, the others take 1.5 s and leave a file."""
     if spec["seed"] == 0:
         raise ValueError("boom")
+    time.sleep(1.5)
     Path(spec["folder"], f"ran-{spec['seed']}").touch()
     return {}
 
@@ -66,7 +68,10 @@ def test_a_failed_local_run_cancels_the_queued_ones(tmp_path: Path) -> None:
     specs = [{"fusion": "f", "seed": s, "folder": str(tmp_path)} for s in range(8)]
     with pytest.raises(RunFailed, match=r"The run f seed 0 failed: ValueError: boom"):
         LocalProcessExecutor(workers=1).run(specs, _mark_or_fail, lambda i, row: None)
-    assert len(list(tmp_path.iterdir())) <= 1  # at most the one spec the pool had already handed to its worker
+    # The pool hands a worker the next spec or two before the failure reaches this process; those may still run.
+    # Without cancelling, all 7 would run (10.5 s); the slow runs give the main process 1.5 s per spec to react,
+    # so a loaded machine does not make this flaky.
+    assert len(list(tmp_path.iterdir())) <= 3
 
 
 def test_executor_options_are_checked() -> None:
