@@ -56,11 +56,16 @@ def test_a_failed_local_run_is_named() -> None:
 
 
 def _mark_or_fail(spec: dict[str, Any]) -> dict[str, Any]:
-    """A run for the local executor's worker process: seed 0 fails at once, the others take 1.5 s and leave a file."""
+    """A run for the local executor's worker process: seed 0 fails at once; the others wait for a 'go' file (so
+    none finishes, and the pool hands out no further spec, before the failure has been handled), then leave a file.
+    """
+    folder = Path(spec["folder"])
     if spec["seed"] == 0:
         raise ValueError("boom")
-    time.sleep(1.5)
-    Path(spec["folder"], f"ran-{spec['seed']}").touch()
+    deadline = time.monotonic() + 30.0
+    while not (folder / "go").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (folder / f"ran-{spec['seed']}").touch()
     return {}
 
 
@@ -68,10 +73,11 @@ def test_a_failed_local_run_cancels_the_queued_ones(tmp_path: Path) -> None:
     specs = [{"fusion": "f", "seed": s, "folder": str(tmp_path)} for s in range(8)]
     with pytest.raises(RunFailed, match=r"The run f seed 0 failed: ValueError: boom"):
         LocalProcessExecutor(workers=1).run(specs, _mark_or_fail, lambda i, row: None)
-    # The pool hands a worker the next spec or two before the failure reaches this process; those may still run.
-    # Without cancelling, all 7 would run (10.5 s); the slow runs give the main process 1.5 s per spec to react,
-    # so a loaded machine does not make this flaky.
-    assert len(list(tmp_path.iterdir())) <= 3
+    (tmp_path / "go").touch()
+    time.sleep(3.0)  # the specs already handed to the worker finish at once now; without cancelling, all 7 would
+    ran = sorted(p.name for p in tmp_path.glob("ran-*"))
+    # at most the one the worker was running and the two in the pool's call queue (max_workers + 1)
+    assert len(ran) <= 3, ran
 
 
 def test_executor_options_are_checked() -> None:

@@ -110,7 +110,9 @@ class LocalProcessExecutor:
                 try:
                     row = future.result()
                 except Exception as exc:
-                    pool.shutdown(wait=False, cancel_futures=True)  # the queued specs do not start; running ones end
+                    for pending in futures:  # the queued specs do not start; those already handed on end
+                        pending.cancel()
+                    pool.shutdown(wait=False, cancel_futures=True)
                     raise run_failed(describe(specs[index]), exc) from exc
                 on_done(index, row)
 
