@@ -24,6 +24,7 @@ import torch
 from mmfuse.data import load_dataset
 from mmfuse.evaluate.protocol import model_config_for, preset_for, settings_for
 from mmfuse.evaluate.train_run import train_model
+from mmfuse.layers.pretrained import PretrainedTextEncoder
 from mmfuse.models import build_model
 from mmfuse.train import TrainConfig, build_optimizer
 
@@ -60,7 +61,9 @@ def _probe(args: argparse.Namespace) -> None:
     batch = train.collate_fn([train[i] for i in range(cfg.batch_size)])
     steps = int(batch.padding_mask.sum())
     for frozen in (True, False):
-        model.get_submodule("pretrained.text").set_trainable(not frozen)
+        encoder = model.get_submodule("pretrained.text")
+        assert isinstance(encoder, PretrainedTextEncoder)
+        encoder.set_trainable(not frozen)
         start = time.process_time()
         loss = torch.nn.functional.cross_entropy(model(batch).flatten(0, 1), batch.targets.flatten(), ignore_index=-100)
         loss.backward()
