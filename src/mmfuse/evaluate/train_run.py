@@ -27,10 +27,10 @@ from mmfuse.errors import DataError, MmfuseWarning
 from mmfuse.evaluate.protocol import (
     causal_settings,
     fit_normalizers,
-    grid_rate,
     model_config_for,
     preset_for,
     settings_for,
+    stream_info,
 )
 from mmfuse.evaluate.rundir import RunDir
 from mmfuse.models import build_model, save_model
@@ -235,14 +235,13 @@ def _fit_and_write(
 
 
 def _stream_info(dataset: Any) -> dict[str, Any] | None:
-    """The grid rate and modality kinds a streaming session needs (``config.json``'s ``"stream"``)."""
-    rate = grid_rate(dataset)
-    if rate is None:
+    """:func:`~mmfuse.evaluate.protocol.stream_info` (``config.json``'s ``"stream"``), warning when it is None."""
+    info = stream_info(dataset)
+    if info is None:
         warnings.warn(
             f"Data set {dataset.name!r} ({dataset.path}) records no regular grid rate; give it to "
             "'mmfuse serve --rate HZ'.",
             MmfuseWarning,
             stacklevel=4,
         )
-        return None
-    return {"rate": rate, "kinds": {m: spec.kind for m, spec in sorted(dataset.modalities.items())}}
+    return info
