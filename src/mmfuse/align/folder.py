@@ -104,6 +104,21 @@ def _time_column(table: Any, col: str, path: Path) -> np.ndarray:
     return _numeric_column(table, col, path)
 
 
+def _not_utf8(path: Path, what: str, exc: UnicodeDecodeError) -> DataError:
+    """The error for a text file (``what``: "the file", "the labels file") that is not UTF-8, naming the byte."""
+    return DataError(
+        f"{path}: {what} is not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r} at offset "
+        f"{exc.start} cannot be decoded; latin-1 or another legacy encoding?). Save it as UTF-8."
+    )
+
+
+def _check_unique_columns(path: Path, names: Sequence[str], hint: str) -> None:
+    """Refuse a table whose header names a column twice (``hint`` ends the message)."""
+    repeated = sorted({c for c in names if names.count(c) > 1})
+    if repeated:
+        raise DataError(f"{path}: the column name(s) {repeated} appear more than once; {hint}.")
+
+
 def _open_table(path: Path, *, string_columns: Sequence[str] = ()) -> Any:
     """Read a CSV or Parquet file into a pyarrow Table, or raise a DataError naming the file.
 
@@ -121,19 +136,12 @@ def _open_table(path: Path, *, string_columns: Sequence[str] = ()) -> Any:
             table = pq.read_table(path)
         names = list(table.column_names)  # decodes the header: a non-UTF-8 one fails here
     except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{path}: the file is not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r} at offset "
-            f"{exc.start} cannot be decoded; latin-1 or another legacy encoding?). Save it as UTF-8."
-        ) from None
+        raise _not_utf8(path, "the file", exc) from None
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise DataError(
             f"{path}: cannot read this {path.suffix[1:].upper()} file (truncated or corrupt?): {exc}"
         ) from None
-    repeated = sorted({c for c in names if names.count(c) > 1})
-    if repeated:
-        raise DataError(
-            f"{path}: the column name(s) {repeated} appear more than once; every column needs its own name."
-        )
+    _check_unique_columns(path, names, "every column needs its own name")
     return table
 
 
@@ -371,15 +379,10 @@ def _read_labels(
                 rows = list(reader)
                 header = list(reader.fieldnames or [])
         except UnicodeDecodeError as exc:
-            raise DataError(
-                f"{path}: the labels file is not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r} at offset "
-                f"{exc.start} cannot be decoded; latin-1 or another legacy encoding?). Save it as UTF-8."
-            ) from None
+            raise _not_utf8(path, "the labels file", exc) from None
         except (OSError, csv.Error) as exc:
             raise DataError(f"{path}: cannot read the labels file: {exc}") from None
-        repeated = sorted({c for c in header if header.count(c) > 1})
-        if repeated:
-            raise DataError(f"{path}: the column name(s) {repeated} appear more than once; columns: {header}.")
+        _check_unique_columns(path, header, f"columns: {header}")
         for col in ("recording",) if step_level else ("recording", "label"):
             if col not in header:
                 raise DataError(f"{path}: missing column {col!r}; columns: {header}.")
