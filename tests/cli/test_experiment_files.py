@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import pytest
 import typer
 import typer.main
@@ -17,10 +16,9 @@ from typer.testing import CliRunner
 
 from mmfuse.cli._app import EXPERIMENT_COMMANDS, EXPERIMENT_SCHEMAS, _command, app
 from mmfuse.cli._common import experiment_options
-from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, write_dataset
 from mmfuse.evaluate.protocol import Preset, read_preset
 from mmfuse.evaluate.tune import TuneConfig, tune
-from mmfuse.types import LabelLevel, TaskType
+from toy_sets import write_shifted_toy
 
 runner = CliRunner()
 
@@ -117,32 +115,8 @@ def test_commands_without_an_experiment_file_have_no_config_option() -> None:
 
 @pytest.fixture(scope="module")
 def toy_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = np.random.default_rng(1)
-    records = []
-    for i in range(24):
-        label = i % 2
-        records.append(
-            SequenceRecord(
-                id=f"r{i:02d}",
-                group=f"g{i}",
-                split=("train", "train", "val", "test")[(i // 2) % 4],
-                values={
-                    "a": (rng.normal(size=(4, 3)) + 2 * label - 1).astype(np.float32),
-                    "b": rng.normal(size=(4, 2)).astype(np.float32),
-                },
-                masks={"a": np.ones(4, dtype=bool), "b": np.ones(4, dtype=bool)},
-                label=label,
-            )
-        )
     path = tmp_path_factory.mktemp("exp") / "toy"
-    write_dataset(
-        path,
-        records,
-        name="toy-exp",
-        modalities=[ModalitySpec("a", 3), ModalitySpec("b", 2)],
-        task=TaskSpec(TaskType.CLASSIFICATION, LabelLevel.SAMPLE, class_names=("n", "p")),
-    )
-    return path
+    return write_shifted_toy(path, name="toy-exp", n=24, seed=1, noise_modality=True)
 
 
 def _metrics(run: Path) -> list[dict[str, str]]:

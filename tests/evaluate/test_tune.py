@@ -17,33 +17,12 @@ from mmfuse.data import ModalitySpec, MultimodalDataset, SequenceRecord, TaskSpe
 from mmfuse.errors import ConfigError, DataError
 from mmfuse.evaluate.tune import TuneConfig, grid_points, tune
 from mmfuse.types import LabelLevel, TaskType
+from toy_sets import write_shifted_toy
 
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = np.random.default_rng(0)
-    records = []
-    for i in range(32):
-        label = i % 2
-        records.append(
-            SequenceRecord(
-                id=f"r{i:02d}",
-                group=f"g{i}",
-                split=("train", "train", "val", "test")[(i // 2) % 4],
-                values={"a": (rng.normal(size=(4, 3)) + 2 * label - 1).astype(np.float32)},
-                masks={"a": np.ones(4, dtype=bool)},
-                label=label,
-            )
-        )
-    path = tmp_path_factory.mktemp("tune") / "toy"
-    write_dataset(
-        path,
-        records,
-        name="toy-tune",
-        modalities=[ModalitySpec("a", 3)],
-        task=TaskSpec(TaskType.CLASSIFICATION, LabelLevel.SAMPLE, class_names=("n", "p")),
-    )
-    return path
+    return write_shifted_toy(tmp_path_factory.mktemp("tune") / "toy", name="toy-tune")
 
 
 SPACE = {"train.lr": [1e-4, 0.05], "model.hidden": [8]}

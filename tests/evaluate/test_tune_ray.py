@@ -6,39 +6,17 @@ import csv
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
-from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, write_dataset
 from mmfuse.evaluate.tune import TuneConfig, tune
-from mmfuse.types import LabelLevel, TaskType
+from toy_sets import write_shifted_toy
 
 ray = pytest.importorskip("ray", reason="the 'ray' extra is not installed (pip install 'mmfuse[ray]')")
 
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = np.random.default_rng(0)
-    records = [
-        SequenceRecord(
-            id=f"r{i:02d}",
-            group=f"g{i}",
-            split=("train", "train", "val", "test")[(i // 2) % 4],
-            values={"a": (rng.normal(size=(4, 3)) + 2 * (i % 2) - 1).astype(np.float32)},
-            masks={"a": np.ones(4, dtype=bool)},
-            label=i % 2,
-        )
-        for i in range(32)
-    ]
-    path = tmp_path_factory.mktemp("tune-ray") / "toy"
-    write_dataset(
-        path,
-        records,
-        name="toy-tune",
-        modalities=[ModalitySpec("a", 3)],
-        task=TaskSpec(TaskType.CLASSIFICATION, LabelLevel.SAMPLE, class_names=("n", "p")),
-    )
-    return path
+    return write_shifted_toy(tmp_path_factory.mktemp("tune-ray") / "toy", name="toy-tune")
 
 
 def _config(toy: Path, out: Path, **kw: Any) -> TuneConfig:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from mmfuse.cli._app import app
-from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, write_dataset
-from mmfuse.types import LabelLevel, TaskType
+from toy_sets import write_shifted_toy
 
 pytest.importorskip("tensorboard", reason="the tracking extra (tensorboard) is not installed")
 pytest.importorskip("mlflow", reason="the tracking extra (mlflow) is not installed")
@@ -21,27 +19,8 @@ EPOCHS = 2
 @pytest.fixture(scope="module")
 def tracked_search(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two trials of concat on a 32-record toy set, logged to TensorBoard and MLflow through the CLI."""
-    rng = np.random.default_rng(0)
-    records = [
-        SequenceRecord(
-            id=f"r{i:02d}",
-            group=f"g{i}",
-            split=("train", "train", "val", "test")[(i // 2) % 4],
-            values={"a": (rng.normal(size=(4, 3)) + 2 * (i % 2) - 1).astype(np.float32)},
-            masks={"a": np.ones(4, dtype=bool)},
-            label=i % 2,
-        )
-        for i in range(32)
-    ]
     root = tmp_path_factory.mktemp("tune-tracked")
-    toy = root / "toy"
-    write_dataset(
-        toy,
-        records,
-        name="toy-tune",
-        modalities=[ModalitySpec("a", 3)],
-        task=TaskSpec(TaskType.CLASSIFICATION, LabelLevel.SAMPLE, class_names=("n", "p")),
-    )
+    toy = write_shifted_toy(root / "toy", name="toy-tune")
     out = root / "search"
     args = ["tune", "--dataset", str(toy), "--fusion", "concat", "--trials", "2", "--seeds", "1"]
     args += ["--epochs", str(EPOCHS), "--pruner", "none", "--device", "cpu", "--out", str(out)]

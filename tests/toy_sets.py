@@ -1,0 +1,41 @@
+"""Small seeded data sets on disk shared by the tests that compare, tune or rerun experiments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, write_dataset
+from mmfuse.types import LabelLevel, TaskType
+
+
+def write_shifted_toy(path: Path, *, name: str, n: int = 32, seed: int = 0, noise_modality: bool = False) -> Path:
+    """Write ``n`` records of 4 steps whose class (``i % 2``) shifts modality 'a' (3 features) by -1 or +1.
+
+    Records are split by pairs into train, train, val, test; the task is sample-level classification with the
+    classes ``("n", "p")``. With ``noise_modality`` a second modality 'b' (2 features) of pure noise is added.
+
+    Returns:
+        ``path``, the data set folder.
+    """
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in range(n):
+        label = i % 2
+        values = {"a": (rng.normal(size=(4, 3)) + 2 * label - 1).astype(np.float32)}
+        if noise_modality:
+            values["b"] = rng.normal(size=(4, 2)).astype(np.float32)
+        records.append(
+            SequenceRecord(
+                id=f"r{i:02d}",
+                group=f"g{i}",
+                split=("train", "train", "val", "test")[(i // 2) % 4],
+                values=values,
+                masks={m: np.ones(4, dtype=bool) for m in values},
+                label=label,
+            )
+        )
+    modalities = [ModalitySpec("a", 3), *([ModalitySpec("b", 2)] if noise_modality else [])]
+    task = TaskSpec(TaskType.CLASSIFICATION, LabelLevel.SAMPLE, class_names=("n", "p"))
+    return write_dataset(path, records, name=name, modalities=modalities, task=task)
