@@ -9,20 +9,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import numpy as np
+from bench_align import _best  # best-of-n wall time; this script's folder is on sys.path when run
 
 from mmfuse.metrics.significance import bootstrap_ci, paired_permutation_test
-
-
-def _best(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main() -> None:
