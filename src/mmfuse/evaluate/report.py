@@ -55,7 +55,9 @@ from mmfuse.evaluate.figures import (
 )
 from mmfuse.evaluate.protocol import UNIMODAL_PREFIX
 from mmfuse.evaluate.rundir import RunDir
+from mmfuse.evaluate.significance import SIGNIFICANCE_COLUMNS
 from mmfuse.metrics import default_metrics, metric_info_for_column
+from mmfuse.metrics.significance import ALPHA
 
 __all__ = ["write_report", "write_summary_markdown"]
 
@@ -273,9 +275,6 @@ def _load_run(run_dir: str | os.PathLike[str]) -> _Run:
     return run
 
 
-_SIGNIFICANCE_COLUMNS = ("vs_best_unimodal", "p_vs_best_unimodal", "ci_low", "ci_high")
-
-
 def _read_significance(run_dir: Path) -> tuple[dict[str, dict[str, Any]], bool]:
     """The optional significance columns of summary.csv per fusion, and whether summary.csv has the columns.
 
@@ -292,7 +291,7 @@ def _read_significance(run_dir: Path) -> tuple[dict[str, dict[str, Any]], bool]:
     out: dict[str, dict[str, Any]] = {}
     for _, row in summary.drop_duplicates("fusion", keep="last").iterrows():
         values: dict[str, Any] = {}
-        for column in _SIGNIFICANCE_COLUMNS:
+        for column in SIGNIFICANCE_COLUMNS:
             if column not in summary.columns or pd.isna(row[column]):
                 continue
             if column == "vs_best_unimodal":
@@ -1235,8 +1234,8 @@ def _confusion_context(run: _Run) -> dict[str, Any] | None:
     worst = -1
     scores: list[float] = []
     if len(groups) > _MAX_OPEN_CONFUSIONS:
-        fusions_only = [i for i, g in enumerate(groups) if any(not f.startswith("unimodal-") for f in g[0])]
-        baseline = run.reference or next((f for f in run.fusions if f.startswith("unimodal-")), None)
+        fusions_only = [i for i, g in enumerate(groups) if any(not _is_baseline(f) for f in g[0])]
+        baseline = run.reference or next((f for f in run.fusions if _is_baseline(f)), None)
         scores = [run.stats[g[0][0]][run.main_metric].mean for g in groups]
         sign = -1.0 if _higher_is_better(run.main_metric) else 1.0
         worst = max(range(len(groups)), key=lambda i: sign * scores[i] if math.isfinite(scores[i]) else math.inf)
@@ -1349,10 +1348,10 @@ def _analysis_context(run: _Run, sections: Sequence[Mapping[str, Any]]) -> list[
 
 
 def _alpha(run: _Run) -> float:
-    """The significance level recorded in run.json (0.05 when not recorded)."""
+    """The significance level recorded in run.json (:data:`~mmfuse.metrics.significance.ALPHA` when not recorded)."""
     recorded = run.meta.get("significance")
     alpha = recorded.get("alpha") if isinstance(recorded, dict) else None
-    return float(alpha) if isinstance(alpha, int | float) and 0 < alpha < 1 else 0.05
+    return float(alpha) if isinstance(alpha, int | float) and 0 < alpha < 1 else ALPHA
 
 
 def _report_html(run: _Run, title: str) -> str:
