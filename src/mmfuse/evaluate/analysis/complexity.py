@@ -25,7 +25,6 @@ from mmfuse.evaluate.analysis.base import Analysis, Section, Summary, check_coun
 from mmfuse.evaluate.analysis.context import (
     AnalysisContext,
     LoadedModel,
-    concat_batches,
     model_modalities,
     restrict,
     slice_sequence,
@@ -180,7 +179,7 @@ class ComplexityAnalysis(Analysis[ComplexityConfig, dict[str, Any] | None]):
         if model is not ctx.single(model.name):
             return None
         test, net = ctx.reference, model.model
-        whole = concat_batches(test.batches)
+        whole = test.whole
         mid = np.argsort(np.abs(test.lengths - np.median(test.lengths)), kind="stable")
         picks = mid[: min(5, len(test.lengths))]  # sequences of typical length
         mods = model_modalities(net, whole)

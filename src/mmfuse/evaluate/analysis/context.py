@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,11 @@ class SplitData:
     availability: list[str]  # per row: the modalities present ("text+video")
     std: dict[str, Tensor]  # per modality [D_m], over present real steps (normalised)
     lengths: np.ndarray  # [n_sequences]
+
+    @cached_property
+    def whole(self) -> Batch:
+        """Every batch of the split stacked along B (padded to the longest T), built once and shared."""
+        return concat_batches(self.batches)
 
 
 @dataclass(eq=False)
@@ -502,8 +508,7 @@ def _collate_split(dataset: Any, split: str, normalizers: Any, batch_size: int, 
             steps.append(rows.step.numpy())
     from mmfuse.evaluate.analysis.robustness import feature_std  # robustness imports this module
 
-    merged = concat_batches(batches)
-    return SplitData(
+    data = SplitData(
         batches=batches,
         row_index=row_index,
         modalities=modalities,
@@ -511,9 +516,11 @@ def _collate_split(dataset: Any, split: str, normalizers: Any, batch_size: int, 
         row_ids=ids,
         row_steps=np.concatenate(steps) if steps else None,
         availability=avail,
-        std={m: feature_std(merged, m) for m in modalities},
+        std={},
         lengths=np.concatenate([b.padding_mask.sum(1).numpy() for b in batches]),
     )
+    data.std.update({m: feature_std(data.whole, m) for m in modalities})  # the stacked split, kept for analyses
+    return data
 
 
 def _presence(b: Batch, modalities: Sequence[str], sample: Tensor, step: Tensor | None) -> np.ndarray:

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from mmfuse.evaluate.analysis.base import Analysis, Section, Summary, check_count, file_stem, fmt, register_analysis
-from mmfuse.evaluate.analysis.context import AnalysisContext, LoadedModel, concat_batches
+from mmfuse.evaluate.analysis.context import AnalysisContext, LoadedModel
 from mmfuse.evaluate.figures import colour, mpl_text, style_axes
 from mmfuse.types import Batch
 
@@ -149,7 +149,7 @@ class InspectionAnalysis(Analysis[InspectionConfig, _Weights | None]):
         if model is not ctx.single(model.name):
             return None
         test = ctx.reference
-        whole = concat_batches(test.batches)
+        whole = test.whole
         try:
             fw = fusion_weights(model.model, whole.to(ctx.device))
         except Exception as exc:
