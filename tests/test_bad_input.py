@@ -18,70 +18,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner, Result
 
+from bad_input.bad_input_table import align_source, assert_names, clean_failure, invoke, tree, write_csv
 from mmfuse.align import Stream
-from mmfuse.cli._app import app
 from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, open_dataset, write_dataset
 from mmfuse.errors import DataError, StreamError
 from mmfuse.models import ModelConfig, build_model, load_model, save_model
 from mmfuse.preprocess import ModalityNormalizers, ZScoreNormalizer
 
-runner = CliRunner()
-
-
-def _invoke(*args: str | Path) -> Result:
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def _clean_failure(result: Result) -> str:
-    """Exit code 2, exactly one ``error:`` line on stderr and no traceback; returns that line."""
-    assert result.exit_code == 2, result.output
-    assert isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
-def _assert_names(message: str, *parts: str) -> None:
-    missing = [p for p in parts if p not in message]
-    assert not missing, f"the message lacks {missing}: {message}"
-
-
-def _tree(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (hidden ones included) -> its bytes."""
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 # ----------------------------------------------------------------------------------------------------------
 # mmfuse align SRC --out DST --rate 10
-
-
-def _csv(path: Path, t: np.ndarray, v: np.ndarray) -> None:
-    header = ",".join(["timestamp"] + [f"x{j}" for j in range(v.shape[1])])
-    rows = [",".join(repr(float(x)) for x in (ti, *vi)) for ti, vi in zip(t, v, strict=True)]
-    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
-
-
-def _source(root: Path) -> Path:
-    """Three recordings r1..r3, each with ``acc.csv`` (10 Hz, 2 features) and ``gyro.npz`` (5 Hz, 1 feature)."""
-    src = root / "src"
-    rng = np.random.default_rng(0)
-    for rec in ("r1", "r2", "r3"):
-        d = src / rec
-        d.mkdir(parents=True)
-        t = np.arange(20) / 10
-        _csv(d / "acc.csv", t, rng.normal(size=(20, 2)))
-        np.savez(d / "gyro.npz", timestamps=np.arange(10) / 5, values=rng.normal(size=(10, 1)))
-    (src / "labels.csv").write_text("recording,label\nr1,walk\nr2,run\nr3,walk\n", encoding="utf-8")
-    return src
 
 
 def _edit_csv(src: Path, rec: str, edit: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]) -> None:
     t = np.arange(20) / 10
     v = np.random.default_rng(1).normal(size=(20, 2))
-    _csv(src / rec / "acc.csv", *edit(t, v))
+    write_csv(src / rec / "acc.csv", *edit(t, v))
 
 
 def _nan_value(src: Path) -> None:
@@ -123,7 +75,7 @@ def _zero_bytes(src: Path) -> None:
 
 
 def _other_dim(src: Path) -> None:
-    _csv(src / "r2" / "acc.csv", np.arange(20) / 10, np.zeros((20, 3)))
+    write_csv(src / "r2" / "acc.csv", np.arange(20) / 10, np.zeros((20, 3)))
 
 
 def _no_labels_file(src: Path) -> None:
@@ -183,38 +135,38 @@ ALIGN_CASES: dict[str, tuple[Callable[[Path], None], tuple[str, ...]]] = {
 
 @pytest.mark.parametrize("case", list(ALIGN_CASES))
 def test_align_cli_refuses_bad_input(tmp_path: Path, case: str) -> None:
-    src = _source(tmp_path)
+    src = align_source(tmp_path)
     breaker, expected = ALIGN_CASES[case]
     breaker(src)
-    before = _tree(src)
+    before = tree(src)
     out = tmp_path / "out" / "ds"
-    line = _clean_failure(_invoke("align", src, "--out", out, "--rate", "10"))
-    _assert_names(line, *expected)
+    line = clean_failure(invoke("align", src, "--out", out, "--rate", "10"))
+    assert_names(line, *expected)
     assert not (tmp_path / "out").exists(), "a refused align left files behind"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
-    assert _tree(src) == before, "align modified its source folder"
+    assert tree(src) == before, "align modified its source folder"
 
 
 def test_align_cli_refusal_leaves_an_existing_data_set_unchanged(tmp_path: Path) -> None:
-    src = _source(tmp_path)
+    src = align_source(tmp_path)
     out = tmp_path / "ds"
-    result = _invoke("align", src, "--out", out, "--rate", "10")
+    result = invoke("align", src, "--out", out, "--rate", "10")
     assert result.exit_code == 0, result.output
-    before = _tree(tmp_path)
+    before = tree(tmp_path)
     _nan_value(src)
-    line = _clean_failure(_invoke("align", src, "--out", out, "--rate", "10", "--overwrite"))
-    _assert_names(line, "r2", "acc.csv", "finite")
-    after = _tree(tmp_path)
+    line = clean_failure(invoke("align", src, "--out", out, "--rate", "10", "--overwrite"))
+    assert_names(line, "r2", "acc.csv", "finite")
+    after = tree(tmp_path)
     assert {k: v for k, v in after.items() if not k.startswith("src/")} == {
         k: v for k, v in before.items() if not k.startswith("src/")
     }
 
 
 def test_align_cli_keeps_a_recording_without_one_modality_masked(tmp_path: Path) -> None:
-    src = _source(tmp_path)
+    src = align_source(tmp_path)
     (src / "r2" / "gyro.npz").unlink()  # r2 has no gyroscope file: kept, with the modality masked out
     out = tmp_path / "ds"
-    result = _invoke("align", src, "--out", out, "--rate", "10")
+    result = invoke("align", src, "--out", out, "--rate", "10")
     assert result.exit_code == 0, result.output
     ds = open_dataset(out)
     recs = {ds[i].id: ds[i] for i in range(len(ds))}
@@ -245,7 +197,7 @@ def test_stream_create_refuses_bad_input(case: str) -> None:
     kwargs: dict[str, object] = {"timestamps": [0.0, 0.1, 0.2], "values": np.ones((3, 2)), **changes}
     with pytest.raises(StreamError) as info:
         Stream.create("imu", **kwargs)  # type: ignore[arg-type]
-    _assert_names(str(info.value), *expected)
+    assert_names(str(info.value), *expected)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -321,12 +273,12 @@ def test_write_dataset_refuses_bad_records(tmp_path: Path, case: str, existing: 
     dest = tmp_path / "ds"
     if existing:
         write_dataset(dest, [_record("old", label=good_label)], name="old", modalities=_SPECS, task=task)
-    before = _tree(tmp_path)
+    before = tree(tmp_path)
     records = [_record("s1", label=good_label), _record("s2", **{"label": good_label, **changes})]
     with pytest.raises(DataError) as info:
         write_dataset(dest, records, name="toy", modalities=_SPECS, task=task, overwrite=existing)
-    _assert_names(str(info.value), *expected)
-    assert _tree(tmp_path) == before, "a refused write_dataset changed the destination or left files behind"
+    assert_names(str(info.value), *expected)
+    assert tree(tmp_path) == before, "a refused write_dataset changed the destination or left files behind"
     assert sorted(p.name for p in tmp_path.iterdir()) == (["ds"] if existing else [])
 
 
@@ -367,7 +319,7 @@ def test_open_dataset_names_the_broken_file(tmp_path: Path, case: str) -> None:
         ds = open_dataset(path)
         for m in ds.modalities:  # modalities are read lazily: touch every one
             ds.stacked(m)
-    _assert_names(str(info.value), *expected)
+    assert_names(str(info.value), *expected)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -377,15 +329,15 @@ def test_open_dataset_names_the_broken_file(tmp_path: Path, case: str) -> None:
 def test_compare_cli_unknown_fusion_lists_the_valid_ones(tmp_path: Path) -> None:
     native = _native(tmp_path)
     out = tmp_path / "run"
-    line = _clean_failure(_invoke("compare", "--dataset", native, "--fusion", "concat,nope", "--out", out))
-    _assert_names(line, "Unknown fusion 'nope'", "concat", "cross_attention", "gated", "weighted")
+    line = clean_failure(invoke("compare", "--dataset", native, "--fusion", "concat,nope", "--out", out))
+    assert_names(line, "Unknown fusion 'nope'", "concat", "cross_attention", "gated", "weighted")
     assert not out.exists()
 
 
 def test_compare_cli_unknown_dataset_lists_the_valid_ones(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    line = _clean_failure(_invoke("compare", "--dataset", "no-such-set", "--out", out))
-    _assert_names(line, "Unknown data set 'no-such-set'", "basic-motions", "mosi-utterance")
+    line = clean_failure(invoke("compare", "--dataset", "no-such-set", "--out", out))
+    assert_names(line, "Unknown data set 'no-such-set'", "basic-motions", "mosi-utterance")
     assert not out.exists()
 
 
@@ -393,8 +345,8 @@ def test_compare_cli_folder_that_is_not_a_data_set(tmp_path: Path) -> None:
     folder = tmp_path / "not-a-dataset"
     folder.mkdir()
     out = tmp_path / "run"
-    line = _clean_failure(_invoke("compare", "--dataset", folder, "--out", out))
-    _assert_names(line, "not-a-dataset", "meta.json")
+    line = clean_failure(invoke("compare", "--dataset", folder, "--out", out))
+    assert_names(line, "not-a-dataset", "meta.json")
     assert not out.exists()
 
 
@@ -402,8 +354,8 @@ def test_compare_cli_native_data_set_without_a_test_split(tmp_path: Path) -> Non
     records = [_record(f"s{i}", label=i % 2, split=("train", "val")[i % 2]) for i in range(4)]
     native = write_dataset(tmp_path / "native", records, name="native", modalities=_SPECS, task=_CLASSES)
     out = tmp_path / "run"
-    line = _clean_failure(_invoke("compare", "--dataset", native, "--seeds", "1", "--epochs", "1", "--out", out))
-    _assert_names(line, "'native'", "['test']", "'train', 'val' and 'test'", "['train', 'val']")
+    line = clean_failure(invoke("compare", "--dataset", native, "--seeds", "1", "--epochs", "1", "--out", out))
+    assert_names(line, "'native'", "['test']", "'train', 'val' and 'test'", "['train', 'val']")
     assert not out.exists(), "a refused compare left a run directory behind"
 
 
@@ -413,8 +365,8 @@ def test_compare_cli_corrupt_native_data_set(tmp_path: Path, case: str) -> None:
     breaker, expected = OPEN_CASES[case]
     breaker(native)
     out = tmp_path / "run"
-    line = _clean_failure(_invoke("compare", "--dataset", native, "--seeds", "1", "--epochs", "1", "--out", out))
-    _assert_names(line, *expected)
+    line = clean_failure(invoke("compare", "--dataset", native, "--seeds", "1", "--epochs", "1", "--out", out))
+    assert_names(line, *expected)
     assert not out.exists(), "a refused compare left a run directory behind"
 
 
@@ -478,7 +430,7 @@ def test_modality_normalizers_load_names_the_problem(tmp_path: Path, case: str) 
     breaker(folder)
     with pytest.raises(error) as info:
         ModalityNormalizers.load(folder)
-    _assert_names(str(info.value), *expected)
+    assert_names(str(info.value), *expected)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -538,7 +490,7 @@ def test_load_model_names_the_problem(tmp_path: Path, case: str) -> None:
     breaker(folder)
     with pytest.raises(error) as info:
         load_model(folder)
-    _assert_names(str(info.value), *expected)
+    assert_names(str(info.value), *expected)
 
 
 def test_collate_names_a_mask_of_the_wrong_length():

@@ -15,9 +15,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-__all__ = ["ACCEPTED", "Case", "assert_names", "collect", "params", "render"]
+__all__ = [
+    "ACCEPTED",
+    "Case",
+    "align_source",
+    "assert_names",
+    "clean_failure",
+    "collect",
+    "invoke",
+    "params",
+    "render",
+    "tree",
+    "write_csv",
+]
 
 HERE = Path(__file__).resolve().parent
 DOC = HERE.parents[1] / "docs" / "bad_input.md"
@@ -161,3 +174,23 @@ def clean_failure(result: Any) -> str:
 def tree(root: Path) -> dict[str, bytes]:
     """Every file below ``root`` (relative POSIX path -> bytes): what a refused command must leave unchanged."""
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def write_csv(path: Path, t: Any, v: np.ndarray, header: str | None = None) -> None:
+    """A stream CSV: a header (``timestamp,x0,x1..`` unless given) and one row per time stamp."""
+    head = header or ",".join(["timestamp"] + [f"x{j}" for j in range(v.shape[1])])
+    rows = [",".join(repr(float(x)) for x in (ti, *vi)) for ti, vi in zip(t, v, strict=True)]
+    path.write_text("\n".join([head, *rows]) + "\n", encoding="utf-8")
+
+
+def align_source(root: Path) -> Path:
+    """``root/src``: recordings r1..r3, each with ``acc.csv`` (10 Hz, 2 features) and ``gyro.npz`` (5 Hz, 1 feature)."""
+    src = root / "src"
+    rng = np.random.default_rng(0)
+    for rec in ("r1", "r2", "r3"):
+        d = src / rec
+        d.mkdir(parents=True)
+        write_csv(d / "acc.csv", np.arange(20) / 10, rng.normal(size=(20, 2)))
+        np.savez(d / "gyro.npz", timestamps=np.arange(10) / 5, values=rng.normal(size=(10, 1)))
+    (src / "labels.csv").write_text("recording,label\nr1,walk\nr2,run\nr3,walk\n", encoding="utf-8")
+    return src

@@ -15,30 +15,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from bad_input_table import ACCEPTED, Case, assert_names, clean_failure, invoke, params, tree
+from bad_input_table import (
+    ACCEPTED,
+    Case,
+    align_source,
+    assert_names,
+    clean_failure,
+    invoke,
+    params,
+    tree,
+    write_csv,
+)
 
 from mmfuse.data import open_dataset
 
 SURFACE = "mmfuse align"
-
-
-def _csv(path: Path, t: Any, v: np.ndarray, header: str | None = None) -> None:
-    head = header or ",".join(["timestamp"] + [f"x{j}" for j in range(v.shape[1])])
-    rows = [",".join(repr(float(x)) for x in (ti, *vi)) for ti, vi in zip(t, v, strict=True)]
-    path.write_text("\n".join([head, *rows]) + "\n", encoding="utf-8")
-
-
-def _source(root: Path) -> Path:
-    """Three recordings r1..r3, each with ``acc.csv`` (10 Hz, 2 features) and ``gyro.npz`` (5 Hz, 1 feature)."""
-    src = root / "src"
-    rng = np.random.default_rng(0)
-    for rec in ("r1", "r2", "r3"):
-        d = src / rec
-        d.mkdir(parents=True)
-        _csv(d / "acc.csv", np.arange(20) / 10, rng.normal(size=(20, 2)))
-        np.savez(d / "gyro.npz", timestamps=np.arange(10) / 5, values=rng.normal(size=(10, 1)))
-    (src / "labels.csv").write_text("recording,label\nr1,walk\nr2,run\nr3,walk\n", encoding="utf-8")
-    return src
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -60,7 +51,7 @@ def _acc(edit_fn: Callable[[np.ndarray, np.ndarray], tuple[Any, np.ndarray]], he
     def edit(src: Path) -> None:
         t = np.arange(20) / 10
         v = np.random.default_rng(1).normal(size=(20, 2))
-        _csv(src / "r2" / "acc.csv", *edit_fn(t, v), header=header)
+        write_csv(src / "r2" / "acc.csv", *edit_fn(t, v), header=header)
 
     return edit
 
@@ -823,7 +814,7 @@ def _args(extra: tuple[str, ...]) -> list[str]:
 
 @pytest.mark.parametrize("case", params(CASES))
 def test_align(tmp_path: Path, case: Case) -> None:
-    src = _source(tmp_path)
+    src = align_source(tmp_path)
     breaker, extra = case.data
     breaker(src)
     before = tree(src)
@@ -864,7 +855,7 @@ def test_align(tmp_path: Path, case: Case) -> None:
 
 
 def test_align_overwrite_refusal_keeps_the_data_set(tmp_path: Path) -> None:
-    src = _source(tmp_path)
+    src = align_source(tmp_path)
     out = tmp_path / "ds"
     assert invoke("align", src, "--out", out, "--rate", "10").exit_code == 0
     before = tree(out)
