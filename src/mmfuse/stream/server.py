@@ -169,7 +169,7 @@ def _dumps(msg: Any) -> str:
 
 async def _refuse(ws: Any, error: str, detail: str, *, field: str | None = None, code: int = 1013) -> None:
     """Send one error message (the protocol's error shape) and close the WebSocket with ``code``."""
-    await ws.send_text(_dumps({"type": "error", "error": error, "detail": detail, "field": field}))
+    await ws.send_text(_dumps(_Error(error, detail, field).payload))
     await ws.close(code=code)
 
 
@@ -726,12 +726,9 @@ def create_app(model_dir: str | Any, config: ServerConfig | None = None) -> Any:
                 except asyncio.TimeoutError:
                     state.count_error("idle_timeout")
                     st.emit(
-                        {
-                            "type": "error",
-                            "error": "idle_timeout",
-                            "field": None,
-                            "detail": f"No message for {config.idle_timeout:g} s; the stream is closed.",
-                        }
+                        _Error(
+                            "idle_timeout", f"No message for {config.idle_timeout:g} s; the stream is closed."
+                        ).payload
                     )
                     with contextlib.suppress(Exception):
                         await ws.close(code=1001)
