@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import os
@@ -30,6 +29,7 @@ import numpy as np
 
 from mmfuse._io import atomic_write_json, json_fields
 from mmfuse.align import STREAM_SUFFIXES, align_folder
+from mmfuse.align.folder import _read_stream_config
 from mmfuse.errors import DataError, MmfuseWarning
 from mmfuse.extract.base import ExtractedStream, Extractor, Media, create_extractor
 from mmfuse.extract.cache import ExtractionCache, content_hash
@@ -306,24 +306,13 @@ def _read_extra(root: str | os.PathLike[str], recordings: Sequence[str]) -> _Ext
     """Read ``ROOT/<modality>/<recording>.csv|npz|parquet`` (and ``ROOT/streams.json``) for :func:`extract_folder`.
 
     Raises:
-        DataError: a missing root, no modality folder, a recording given twice in one modality, or an unreadable
-            ``streams.json``.
+        DataError: a missing root, no modality folder, a recording given twice in one modality, or a
+            ``streams.json`` that ``align_folder`` would refuse (unreadable, not modality -> object, unknown keys).
     """
     base = Path(root)
     if not base.is_dir():
         raise DataError(f"{base}: the folder of extra streams ('extra', --extra) does not exist.")
-    config: dict[str, dict[str, Any]] = {}
-    cfg_path = base / "streams.json"
-    if cfg_path.is_file():
-        try:
-            loaded = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{cfg_path}: not a readable JSON file ({exc}).") from None
-        if not isinstance(loaded, dict) or not all(isinstance(v, dict) for v in loaded.values()):
-            raise DataError(
-                f"{cfg_path}: must map each modality to an object, e.g. {{'image': {{'kind': 'embedding'}}}}."
-            )
-        config = loaded
+    config = _read_stream_config(base)  # align_folder's own reader and checks, before any extraction runs
     wanted = set(recordings)
     files: dict[str, dict[str, Path]] = {}
     unmatched: list[Path] = []
