@@ -19,6 +19,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.metrics import log_loss as sk_log_loss
 
 from mmfuse.metrics._checks import as_labels, as_probs, same_length
+from mmfuse.metrics._confusion import confusion_counts, f1_per_class
 from mmfuse.metrics.registry import MetricFamily
 
 __all__ = [
@@ -354,15 +355,12 @@ def classification_metrics(
     notes: list[str] = []
     # One confusion matrix gives every count-based score (scikit-learn's definitions, which the tests anchor to):
     # one bincount instead of five scikit-learn calls, each validating its input (this runs after every epoch).
-    cm = np.bincount(yt.astype(np.int64) * n_classes + yp.astype(np.int64), minlength=n_classes * n_classes)
-    cm = cm.reshape(n_classes, n_classes)  # [C true, C predicted]
-    tp, support, predicted = np.diag(cm).astype(np.float64), cm.sum(axis=1), cm.sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(predicted > 0, tp / predicted, 0.0)
-        recall = np.where(support > 0, tp / support, 0.0)
-        denom = support + predicted
-        f1 = np.where(denom > 0, 2.0 * tp / denom, 0.0)
-    present = np.flatnonzero(denom > 0)  # classes in y_true or y_pred
+    cm = confusion_counts(yt, yp, n_classes)  # [C true, C predicted]
+    f1, support, predicted = f1_per_class(cm)
+    tp = np.diag(cm).astype(np.float64)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    present = np.flatnonzero(support + predicted > 0)  # classes in y_true or y_pred
     if present.size < n_classes:
         notes.append(
             f"f1_macro averages over the {present.size} of {n_classes} classes that occur in y_true or y_pred."

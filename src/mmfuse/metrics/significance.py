@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from mmfuse.metrics._confusion import confusion_counts, f1_per_class
 from mmfuse.metrics.registry import get_metric
 
 __all__ = [
@@ -93,35 +94,14 @@ def _accuracy(yt: np.ndarray, yp: np.ndarray, _: np.ndarray | None) -> np.ndarra
     return np.asarray((yt == yp).mean(axis=-1), dtype=np.float64)
 
 
-def _confusion(yt: np.ndarray, yp: np.ndarray) -> np.ndarray:
-    """``[..., C, C]`` confusion counts (true class first) of label arrays ``[..., M]`` (broadcast together)."""
-    n_classes = int(max(yt.max(initial=0), yp.max(initial=0))) + 1
-    shape = np.broadcast_shapes(yt.shape, yp.shape)
-    n_rows = math.prod(shape[:-1])
-    rows = np.arange(n_rows, dtype=np.int64).reshape(*shape[:-1], 1)
-    codes = (rows * n_classes + yt) * n_classes + yp  # [..., M]
-    counts = np.bincount(codes.ravel(), minlength=n_rows * n_classes * n_classes)
-    return counts.reshape(*shape[:-1], n_classes, n_classes)
-
-
-def _f1_per_class(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-class F1 (0 where a class is neither true nor predicted), supports and predicted counts: ``[..., C]``."""
-    tp = np.diagonal(cm, axis1=-2, axis2=-1).astype(np.float64)
-    support = cm.sum(axis=-1).astype(np.float64)
-    predicted = cm.sum(axis=-2).astype(np.float64)
-    denom = support + predicted
-    f1 = np.divide(2.0 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-    return f1, support, predicted
-
-
 def _f1_weighted(yt: np.ndarray, yp: np.ndarray, _: np.ndarray | None) -> np.ndarray:
-    f1, support, _predicted = _f1_per_class(_confusion(yt, yp))
+    f1, support, _predicted = f1_per_class(confusion_counts(yt, yp))
     total = support.sum(axis=-1)
     return np.asarray((f1 * support).sum(axis=-1) / np.where(total > 0, total, 1.0), dtype=np.float64)
 
 
 def _f1_macro(yt: np.ndarray, yp: np.ndarray, _: np.ndarray | None) -> np.ndarray:
-    f1, support, predicted = _f1_per_class(_confusion(yt, yp))
+    f1, support, predicted = f1_per_class(confusion_counts(yt, yp))
     present = (support + predicted) > 0  # scikit-learn's labels=union(y_true, y_pred)
     return np.asarray((f1 * present).sum(axis=-1) / np.maximum(present.sum(axis=-1), 1), dtype=np.float64)
 
