@@ -24,6 +24,7 @@ from mmfuse.data import make_loader, open_or_load_dataset
 from mmfuse.errors import DataError
 from mmfuse.evaluate.analysis.base import check_count
 from mmfuse.evaluate.rundir import RunDir
+from mmfuse.metrics import get_metric, main_metric
 from mmfuse.models import load_model
 from mmfuse.preprocess import ModalityNormalizers
 from mmfuse.train import select_rows
@@ -207,9 +208,14 @@ class AnalysisContext:
         return next((m for m in seeds if m.seed == self.settings.embedding_seed), seeds[0])
 
     @property
+    def main_metric(self) -> str:
+        """The registered metric the analyses score with (:func:`mmfuse.metrics.main_metric`: accuracy or MAE)."""
+        return main_metric(self.task)
+
+    @property
     def higher_is_better(self) -> bool:
-        """Whether the main metric (accuracy for classification, MAE for regression) is higher-is-better."""
-        return self.task == "classification"
+        """Whether the main metric is higher-is-better, as the metric registry declares it."""
+        return get_metric(self.main_metric).higher_is_better
 
     @property
     def metric_label(self) -> str:

@@ -260,7 +260,7 @@ class RobustnessAnalysis(Analysis[RobustnessConfig, list[Curve]]):
             cols = final.setdefault((r["fusion"], r["seed"]), {})
             cols[f"rel_robustness_{r['kind']}_{r['target']}"] = r["relative_robustness"]
             cols[f"eff_robustness_{r['kind']}_{r['target']}"] = r["effective_robustness"]
-        ylim = _shared_limits(plotted, "accuracy" if ctx.higher_is_better else "mae")
+        ylim = _shared_limits(plotted, ctx.main_metric)
         figures = {
             f"robustness_{kind}.png": robustness_grid(
                 plotted[kind],

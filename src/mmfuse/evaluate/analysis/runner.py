@@ -296,7 +296,7 @@ class _Output:
         self.files: list[Path] = []
         self.sections: list[dict[str, Any]] = []
         self.markdown = ["## Analysis", ""]
-        key = f"test_{'accuracy' if ctx.higher_is_better else 'mae'}"
+        key = f"test_{ctx.main_metric}"
         self.final = {(m.name, m.seed): {key: ctx.score(ctx.clean(m), ctx.test(m).targets)} for m in ctx.models}
 
     @property
