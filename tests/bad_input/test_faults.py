@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -74,37 +75,31 @@ def _hidden(folder: Path) -> list[str]:
 # the cases: each a function of (tmp_path, mount)
 
 
-def align_disk_full_64k(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
-    src = _source(tmp, rows=3_000)  # about 100 KB of data set
-    disk = mount(tmp / "disk", "64k")
-    line = clean_failure(invoke("align", src, "--out", disk / "ds", "--rate", "10"))
-    assert_names(line, *names)
-    assert list(disk.iterdir()) == []
+def _align(src: Path, out: Path, *extra: str) -> Any:
+    """``mmfuse align SRC --out OUT --rate 10`` (and any extra options) in-process."""
+    return invoke("align", src, "--out", out, "--rate", "10", *extra)
 
 
-def align_disk_full_256k(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
-    src = _source(tmp, rows=12_000)  # about 400 KB of data set: does not fit
-    disk = mount(tmp / "disk", "256k")
-    line = clean_failure(invoke("align", src, "--out", disk / "ds", "--rate", "10"))
-    assert_names(line, *names)
-    assert list(disk.iterdir()) == []
+def _align_refused_onto(size: str, rows: int = 20, read_only: bool = False) -> Callable[..., None]:
+    """The case: align of ``rows`` steps per recording onto a ``size`` tmpfs (read-only if asked) is refused cleanly."""
 
+    def case(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
+        src = _source(tmp, rows=rows)
+        disk = mount(tmp / "disk", size, read_only=read_only)
+        line = clean_failure(_align(src, disk / "ds"))
+        assert_names(line, *names)
+        assert list(disk.iterdir()) == []
 
-def align_read_only(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
-    src = _source(tmp)
-    disk = mount(tmp / "disk", "64k", read_only=True)
-    line = clean_failure(invoke("align", src, "--out", disk / "ds", "--rate", "10"))
-    assert_names(line, *names)
-    assert list(disk.iterdir()) == []
+    return case
 
 
 def align_overwrite_full_disk_keeps_the_old(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     disk = mount(tmp / "disk", "256k")
     out = disk / "ds"
-    assert invoke("align", _source(tmp / "small"), "--out", out, "--rate", "10").exit_code == 0
+    assert _align(_source(tmp / "small"), out).exit_code == 0
     before = tree(out)
     big = _source(tmp / "big", rows=12_000)
-    line = clean_failure(invoke("align", big, "--out", out, "--rate", "10", "--overwrite"))
+    line = clean_failure(_align(big, out, "--overwrite"))
     assert_names(line, *names)
     assert tree(out) == before and _hidden(disk) == []
     assert len(open_dataset(out)) == 3
@@ -113,7 +108,7 @@ def align_overwrite_full_disk_keeps_the_old(tmp: Path, mount: Callable[..., Path
 def compare_disk_full(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     src = _source(tmp, rows=40)
     ds = tmp / "ds"
-    assert invoke("align", src, "--out", ds, "--rate", "10").exit_code == 0
+    assert _align(src, ds).exit_code == 0
     disk = mount(tmp / "disk", "64k")
     result = invoke("compare", "--dataset", ds, "-f", "concat", "-s", "1", "-e", "1", "--out", disk / "run")
     line = clean_failure(result)
@@ -124,7 +119,7 @@ def compare_disk_full(tmp: Path, mount: Callable[..., Path], names: tuple[str, .
 def compare_read_only(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     src = _source(tmp, rows=40)
     ds = tmp / "ds"
-    assert invoke("align", src, "--out", ds, "--rate", "10").exit_code == 0
+    assert _align(src, ds).exit_code == 0
     disk = mount(tmp / "disk", "64k", read_only=True)
     line = clean_failure(invoke("compare", "--dataset", ds, "-f", "concat", "-s", "1", "--out", disk / "run"))
     assert_names(line, *names)
@@ -136,7 +131,7 @@ def killed_write_leftover_is_removed(tmp: Path, mount: Callable[..., Path], name
     leftover = tmp / f".ds.tmp-{_dead_pid()}-abcd1234"
     (leftover / "modalities").mkdir(parents=True)
     (leftover / "modalities" / "acc.parquet").write_bytes(b"half")
-    result = invoke("align", src, "--out", tmp / "ds", "--rate", "10")
+    result = _align(src, tmp / "ds")
     assert result.exit_code == 0, result.output
     assert "removed the temporary directory" in result.stderr and leftover.name in result.stderr
     assert not leftover.exists() and len(open_dataset(tmp / "ds")) == 3
@@ -148,7 +143,7 @@ def live_writer_leftover_is_kept(tmp: Path, mount: Callable[..., Path], names: t
     try:
         busy = tmp / f".ds.tmp-{sleeper.pid}-abcd1234"
         busy.mkdir()
-        result = invoke("align", src, "--out", tmp / "ds", "--rate", "10")
+        result = _align(src, tmp / "ds")
         assert result.exit_code == 0, result.output
         assert busy.is_dir(), "the temporary folder of a running writer was deleted"
     finally:
@@ -159,7 +154,7 @@ def live_writer_leftover_is_kept(tmp: Path, mount: Callable[..., Path], names: t
 def old_leftover_is_named(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     src = _source(tmp)
     (tmp / ".ds.tmp-xyz").mkdir()
-    result = invoke("align", src, "--out", tmp / "ds", "--rate", "10")
+    result = _align(src, tmp / "ds")
     assert result.exit_code == 0, result.output
     assert ".ds.tmp-xyz" in result.stderr and "older mmfuse" in result.stderr
 
@@ -167,14 +162,14 @@ def old_leftover_is_named(tmp: Path, mount: Callable[..., Path], names: tuple[st
 def overwrite_crash_between_renames_rolls_back(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     src = _source(tmp)
     out = tmp / "ds"
-    assert invoke("align", src, "--out", out, "--rate", "10").exit_code == 0
+    assert _align(src, out).exit_code == 0
     before = tree(out)
     pid = _dead_pid()
     aside = tmp / f".ds.old-{pid}-abcd1234"
     aside.mkdir()
     out.rename(aside / "old")  # the first rename happened, the process died before the second
     (tmp / f".ds.tmp-{pid}-efgh5678").mkdir()  # the new data set, never moved in
-    line = clean_failure(invoke("align", src, "--out", out, "--rate", "10"))
+    line = clean_failure(_align(src, out))
     assert_names(line, *names)
     assert tree(out) == before and _hidden(tmp) == []
 
@@ -184,7 +179,7 @@ def open_after_overwrite_crash_names_the_old_copy(
 ) -> None:
     src = _source(tmp)
     out = tmp / "ds"
-    assert invoke("align", src, "--out", out, "--rate", "10").exit_code == 0
+    assert _align(src, out).exit_code == 0
     aside = tmp / f".ds.old-{_dead_pid()}-abcd1234"
     aside.mkdir()
     out.rename(aside / "old")
@@ -198,11 +193,11 @@ def overwrite_crash_after_swap_cleans_the_old_copy(
 ) -> None:
     src = _source(tmp)
     out = tmp / "ds"
-    assert invoke("align", src, "--out", out, "--rate", "10").exit_code == 0
+    assert _align(src, out).exit_code == 0
     aside = tmp / f".ds.old-{_dead_pid()}-abcd1234"
     (aside / "old").mkdir(parents=True)
     (aside / "old" / "meta.json").write_text("{}")
-    result = invoke("align", _source(tmp / "v2", label="jog"), "--out", out, "--rate", "10", "--overwrite")
+    result = _align(_source(tmp / "v2", label="jog"), out, "--overwrite")
     assert result.exit_code == 0, result.output
     assert _hidden(tmp) == [] and open_dataset(out).task.class_names == ("jog", "run", "walk")
 
@@ -236,7 +231,7 @@ def kill_9_align_mid_write(tmp: Path, mount: Callable[..., Path], names: tuple[s
     _kill_align_mid_write(tmp, src, out, overwrite=False)
     assert not out.exists(), "a killed align left a data set that may be half-written"
     assert [n for n in _hidden(tmp) if n.startswith(".ds.tmp-")], "no temporary folder: the kill came too late"
-    result = invoke("align", src, "--out", out, "--rate", "10")
+    result = _align(src, out)
     assert result.exit_code == 0, result.output
     assert "removed the temporary directory" in result.stderr
     assert _hidden(tmp) == [] and len(open_dataset(out)) == 3
@@ -244,12 +239,12 @@ def kill_9_align_mid_write(tmp: Path, mount: Callable[..., Path], names: tuple[s
 
 def kill_9_align_overwrite_keeps_the_old(tmp: Path, mount: Callable[..., Path], names: tuple[str, ...]) -> None:
     out = tmp / "ds"
-    assert invoke("align", _source(tmp / "old"), "--out", out, "--rate", "10").exit_code == 0
+    assert _align(_source(tmp / "old"), out).exit_code == 0
     before = tree(out)
     src = _source(tmp / "in", rows=30_000)
     _kill_align_mid_write(tmp, src, out, overwrite=True)
     assert tree(out) == before, "a killed overwrite changed the old data set"
-    result = invoke("align", src, "--out", out, "--rate", "10", "--overwrite")
+    result = _align(src, out, "--overwrite")
     assert result.exit_code == 0, result.output
     assert _hidden(tmp) == [] and len(open_dataset(out)) == 3 and tree(out) != before
 
@@ -274,21 +269,21 @@ _ROWS: list[tuple[str, str, str, tuple[str, ...], Callable[..., None]]] = [
         "mmfuse align onto a full 64 KiB disk",
         "exit 2, nothing written",
         ("Cannot write the data set", "disk/ds", "disk is full", "Nothing was written"),
-        align_disk_full_64k,
+        _align_refused_onto("64k", rows=3_000),  # about 100 KB of data set
     ),
     (
         "align-disk-full-256k",
         "mmfuse align of 400 KB onto a 256 KiB disk",
         "exit 2, nothing written",
         ("Cannot write the data set", "disk/ds", "disk is full", "Nothing was written"),
-        align_disk_full_256k,
+        _align_refused_onto("256k", rows=12_000),  # about 400 KB of data set: does not fit
     ),
     (
         "align-read-only",
         "mmfuse align onto a read-only file system",
         "exit 2, nothing written",
         ("Cannot write the data set", "disk/ds", "read-only", "Nothing was written"),
-        align_read_only,
+        _align_refused_onto("64k", read_only=True),
     ),
     (
         "align-overwrite-full-disk",
