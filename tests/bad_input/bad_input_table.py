@@ -161,11 +161,17 @@ def invoke(*args: str | Path) -> Any:
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def clean_failure(result: Any) -> str:
-    """Exit code 2, exactly one ``error:`` line on stderr and no traceback; returns that line."""
+def clean_failure(result: Any, usage: bool = False) -> str:
+    """Exit code 2, exactly one ``error:`` line on stderr and no traceback; returns that line.
+
+    With ``usage`` the refusal is the option parser's (a boxed usage error instead of an ``error:`` line): returns
+    the box's text on one line.
+    """
     assert result.exit_code == 2, result.output
     assert isinstance(result.exception, SystemExit), result.exception
     assert "Traceback" not in result.output
+    if usage:
+        return " ".join(result.stderr.replace("│", " ").split())
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, result.stderr
     return lines[0]

@@ -15,8 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from bad_input_table import Case, assert_names, invoke, params, tree
-from typer.testing import Result
+from bad_input_table import Case, assert_names, clean_failure, invoke, params, tree
 
 from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, write_dataset
 from mmfuse.data.format import _meta_digest, _sha256
@@ -26,6 +25,8 @@ SURFACE = "mmfuse compare"
 
 _SPECS = [ModalitySpec("acc", 2), ModalitySpec("gyro", 1)]
 _TASK = TaskSpec("classification", "sample", ("walk", "run"))
+_USAGE = "exit 2 (option parser)"
+"""The expected error of a case the option parser refuses (a boxed usage error, not an ``error:`` line)."""
 
 
 def _native(root: Path, splits: tuple[str, ...] = ("train", "val", "test")) -> Path:
@@ -42,18 +43,6 @@ def _native(root: Path, splits: tuple[str, ...] = ("train", "val", "test")) -> P
         for i in range(12)
     ]
     return write_dataset(root / "native", records, name="native", modalities=_SPECS, task=_TASK)
-
-
-def _clean_failure(result: Result) -> str:
-    """Exit code 2 and no traceback; one ``error:`` line, or the option parser's usage error (returned whole)."""
-    assert result.exit_code == 2, result.output
-    assert isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    if "Invalid value for" in result.stderr:
-        return " ".join(result.stderr.replace("│", " ").split())
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def _reseal_table(rel: str, fn: Callable[[pa.Table], pa.Table]) -> Callable[[Path], None]:
@@ -257,7 +246,7 @@ _ROWS: list[
 ]
 
 CASES = [
-    Case(SURFACE, cid, what, "exit 2 (option parser)" if "Invalid value" in names[0] else "exit 2", names, tuple(data))
+    Case(SURFACE, cid, what, _USAGE if "Invalid value" in names[0] else "exit 2", names, tuple(data))
     for cid, what, *data, names in _ROWS
 ]
 
@@ -285,10 +274,11 @@ def test_compare(tmp_path: Path, case: Case) -> None:
     if "-f" not in args:
         args = ["-f", "concat", *args]
     before = tree(tmp_path)
-    line = _clean_failure(
+    line = clean_failure(
         invoke("compare", *args, "--seeds", "1", "--epochs", "1", "--out", out)
         if "--seeds" not in args and "--epochs" not in args
-        else invoke("compare", *args, "--out", out)
+        else invoke("compare", *args, "--out", out),
+        usage=case.error == _USAGE,
     )
     assert_names(line, *case.names)
     assert tree(tmp_path) == before, "a refused compare wrote or changed files"
