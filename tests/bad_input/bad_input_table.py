@@ -135,10 +135,11 @@ def render(cases: Sequence[Case]) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-    text = render(collect())
+    cases = collect()
+    text = render(cases)
     if "--write" in argv:
         DOC.write_text(text, encoding="utf-8")
-        print(f"wrote {DOC} ({len(collect())} cases)")
+        print(f"wrote {DOC} ({len(cases)} cases)")
     else:
         sys.stdout.write(text)
     return 0
