@@ -184,10 +184,7 @@ class TemperatureScaler:
 
     def predict_proba(self, logits: Any) -> np.ndarray:
         """Calibrated probabilities ``softmax(logits / T)``."""
-        z = self.transform(logits)
-        z = z - z.max(axis=-1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=-1, keepdims=True)
+        return softmax(self.transform(logits))
 
 
 class AffineCalibrator:
