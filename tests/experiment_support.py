@@ -1,8 +1,11 @@
-"""Small seeded data sets on disk shared by the tests that compare, tune or rerun experiments."""
+"""Toy data sets on disk and result-row readers shared by the tests that compare, tune or rerun experiments."""
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,3 +42,14 @@ def write_shifted_toy(path: Path, *, name: str, n: int = 32, seed: int = 0, nois
     modalities = [ModalitySpec("a", 3), *([ModalitySpec("b", 2)] if noise_modality else [])]
     task = TaskSpec(TaskType.CLASSIFICATION, LabelLevel.SAMPLE, class_names=("n", "p"))
     return write_dataset(path, records, name=name, modalities=modalities, task=task)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header (results.csv, summary.csv, trials.csv)."""
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def without_time(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The rows without their 'train_seconds' column: a wall-clock time is never equal between two runs."""
+    return [{k: v for k, v in row.items() if k != "train_seconds"} for row in rows]

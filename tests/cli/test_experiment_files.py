@@ -14,11 +14,11 @@ import typer.main
 import yaml
 from typer.testing import CliRunner
 
+from experiment_support import read_csv, without_time, write_shifted_toy
 from mmfuse.cli._app import EXPERIMENT_COMMANDS, EXPERIMENT_SCHEMAS, _command, app
 from mmfuse.cli._common import experiment_options
 from mmfuse.evaluate.protocol import Preset, read_preset
 from mmfuse.evaluate.tune import TuneConfig, tune
-from toy_sets import write_shifted_toy
 
 runner = CliRunner()
 
@@ -120,8 +120,7 @@ def toy_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _metrics(run: Path) -> list[dict[str, str]]:
-    rows = list(csv.DictReader((run / "results.csv").open()))
-    return [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
+    return without_time(read_csv(run / "results.csv"))
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ assertions, so the module stays within a few seconds of training on two cores.
 from __future__ import annotations
 
 import base64
-import csv
 import json
 import math
 import re
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from experiment_support import read_csv, without_time
 from mmfuse.data import (
     ModalitySpec,
     SequenceRecord,
@@ -82,15 +82,6 @@ def _config(out_dir: Path, **changes: Any) -> CompareConfig:
     return CompareConfig(**kwargs)
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _without_time(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in row.items() if k != "train_seconds"} for row in rows]
-
-
 @pytest.fixture(scope="module")
 def basic_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[CompareResult, list[CompareProgress]]:
     """Two fusions x two seeds on the offline default, with every progress event recorded."""
@@ -113,7 +104,7 @@ def kept_run(tmp_path_factory: pytest.TempPathFactory) -> CompareResult:
 
 def test_results_csv_has_one_row_per_fusion_and_seed(basic_run: tuple[CompareResult, list[CompareProgress]]) -> None:
     result, _ = basic_run
-    rows = _read_csv(result.out_dir / "results.csv")
+    rows = read_csv(result.out_dir / "results.csv")
     assert [(r["fusion"], int(r["seed"])) for r in rows] == [(f, s) for f in FUSIONS for s in range(SEEDS)]
     assert set(CLASSIFICATION_COLUMNS) <= set(rows[0])
     monitor = dataset_preset("basic-motions")["train"]["monitor"]
@@ -132,7 +123,7 @@ def test_results_csv_has_one_row_per_fusion_and_seed(basic_run: tuple[CompareRes
 
 def test_summary_is_mean_and_std_per_fusion_best_first(basic_run: tuple[CompareResult, list[CompareProgress]]) -> None:
     result, _ = basic_run
-    summary = _read_csv(result.out_dir / "summary.csv")
+    summary = read_csv(result.out_dir / "summary.csv")
     assert result.main_metric == "accuracy"
     assert sorted(r["fusion"] for r in summary) == sorted(FUSIONS)
     means = [float(r["accuracy_mean"]) for r in summary]
@@ -156,7 +147,7 @@ def test_summary_has_an_interval_per_fusion_and_saved_predictions(
     result, _ = basic_run
     run = RunDir(result.out_dir)
     test_size = json.loads(run.run_json.read_text(encoding="utf-8"))["dataset"]["sizes"]["test"]
-    for row in _read_csv(run.summary_csv):
+    for row in read_csv(run.summary_csv):
         assert float(row["ci_low"]) <= float(row["accuracy_mean"]) <= float(row["ci_high"])
         # no unimodal baseline in this run: the test columns are empty, not 0
         assert row["p_vs_best_unimodal"] == "" and row["vs_best_unimodal"] == ""
@@ -240,7 +231,7 @@ def test_progress_reports_every_epoch_and_run(basic_run: tuple[CompareResult, li
 def test_saved_model_reproduces_the_test_accuracy(basic_run: tuple[CompareResult, list[CompareProgress]]) -> None:
     result, _ = basic_run
     ds = load_dataset("basic-motions")
-    csv_rows = _read_csv(result.out_dir / "results.csv")
+    csv_rows = read_csv(result.out_dir / "results.csv")
     for row, csv_row in zip(result.rows, csv_rows, strict=True):
         run_dir = result.out_dir / "models" / f"{row['fusion']}-seed{row['seed']}"
         model = load_model(run_dir)
@@ -278,7 +269,7 @@ def test_same_seed_gives_the_same_row(
     basic_run: tuple[CompareResult, list[CompareProgress]], kept_run: CompareResult
 ) -> None:
     first = [r for r in basic_run[0].rows if r["fusion"] == "concat" and r["seed"] == 0]
-    assert _without_time(kept_run.rows) == _without_time(first)
+    assert without_time(kept_run.rows) == without_time(first)
 
 
 def test_resume_reuses_finished_runs(
@@ -321,7 +312,7 @@ def test_resume_reruns_only_the_unfinished_run(
     monkeypatch.setattr(Trainer, "fit", counting_fit)
     resumed = compare(_config(out, resume=True))
     assert [p.name for p in fitted] == ["weighted-seed1"]
-    assert _without_time(resumed.rows) == _without_time(result.rows)
+    assert without_time(resumed.rows) == without_time(result.rows)
     assert (out / "models" / "weighted-seed1" / "result.json").is_file()
 
 
@@ -424,13 +415,11 @@ def test_overwrite_replaces_the_whole_directory(
     new = compare(_config(out, fusions=["concat"], seeds=1, overwrite=True))
     assert sorted(p.name for p in (out / "models").iterdir()) == ["concat-seed0"]
     assert not (out / "analysis").exists() and not (out / "final_results.csv").exists()
-    assert [r["fusion"] for r in _read_csv(out / "results.csv")] == ["concat"]
+    assert [r["fusion"] for r in read_csv(out / "results.csv")] == ["concat"]
     assert json.loads((out / "run.json").read_text())["fusions"] == ["concat"]
     assert not re.search(r">\s*weighted\s*<", (out / "report.html").read_text(encoding="utf-8"))
     assert [p.name for p in tmp_path.iterdir()] == ["run"], "the old run was not deleted"
-    assert _without_time(new.rows) == _without_time(
-        [r for r in result.rows if (r["fusion"], r["seed"]) == ("concat", 0)]
-    )
+    assert without_time(new.rows) == without_time([r for r in result.rows if (r["fusion"], r["seed"]) == ("concat", 0)])
 
 
 @pytest.mark.parametrize(
@@ -595,7 +584,7 @@ def test_native_step_level_dataset_folder(step_dataset: Path, tmp_path: Path) ->
 def test_native_regression_dataset(regression_dataset: Path, tmp_path: Path) -> None:
     result = compare(_config(tmp_path / "run", dataset=str(regression_dataset), fusions=["concat", "gated"], seeds=1))
     assert result.main_metric == "mae"
-    rows = _read_csv(result.out_dir / "results.csv")
+    rows = read_csv(result.out_dir / "results.csv")
     assert {"mae", "rmse", "pearson"} <= set(rows[0]) and "accuracy" not in rows[0]
     for row in result.rows:
         assert 0.0 <= row["mae"] <= row["rmse"]  # RMSE is never below MAE

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from experiment_support import read_csv, without_time
 from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, write_dataset
 from mmfuse.errors import DataError
 from mmfuse.evaluate.compare import CompareConfig, compare, resolve_fusions
@@ -98,7 +98,7 @@ def test_the_summary_tests_each_row_against_the_best_unimodal_baseline(toy: Path
     meta = json.loads((out / "run.json").read_text(encoding="utf-8"))
     reference = meta["significance"]["reference"]
     assert reference in ("unimodal-a", "unimodal-b") and meta["significance"]["reference_chosen_on"] == "val"
-    summary = {r["fusion"]: r for r in _read_csv(out / "summary.csv")}
+    summary = {r["fusion"]: r for r in read_csv(out / "summary.csv")}
     assert summary[reference]["vs_best_unimodal"] == "reference" and summary[reference]["p_vs_best_unimodal"] == ""
     for name, row in summary.items():
         assert float(row["ci_low"]) <= float(row["accuracy_mean"]) <= float(row["ci_high"])
@@ -109,7 +109,7 @@ def test_the_summary_tests_each_row_against_the_best_unimodal_baseline(toy: Path
     # A run directory from before predictions were saved: --resume predicts them with the saved models.
     shutil.rmtree(out / "predictions")
     compare(_cfg(toy, out, seeds=2, resume=True))
-    assert {r["fusion"]: r for r in _read_csv(out / "summary.csv")} == summary
+    assert {r["fusion"]: r for r in read_csv(out / "summary.csv")} == summary
     # A tampered predictions file is named, not silently reused.
     path = out / "predictions" / "test" / "concat-seed1.safetensors"
     path.write_bytes(b"{}")
@@ -117,19 +117,11 @@ def test_the_summary_tests_each_row_against_the_best_unimodal_baseline(toy: Path
         compare(_cfg(toy, out, seeds=2, resume=True))
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
 def test_parallel_jobs_give_the_same_rows(toy: Path, tmp_path: Path) -> None:
     serial = compare(_cfg(toy, tmp_path / "serial", fusions=["concat", "gated"], seeds=2))
     parallel = compare(_cfg(toy, tmp_path / "parallel", fusions=["concat", "gated"], seeds=2, jobs=2))
 
-    def strip(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
-
-    assert strip(parallel.rows) == strip(serial.rows)
+    assert without_time(parallel.rows) == without_time(serial.rows)
     assert (tmp_path / "parallel" / "report.html").is_file()
 
 

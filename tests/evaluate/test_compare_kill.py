@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from experiment_support import without_time
 from mmfuse.evaluate.compare import CompareConfig, compare
 
 SETTINGS: dict[str, Any] = {
@@ -33,10 +34,6 @@ from mmfuse.evaluate.compare import CompareConfig, compare
 slow = lambda event: time.sleep(0.0 if event.done else 1.0)  # time to kill between epochs; results unchanged
 compare(CompareConfig(out_dir=sys.argv[1], **{settings!r}), progress=slow)
 """
-
-
-def _without_time(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in row.items() if k != "train_seconds"} for row in rows]
 
 
 @pytest.mark.slow  # about 10 s: a second interpreter imports torch
@@ -63,7 +60,7 @@ def test_kill_9_mid_run_then_resume_gives_the_uninterrupted_results(tmp_path: Pa
         compare(CompareConfig(out_dir=str(out), **SETTINGS))
     resumed = compare(CompareConfig(out_dir=str(out), resume=True, **SETTINGS))
     fresh = compare(CompareConfig(out_dir=str(tmp_path / "fresh"), **SETTINGS))
-    assert _without_time(resumed.rows) == _without_time(fresh.rows)
+    assert without_time(resumed.rows) == without_time(fresh.rows)
     assert not (out / "models" / "weighted-seed0" / "last").exists()
     assert not partial.exists()
     assert sorted(p.name for p in out.rglob("*.tmp")) == [], "a temporary file ended in the finished run"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from experiment_support import read_csv, without_time
 from mmfuse.evaluate.compare import CompareConfig, compare
 from mmfuse.evaluate.executors import LocalProcessExecutor, RayExecutor, RunFailed, make_executor
 
@@ -25,8 +25,7 @@ SETTINGS: dict[str, Any] = {
 
 
 def _rows(out: Path) -> list[dict[str, str]]:
-    with (out / "results.csv").open(newline="", encoding="utf-8") as fh:
-        return [{k: v for k, v in row.items() if k != "train_seconds"} for row in csv.DictReader(fh)]
+    return without_time(read_csv(out / "results.csv"))
 
 
 def test_ray_runs_match_a_serial_run_and_resume_reuses_them(local_ray: None, tmp_path: Path) -> None:
@@ -37,9 +36,7 @@ def test_ray_runs_match_a_serial_run_and_resume_reuses_them(local_ray: None, tmp
     assert [r["fusion"] for r in on_ray.summary] == [r["fusion"] for r in serial.summary]
     # every run wrote its result.json as it finished: a resumed comparison reuses them all
     resumed = compare(CompareConfig(out_dir=str(tmp_path / "ray"), executor="ray", resume=True, **SETTINGS))
-    assert [{k: v for k, v in r.items() if k != "train_seconds"} for r in resumed.rows] == [
-        {k: v for k, v in r.items() if k != "train_seconds"} for r in on_ray.rows
-    ]
+    assert without_time(resumed.rows) == without_time(on_ray.rows)
 
 
 def test_a_failed_ray_task_is_retried_then_named(local_ray: None) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -12,12 +11,12 @@ import optuna
 import pytest
 from typer.testing import CliRunner
 
+from experiment_support import read_csv, write_shifted_toy
 from mmfuse.cli._app import app
 from mmfuse.data import ModalitySpec, MultimodalDataset, SequenceRecord, TaskSpec, write_dataset
 from mmfuse.errors import ConfigError, DataError
 from mmfuse.evaluate.tune import TuneConfig, grid_points, tune
 from mmfuse.types import LabelLevel, TaskType
-from toy_sets import write_shifted_toy
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +43,7 @@ def _config(toy: Path, out: Path, **kw: Any) -> TuneConfig:
 
 
 def _rows(out: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader((out / "trials.csv").open()))
+    return read_csv(out / "trials.csv")
 
 
 def test_grid_points_cover_the_space_once() -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from experiment_support import read_csv, without_time, write_shifted_toy
 from mmfuse.evaluate.tune import TuneConfig, tune
-from toy_sets import write_shifted_toy
 
 ray = pytest.importorskip("ray", reason="the 'ray' extra is not installed (pip install 'mmfuse[ray]')")
 
@@ -36,8 +35,7 @@ def _config(toy: Path, out: Path, **kw: Any) -> TuneConfig:
 
 
 def _trials(out: Path) -> list[dict[str, str]]:
-    with (out / "trials.csv").open(newline="", encoding="utf-8") as fh:
-        return [{k: v for k, v in row.items() if k != "train_seconds"} for row in csv.DictReader(fh)]
+    return without_time(read_csv(out / "trials.csv"))
 
 
 def test_one_ray_worker_gives_the_local_search(local_ray: None, toy: Path, tmp_path: Path) -> None:

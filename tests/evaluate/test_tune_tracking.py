@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from experiment_support import write_shifted_toy
 from mmfuse.cli._app import app
-from toy_sets import write_shifted_toy
 
 pytest.importorskip("tensorboard", reason="the tracking extra (tensorboard) is not installed")
 pytest.importorskip("mlflow", reason="the tracking extra (mlflow) is not installed")
