@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bad_input_table import ACCEPTED, Case, assert_names, invoke, params
+from bad_input_table import ACCEPTED, Case, assert_names, clean_failure, invoke, params
 
 from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, write_dataset
 
@@ -208,8 +208,4 @@ def test_compare_resume(tmp_path: Path, case: Case, finished: tuple[Path, Path])
         before = json.loads((source / _MODEL / "result.json").read_text())
         assert json.loads((run / _MODEL / "result.json").read_text()) == before
         return
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    assert_names(lines[0], *case.names)
+    assert_names(clean_failure(result), *case.names)
