@@ -398,8 +398,9 @@ class RunDir:
         """
         if not self.path.is_dir():
             return []
-        unfinished = [self.model_dir(f, s) for f, s in self.runs() if not self.result_json(f, s).is_file()]
-        if len(unfinished) == len(self.runs()):
+        runs = self.runs()  # lists models/ and reads run.json: once
+        unfinished = [self.model_dir(f, s) for f, s in runs if not self.result_json(f, s).is_file()]
+        if len(unfinished) == len(runs):
             shutil.rmtree(self.path, ignore_errors=True)
             return [self.path]
         for d in unfinished:
