@@ -641,16 +641,21 @@ PRETRAINED_CASES = [
 CASES = LOAD_CASES + SERVE_CASES + PRETRAINED_CASES
 
 
+def _assert_refused(case: Case, load: Callable[[Path], Any], model_dir: Path) -> None:
+    """``load(model_dir)`` raises the case's error (by type name), whose message names what the case lists."""
+    with pytest.raises((DataError, FileNotFoundError)) as info:
+        load(model_dir)
+    assert type(info.value).__name__ == case.error
+    assert_names(str(info.value), *case.names)
+
+
 @pytest.mark.parametrize("case", params(LOAD_CASES))
 def test_load_model_refuses_a_broken_directory(model_dir: Path, case: Case) -> None:
     case.data(model_dir)
     if case.error == ACCEPTED:
         assert not load_model(model_dir).training
         return
-    with pytest.raises((DataError, FileNotFoundError)) as info:
-        load_model(model_dir)
-    assert type(info.value).__name__ == case.error
-    assert_names(str(info.value), *case.names)
+    _assert_refused(case, load_model, model_dir)
 
 
 @pytest.mark.parametrize("case", params(SERVE_CASES))
@@ -660,10 +665,7 @@ def test_load_model_assets_refuses_what_it_cannot_serve(model_dir: Path, case: C
         assets = load_model_assets(model_dir)
         assert assets["normalizers"] is not None and assets["stream_config"] is not None
         return
-    with pytest.raises((DataError, FileNotFoundError)) as info:
-        load_model_assets(model_dir)
-    assert type(info.value).__name__ == case.error
-    assert_names(str(info.value), *case.names)
+    _assert_refused(case, load_model_assets, model_dir)
 
 
 @pytest.mark.parametrize(
