@@ -376,7 +376,7 @@ _ROWS: list[tuple[str, str, Callable[[Path], None], tuple[str, ...], str, tuple[
     (
         "epoch-ns-rate-10",
         "epoch-nanosecond timestamps with --rate 10",
-        _all(*[_acc(lambda t, v: (_EPOCH_NS + (t * 1e9).astype(np.int64), v))]),
+        _acc(lambda t, v: (_EPOCH_NS + (t * 1e9).astype(np.int64), v)),
         (),
         "exit 2",
         ("r2", "recording 'r2'", "would need", "steps", "GB", "epoch milli- or nanoseconds"),
