@@ -28,9 +28,13 @@ _FORMAT = 2
 
 
 def default_cache_dir() -> Path:
-    """Return ``$MMFUSE_CACHE_DIR/extract``, or ``~/.cache/mmfuse/extract`` when the variable is unset."""
-    base = os.environ.get("MMFUSE_CACHE_DIR")
-    return (Path(base) if base else Path.home() / ".cache" / "mmfuse") / "extract"
+    """Return ``$MMFUSE_CACHE_DIR/extract``, or ``~/.cache/mmfuse/extract`` when the variable is unset.
+
+    The root is :func:`mmfuse.data.registry.cache_root`'s, the one rule for mmfuse's cache folder.
+    """
+    from mmfuse.data.registry import cache_root
+
+    return cache_root() / "extract"
 
 
 def content_hash(path: str | os.PathLike[str], *, chunk_size: int = 1 << 20) -> str:

@@ -415,9 +415,13 @@ class PretrainedTextEncoder(nn.Module):
 
 
 def default_embedding_cache_dir() -> Path:
-    """``$MMFUSE_CACHE_DIR/embeddings``, or ``~/.cache/mmfuse/embeddings`` when the variable is unset."""
-    base = os.environ.get("MMFUSE_CACHE_DIR")
-    return (Path(base) if base else Path.home() / ".cache" / "mmfuse") / "embeddings"
+    """``$MMFUSE_CACHE_DIR/embeddings``, or ``~/.cache/mmfuse/embeddings`` when the variable is unset.
+
+    The root is :func:`mmfuse.data.registry.cache_root`'s, the one rule for mmfuse's cache folder.
+    """
+    from mmfuse.data.registry import cache_root
+
+    return cache_root() / "embeddings"
 
 
 def _cache_key(encoder: PretrainedTextEncoder, texts: Sequence[str]) -> str:
