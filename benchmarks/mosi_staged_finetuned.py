@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mosi_finetune_minilm import NAME, _overrides
 
 from mmfuse._io import atomic_write_json
-from mmfuse.data import dataset_preset, load_dataset
+from mmfuse.data import MultimodalDataset, dataset_preset, load_dataset
 from mmfuse.evaluate.protocol import Preset, model_config_for, preset_for, settings_for
 from mmfuse.train import ExpertStage, TrainConfig, fit_staged
 
@@ -57,9 +57,8 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _expert(args: argparse.Namespace, dataset_model: dict, dataset_train: dict) -> ExpertStage:
+def _expert(ds: MultimodalDataset, dataset_model: dict, dataset_train: dict) -> ExpertStage:
     """The unimodal-text row of the tokens data set as a staged expert (the model of mosi_finetune_minilm.py)."""
-    ds = load_dataset(NAME)
     settings = model_config_for(ds, "unimodal-text", **dataset_model).to_dict()
     model = {k: v for k, v in settings.items() if k not in _FROM_DATA}
     return ExpertStage("text", model=model, train=TrainConfig(**dataset_train))
@@ -100,7 +99,7 @@ def main() -> None:
     staged = fit_staged(
         ds.split("train"),
         ds.split("val"),
-        _expert(args, expert_model, expert_train),
+        _expert(ds, expert_model, expert_train),
         fusion={**stage_model, "fusion": args.stage_fusion},
         fusion_train=TrainConfig(**stage_train),
         test=ds.split("test"),
