@@ -1,4 +1,4 @@
-"""Toy data sets on disk and result-row readers shared by the tests that compare, tune or rerun experiments."""
+"""Toy data sets on disk, and readers of result rows and MLflow runs, shared by the experiment tests."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, write_dataset
 from mmfuse.types import LabelLevel, TaskType
@@ -53,3 +54,11 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def without_time(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The rows without their 'train_seconds' column: a wall-clock time is never equal between two runs."""
     return [{k: v for k, v in row.items() if k != "train_seconds"} for row in rows]
+
+
+def mlflow_runs(uri: str, experiment: str, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The MLflow runs of one experiment in the store at ``uri`` (needs the tracking extra)."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # mlflow.search_runs reads the store of the environment
+    return list(mlflow.search_runs(experiment_names=[experiment], output_format="list"))

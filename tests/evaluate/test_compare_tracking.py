@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from experiment_support import mlflow_runs, read_csv
 from mmfuse.cli._app import EXPERIMENT_SCHEMAS, app
 
 pytest.importorskip("tensorboard", reason="the tracking extra (tensorboard) is not installed")
@@ -51,12 +52,10 @@ def test_tensorboard_has_one_event_folder_per_run_with_epoch_curves(tracked_run:
 def test_mlflow_has_every_run_with_params_curves_test_metrics_models_and_the_report(
     tracked_run: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{(tracked_run / 'mlflow.db').resolve()}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    runs = {r.info.run_name: r for r in mlflow.search_runs(experiment_names=["run"], output_format="list")}
+    runs = {r.info.run_name: r for r in mlflow_runs(uri, "run", monkeypatch)}
     assert sorted(runs) == ["concat-seed0", "summary", "weighted-seed0"]
     assert all(r.info.status == "FINISHED" for r in runs.values())
     client = MlflowClient(tracking_uri=uri)
@@ -64,8 +63,7 @@ def test_mlflow_has_every_run_with_params_curves_test_metrics_models_and_the_rep
     assert concat.data.params["fusion"] == "concat" and concat.data.params["model.hidden"] == "8"
     assert concat.data.params["train.epochs"] == str(EPOCHS)
     assert len(client.get_metric_history(concat.info.run_id, "train_loss")) == EPOCHS
-    result = (tracked_run / "results.csv").read_text(encoding="utf-8").splitlines()
-    accuracy = float(dict(zip(result[0].split(","), result[1].split(","), strict=True))["accuracy"])
+    accuracy = float(read_csv(tracked_run / "results.csv")[0]["accuracy"])
     assert concat.data.metrics["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
     models = {a.path for a in client.list_artifacts(concat.info.run_id, "model")}
     assert {"model/model.safetensors", "model/config.json", "model/history.json"} <= models

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from experiment_support import write_shifted_toy
+from experiment_support import mlflow_runs, read_csv, write_shifted_toy
 from mmfuse.cli._app import app
 
 pytest.importorskip("tensorboard", reason="the tracking extra (tensorboard) is not installed")
@@ -32,17 +32,13 @@ def tracked_search(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_every_trial_is_an_mlflow_run_with_its_settings_curve_and_score(
     tracked_search: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{(tracked_search / 'mlflow.db').resolve()}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    runs = {r.info.run_name: r for r in mlflow.search_runs(experiment_names=["search"], output_format="list")}
+    runs = {r.info.run_name: r for r in mlflow_runs(uri, "search", monkeypatch)}
     trials = sorted(n for n in runs if n.startswith("concat-trial"))
     assert trials == ["concat-trial0", "concat-trial1"] or len(trials) == 1  # a repeated configuration is reused
-    rows = (tracked_search / "trials.csv").read_text(encoding="utf-8").splitlines()
-    header = rows[0].split(",")
-    first = dict(zip(header, rows[1].split(","), strict=True))
+    first = read_csv(tracked_search / "trials.csv")[0]
     trial0 = runs["concat-trial0"]
     assert trial0.data.params["fusion"] == "concat" and trial0.data.params["train.epochs"] == str(EPOCHS)
     assert trial0.data.metrics["val_nll_mean"] == pytest.approx(float(first["val_nll_mean"]), abs=1e-6)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from experiment_support import mlflow_runs
 from mmfuse.train import TrainConfig, Trainer
 from mmfuse.train.tracking import MlflowTracker, TensorBoardTracker, TrackingConfig, close_all, flatten_params
 from mmfuse.types import Batch
@@ -65,13 +66,6 @@ def test_tensorboard_events_hold_every_epoch_and_the_final_metrics(tmp_path: Pat
     assert '"fusion": "toy"' in config_text
 
 
-def _search_runs(uri: str, experiment: str, monkeypatch: pytest.MonkeyPatch) -> list:
-    import mlflow
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # mlflow.search_runs reads the store of the environment
-    return mlflow.search_runs(experiment_names=[experiment], output_format="list")
-
-
 def test_mlflow_run_holds_params_epoch_metrics_test_metrics_and_artifacts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -91,7 +85,7 @@ def test_mlflow_run_holds_params_epoch_metrics_test_metrics_and_artifacts(
     tracker.log_artifacts(model, "model")
     close_all([tracker])
 
-    runs = _search_runs(uri, "unit", monkeypatch)
+    runs = mlflow_runs(uri, "unit", monkeypatch)
     assert len(runs) == 1
     run = runs[0]
     assert run.info.run_name == "toy-seed0" and run.info.status == "FINISHED"
@@ -112,7 +106,7 @@ def test_a_failed_run_is_marked_failed(tmp_path: Path, monkeypatch: pytest.Monke
     tracking = TrackingConfig(["mlflow"], str(tmp_path), experiment="failing").prepare()
     trackers = tracking.open("broken")
     close_all(trackers, failed=True)
-    (run,) = _search_runs(tracking.resolved_uri, "failing", monkeypatch)
+    (run,) = mlflow_runs(tracking.resolved_uri, "failing", monkeypatch)
     assert run.info.status == "FAILED"
 
 
