@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 from pathlib import Path
@@ -173,7 +172,7 @@ def test_tune_reads_a_file_and_the_command_line_overrides_it(toy_data: Path, tmp
     )
     done = runner.invoke(app, ["tune", "--config", str(exp), "--trials", "1"])
     assert done.exit_code == 0, done.output
-    trials = list(csv.DictReader((tmp_path / "tune" / "trials.csv").open()))
+    trials = read_csv(tmp_path / "tune" / "trials.csv")
     meta = json.loads((tmp_path / "tune" / "tune.json").read_text())
     assert len(trials) == 1 and meta["sampler"] == "random" and meta["epochs"] == 1
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from experiment_support import read_csv
 from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, write_dataset
 from mmfuse.evaluate.analysis import AnalysisConfig, analyze_run
 from mmfuse.evaluate.compare import CompareConfig, compare
@@ -51,7 +51,7 @@ def test_context_off_column_when_the_label_lives_in_the_context(tmp_path: Path) 
         )
     )
     analyze_run(run, config=AnalysisConfig(analyses=("ablation",)))
-    rows = list(csv.DictReader((run / "analysis" / "ablation.csv").open()))
+    rows = read_csv(run / "analysis" / "ablation.csv")
     score = {r["subset"]: float(r[next(k for k in r if k not in ("fusion", "seed", "subset"))]) for r in rows}
     assert score["a"] > 0.9  # all modalities present, context on
     assert score["context off"] < 0.75  # without the context the label is a guess
