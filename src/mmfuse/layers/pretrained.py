@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from mmfuse._io import atomic_write
 from mmfuse._registry import Registry
+from mmfuse.data.text import _offline  # the one switch that keeps Hugging Face off the network
 
 __all__ = [
     "POOLING_MODES",
@@ -190,11 +191,6 @@ def pretrained_spec(spec: Mapping[str, Any], owner: str = "pretrained_spec") -> 
     out = {"source": source, **defaults, **{k: v for k, v in spec.items() if k != "source"}}
     _check_settings(owner, {k: out[k] for k in defaults})
     return out
-
-
-def _offline() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 class PretrainedTextEncoder(nn.Module):
