@@ -4,7 +4,6 @@ well-formed rows, figures, final-results columns and prose; an analysis register
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -20,6 +19,7 @@ import torch
 from matplotlib.figure import Figure
 from typer.testing import CliRunner
 
+from experiment_support import read_csv
 from mmfuse.cli._app import app
 from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, write_dataset
 from mmfuse.evaluate.analysis import (
@@ -230,10 +230,10 @@ def test_a_user_registered_analysis_runs_through_analyze_run_and_the_cli(
         analyses=("ablation", "row-count"), options={"row-count": RowCountConfig(column="n")}, dataset=str(data)
     )
     result = analyze_run(run, config=config)
-    rows = list(csv.DictReader((run / "analysis" / "row_count.csv").open()))
+    rows = read_csv(run / "analysis" / "row_count.csv")
     assert [r["fusion"] for r in rows] == ["concat", "weighted"] and all(int(r["n"]) > 0 for r in rows)
     assert [str(r["n_rows"]) for r in result.final_results] == [r["n"] for r in rows]
-    final = list(csv.DictReader((run / "final_results.csv").open()))
+    final = read_csv(run / "final_results.csv")
     assert {"ablation_a", "n_rows"} <= set(final[0])
     sections = json.loads((run / "analysis" / "sections.json").read_text())["sections"]
     assert [s["id"] for s in sections] == ["analysis-ablation", "analysis-row-count"]
