@@ -30,6 +30,7 @@ import numpy as np
 from mmfuse._io import atomic_write_json, json_fields
 from mmfuse.align import STREAM_SUFFIXES, align_folder
 from mmfuse.align.folder import _read_stream_config
+from mmfuse.data.format import _swap_in
 from mmfuse.errors import DataError, MmfuseWarning
 from mmfuse.extract.base import ExtractedStream, Extractor, Media, create_extractor
 from mmfuse.extract.cache import ExtractionCache, content_hash
@@ -566,15 +567,11 @@ def _warnings_about(
 
 
 def _replace_dir(staging: Path, target: Path) -> Path:
-    """Move the finished ``staging`` folder onto ``target`` (an existing one is replaced, after the move is ready)."""
-    old = None
+    """Move the finished ``staging`` folder onto ``target``; an existing one is replaced as ``write_dataset`` does."""
     if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-    os.replace(staging, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        _swap_in(staging, target)  # two renames; a failed second one puts the old folder back
+    else:
+        os.replace(staging, target)
     return target
 
 
