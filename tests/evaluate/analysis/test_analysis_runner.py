@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import shutil
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from experiment_support import read_csv
 from mmfuse.cli._app import app
 from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, write_dataset
 from mmfuse.errors import DataError
@@ -75,13 +75,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def test_the_modality_with_all_the_signal_dominates_the_ablation(run_dir: Path) -> None:
-    rows = _rows(run_dir / "analysis" / "ablation.csv")
+    rows = read_csv(run_dir / "analysis" / "ablation.csv")
     for fusion in ("concat", "weighted"):
         acc = {r["subset"]: float(r["accuracy"]) for r in rows if r["fusion"] == fusion and r["seed"] == "0"}
         assert set(acc) == {"noise", "sig", "noise+sig"}  # 2^2 - 1 subsets; no context level for sample labels
@@ -91,7 +86,7 @@ def test_the_modality_with_all_the_signal_dominates_the_ablation(run_dir: Path) 
 
 
 def test_robustness_falls_with_noise_on_the_informative_modality(run_dir: Path) -> None:
-    rows = [r for r in _rows(run_dir / "analysis" / "robustness_curves.csv") if r["kind"] == "noise"]
+    rows = [r for r in read_csv(run_dir / "analysis" / "robustness_curves.csv") if r["kind"] == "noise"]
     for fusion in ("concat", "weighted"):
         curve = sorted(
             (float(r["level"]), float(r["metric"]))
@@ -106,7 +101,7 @@ def test_robustness_falls_with_noise_on_the_informative_modality(run_dir: Path) 
 
 
 def test_temperature_scaling_keeps_accuracy(run_dir: Path) -> None:
-    for r in _rows(run_dir / "analysis" / "calibration.csv"):
+    for r in read_csv(run_dir / "analysis" / "calibration.csv"):
         assert r["accuracy_before"] == r["accuracy_after"]
         assert float(r["temperature"]) > 0
         assert 0 <= float(r["ece_after"]) <= 1
@@ -130,7 +125,7 @@ def test_every_output_is_written(run_dir: Path) -> None:
         "summary.md",
     ):
         assert (folder / name).is_file(), name
-    final = _rows(run_dir / "final_results.csv")
+    final = read_csv(run_dir / "final_results.csv")
     assert len(final) == 2
     for column in (
         "accuracy",
@@ -143,7 +138,7 @@ def test_every_output_is_written(run_dir: Path) -> None:
         "params",
     ):
         assert column in final[0], column
-    worst = _rows(folder / "worst_cases.csv")
+    worst = read_csv(folder / "worst_cases.csv")
     assert {r["available"] for r in worst} <= {"noise+sig", "sig", "noise", "none"}
     assert all(r["sample_id"].startswith("s") for r in worst)
     html = (run_dir / "report.html").read_text()
