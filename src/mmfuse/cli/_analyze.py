@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from mmfuse.cli import _options as opt
-from mmfuse.cli._common import analysis_progress, console
+from mmfuse.cli._common import analysis_progress, console, path_text, split_names
 
 __all__ = ["analyze"]
 
@@ -67,11 +67,11 @@ def analyze(
 
     if run_dir is None:
         raise ValueError("mmfuse analyze needs a run directory: give RUN_DIR, or 'run_dir' in its --config file.")
-    chosen = tuple(p.strip() for o in (only or []) for p in o.split(",") if p.strip()) or tuple(list_analyses())
+    chosen = tuple(split_names(only)) or tuple(list_analyses())
     config = AnalysisConfig(
         analyses=chosen,
         dataset=dataset,
-        data_dir=str(data_dir) if data_dir is not None else None,
+        data_dir=path_text(data_dir),
         mc_passes=mc_passes,
         embedding_points=points,
         encoder_embedding_methods=EMBEDDING_METHODS if all_maps else ("pca",),
