@@ -31,7 +31,6 @@ __all__ = [
     "INLINE_MAPPINGS",
     "apply_experiment_file",
     "config_parameter",
-    "experiment_keys",
     "experiment_schema",
     "read_experiment",
 ]
@@ -96,11 +95,6 @@ def experiment_schema(command: str, parameters: Sequence[inspect.Parameter]) -> 
             **fields,
         )
     return _SCHEMAS[key]
-
-
-def experiment_keys(command: str, parameters: Sequence[inspect.Parameter]) -> list[str]:
-    """The keys an experiment file of ``command`` may hold, in the order of its options."""
-    return list(experiment_schema(command, parameters).model_fields)
 
 
 def read_experiment(path: str | Path, command: str, parameters: Sequence[inspect.Parameter]) -> dict[str, Any]:
