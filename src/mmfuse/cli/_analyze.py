@@ -43,12 +43,9 @@ def analyze(
     device: opt.DeviceOption = "auto",
     jobs: Annotated[
         int,
-        typer.Option(
-            "--jobs",
-            "-j",
-            min=1,
-            help="With --executor local: analysis tasks (one analysis of one model each) run at once, each in its "
-            "own worker process; 1 analyses in this process.",
+        opt.jobs_option(
+            "With --executor local: analysis tasks (one analysis of one model each) run at once, each in its "
+            "own worker process; 1 analyses in this process."
         ),
     ] = 1,
     executor: Annotated[

@@ -7,29 +7,26 @@ from typing import Annotated
 
 import typer
 
+from mmfuse.cli import _options as opt
 from mmfuse.cli._common import console
 
 __all__ = ["lr_find"]
 
 
 def lr_find(
-    dataset: Annotated[
-        str, typer.Option("--dataset", "-d", help="Registered data-set name or a native data-set folder.")
-    ] = "basic-motions",
-    fusion: Annotated[str, typer.Option("--fusion", "-f", help="One registered fusion name.")] = "concat",
-    data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Folder of local data sets (else $MMFUSE_DATA_DIR).")
-    ] = None,
+    dataset: opt.DatasetOption = "basic-motions",
+    fusion: Annotated[str, opt.fusion_option("One registered fusion name.")] = "concat",
+    data_dir: opt.DataDirOption = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Where lr_find.json and lr_find.png go (default runs/<dataset>/lr-find)."),
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
+    device: opt.DeviceOption = "auto",
     start_lr: Annotated[float, typer.Option("--start-lr", min=0.0, help="First learning rate.")] = 1e-7,
     end_lr: Annotated[float, typer.Option("--end-lr", min=0.0, help="Last learning rate.")] = 1.0,
     num_steps: Annotated[int, typer.Option("--num-steps", min=5, help="Most training steps.")] = 100,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the model and the batch order.")] = 0,
-    hidden: Annotated[int | None, typer.Option("--hidden", min=1, help="Override the hidden size H.")] = None,
+    hidden: opt.HiddenOption = None,
 ) -> None:
     """Run the learning-rate range test of one fusion on the TRAIN split; write the curve and a suggested rate."""
     from rich.markup import escape
