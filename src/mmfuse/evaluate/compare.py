@@ -49,7 +49,7 @@ from mmfuse.evaluate.significance import significance_columns
 from mmfuse.metrics import compute_metric, default_metrics, get_metric, main_metric, summarize_runs
 from mmfuse.models import ModelConfig, build_model, load_model, parameter_report, read_model_info, save_model
 from mmfuse.train import TrainConfig, Trainer, metrics_from_predictions, predict, seed_everything
-from mmfuse.train.tracking import TrackingConfig, close_all
+from mmfuse.train.tracking import TrackingConfig, closing_all
 
 __all__ = [
     "UNIMODAL_PREFIX",
@@ -569,7 +569,7 @@ def _run_one(
     if progress is not None:
         callbacks.append(_ProgressCallback(progress, fusion, seed, run_index, total_runs, train_config.epochs))
     trackers = TrackingConfig.from_dict(tracking).open(run_dir.name) if tracking else []
-    try:
+    with closing_all(trackers):
         for tracker in trackers:
             tracker.log_params(
                 {"fusion": fusion, "seed": seed, "dataset": dataset.name, "model": model_config.to_dict()}
@@ -595,10 +595,6 @@ def _run_one(
         for tracker in trackers:
             tracker.log_metrics({k: v for k, v in row.items() if k in metric_names})
             tracker.log_artifacts(run_dir, "model")
-    except BaseException:
-        close_all(trackers, failed=True)
-        raise
-    close_all(trackers)
     if progress is not None:
         progress(CompareProgress(fusion, seed, run_index, total_runs, logs=row, done=True, main_metric=main_metric))
     logger.info("%s seed %d: %s", fusion, seed, json.dumps({k: row[k] for k in metric_names}))
@@ -659,8 +655,7 @@ def _track_summary(
     tracking: TrackingConfig, run: RunDir, meta: Mapping[str, Any], summary: Sequence[Mapping[str, Any]], main: str
 ) -> None:
     """One ``summary`` tracker run: the run's settings, each fusion's mean test metric, and the report as files."""
-    trackers = tracking.open("summary")
-    try:
+    with closing_all(tracking.open("summary")) as trackers:
         for tracker in trackers:
             tracker.log_params(
                 {k: meta[k] for k in ("fusions", "seeds", "preset", "main_metric", "train_config", "model_config")}
@@ -671,10 +666,6 @@ def _track_summary(
                 for path in report_files:
                     shutil.copy2(path, Path(tmp) / path.name)
                 tracker.log_artifacts(tmp, "report")
-    except BaseException:
-        close_all(trackers, failed=True)
-        raise
-    close_all(trackers)
 
 
 _REPORT_SUFFIXES = (".html", ".csv", ".md", ".json", ".yaml")

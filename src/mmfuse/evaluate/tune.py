@@ -66,7 +66,7 @@ from mmfuse.evaluate.protocol import (
 from mmfuse.metrics import compute_metric, get_metric, is_metric, list_metrics
 from mmfuse.models import ModelConfig, build_model, parameter_report
 from mmfuse.train import TrainConfig, Trainer, predict, seed_everything
-from mmfuse.train.tracking import Tracker, TrackingConfig, close_all
+from mmfuse.train.tracking import Tracker, TrackingConfig, close_all, closing_all
 
 __all__ = ["PRUNERS", "SAMPLERS", "SEARCH_SPACES", "TuneConfig", "TuneResult", "grid_points", "tune"]
 
@@ -751,8 +751,7 @@ def _tracking(config: TuneConfig) -> TrackingConfig:
 
 def _track_summary(config: TuneConfig, out_dir: Path) -> None:
     """One ``summary`` tracker run: the search's settings and ``trials.csv``, ``best.json``, ``tune.json``."""
-    trackers = _tracking(config).open("summary")
-    try:
+    with closing_all(_tracking(config).open("summary")) as trackers:
         with tempfile.TemporaryDirectory() as tmp:
             for name in ("trials.csv", "best.json", "tune.json"):
                 if (out_dir / name).is_file():
@@ -764,10 +763,6 @@ def _track_summary(config: TuneConfig, out_dir: Path) -> None:
                     | {"pruner": config.pruner}
                 )
                 tracker.log_artifacts(tmp, "tune")
-    except BaseException:
-        close_all(trackers, failed=True)
-        raise
-    close_all(trackers)
 
 
 class _PruneOnCurve:

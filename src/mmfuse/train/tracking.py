@@ -38,6 +38,7 @@ __all__ = [
     "Tracker",
     "TrackingConfig",
     "close_all",
+    "closing_all",
     "flatten_params",
 ]
 
@@ -365,3 +366,20 @@ def close_all(trackers: Iterable[Tracker], failed: bool = False) -> None:
             error = error or exc
     if error is not None:
         raise error
+
+
+@contextlib.contextmanager
+def closing_all(trackers: list[Tracker]) -> Iterator[list[Tracker]]:
+    """Close ``trackers`` when the block ends: as failed when it raised (the error goes on), else as finished.
+
+    Example:
+        >>> with closing_all([]) as trackers:
+        ...     trackers
+        []
+    """
+    try:
+        yield trackers
+    except BaseException:
+        close_all(trackers, failed=True)
+        raise
+    close_all(trackers)
