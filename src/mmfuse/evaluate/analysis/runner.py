@@ -34,6 +34,7 @@ from mmfuse.evaluate.analysis.context import AnalysisContext, LoadedModel
 from mmfuse.evaluate.executors import RunExecutor
 from mmfuse.evaluate.figures import md_escape, save_png
 from mmfuse.evaluate.protocol import torch_threads
+from mmfuse.evaluate.rundir import RunDir
 from mmfuse.plugins import load_plugins
 
 __all__ = ["ANALYSES", "AnalysisConfig", "AnalysisResult", "analyze_run"]
@@ -332,7 +333,7 @@ class _Output:
         if not self.ctx.single_model:
             return list(self.ctx.run.read_results().to_dict("records"))
         model = self.ctx.models[0]
-        metrics_path = model.directory / "test_metrics.json"
+        metrics_path = model.directory / RunDir.TEST_METRICS_JSON
         metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
         return [{"fusion": model.name, "seed": model.seed} | (metrics if isinstance(metrics, dict) else {})]
 
