@@ -16,6 +16,7 @@ from mmfuse.fusion import (
     fusion_kwargs,
     gaussian_nll_terms,
 )
+from mmfuse.layers.dropout import Dropout
 from mmfuse.testing import make_fusion_inputs
 
 DIMS = {"text": 5, "audio": 3, "video": 4}  # canonical order: audio, text, video
@@ -111,7 +112,7 @@ def test_late_head_structure() -> None:
     linear = LateFusion({"a": 3}, 2, head_hidden=None)
     assert [type(layer) for layer in linear.heads[0].net] == [nn.Linear]
     mlp = LateFusion({"a": 3}, 2, head_hidden=7, activation="relu", dropout=0.25)
-    assert [type(layer) for layer in mlp.heads[0].net] == [nn.Linear, nn.ReLU, nn.Dropout, nn.Linear]
+    assert [type(layer) for layer in mlp.heads[0].net] == [nn.Linear, nn.ReLU, Dropout, nn.Linear]
     assert mlp.heads[0].net[0].out_features == 7 and mlp.heads[0].net[2].p == 0.25
 
 

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from mmfuse.fusion._checks import check_int, check_probability
 from mmfuse.fusion.base import Fusion
 from mmfuse.layers.attention import resolve_num_heads
+from mmfuse.layers.dropout import Dropout
 
 __all__ = ["AttentionFusion"]
 
@@ -61,7 +62,7 @@ class AttentionFusion(Fusion):
         if not isinstance(causal, bool):
             raise ValueError(f"The 'causal' parameter of {owner} must be a bool. Got {causal!r} instead.")
         self.is_causal = causal
-        self.dropout = nn.Dropout(check_probability(owner, "dropout", dropout))
+        self.dropout = Dropout(check_probability(owner, "dropout", dropout))
         if modality_tokens:
             self.in_proj = nn.ModuleList(nn.Linear(d, self.hidden) for d in self.modality_dims.values())
             self.modality_embedding = nn.Parameter(torch.randn(self.num_modalities, self.hidden) * 0.02)

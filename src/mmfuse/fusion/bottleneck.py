@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from mmfuse.fusion._checks import check_int, check_probability
 from mmfuse.fusion.base import Fusion
 from mmfuse.fusion.registry import register_fusion
+from mmfuse.layers.dropout import Dropout, dropout
 from mmfuse.layers.masking import masked_mean, masked_softmax
 
 __all__ = ["BottleneckFusion"]
@@ -42,8 +43,8 @@ class _BottleneckLayer(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.norm2 = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim))
-        self.dropout = nn.Dropout(dropout)
+        self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), Dropout(dropout), nn.Linear(2 * dim, dim))
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, allowed: Tensor, steps: int) -> tuple[Tensor, Tensor]:
         """Update steps and tokens.
@@ -63,7 +64,7 @@ class _BottleneckLayer(nn.Module):
         from_steps = F.scaled_dot_product_attention(q[:, :, :steps], k, v, attn_mask=allowed, dropout_p=p)
         scores = q[:, :, steps:] @ k.transpose(-2, -1) * self.head_dim**-0.5  # [B, heads, K, T+K]
         weights = masked_softmax(scores, allowed, dim=-1)  # [B, heads, K, T+K]
-        from_tokens = F.dropout(weights, p) @ v  # [B, heads, K, hd]
+        from_tokens = dropout(weights, p) @ v  # [B, heads, K, hd]
         attended = torch.cat([from_steps, from_tokens], dim=2).transpose(1, 2).reshape(b, length, dim)  # [B, T+K, H_b]
         x = x + self.dropout(self.proj(attended))
         return x + self.dropout(self.ffn(self.norm2(x))), weights

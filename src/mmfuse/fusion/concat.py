@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from mmfuse.fusion.base import Fusion
 from mmfuse.fusion.registry import register_fusion
+from mmfuse.layers.dropout import Dropout
 from mmfuse.layers.mlp import make_activation
 
 __all__ = ["ConcatFusion"]
@@ -46,7 +47,7 @@ class ConcatFusion(Fusion):
         in_dim = sum(self.modality_dims.values()) + self.num_modalities
         self.proj = nn.Linear(in_dim, out_dim)
         self.act = make_activation(activation)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def fuse(self, values: list[Tensor], masks: list[Tensor]) -> tuple[Tensor, Tensor | None]:
         """Concatenate features and presence flags and project them (see the class docstring)."""

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from mmfuse.fusion.base import Fusion
 from mmfuse.fusion.registry import register_fusion
+from mmfuse.layers.dropout import Dropout
 
 __all__ = ["GatedFusion"]
 
@@ -52,7 +53,7 @@ class GatedFusion(Fusion):
         self.eps = float(eps)
         self.values = nn.ModuleList(nn.Linear(d, out_dim) for d in self.modality_dims.values())
         self.gates = nn.ModuleList(nn.Linear(d, out_dim) for d in self.modality_dims.values())
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def fuse(self, values: list[Tensor], masks: list[Tensor]) -> tuple[Tensor, Tensor | None]:
         """Gate, renormalise over present modalities and sum (see the class docstring)."""

@@ -21,6 +21,7 @@ from mmfuse.fusion._attention import AttentionFusion
 from mmfuse.fusion._checks import check_int
 from mmfuse.fusion.registry import register_fusion
 from mmfuse.layers.attention import resolve_num_heads
+from mmfuse.layers.dropout import Dropout
 from mmfuse.layers.masking import masked_mean, masked_softmax
 
 __all__ = ["GraphAttention", "GraphAttentionFusion", "temporal_knn_adjacency"]
@@ -136,7 +137,7 @@ class GraphAttention(nn.Module):
         self.att_dst = nn.Parameter(torch.empty(num_heads, self.head_dim))
         self.att_src = nn.Parameter(torch.empty(num_heads, self.head_dim))
         self.bias = nn.Parameter(torch.zeros(dim))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         nn.init.xavier_uniform_(self.lin.weight)
         nn.init.xavier_uniform_(self.att_dst)
         nn.init.xavier_uniform_(self.att_src)

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from mmfuse.fusion._checks import check_int, check_probability
 from mmfuse.fusion.base import Fusion
 from mmfuse.fusion.registry import register_fusion
+from mmfuse.layers.dropout import Dropout
 from mmfuse.layers.masking import zero_missing
 from mmfuse.layers.mlp import MLP, make_activation
 
@@ -135,7 +136,7 @@ class TensorFusion(Fusion):
         )
         axes = _AXES[:n]
         self._equation = ",".join(f"bt{a}" for a in axes) + f"->bt{axes}"  # e.g. "bta,btc,btd->btacd"
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.mlp = MLP(size, (hidden,) * num_layers, out_dim, activation=activation, dropout=dropout)
 
     def extra_repr(self) -> str:
@@ -233,7 +234,7 @@ class LowRankFusion(Fusion):
         )
         self.rank_weights = nn.Parameter(torch.full((rank,), 1.0 / math.sqrt(rank)))
         self.bias = nn.Parameter(torch.zeros(out_dim))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def extra_repr(self) -> str:
         """Sizes and rank, shown in ``repr``."""

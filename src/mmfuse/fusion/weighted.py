@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from mmfuse.fusion.base import Fusion
 from mmfuse.fusion.registry import register_fusion
+from mmfuse.layers.dropout import Dropout
 from mmfuse.layers.masking import masked_softmax
 
 __all__ = ["WeightedFusion"]
@@ -59,7 +60,7 @@ class WeightedFusion(Fusion):
             )
         self.proj = nn.ModuleList(nn.Linear(d, out_dim) for d in self.modality_dims.values())
         self.score = nn.Sequential(nn.Linear(out_dim, attention_dim), nn.Tanh(), nn.Linear(attention_dim, 1))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def fuse(self, values: list[Tensor], masks: list[Tensor]) -> tuple[Tensor, Tensor | None]:
         """Score, softmax over present modalities and average (see the class docstring)."""

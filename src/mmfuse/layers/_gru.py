@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mmfuse.layers.dropout import dropout
+
 __all__ = ["gru_packed"]
 
 
@@ -164,6 +166,6 @@ def gru_packed(rnn: nn.GRU, x: Tensor, lengths: Tensor) -> Tensor:
         states = _GRURecurrence.apply(gi, w_hh, b_hh, sizes)[0]  # [D, N, h]
         layer_in = states.reshape(directions * n, -1).index_select(0, write).view(n, -1)  # [N, D*h] in time order
         if layer < rnn.num_layers - 1 and rnn.dropout > 0:
-            layer_in = nn.functional.dropout(layer_in, rnn.dropout, rnn.training)
+            layer_in = dropout(layer_in, rnn.dropout, rnn.training)
     out = layer_in.new_zeros(b * t_len, layer_in.shape[-1]).index_copy(0, source, layer_in)  # [B*T, D*h]
     return out.view(b, t_len, -1)  # [B, T, D*h]

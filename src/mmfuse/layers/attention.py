@@ -12,6 +12,7 @@ import math
 
 from torch import Tensor, nn
 
+from mmfuse.layers.dropout import Dropout
 from mmfuse.layers.masking import masked_softmax, zero_missing
 
 __all__ = ["DEFAULT_HEAD_CHOICES", "AttentionBlock", "MaskedMultiheadAttention", "resolve_num_heads"]
@@ -104,7 +105,7 @@ class MaskedMultiheadAttention(nn.Module):
         self.k_proj = nn.Linear(kdim, embed_dim)
         self.v_proj = nn.Linear(kdim, embed_dim)
         self.out_proj = nn.Linear(embed_dim, embed_dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, allowed: Tensor) -> tuple[Tensor, Tensor]:
         """Attend from every query to the keys it is allowed to see.
@@ -168,8 +169,8 @@ class AttentionBlock(nn.Module):
         self.norm_kv = nn.LayerNorm(dim) if cross else None
         self.attn = MaskedMultiheadAttention(dim, num_heads, dropout=attn_dropout, zero_unattended=True)
         self.norm_ff = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim))
-        self.dropout = nn.Dropout(dropout)
+        self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), Dropout(dropout), nn.Linear(2 * dim, dim))
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, allowed: Tensor, source: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Update ``x`` from the source (or itself).

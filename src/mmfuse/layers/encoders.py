@@ -17,6 +17,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from mmfuse.layers._gru import gru_packed
 from mmfuse.layers.attention import MaskedMultiheadAttention
+from mmfuse.layers.dropout import Dropout
 from mmfuse.layers.masking import zero_missing
 
 __all__ = ["ENCODERS", "ConvEncoder", "IdentityEncoder", "RNNEncoder", "TransformerEncoder", "make_encoder"]
@@ -121,7 +122,7 @@ class RNNEncoder(_StackedEncoder):
             bidirectional=bidirectional,
             dropout=dropout if num_layers > 1 else 0.0,
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def _gru_packed_applies(self, x: Tensor) -> bool:
         """Whether this forward pass runs :func:`~mmfuse.layers._gru.gru_packed` instead of the ``nn.GRU`` module."""
@@ -164,8 +165,8 @@ class _TransformerLayer(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.attn = MaskedMultiheadAttention(dim, num_heads, dropout=dropout)
         self.norm2 = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim))
-        self.dropout = nn.Dropout(dropout)
+        self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), Dropout(dropout), nn.Linear(2 * dim, dim))
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, allowed: Tensor) -> Tensor:
         h = self.norm1(x)
@@ -244,7 +245,7 @@ class ConvEncoder(_StackedEncoder):
         self.pad = (kernel_size - 1, 0) if causal else ((kernel_size - 1) // 2, (kernel_size - 1) // 2)
         self.convs = nn.ModuleList(nn.Conv1d(dim, dim, kernel_size) for _ in range(num_layers))
         self.act = nn.GELU()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, padding_mask: Tensor, present: Tensor | None = None) -> Tensor:
         """Encode ``x`` ``[B, T, H]`` -> ``[B, T, H]`` (zero at padded steps)."""

@@ -3,6 +3,12 @@
 Every function here is NaN-safe in the sense of rule 5: values at masked positions are replaced with
 ``torch.where`` (never multiplied by the mask), so a NaN written into a missing step cannot reach the result
 or its gradient.
+
+Where a mask is True everywhere (the common case: every modality present at every step) there is nothing to
+replace, and :func:`zero_missing` and :func:`masked_softmax` skip the ``where`` passes, which give the same
+values and gradients bit for bit. :func:`all_present` decides it, only for concrete CPU tensors outside
+tracing and compilation, so an exported or compiled graph always keeps its masking and a GPU never waits on a
+host-side check.
 """
 
 from __future__ import annotations
@@ -10,7 +16,28 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["masked_mean", "masked_softmax", "zero_missing"]
+__all__ = ["all_present", "masked_mean", "masked_softmax", "zero_missing"]
+
+
+def all_present(mask: Tensor) -> bool:
+    """True when ``mask`` is a concrete CPU tensor that is True everywhere, so masking it would change nothing.
+
+    False (take the masked path) for a mask with any False, on any other device, under ``torch.jit`` tracing,
+    ``torch.compile`` or ``torch.export``, and for tensor subclasses (fake tensors), so that no graph is ever
+    specialised to "nothing is missing".
+
+    Example:
+        >>> all_present(torch.ones(2, 3, dtype=torch.bool)), all_present(torch.tensor([True, False]))
+        (True, False)
+    """
+    return (
+        type(mask) is Tensor
+        and mask.device.type == "cpu"
+        and not torch.jit.is_tracing()
+        and not torch.compiler.is_compiling()
+        and not torch.compiler.is_exporting()
+        and bool(mask.all())
+    )
 
 
 def zero_missing(x: Tensor, mask: Tensor) -> Tensor:
@@ -28,6 +55,8 @@ def zero_missing(x: Tensor, mask: Tensor) -> Tensor:
         >>> zero_missing(x, torch.tensor([[True, False]])).tolist()
         [[[1.0], [0.0]]]
     """
+    if all_present(mask):
+        return x
     return torch.where(mask.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
@@ -51,6 +80,8 @@ def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
         >>> w.tolist()
         [[0.5, 0.5, 0.0], [0.0, 0.0, 0.0]]
     """
+    if all_present(mask):
+        return torch.softmax(scores, dim=dim)
     mask = mask.expand_as(scores)
     fill = torch.finfo(scores.dtype).min
     safe = torch.where(mask, scores, torch.full((), fill, dtype=scores.dtype, device=scores.device))

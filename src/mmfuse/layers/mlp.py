@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from mmfuse.layers.dropout import Dropout
+
 __all__ = ["ACTIVATIONS", "MLP", "make_activation"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -73,7 +75,7 @@ class MLP(nn.Module):
         layers: list[nn.Module] = []
         prev = in_dim
         for h in hidden_dims:
-            layers += [nn.Linear(prev, h), make_activation(activation), nn.Dropout(dropout)]
+            layers += [nn.Linear(prev, h), make_activation(activation), Dropout(dropout)]
             prev = h
         layers.append(nn.Linear(prev, out_dim))
         self.net = nn.Sequential(*layers)

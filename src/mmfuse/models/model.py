@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from mmfuse.fusion.registry import create_fusion, get_fusion_class
+from mmfuse.layers.dropout import Dropout
 from mmfuse.layers.encoders import make_encoder
 from mmfuse.layers.masking import zero_missing
 from mmfuse.layers.mlp import MLP, make_activation
@@ -29,7 +30,7 @@ class _Projection(nn.Module):
         self.linear = nn.Linear(in_dim, hidden)
         self.norm: nn.Module = nn.LayerNorm(hidden) if norm else nn.Identity()
         self.act = make_activation(activation)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.dropout(self.act(self.norm(self.linear(x))))
@@ -163,7 +164,7 @@ class MultimodalModel(nn.Module):
         self.config = config
         self.modalities: tuple[str, ...] = tuple(sorted(config.modality_dims))
         h = config.hidden
-        self.input_dropout = nn.Dropout(config.input_dropout)
+        self.input_dropout = Dropout(config.input_dropout)
         token_encoders = {
             m: PretrainedTextEncoder(spec["source"], **{k: v for k, v in spec.items() if k != "source"})
             for m, spec in config.pretrained.items()
@@ -201,7 +202,7 @@ class MultimodalModel(nn.Module):
                 f"ModelConfig(causal=True) needs a causal fusion, but {config.fusion!r} with fusion_kwargs "
                 f"{config.fusion_kwargs} is not causal (for cross_attention pass fusion_kwargs={{'causal': True}})."
             )
-        self.fusion_dropout = nn.Dropout(0.0 if self.decision_level else config.dropout)
+        self.fusion_dropout = Dropout(0.0 if self.decision_level else config.dropout)
         self.context: _ContextConditioning | None = None
         if config.context_sizes:
             self.context = _ContextConditioning(
