@@ -12,6 +12,7 @@ from mmfuse.models import (
     ModelConfig,
     MultimodalModel,
     build_model,
+    count_parameters,
     load_model,
     parameter_report,
     preset_config,
@@ -150,6 +151,26 @@ def test_max_params_refusal() -> None:
     assert build_model(cfg, max_params=n).config == cfg
     with pytest.raises(ValueError, match=rf"{n:,} parameters, over the max_params budget of {n - 1:,}"):
         build_model(cfg, max_params=n - 1)
+
+
+@pytest.mark.parametrize("fusion", list_fusions())
+def test_count_parameters_equals_the_built_model_without_drawing(fusion: str) -> None:
+    cfg = ModelConfig(DIMS, out_dim=2, hidden=16, fusion=fusion)
+    torch.manual_seed(0)
+    counted = count_parameters(cfg, max_params=10**9)
+    after_count = torch.rand(3)  # counting drew nothing from the generator
+    torch.manual_seed(0)
+    assert torch.equal(after_count, torch.rand(3))
+    assert counted == parameter_report(build_model(cfg))
+    with pytest.raises(ValueError, match=rf"{counted.total:,} parameters, over the max_params budget"):
+        count_parameters(cfg, max_params=counted.total - 1)
+
+
+def test_count_parameters_checks_its_arguments() -> None:
+    with pytest.raises(TypeError, match="'config' parameter of count_parameters must be a ModelConfig"):
+        count_parameters({"audio": 3})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="'max_params' parameter of count_parameters"):
+        count_parameters(ModelConfig(DIMS, out_dim=2), max_params=0)
 
 
 def test_parameter_report_counts_frozen() -> None:

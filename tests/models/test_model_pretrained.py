@@ -14,7 +14,15 @@ from safetensors.torch import load_file
 from mmfuse.errors import DataError
 from mmfuse.fusion import list_fusions
 from mmfuse.layers.pretrained import PretrainedTextEncoder, encoder_fingerprint
-from mmfuse.models import ModelConfig, build_model, load_model, read_model_info, save_model
+from mmfuse.models import (
+    ModelConfig,
+    build_model,
+    count_parameters,
+    load_model,
+    parameter_report,
+    read_model_info,
+    save_model,
+)
 from mmfuse.models.build import WEIGHTS_FILE
 from mmfuse.types import Batch
 
@@ -223,3 +231,10 @@ def test_a_frozen_encoder_computes_each_distinct_text_once(tiny_bert: Path, monk
     model._embed_tokens("text", batch.inputs["text"], batch.masks["text"])
     model._embed_tokens("text", batch.inputs["text"], batch.masks["text"])
     assert calls == [4, 5, 5, 5]  # the direct computation above, then two unfrozen batches
+
+
+@pytest.mark.parametrize("trainable", [False, True])
+def test_count_parameters_with_a_pretrained_encoder(tiny_bert: Path, trainable: bool) -> None:
+    """Frozen backbone parameters count as frozen, with or without the meta-device build."""
+    cfg = _config(tiny_bert, spec={"trainable": trainable})
+    assert count_parameters(cfg) == parameter_report(build_model(cfg))

@@ -47,7 +47,15 @@ from mmfuse.evaluate.protocol import (
 from mmfuse.evaluate.rundir import RunDir
 from mmfuse.evaluate.significance import significance_columns
 from mmfuse.metrics import compute_metric, default_metrics, get_metric, main_metric, summarize_runs
-from mmfuse.models import ModelConfig, build_model, load_model, parameter_report, read_model_info, save_model
+from mmfuse.models import (
+    ModelConfig,
+    build_model,
+    count_parameters,
+    load_model,
+    parameter_report,
+    read_model_info,
+    save_model,
+)
 from mmfuse.train import TrainConfig, Trainer, metrics_from_predictions, predict, seed_everything
 from mmfuse.train.tracking import TrackingConfig, closing_all
 
@@ -325,10 +333,7 @@ def _compare(config: CompareConfig, progress: Callable[[CompareProgress], None] 
     # the parameter budget, the training config is valid, and a resumed run directory used the same settings.
     subset = in_use if config.modalities is not None else None
     model_configs = {f: model_config_for(dataset, f, modalities=subset, **per_fusion[f][0]) for f in fusions}
-    params = {
-        f: parameter_report(build_model(cfg, max_params=config.max_params)).trainable
-        for f, cfg in model_configs.items()
-    }
+    params = {f: count_parameters(cfg, max_params=config.max_params).trainable for f, cfg in model_configs.items()}
     for _, fusion_train in per_fusion.values():
         TrainConfig(**fusion_train)
     if config.resume:

@@ -100,24 +100,58 @@ def build_model(config: ModelConfig, max_params: int | None = None) -> Multimoda
         ...
         ValueError: The model built from this ModelConfig has ... parameters, over the max_params budget of 100...
     """
-    if not isinstance(config, ModelConfig):
-        raise TypeError(f"The 'config' parameter of build_model must be a ModelConfig. Got {type(config).__name__}.")
-    if max_params is not None and (not isinstance(max_params, int) or max_params < 1):
-        raise ValueError(f"The 'max_params' parameter of build_model must be a positive integer. Got {max_params!r}.")
-    report: ParameterReport | None = None
+    _check_arguments("build_model", config, max_params)
     if max_params is not None:
-        # Counted on the meta device first (shapes only): a config far over budget costs no memory or time.
-        try:
-            with torch.device("meta"):
-                report = parameter_report(MultimodalModel(config))
-        except (RuntimeError, NotImplementedError, ValueError, TypeError):
-            report = None  # a component that cannot be built on the meta device is counted after building
+        report = _meta_report(config)  # a config far over budget is refused before any memory is allocated
         if report is not None:
             _check_budget(report, config, max_params)
     model = MultimodalModel(config)
     if max_params is not None and report is None:
         _check_budget(parameter_report(model), config, max_params)
     return model
+
+
+def count_parameters(config: ModelConfig, max_params: int | None = None) -> ParameterReport:
+    """The :func:`parameter_report` of the model ``config`` describes, without initialising its weights.
+
+    The model is built on the meta device (shapes only, no memory, no initialisation, no random draws), which
+    is what a parameter-budget check needs; a component that cannot be built there is built for real.
+
+    Args:
+        config: The model description.
+        max_params: Parameter budget, checked as :func:`build_model` checks it (None: no limit).
+
+    Raises:
+        ValueError: if the model exceeds the budget, or ``config`` does not build.
+
+    Example:
+        >>> cfg = ModelConfig({"a": 3}, out_dim=2, hidden=8)
+        >>> count_parameters(cfg) == parameter_report(build_model(cfg))
+        True
+    """
+    _check_arguments("count_parameters", config, max_params)
+    report = _meta_report(config)
+    if report is None:
+        return parameter_report(build_model(config, max_params=max_params))
+    if max_params is not None:
+        _check_budget(report, config, max_params)
+    return report
+
+
+def _check_arguments(owner: str, config: Any, max_params: Any) -> None:
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"The 'config' parameter of {owner} must be a ModelConfig. Got {type(config).__name__}.")
+    if max_params is not None and (not isinstance(max_params, int) or max_params < 1):
+        raise ValueError(f"The 'max_params' parameter of {owner} must be a positive integer. Got {max_params!r}.")
+
+
+def _meta_report(config: ModelConfig) -> ParameterReport | None:
+    """The parameter report of ``config``'s model built on the meta device; None where it cannot be built there."""
+    try:
+        with torch.device("meta"):
+            return parameter_report(MultimodalModel(config))
+    except (RuntimeError, NotImplementedError, ValueError, TypeError):
+        return None  # a component that cannot be built on the meta device is counted after building
 
 
 def _check_budget(report: ParameterReport, config: ModelConfig, max_params: int) -> None:
