@@ -9,9 +9,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+import mmfuse.layers.dropout as dropout_module
 from mmfuse.evaluate.analysis.uncertainty import enable_mc_dropout
 from mmfuse.fusion import MulTFusion
-from mmfuse.layers import dropout as dropout_module
 from mmfuse.layers.attention import MaskedMultiheadAttention
 from mmfuse.layers.dropout import MIN_FAST_NUMEL, Dropout, dropout
 from mmfuse.layers.masking import all_present, masked_softmax, zero_missing

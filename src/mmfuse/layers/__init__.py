@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mmfuse.layers.attention import AttentionBlock, MaskedMultiheadAttention, resolve_num_heads
+from mmfuse.layers.dropout import Dropout
 from mmfuse.layers.encoders import (
     ENCODERS,
     ConvEncoder,
@@ -11,7 +12,7 @@ from mmfuse.layers.encoders import (
     TransformerEncoder,
     make_encoder,
 )
-from mmfuse.layers.masking import masked_mean, masked_softmax, zero_missing
+from mmfuse.layers.masking import all_present, masked_mean, masked_softmax, zero_missing
 from mmfuse.layers.mlp import ACTIVATIONS, MLP, make_activation
 from mmfuse.layers.pooling import POOLINGS, AttentionPool, LastStepPool, MeanPool, make_pooling
 from mmfuse.layers.pretrained import (
@@ -31,6 +32,7 @@ __all__ = [
     "AttentionBlock",
     "AttentionPool",
     "ConvEncoder",
+    "Dropout",
     "IdentityEncoder",
     "LastStepPool",
     "MaskedMultiheadAttention",
@@ -38,6 +40,7 @@ __all__ = [
     "PretrainedTextEncoder",
     "RNNEncoder",
     "TransformerEncoder",
+    "all_present",
     "backbone_parameter_groups",
     "cached_text_embeddings",
     "list_pretrained",
