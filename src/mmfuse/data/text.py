@@ -91,15 +91,19 @@ def token_ids(
     """Token ids of ``texts`` as a ``"tokens"`` modality stores them, and how many texts were cut short.
 
     Each text becomes ``max_length`` ids (``[CLS] ... [SEP]`` for BERT-style tokenizers), right-padded with the
-    tokenizer's pad id, as float32 (whole numbers; see :class:`~mmfuse.data.ModalitySpec`).
+    tokenizer's pad id, as float32 (whole numbers; see :class:`~mmfuse.data.ModalitySpec`). The texts are
+    tokenised once: the tokenizer truncates them and reports what it cut in the same pass.
 
     Args:
         texts: The texts, in order.
         encoder: Folder of the transformers model whose tokenizer to use (default: the packaged MiniLM).
-        max_length: Ids per text; longer texts are truncated (the count is returned).
+        max_length: Ids per text, special tokens included; longer texts are truncated (the count is returned).
 
     Returns:
         ``(ids [len(texts), max_length] float32, number of truncated texts)``.
+
+    Raises:
+        ValueError: ``max_length`` is not a whole number above the tokenizer's count of special tokens.
 
     Example:
         >>> ids, cut = token_ids(["A GOOD MOVIE", "SO BORING"], max_length=8)
@@ -110,10 +114,38 @@ def token_ids(
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(encoder or default_sentence_encoder_path()), local_files_only=True)
+    special = tokenizer.num_special_tokens_to_add()
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= special:
+        raise ValueError(
+            f"The 'max_length' parameter of token_ids must be a whole number above the {special} special token(s) "
+            f"its tokenizer adds to every text. Got {max_length!r} instead."
+        )
     texts = [str(t) for t in texts]
-    lengths = [len(ids) for ids in tokenizer(texts, truncation=False)["input_ids"]]
-    out = tokenizer(texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="np")
-    return out["input_ids"].astype(np.float32), sum(n > max_length for n in lengths)
+    if not texts:
+        return np.zeros((0, max_length), dtype=np.float32), 0
+    if tokenizer.is_fast:
+        # One pass: a text longer than max_length comes back as several windows; its first is the truncated text.
+        out = tokenizer(
+            texts,
+            padding="max_length",
+            truncation=True,
+            max_length=max_length,
+            return_overflowing_tokens=True,
+            return_tensors="np",
+        )
+        owner = out["overflow_to_sample_mapping"]  # [R] the text of each window, in order (R >= len(texts))
+        first = np.ones(owner.shape, dtype=bool)  # [R]
+        first[1:] = owner[1:] != owner[:-1]
+        windows = np.bincount(owner, minlength=len(texts))  # [N]
+        return out["input_ids"][first].astype(np.float32), int(np.count_nonzero(windows > 1))
+    # A Python tokenizer cannot return overflow for a batch: map each text to ids once, then let the tokenizer
+    # truncate, add its special tokens and pad those ids (what its own __call__ does after tokenising).
+    content = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    rows = [
+        tokenizer.prepare_for_model(ids, truncation=True, max_length=max_length, padding="max_length")["input_ids"]
+        for ids in content
+    ]
+    return np.asarray(rows, dtype=np.float32), sum(len(ids) + special > max_length for ids in content)
 
 
 def sentence_encoder(path: str | os.PathLike[str] | None = None) -> Any:
