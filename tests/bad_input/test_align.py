@@ -150,7 +150,7 @@ _ROWS: list[tuple[str, str, Callable[[Path], None], tuple[str, ...], str, tuple[
         _acc(lambda t, v: (t, _set2(v, 3, 1, np.nan))),
         (),
         "exit 2",
-        ("r2", "acc.csv", "column 'x1'", "NaN", "data row 3"),
+        ("r2", "acc.csv", "column 'x1'", "NaN", "data row 3", "finite"),
     ),
     (
         "inf-in-npz",
@@ -158,7 +158,7 @@ _ROWS: list[tuple[str, str, Callable[[Path], None], tuple[str, ...], str, tuple[
         _gyro(values=_col_with(5, np.inf)),
         (),
         "exit 2",
-        ("r2", "gyro.npz", "finite", "row 5"),
+        ("r2", "gyro.npz", "'gyro'", "finite", "inf", "row 5"),
     ),
     (
         "nan-timestamp-npz",
@@ -174,7 +174,7 @@ _ROWS: list[tuple[str, str, Callable[[Path], None], tuple[str, ...], str, tuple[
         _acc(lambda t, v: (t[[0, 1, 2, 3, 5, 4, *range(6, 20)]], v)),
         (),
         "exit 2",
-        ("r2", "acc.csv", "sorted", "index 5"),
+        ("r2", "acc.csv", "'acc'", "sorted", "index 5"),
     ),
     (
         "duplicate-timestamps",
@@ -185,14 +185,28 @@ _ROWS: list[tuple[str, str, Callable[[Path], None], tuple[str, ...], str, tuple[
         ("r2", "acc.csv", "duplicate timestamp", "indices 2 and 3"),
     ),
     (
+        "duplicate-timestamps-parquet",
+        "a repeated timestamp in a Parquet stream file",
+        lambda s: (
+            (s / "r2" / "acc.csv").unlink()
+            or pq.write_table(
+                pa.table({"timestamp": _set(np.arange(20) / 10, 3, 0.2), "x0": np.zeros(20), "x1": np.ones(20)}),
+                s / "r2" / "acc.parquet",
+            )
+        ),
+        (),
+        "exit 2",
+        ("r2", "acc.parquet", "'acc'", "duplicate timestamp", "indices 2 and 3"),
+    ),
+    (
         "header-only-csv",
         "a CSV with a header and no rows",
         _acc_text("timestamp,x0,x1\n"),
         (),
         "exit 2",
-        ("r2", "acc.csv", "empty"),
+        ("r2", "acc.csv", "'acc'", "empty"),
     ),
-    ("zero-byte-csv", "an empty (0-byte) CSV", _acc_bytes(b""), (), "exit 2", ("r2", "acc.csv", "0 bytes")),
+    ("zero-byte-csv", "an empty (0-byte) CSV", _acc_bytes(b""), (), "exit 2", ("r2", "acc.csv", "empty", "0 bytes")),
     (
         "dims-differ",
         "3 features in one recording, 2 in the others",
@@ -207,7 +221,7 @@ _ROWS: list[tuple[str, str, Callable[[Path], None], tuple[str, ...], str, tuple[
         _acc_text("timestamp,x0,x1\n0,1,2\n0.1,abc,3\n"),
         (),
         "exit 2",
-        ("r2", "acc.csv", "'x0'", "numeric", "'abc'"),
+        ("r2", "acc.csv", "'x0'", "numeric", "data row 1", "'abc'"),
     ),
     (
         "short-row",
@@ -215,7 +229,7 @@ _ROWS: list[tuple[str, str, Callable[[Path], None], tuple[str, ...], str, tuple[
         _acc_text("timestamp,x0,x1\n0,1,2\n0.1,1\n"),
         (),
         "exit 2",
-        ("r2", "acc.csv", "Expected 3 columns, got 2"),
+        ("r2", "acc.csv", "Expected 3 columns, got 2", "0.1,1"),
     ),
     (
         "long-row",
@@ -838,7 +852,8 @@ def test_align(tmp_path: Path, case: Case) -> None:
             "validation.md",
         ]
         if case.id == "accepted-missing-modality":
-            assert not recs["r2"].masks["gyro"].any() and recs["r1"].masks["gyro"].any()
+            assert not recs["r2"].masks["gyro"].any() and not recs["r2"].values["gyro"].any()
+            assert recs["r1"].masks["gyro"].any() and recs["r3"].masks["gyro"].any()
         else:
             assert all(r.masks["gyro"].any() for r in recs.values())
         if case.id == "accepted-regression-labels":
@@ -854,11 +869,13 @@ def test_align(tmp_path: Path, case: Case) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
 
-def test_align_overwrite_refusal_keeps_the_data_set(tmp_path: Path) -> None:
+@pytest.mark.parametrize("case", params(c for c in CASES if c.id in {"split-training", "nan-in-csv"}))
+def test_align_overwrite_refusal_keeps_the_data_set(tmp_path: Path, case: Case) -> None:
     src = align_source(tmp_path)
     out = tmp_path / "ds"
     assert invoke("align", src, "--out", out, "--rate", "10").exit_code == 0
     before = tree(out)
-    _labels("recording,label,split\nr1,a,training\nr2,b,val\nr3,a,test\n")(src)
-    clean_failure(invoke("align", src, "--out", out, "--rate", "10", "--overwrite"))
+    breaker, _ = case.data
+    breaker(src)
+    assert_names(clean_failure(invoke("align", src, "--out", out, "--rate", "10", "--overwrite")), *case.names)
     assert tree(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["ds", "src"]
