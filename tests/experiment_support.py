@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,32 @@ def read_csv(path: Path) -> list[dict[str, str]]:
     """The rows of a CSV file with a header (results.csv, summary.csv, trials.csv)."""
     with path.open(newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
+
+
+TIMED_ANALYSIS_COLUMNS = ("latency_ms_median", "latency_ms_p95")
+"""The complexity analysis's wall-clock measurements: never equal between two analyses of the same run."""
+
+
+def analysis_outputs(run: Path) -> dict[str, Any]:
+    """Every table, the report sections (the timed one left out), notes and runs of an analysed run directory.
+
+    Two analyses of the same run (serial, on worker processes, on Ray) must give equal outputs.
+    """
+
+    def untimed(path: Path) -> list[dict[str, str]]:
+        return [{k: v for k, v in row.items() if k not in TIMED_ANALYSIS_COLUMNS} for row in read_csv(path)]
+
+    folder = run / "analysis"
+    sections = json.loads((folder / "sections.json").read_text(encoding="utf-8"))
+    sections["sections"] = [s for s in sections["sections"] if s["id"] != "analysis-complexity"]
+    result = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+    return {
+        "tables": {p.name: untimed(p) for p in sorted(folder.glob("*.csv"))},
+        "final_results": untimed(run / "final_results.csv"),
+        "sections": sections,
+        "result": {k: v for k, v in result.items() if k != "seconds"},
+        "figures": sorted(p.name for p in folder.glob("*.png")),
+    }
 
 
 def without_time(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -59,7 +59,7 @@ def analyze(
 ) -> None:
     """Analyse a compare run: ablation, robustness, calibration, uncertainty, maps, failures, weights, cost."""
     from mmfuse.evaluate.analysis import EMBEDDING_METHODS, AnalysisConfig, analyze_run, list_analyses
-    from mmfuse.evaluate.executors import make_executor
+    from mmfuse.evaluate.executors import executor_or_none
     from mmfuse.train import resolve_device
 
     if run_dir is None:
@@ -74,10 +74,9 @@ def analyze(
         encoder_embedding_methods=EMBEDDING_METHODS if all_maps else ("pca",),
         device=resolve_device(device).type,
     )
-    runner = make_executor(executor, workers=jobs, num_threads=config.num_threads, address=ray_address)
-    parallel = executor != "local" or jobs > 1  # one local job: in this process, no worker to start
+    runner = executor_or_none(executor, workers=jobs, num_threads=config.num_threads, address=ray_address)
     with analysis_progress(str(run_dir)):
-        result = analyze_run(run_dir, config=config, executor=runner if parallel else None)
+        result = analyze_run(run_dir, config=config, executor=runner)
     table = Table(title=f"analysis of {run_dir}: seconds per part")
     table.add_column("analysis")
     table.add_column("seconds", justify="right")

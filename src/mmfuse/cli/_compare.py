@@ -68,7 +68,12 @@ def compare(
     ] = "local",
     ray_address: opt.RayAddressOption = None,
     analyze: Annotated[
-        bool, typer.Option("--analyze", help="Then run the analysis suite on the run (as 'mmfuse analyze').")
+        bool,
+        typer.Option(
+            "--analyze",
+            help="Then run the analysis suite on the run (as 'mmfuse analyze'), with the same --jobs, --executor "
+            "and --ray-address.",
+        ),
     ] = False,
     causal: Annotated[
         bool,
@@ -177,9 +182,10 @@ def compare(
         from mmfuse.train import resolve_device
 
         with analysis_progress(str(result.out_dir)):
-            analysis = analyze_run(
+            analysis = analyze_run(  # on the executor the runs trained with (--jobs, --executor, --ray-address)
                 result.out_dir,
                 config=AnalysisConfig(data_dir=path_text(data_dir), device=resolve_device(device).type),
+                executor=config.run_executor(),
             )
         seconds = sum(analysis.seconds.values())
         console.print(f"Analysis: {len(analysis.files)} files in {analysis.out_dir} ({seconds:.0f} s); report updated")

@@ -28,7 +28,7 @@ import numpy as np
 from mmfuse._io import atomic_write_json
 from mmfuse.data import MultimodalDataset, open_dataset, open_or_load_dataset
 from mmfuse.errors import DataError, MmfuseWarning
-from mmfuse.evaluate.executors import make_executor
+from mmfuse.evaluate.executors import RunExecutor, executor_or_none, make_executor
 from mmfuse.evaluate.predictions import RunPredictions
 from mmfuse.evaluate.protocol import (
     UNIMODAL_PREFIX,
@@ -216,6 +216,20 @@ class CompareConfig:
             raise ValueError(
                 f"The 'experiment' parameter of CompareConfig must be a mapping. Got {type(self.experiment).__name__}."
             )
+
+    def run_executor(self) -> RunExecutor | None:
+        """Where the runs train, and where ``compare --analyze`` sends the analysis tasks; None: in this process.
+
+        :func:`~mmfuse.evaluate.executors.executor_or_none` of ``executor``, ``jobs``, ``num_threads`` and
+        ``ray_address``.
+
+        Example:
+            >>> CompareConfig(jobs=2).run_executor()
+            LocalProcessExecutor(workers=2, num_threads=1)
+        """
+        return executor_or_none(
+            self.executor, workers=self.jobs, num_threads=self.num_threads, address=self.ray_address
+        )
 
 
 @dataclass
@@ -488,7 +502,8 @@ def _train_and_report(
         "tracking": tracking.to_dict() if tracking.enabled else None,
     }
     rows: list[dict[str, Any]] = []
-    if config.executor == "local" and (config.jobs == 1 or total == 1):
+    executor = config.run_executor()
+    if executor is None or (executor.name == "local" and total == 1):
         for run_index, (fusion, seed) in enumerate(jobs, start=1):
             rows.append(
                 _run_one(
@@ -509,7 +524,9 @@ def _train_and_report(
             )
             run.write_results(rows)
     else:
-        rows = _run_parallel(config, dataset, normalizers, jobs, model_configs, params, per_fusion, common, progress)
+        rows = _run_parallel(
+            executor, run, dataset, normalizers, jobs, model_configs, params, per_fusion, common, progress
+        )
 
     summary = summarize_runs(rows, by="fusion", metrics=["params", "train_seconds", *metric_names])
     summary.sort(key=lambda r: r[f"{main}_mean"], reverse=get_metric(main).higher_is_better)
@@ -764,7 +781,8 @@ def _stream_info(dataset: MultimodalDataset) -> dict[str, Any] | None:
 
 
 def _run_parallel(
-    config: CompareConfig,
+    executor: RunExecutor,
+    run: RunDir,
     dataset: MultimodalDataset,
     normalizers: Any,
     jobs: Sequence[tuple[str, int]],
@@ -774,11 +792,10 @@ def _run_parallel(
     common: Mapping[str, Any],
     progress: Callable[[CompareProgress], None] | None,
 ) -> list[dict[str, Any]]:
-    """Train the runs with the configured executor (:mod:`mmfuse.evaluate.executors`).
+    """Train the runs with ``executor`` (:mod:`mmfuse.evaluate.executors`).
 
     Each run reopens the data set and the shared normalisers; ``results.csv`` is rewritten as every run finishes.
     """
-    run = RunDir(config.out_dir)
     shared = run.normalizers_dir
     normalizers.save(shared)
     specs = [
@@ -796,9 +813,6 @@ def _run_parallel(
         }
         for run_index, (fusion, seed) in enumerate(jobs, start=1)
     ]
-    executor = make_executor(
-        config.executor, workers=config.jobs, num_threads=config.num_threads, address=config.ray_address
-    )
     results: dict[int, dict[str, Any]] = {}
 
     def on_done(index: int, row: dict[str, Any]) -> None:

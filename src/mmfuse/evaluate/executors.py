@@ -31,6 +31,7 @@ __all__ = [
     "RunExecutor",
     "RunFailed",
     "describe_run",
+    "executor_or_none",
     "make_executor",
     "run_failed",
 ]
@@ -181,3 +182,24 @@ def make_executor(
     if address is not None:
         raise ValueError(f"The 'ray_address' parameter needs executor 'ray'. Got executor {name!r}.")
     return LocalProcessExecutor(workers=workers, num_threads=num_threads)
+
+
+def executor_or_none(
+    name: str, *, workers: int = 1, num_threads: int | None = 1, address: str | None = None
+) -> RunExecutor | None:
+    """The executor of a command's ``--executor``/``--jobs``/``--ray-address``; None for one local job.
+
+    One local worker gains nothing over the calling process (a spawned process would only add its start-up), so
+    None tells the caller (``compare``'s runs, ``analyze_run``) to do the work itself. ``compare --analyze`` hands
+    the analysis the executor its runs used through this one rule, as ``mmfuse analyze`` does.
+
+    Raises:
+        ValueError: as :func:`make_executor`.
+
+    Example:
+        >>> executor_or_none("local") is None, executor_or_none("local", workers=2)
+        (True, LocalProcessExecutor(workers=2, num_threads=1))
+    """
+    if name == "local" and workers == 1 and address is None:
+        return None
+    return make_executor(name, workers=workers, num_threads=num_threads, address=address)

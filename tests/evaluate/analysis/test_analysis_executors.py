@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import shutil
 import sys
 import textwrap
@@ -16,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 import mmfuse.plugins as plugins
+from experiment_support import analysis_outputs, read_csv
 from mmfuse.cli._app import app
 from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, write_dataset
 from mmfuse.evaluate.analysis import AnalysisConfig, analyze_run, base
@@ -32,7 +31,6 @@ SETTINGS = AnalysisConfig(
     latency_repeats=2,
     worst_cases=3,
 )
-TIMED = ("latency_ms_median", "latency_ms_p95")  # wall-clock measurements: never equal between two runs
 
 
 @pytest.fixture(scope="module")
@@ -73,35 +71,13 @@ def _copy(run_dir: Path, dest: Path) -> Path:
     return Path(shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns("analysis", "final_results.csv")))
 
 
-def _csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as fh:
-        return [{k: v for k, v in row.items() if k not in TIMED} for row in csv.DictReader(fh)]
-
-
-def _outputs(run: Path) -> dict[str, Any]:
-    """Every table, the report sections (the timed one left out), notes and runs of an analysed run directory."""
-    folder = run / "analysis"
-    tables = {p.name: _csv(p) for p in sorted(folder.glob("*.csv"))}
-    sections = json.loads((folder / "sections.json").read_text(encoding="utf-8"))
-    sections["sections"] = [s for s in sections["sections"] if s["id"] != "analysis-complexity"]
-    result = json.loads((folder / "result.json").read_text(encoding="utf-8"))
-    figures = sorted(p.name for p in folder.glob("*.png"))
-    return {
-        "tables": tables,
-        "final_results": _csv(run / "final_results.csv"),
-        "sections": sections,
-        "result": {k: v for k, v in result.items() if k != "seconds"},
-        "figures": figures,
-    }
-
-
 def test_ray_tasks_give_the_files_of_a_serial_run(run_dir: Path, tmp_path: Path, local_ray: None) -> None:
     serial = analyze_run(_copy(run_dir, tmp_path / "serial"), config=SETTINGS)
     on_ray = analyze_run(_copy(run_dir, tmp_path / "ray"), config=SETTINGS, executor=RayExecutor())
     assert len(serial.final_results) == 4 and "ablation.csv" in {f.name for f in on_ray.files}
-    expected = _outputs(tmp_path / "serial")
+    expected = analysis_outputs(tmp_path / "serial")
     assert len(expected["tables"]) >= 10 and expected["tables"]["complexity.csv"]
-    assert _outputs(tmp_path / "ray") == expected
+    assert analysis_outputs(tmp_path / "ray") == expected
     assert on_ray.notes == serial.notes
     assert set(on_ray.seconds) == {*serial.seconds, "tasks"}  # the tasks' wall time
     for name, row in zip(("concat", "concat", "weighted", "weighted"), on_ray.final_results, strict=True):
@@ -182,7 +158,7 @@ def test_a_failed_task_names_its_analysis_and_model(
     run = _copy(run_dir, tmp_path / "run")
     only_concat = AnalysisConfig(analyses=(picky,), runs=("concat",), write_report=False)
     done = analyze_run(run, config=only_concat, executor=runner)
-    assert _csv(run / "analysis" / "rows.csv") == [
+    assert read_csv(run / "analysis" / "rows.csv") == [
         {"fusion": "concat", "seed": "0", "rows": "20"},
         {"fusion": "concat", "seed": "1", "rows": "20"},
     ]
