@@ -117,7 +117,7 @@ _RECORD_ROWS: list[tuple[str, str, str, dict[str, Any], str, tuple[str, ...]]] =
         "cls",
         {"values": {**_values(), "mic": np.ones((4, 1))}},
         "DataError",
-        ("'s2'", "unknown modality 'mic'"),
+        ("'s2'", "unknown modality 'mic'", "['acc', 'gyro']"),
     ),
     (
         "unknown-mask",
@@ -248,7 +248,14 @@ _RECORD_ROWS: list[tuple[str, str, str, dict[str, Any], str, tuple[str, ...]]] =
         ("'s2'", "context keys ['device']", "[]"),
     ),
     ("label-bool", "a bool class label", "cls", {"label": True}, "DataError", ("'s2'", "int class index", "True")),
-    ("label-float-cls", "a float class label", "cls", {"label": 0.5}, "DataError", ("'s2'", "int class index", "0.5")),
+    (
+        "label-float-cls",
+        "a float class label",
+        "cls",
+        {"label": 0.5},
+        "DataError",
+        ("'s2'", "int class index", "0.5", "float"),
+    ),
     (
         "label-str-cls",
         "a string class label",
@@ -380,7 +387,7 @@ CASES = [
 
 # (id, what, keyword changes, expected error, names)
 _ARG_ROWS: list[tuple[str, str, dict[str, Any], str, tuple[str, ...]]] = [
-    ("no-records", "no records at all", {"records": []}, "DataError", ("no records", "'toy'")),
+    ("no-records", "no records at all", {"records": []}, "DataError", ("no records for data set 'toy'",)),
     ("empty-name", "name ''", {"name": ""}, "ValueError", ("'name'", "non-empty")),
     ("no-modalities", "modalities []", {"modalities": []}, "ValueError", ("'modalities'", "non-empty")),
     (
@@ -451,49 +458,58 @@ _ARG_ROWS: list[tuple[str, str, dict[str, Any], str, tuple[str, ...]]] = [
 CASES += [Case(SURFACE, cid, what, error, names, ("args", ch)) for cid, what, ch, error, names in _ARG_ROWS]
 
 
+def _arguments(case: Case, dest: Path) -> dict[str, Any]:
+    """``write_dataset``'s arguments for the case (``records`` among them); sets up what it needs at ``dest``."""
+    if case.data[0] == "record":
+        _, kind, changes = case.data
+        second: Any = dict(changes["__replace__"]) if "__replace__" in changes else _record("s2", kind, **changes)
+        return {"records": [_record("s1", kind), second], "name": "toy", "modalities": _SPECS, "task": _TASKS[kind]}
+    changes = dict(case.data[1])
+    existing = changes.pop("__existing__", None)
+    if existing == "dataset":
+        write_dataset(dest, [_record("old", "cls")], name="old", modalities=_SPECS, task=_TASKS["cls"])
+    elif existing == "folder":
+        dest.mkdir()
+        (dest / "notes.txt").write_text("mine")
+    elif existing == "file":
+        dest.write_text("mine")
+    return {"records": [_record("s1", "cls")], "name": "toy", "modalities": _SPECS, "task": _TASKS["cls"], **changes}
+
+
+def _assert_refused(case: Case, dest: Path, kwargs: dict[str, Any]) -> None:
+    """``write_dataset`` raises the case's error naming what it lists, and nothing next to ``dest`` changes."""
+    root = dest.parent
+    before, entries = tree(root), sorted(p.name for p in root.iterdir())
+    error = {"DataError": DataError, "ValueError": ValueError, "TypeError": TypeError}[case.error]
+    with pytest.raises(error) as info:
+        write_dataset(dest, **kwargs)
+    assert type(info.value) is error or case.error == "ValueError"
+    assert_names(str(info.value), *case.names)
+    assert tree(root) == before, "a refused write_dataset changed the destination or left files behind"
+    assert sorted(p.name for p in root.iterdir()) == entries, "a refused write_dataset left a folder behind"
+
+
 @pytest.mark.parametrize("case", params(CASES))
 def test_write_dataset(tmp_path: Path, case: Case) -> None:
     dest = tmp_path / "ds"
-    if case.data[0] == "record":
-        _, kind, changes = case.data
-        task = _TASKS[kind]
-        second: Any = dict(changes["__replace__"]) if "__replace__" in changes else _record("s2", kind, **changes)
-        kwargs: dict[str, Any] = {
-            "records": [_record("s1", kind), second],
-            "name": "toy",
-            "modalities": _SPECS,
-            "task": task,
-        }
-    else:
-        changes = dict(case.data[1])
-        existing = changes.pop("__existing__", None)
-        if existing == "dataset":
-            write_dataset(dest, [_record("old", "cls")], name="old", modalities=_SPECS, task=_TASKS["cls"])
-        elif existing == "folder":
-            dest.mkdir()
-            (dest / "notes.txt").write_text("mine")
-        elif existing == "file":
-            dest.write_text("mine")
-        kwargs = {"records": [_record("s1", "cls")], "name": "toy", "modalities": _SPECS, "task": _TASKS["cls"]}
-        kwargs.update(changes)
-    before = tree(tmp_path)
-    records = kwargs.pop("records")
-    if case.error == ACCEPTED:
-        out = write_dataset(dest, records, **kwargs)
-        rec = open_dataset(out)[1]
-        if case.id == "accepted-nan-masked":
-            assert rec.values["acc"][2].tolist() == [0.0, 0.0] and rec.masks["acc"].tolist() == [1, 1, 0, 1]
-        elif case.id == "accepted-step-ignore":
-            assert rec.label.tolist() == [0, -100, 1, 0]
-        elif case.id == "accepted-step-regression-nan":
-            assert np.isnan(rec.label[1]) and rec.label[3] == 2.0
-        else:
-            assert rec.values["gyro"][:, 0].tolist() == [0.0, 1.0, 2.0, 3.0]
+    kwargs = _arguments(case, dest)
+    if case.error != ACCEPTED:
+        _assert_refused(case, dest, kwargs)
         return
-    error = {"DataError": DataError, "ValueError": ValueError, "TypeError": TypeError}[case.error]
-    with pytest.raises(error) as info:
-        write_dataset(dest, records, **kwargs)
-    assert type(info.value) is error or case.error == "ValueError"
-    assert_names(str(info.value), *case.names)
-    assert tree(tmp_path) == before, "a refused write_dataset changed the destination or left files behind"
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "a temporary folder was left behind"
+    rec = open_dataset(write_dataset(dest, **kwargs))[1]
+    if case.id == "accepted-nan-masked":
+        assert rec.values["acc"][2].tolist() == [0.0, 0.0] and rec.masks["acc"].tolist() == [1, 1, 0, 1]
+    elif case.id == "accepted-step-ignore":
+        assert rec.label.tolist() == [0, -100, 1, 0]
+    elif case.id == "accepted-step-regression-nan":
+        assert np.isnan(rec.label[1]) and rec.label[3] == 2.0
+    else:
+        assert rec.values["gyro"][:, 0].tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("case", params(c for c in CASES if c.data[0] == "record" and c.error != ACCEPTED))
+def test_write_dataset_refusal_keeps_the_data_set_it_would_overwrite(tmp_path: Path, case: Case) -> None:
+    dest = tmp_path / "ds"
+    kind = case.data[1]
+    write_dataset(dest, [_record("old", kind)], name="old", modalities=_SPECS, task=_TASKS[kind])
+    _assert_refused(case, dest, {**_arguments(case, dest), "overwrite": True})
