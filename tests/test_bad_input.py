@@ -17,114 +17,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bad_input.bad_input_table import assert_names, clean_failure, invoke
-from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, open_dataset, write_dataset
+from bad_input.bad_input_table import assert_names
+from mmfuse.data import SequenceRecord
 from mmfuse.errors import DataError
 from mmfuse.models import ModelConfig, build_model, load_model, save_model
 from mmfuse.preprocess import ModalityNormalizers, ZScoreNormalizer
-
-# ----------------------------------------------------------------------------------------------------------
-# write_dataset / open_dataset
-
-_SPECS = [ModalitySpec("acc", 2), ModalitySpec("gyro", 1)]
-_CLASSES = TaskSpec("classification", "sample", ("walk", "run"))
-
-
-def _record(rid: str, t: int = 4, label: object = 0, **changes: object) -> SequenceRecord:
-    rec = SequenceRecord(
-        id=rid,
-        group=rid,
-        split="train",
-        values={"acc": np.ones((t, 2), np.float32), "gyro": np.ones((t, 1), np.float32)},
-        masks={"acc": np.ones(t, bool), "gyro": np.ones(t, bool)},
-        label=label,  # type: ignore[arg-type]
-        timestamps=np.arange(t) / 10,
-    )
-    for k, v in changes.items():
-        setattr(rec, k, v)
-    return rec
-
-
-def _native(tmp_path: Path) -> Path:
-    records = [_record(f"s{i}", label=i % 2, split=("train", "val", "test")[i % 3]) for i in range(6)]
-    return write_dataset(tmp_path / "native", records, name="native", modalities=_SPECS, task=_CLASSES)
 
 
 def _truncate(path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-
-
-OPEN_CASES: dict[str, tuple[Callable[[Path], None], tuple[str, ...]]] = {
-    "truncated-modality-file": (
-        lambda p: _truncate(p / "modalities" / "acc.parquet"),
-        ("acc.parquet", "corrupt or was modified"),
-    ),
-    "missing-modality-file": (lambda p: (p / "modalities" / "gyro.parquet").unlink(), ("gyro.parquet", "missing")),
-    "truncated-samples-file": (lambda p: _truncate(p / "samples.parquet"), ("samples.parquet", "corrupt")),
-    "missing-meta": (lambda p: (p / "meta.json").unlink(), ("meta.json", "missing", "not an mmfuse data set")),
-    "corrupt-meta": (lambda p: (p / "meta.json").write_text("{not json"), ("meta.json", "cannot be read as JSON")),
-}
-
-
-@pytest.mark.parametrize("case", list(OPEN_CASES))
-def test_open_dataset_names_the_broken_file(tmp_path: Path, case: str) -> None:
-    path = _native(tmp_path)
-    breaker, expected = OPEN_CASES[case]
-    breaker(path)
-    with pytest.raises(DataError) as info:
-        ds = open_dataset(path)
-        for m in ds.modalities:  # modalities are read lazily: touch every one
-            ds.stacked(m)
-    assert_names(str(info.value), *expected)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# mmfuse compare
-
-
-def test_compare_cli_unknown_fusion_lists_the_valid_ones(tmp_path: Path) -> None:
-    native = _native(tmp_path)
-    out = tmp_path / "run"
-    line = clean_failure(invoke("compare", "--dataset", native, "--fusion", "concat,nope", "--out", out))
-    assert_names(line, "Unknown fusion 'nope'", "concat", "cross_attention", "gated", "weighted")
-    assert not out.exists()
-
-
-def test_compare_cli_unknown_dataset_lists_the_valid_ones(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    line = clean_failure(invoke("compare", "--dataset", "no-such-set", "--out", out))
-    assert_names(line, "Unknown data set 'no-such-set'", "basic-motions", "mosi-utterance")
-    assert not out.exists()
-
-
-def test_compare_cli_folder_that_is_not_a_data_set(tmp_path: Path) -> None:
-    folder = tmp_path / "not-a-dataset"
-    folder.mkdir()
-    out = tmp_path / "run"
-    line = clean_failure(invoke("compare", "--dataset", folder, "--out", out))
-    assert_names(line, "not-a-dataset", "meta.json")
-    assert not out.exists()
-
-
-def test_compare_cli_native_data_set_without_a_test_split(tmp_path: Path) -> None:
-    records = [_record(f"s{i}", label=i % 2, split=("train", "val")[i % 2]) for i in range(4)]
-    native = write_dataset(tmp_path / "native", records, name="native", modalities=_SPECS, task=_CLASSES)
-    out = tmp_path / "run"
-    line = clean_failure(invoke("compare", "--dataset", native, "--seeds", "1", "--epochs", "1", "--out", out))
-    assert_names(line, "'native'", "['test']", "'train', 'val' and 'test'", "['train', 'val']")
-    assert not out.exists(), "a refused compare left a run directory behind"
-
-
-@pytest.mark.parametrize("case", ["truncated-modality-file", "truncated-samples-file", "corrupt-meta"])
-def test_compare_cli_corrupt_native_data_set(tmp_path: Path, case: str) -> None:
-    native = _native(tmp_path)
-    breaker, expected = OPEN_CASES[case]
-    breaker(native)
-    out = tmp_path / "run"
-    line = clean_failure(invoke("compare", "--dataset", native, "--seeds", "1", "--epochs", "1", "--out", out))
-    assert_names(line, *expected)
-    assert not out.exists(), "a refused compare left a run directory behind"
 
 
 # ----------------------------------------------------------------------------------------------------------

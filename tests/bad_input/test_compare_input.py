@@ -78,6 +78,14 @@ def _edit_meta(ds: Path) -> None:
     (ds / "meta.json").write_text(json.dumps(meta))
 
 
+def _halve(rel: str) -> Callable[[Path], None]:
+    def edit(ds: Path) -> None:
+        data = (ds / rel).read_bytes()
+        (ds / rel).write_bytes(data[: len(data) // 2])
+
+    return edit
+
+
 def _existing_run(out: Path) -> None:
     out.mkdir()
     (out / "run.json").write_text('{"dataset": "native"}')
@@ -97,7 +105,14 @@ _ROWS: list[
     ("fusion-comma", "--fusion ','", ("-f", ","), None, None, ("fusion names [',']", "select no fusion")),
     ("fusion-spaces", "--fusion ' , '", ("-f", " , "), None, None, ("select no fusion",)),
     ("fusion-unknown", "--fusion nope", ("-f", "nope"), None, None, ("Unknown fusion 'nope'", "concat", "gated")),
-    ("fusion-unknown-in-list", "--fusion concat,nope", ("-f", "concat,nope"), None, None, ("Unknown fusion 'nope'",)),
+    (
+        "fusion-unknown-in-list",
+        "--fusion concat,nope",
+        ("-f", "concat,nope"),
+        None,
+        None,
+        ("Unknown fusion 'nope'", "concat", "cross_attention", "gated", "weighted"),
+    ),
     ("fusion-unknown-unimodal", "--fusion unimodal-mic", ("-f", "unimodal-mic"), None, None, ("mic",)),
     ("dataset-empty", "--dataset ''", ("--dataset", ""), None, None, ("'dataset'", "Got ''")),
     ("dataset-spaces", "--dataset '  '", ("--dataset", "  "), None, None, ("Unknown data set '  '", "basic-motions")),
@@ -107,7 +122,7 @@ _ROWS: list[
         ("--dataset", "no-such-set"),
         None,
         None,
-        ("Unknown data set 'no-such-set'", "basic-motions"),
+        ("Unknown data set 'no-such-set'", "basic-motions", "mosi-utterance"),
     ),
     (
         "dataset-missing-folder",
@@ -131,7 +146,7 @@ _ROWS: list[
         ("--dataset", "EMPTY"),
         None,
         None,
-        ("meta.json",),
+        ("not-a-dataset", "meta.json"),
     ),
     (
         "dataset-no-test-split",
@@ -139,7 +154,7 @@ _ROWS: list[
         ("--dataset", "NOTEST"),
         None,
         None,
-        ("['test']", "'train', 'val' and 'test'"),
+        ("'native'", "['test']", "'train', 'val' and 'test'", "['train', 'val']"),
     ),
     (
         "dataset-meta-edited",
@@ -171,7 +186,23 @@ _ROWS: list[
         (),
         lambda ds: (ds / "modalities" / "gyro.parquet").write_bytes(b"PAR1"),
         None,
-        ("gyro.parquet", "corrupt"),
+        ("gyro.parquet", "corrupt or was modified"),
+    ),
+    (
+        "dataset-samples-truncated",
+        "samples.parquet cut to half its bytes",
+        (),
+        _halve("samples.parquet"),
+        None,
+        ("samples.parquet", "corrupt or was modified"),
+    ),
+    (
+        "dataset-meta-not-json",
+        "a data set whose meta.json is not JSON",
+        (),
+        lambda ds: (ds / "meta.json").write_text("{not json"),
+        None,
+        ("meta.json", "cannot be read as JSON"),
     ),
     (
         "seeds-zero",
@@ -261,12 +292,12 @@ def test_compare(tmp_path: Path, case: Case) -> None:
     if out_setup is not None:
         out_setup(out)
     named: dict[str, Any] = {
-        "EMPTY": tmp_path / "empty",
+        "EMPTY": tmp_path / "not-a-dataset",
         "MISSING": tmp_path / "missing" / "ds",
         "AFILE": tmp_path / "a-file.txt",
         "NOTEST": _native(tmp_path / "notest", ("train", "val")),
     }
-    (tmp_path / "empty").mkdir()
+    (tmp_path / "not-a-dataset").mkdir()
     (tmp_path / "a-file.txt").write_text("x")
     args = [str(named.get(a, a)) for a in args]
     if "--dataset" not in args:
