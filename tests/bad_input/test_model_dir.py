@@ -1,5 +1,6 @@
 """Bad model directories through :func:`mmfuse.models.load_model`, :func:`mmfuse.stream.load_model_assets` (what
-``mmfuse serve`` loads before it binds a port) and the checkpoint loaders.
+``mmfuse serve`` loads before it binds a port), :meth:`mmfuse.preprocess.ModalityNormalizers.load` (its normaliser
+files) and the checkpoint loaders.
 
 An incomplete or inconsistent model directory never loads and never serves: the error is a ``DataError`` (or
 ``FileNotFoundError``) naming the file, and ``mmfuse serve`` stops with exit code 2 before its banner.
@@ -335,7 +336,7 @@ LOAD_CASES = [
         "config-unknown-key",
         "model_config with an unknown key",
         "DataError",
-        (C, "invalid model_config"),
+        (C, "invalid model_config", "Unknown ModelConfig key(s) ['colour']", "valid keys", "'hidden'"),
         _model_config(colour="red"),
     ),
     Case(
@@ -351,7 +352,7 @@ LOAD_CASES = [
         "config-unknown-fusion",
         "model_config names an unregistered fusion",
         "DataError",
-        (C, "invalid model_config"),
+        (C, "invalid model_config", "'fusion'", "'no-such-fusion'", "concat"),
         _model_config(fusion="no-such-fusion"),
     ),
     Case(LOAD, "intact", "the intact directory", ACCEPTED, (), lambda d: None),
@@ -589,6 +590,55 @@ SERVE_CASES = [
 ]
 
 
+NORMALIZERS = "ModalityNormalizers.load (normaliser files)"
+
+NORMALIZER_CASES = [
+    Case(
+        NORMALIZERS, "index-deleted", "normalizers.json deleted", "FileNotFoundError", (N, "does not exist"), _delete(N)
+    ),
+    Case(
+        NORMALIZERS,
+        "tensors-deleted",
+        "normalizers.safetensors deleted",
+        "FileNotFoundError",
+        (NT, "does not exist"),
+        _delete(NT),
+    ),
+    Case(
+        NORMALIZERS,
+        "tensors-truncated",
+        "normalizers.safetensors cut to half its bytes",
+        "DataError",
+        (NT, "corrupt, truncated"),
+        _bytes(NT, lambda b: b[: len(b) // 2]),
+    ),
+    Case(
+        NORMALIZERS,
+        "index-not-json",
+        "normalizers.json cut off inside its first object",
+        "DataError",
+        (N, "not a valid JSON"),
+        _text(N, '{"format": '),
+    ),
+    Case(
+        NORMALIZERS,
+        "unknown-normalizer",
+        "normalizers.json names a normaliser 'robust' that does not exist",
+        "DataError",
+        (N, "'gyro'", "unknown normaliser 'robust'", "zscore"),
+        _norm(lambda index: index["modalities"]["gyro"].update(normalizer="robust")),
+    ),
+    Case(
+        NORMALIZERS,
+        "unknown-parameter",
+        "normalizers.json gives a normaliser a parameter it does not take",
+        "DataError",
+        (N, "'acc'", "bad parameters", "scale"),
+        _norm(lambda index: index["modalities"]["acc"]["params"].update(scale=2)),
+    ),
+]
+
+
 def _pretrained_file(d: Path, edit: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]) -> Path:
     state = {k: v.clone() for k, v in build_model(_config()).state_dict().items()}
     save_file(edit(state), d / "w.safetensors")
@@ -638,7 +688,7 @@ PRETRAINED_CASES = [
     ),
 ]
 
-CASES = LOAD_CASES + SERVE_CASES + PRETRAINED_CASES
+CASES = LOAD_CASES + SERVE_CASES + NORMALIZER_CASES + PRETRAINED_CASES
 
 
 def _assert_refused(case: Case, load: Callable[[Path], Any], model_dir: Path) -> None:
@@ -682,6 +732,12 @@ def test_serve_cli_stops_before_its_banner(model_dir: Path, case: Case) -> None:
     line = clean_failure(result)
     assert "serving" not in result.stdout
     assert_names(line, *case.names)
+
+
+@pytest.mark.parametrize("case", params(NORMALIZER_CASES))
+def test_modality_normalizers_load_names_the_problem(model_dir: Path, case: Case) -> None:
+    case.data(model_dir)
+    _assert_refused(case, ModalityNormalizers.load, model_dir)
 
 
 @pytest.mark.parametrize("case", params(PRETRAINED_CASES))
