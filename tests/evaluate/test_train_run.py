@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 
 from mmfuse.cli._app import app
 from mmfuse.data import load_dataset
+from mmfuse.evaluate.compare import CompareConfig, compare
+from mmfuse.evaluate.rundir import RunDir
 from mmfuse.evaluate.train_run import train_model
 from mmfuse.models import load_model
 from mmfuse.preprocess import ModalityNormalizers
@@ -21,6 +23,8 @@ from mmfuse.train.distributed import launch_local
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
 from ddp_jobs import train_model_job
+
+from experiment_support import write_shifted_toy
 
 runner = CliRunner()
 
@@ -53,7 +57,23 @@ def test_cli_train_writes_a_servable_model_directory(tmp_path):
     rows = (out / "final_results.csv").read_text().splitlines()
     assert len(rows) == 2 and rows[1].startswith("concat,0,")  # one run: the model, with its test metrics
     assert "accuracy" in rows[0] and (out / "analysis" / "summary.md").is_file()
+    assert "confusion_matrix" not in rows[0] and "per_class" not in rows[0]  # the file's tables are no columns
     assert not (out / "report.html").exists()  # a single model has no comparison report
+
+
+def test_train_and_compare_write_the_same_test_metrics_file(tmp_path):
+    """test_metrics.json means one thing: train's holds the keys compare's holds for the same task."""
+    data = write_shifted_toy(tmp_path / "toy", name="toy", noise_modality=True)
+    small = {"model_overrides": {"hidden": 8}, "device": "cpu", "epochs": 1}
+    trained = train_model(data, tmp_path / "model", **small)
+    run = compare(CompareConfig(dataset=str(data), fusions=["concat"], seeds=1, out_dir=str(tmp_path / "run"), **small))
+    by_train = json.loads((tmp_path / "model" / RunDir.TEST_METRICS_JSON).read_text())
+    by_compare = json.loads((RunDir(run.out_dir).model_dir("concat", 0) / RunDir.TEST_METRICS_JSON).read_text())
+    assert sorted(by_train) == sorted(by_compare)
+    assert {"accuracy", "confusion_matrix", "per_class", "class_names"} <= set(by_train)
+    assert by_train["class_names"] == ["n", "p"] and len(by_train["confusion_matrix"]) == 2
+    scalars = {k: v for k, v in by_train.items() if isinstance(v, int | float)}
+    assert trained.test_metrics == pytest.approx(scalars, nan_ok=True)  # the result keeps the scalar view of the file
 
 
 def test_train_model_refuses_unknown_fusion(tmp_path):

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from mmfuse._io import atomic_write_json
 from mmfuse.data import MultimodalDataset, open_dataset, open_or_load_dataset
 from mmfuse.errors import DataError, MmfuseWarning
 from mmfuse.evaluate.executors import RunExecutor, executor_or_none, make_executor
@@ -43,10 +42,11 @@ from mmfuse.evaluate.protocol import (
     stream_info,
     torch_threads,
     versions,
+    write_test_metrics,
 )
 from mmfuse.evaluate.rundir import RunDir
 from mmfuse.evaluate.significance import significance_columns
-from mmfuse.metrics import compute_metric, default_metrics, get_metric, main_metric, summarize_runs
+from mmfuse.metrics import default_metrics, get_metric, main_metric, summarize_runs
 from mmfuse.models import (
     ModelConfig,
     build_model,
@@ -56,7 +56,7 @@ from mmfuse.models import (
     read_model_info,
     save_model,
 )
-from mmfuse.train import TrainConfig, Trainer, metrics_from_predictions, predict, seed_everything
+from mmfuse.train import TrainConfig, Trainer, predict, seed_everything
 from mmfuse.train.tracking import TrackingConfig, closing_all
 
 __all__ = [
@@ -649,8 +649,7 @@ def _train_and_test(
 
     best = load_model(run_dir)
     test_predictions = predict(best, test, task=task)
-    metrics = _test_metrics(test_predictions, task, metric_names)
-    atomic_write_json(run_dir / RunDir.TEST_METRICS_JSON, metrics)
+    metrics = write_test_metrics(run_dir, test_predictions, task, metric_names)
     run.write_predictions(fusion, seed, "test", RunPredictions.from_predictions(test_predictions))
     run.write_predictions(fusion, seed, "val", RunPredictions.from_predictions(predict(best, val, task=task)))
     normalizers.save(run_dir)
@@ -691,15 +690,6 @@ def _track_summary(
 
 
 _REPORT_SUFFIXES = (".html", ".csv", ".md", ".json", ".yaml")
-
-
-def _test_metrics(predictions: Any, task: Any, metric_names: Sequence[str]) -> dict[str, Any]:
-    """The test metrics dict of one run, and every requested registered metric beyond it."""
-    metrics = metrics_from_predictions(predictions, task.class_names or None)
-    for name in metric_names:
-        if metrics.get(name) is None:
-            metrics[name] = compute_metric(name, predictions.y_true, predictions.y_pred, predictions.probs)
-    return metrics
 
 
 def _ensure_predictions(

@@ -15,6 +15,8 @@ set are the same model on the same normalised data:
 * :func:`causal_settings` makes a row's model streaming-ready (``compare --causal``), :func:`not_causal_reason`
   says why a fusion cannot be, :func:`grid_rate` is the step rate of a data set's timeline and :func:`stream_info`
   what a causal model's ``config.json`` records for streaming;
+* :func:`split_metrics` scores a model's predictions on a split, and :func:`write_test_metrics` writes a model
+  directory's ``test_metrics.json`` (``compare`` and ``train`` both write it through it: one file, one content);
 * :func:`versions` and :func:`torch_threads` make runs reproducible and their thread use explicit.
 """
 
@@ -35,13 +37,16 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from mmfuse._io import read_settings_file
+from mmfuse._io import atomic_write_json, read_settings_file
 from mmfuse._version import __version__
-from mmfuse.data import MultimodalDataset, dataset_preset, registered_name_of
+from mmfuse.data import MultimodalDataset, TaskSpec, dataset_preset, registered_name_of
 from mmfuse.errors import MmfuseWarning
+from mmfuse.evaluate.rundir import RunDir
 from mmfuse.fusion import fusion_kwargs, get_fusion_class, list_fusions
+from mmfuse.metrics import compute_metric, default_metrics
 from mmfuse.models import ModelConfig
 from mmfuse.preprocess import ModalityNormalizers, default_normalizers
+from mmfuse.train import Predictions, metrics_from_predictions
 
 __all__ = [
     "UNIMODAL_PREFIX",
@@ -56,9 +61,11 @@ __all__ = [
     "resolve_fusions",
     "resolve_preset",
     "settings_for",
+    "split_metrics",
     "stream_info",
     "torch_threads",
     "versions",
+    "write_test_metrics",
 ]
 
 UNIMODAL_PREFIX = "unimodal-"
@@ -507,6 +514,52 @@ def fit_normalizers(train_view: MultimodalDataset) -> ModalityNormalizers:
         ['accelerometer', 'gyroscope']
     """
     return default_normalizers(train_view.modalities).fit(train_view)
+
+
+def split_metrics(
+    predictions: Predictions, task: TaskSpec, metric_names: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The metrics of one model's predictions on one split, as ``test_metrics.json`` holds them for the test split.
+
+    :func:`mmfuse.train.metrics_from_predictions` (classification: accuracy, F1 scores, per-class scores, the
+    confusion matrix and class names; regression: MAE, RMSE, Pearson), plus every registered metric of
+    ``metric_names`` (default: :func:`mmfuse.metrics.default_metrics` of the task) that it lacks.
+
+    Example:
+        >>> import numpy as np
+        >>> from mmfuse.train import Predictions
+        >>> p = Predictions("regression", "sample", np.array([1.0, 2.0]), np.array([1.0, 3.0]), None, ["a", "b"],
+        ...                 np.array([0, 1]), None)
+        >>> split_metrics(p, TaskSpec("regression", "sample"))["mae"]
+        0.5
+    """
+    names = default_metrics(task.type.value) if metric_names is None else metric_names
+    metrics = metrics_from_predictions(predictions, task.class_names or None)
+    for name in names:
+        if metrics.get(name) is None:
+            metrics[name] = compute_metric(name, predictions.y_true, predictions.y_pred, predictions.probs)
+    return metrics
+
+
+def write_test_metrics(
+    model_dir: str | os.PathLike[str] | None,
+    predictions: Predictions,
+    task: TaskSpec,
+    metric_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Score a model's test predictions (:func:`split_metrics`) and write them as its ``test_metrics.json``.
+
+    ``mmfuse compare`` and ``mmfuse train`` write the file through this function, so a model directory's
+    ``test_metrics.json`` (:attr:`RunDir.TEST_METRICS_JSON`) holds the same keys for the same task whichever
+    command wrote it. ``model_dir`` None: scored, not written (the other processes of a data-parallel ``train``).
+
+    Returns:
+        The metrics written.
+    """
+    metrics = split_metrics(predictions, task, metric_names)
+    if model_dir is not None:
+        atomic_write_json(Path(model_dir) / RunDir.TEST_METRICS_JSON, metrics)
+    return metrics
 
 
 def versions() -> dict[str, str]:

@@ -2,8 +2,9 @@
 
 The model, normalisers and recipe are those of one ``mmfuse compare`` row (:mod:`mmfuse.evaluate.protocol`); the
 result is a normal model directory (``config.json``, ``model.safetensors``, the normalisers, ``history.json``,
-``test_metrics.json``) that :func:`mmfuse.models.load_model`, ``mmfuse serve`` (with ``causal=True``) and
-:func:`mmfuse.stream.load_model_assets` read. Under ``torchrun`` (or :func:`mmfuse.train.distributed.launch_local`)
+and with a test split ``test_metrics.json``, written as ``compare`` writes it) that
+:func:`mmfuse.models.load_model`, ``mmfuse serve`` (with ``causal=True``) and :func:`mmfuse.stream.load_model_assets`
+read. Under ``torchrun`` (or :func:`mmfuse.train.distributed.launch_local`)
 every process runs this function and the :class:`~mmfuse.train.Trainer` trains data-parallel; the main process
 alone writes.
 """
@@ -21,7 +22,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-from mmfuse._io import atomic_write_json, json_fields
+from mmfuse._io import json_fields
 from mmfuse.data import open_or_load_dataset
 from mmfuse.errors import DataError, MmfuseWarning
 from mmfuse.evaluate.protocol import (
@@ -31,10 +32,10 @@ from mmfuse.evaluate.protocol import (
     preset_for,
     settings_for,
     stream_info,
+    write_test_metrics,
 )
-from mmfuse.evaluate.rundir import RunDir
 from mmfuse.models import build_model, save_model
-from mmfuse.train import TrainConfig, Trainer, metrics_from_predictions, predict, seed_everything
+from mmfuse.train import TrainConfig, Trainer, predict, seed_everything
 from mmfuse.train.strategy import init_distributed
 from mmfuse.train.tracking import Tracker, TrackingConfig, close_all
 
@@ -52,7 +53,8 @@ class TrainRunResult:
         world_size: Processes that trained the model.
         best_epoch: The epoch whose weights were kept.
         history: One row per epoch (see :class:`~mmfuse.train.TrainResult`).
-        test_metrics: Scalar metrics of the kept model on the test split (empty without a test split).
+        test_metrics: Scalar metrics of the kept model on the test split: the numbers of its ``test_metrics.json``
+            (empty, and no file, without a test split).
         is_main: Whether this process wrote the directory (rank 0).
     """
 
@@ -206,9 +208,9 @@ def _fit_and_write(
     result = trainer.fit(model, views["train"], views["val"], out_dir=out)
     strategy = trainer.strategy
     test_metrics: dict[str, float] = {}
-    if "test" in views:
+    if "test" in views:  # the main process writes test_metrics.json as compare does; every process gets the scalars
         predictions = predict(model, views["test"], task=dataset.task)
-        raw = metrics_from_predictions(predictions, dataset.task.class_names or None)
+        raw = write_test_metrics(out if strategy.is_main else None, predictions, dataset.task)
         test_metrics = {k: float(v) for k, v in raw.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     if strategy.is_main:
         extra: dict[str, Any] = {
@@ -221,7 +223,6 @@ def _fit_and_write(
             extra["stream"] = _stream_info(dataset)
         normalizers.save(out)
         save_model(model.cpu(), out, extra=extra)
-        atomic_write_json(out / RunDir.TEST_METRICS_JSON, test_metrics)
         shutil.rmtree(out / "last", ignore_errors=True)  # the resumable checkpoint: the run is finished
         for tracker in trackers:
             tracker.log_metrics(test_metrics)

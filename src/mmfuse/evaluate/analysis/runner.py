@@ -329,13 +329,19 @@ class _Output:
         return self.dir / name
 
     def _result_rows(self) -> list[dict[str, Any]]:
-        """``results.csv`` of a compare run; for one model directory, its run and ``test_metrics.json``."""
+        """``results.csv`` of a compare run; for one model directory, its run and the scalars of ``test_metrics.json``.
+
+        The file also holds tables (confusion matrix, per-class scores, notes), which are no result columns.
+        """
         if not self.ctx.single_model:
             return list(self.ctx.run.read_results().to_dict("records"))
         model = self.ctx.models[0]
         metrics_path = model.directory / RunDir.TEST_METRICS_JSON
         metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
-        return [{"fusion": model.name, "seed": model.seed} | (metrics if isinstance(metrics, dict) else {})]
+        scalars = (
+            {k: v for k, v in metrics.items() if not isinstance(v, list | dict)} if isinstance(metrics, dict) else {}
+        )
+        return [{"fusion": model.name, "seed": model.seed} | scalars]
 
     def finish(self, config: AnalysisConfig, seconds: dict[str, float], start: float) -> list[dict[str, Any]]:
         """Write final_results.csv, sections.json, summary.md, result.json and the report; fill ``seconds``."""
