@@ -13,7 +13,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, open_dataset, write_dataset
 from mmfuse.errors import DataError
-from mmfuse.models import MultimodalModel
+from mmfuse.models import ModelConfig, MultimodalModel, build_model
 from mmfuse.train import ExpertStage, TrainConfig, fit_staged
 from mmfuse.train.staged import expert_features
 from mmfuse.types import LabelLevel, TaskType
@@ -116,8 +116,57 @@ def test_no_validation_or_test_item_reaches_any_optimiser(
     rec = feats.split("val")[0]
     original = ds[ds.ids.index(rec.id)]
     expert = result.expert_models["a_expert"]
-    np.testing.assert_allclose(rec.values["a_expert"], expert_features(expert, original), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rec.values["a_expert"], expert_features(expert, [original])[0], rtol=1e-5, atol=1e-6)
     assert result.fusion.epochs_run == 3 and "val_loss" in result.fusion.history[-1]
+
+
+def _alone(expert: MultimodalModel, rec: SequenceRecord) -> np.ndarray:
+    """The expert's features of one sequence in a batch of its own: no padding (the per-sequence reference)."""
+    inputs = {m: torch.as_tensor(np.where(rec.masks[m][:, None], rec.values[m], 0.0))[None] for m in rec.values}
+    masks = {m: torch.as_tensor(rec.masks[m])[None] for m in rec.values}  # [1, T]
+    with torch.no_grad():
+        encoded = expert.encode(inputs, masks, torch.ones(1, len(rec), dtype=torch.bool))  # {m: [1, T, H]}
+        return expert.fuse(encoded, masks)[0].numpy()  # [T, H]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"encoder": "gru"},
+        {"encoder": "gru", "bidirectional": True},  # the backward pass must start at the last real step
+        {"encoder": "lstm", "bidirectional": True},
+        {"encoder": "transformer"},  # padded keys must get no attention
+        {"encoder": "conv"},  # the kernel must not read padding as steps
+        {"encoder": "none"},
+        {"encoder": "gru", "fusion": "late"},  # decision level: [T, C]
+    ],
+    ids=lambda s: "-".join(str(v) for v in s.values()),
+)
+def test_batched_features_equal_each_sequence_alone(settings: dict[str, Any]) -> None:
+    rng = np.random.default_rng(0)
+    records = []
+    for i, t in enumerate([5, 1, 9, 3, 9, 2, 7]):
+        present = rng.random(t) > 0.3
+        values = rng.normal(size=(t, 3)).astype(np.float32)
+        values[~present] = np.nan  # never read: missing steps are zeroed before the expert sees them
+        records.append(SequenceRecord(f"s{i}", "g", "train", {"a": values}, {"a": present}, 0))
+    torch.manual_seed(0)
+    expert = build_model(ModelConfig({"a": 3}, out_dim=2, hidden=8, dropout=0.3, **settings)).train()
+    batched = expert_features(expert, records, batch_size=3)  # lengths 1-9 padded together, in 3 batches
+    assert expert.training  # its mode is restored
+    expert.eval()
+    for rec, got in zip(records, batched, strict=True):
+        want = _alone(expert, rec)
+        assert got.shape == want.shape and got.dtype == np.float32 and np.isfinite(got).all()
+        assert torch.allclose(torch.from_numpy(got), torch.from_numpy(want), rtol=1e-5, atol=1e-6), rec.id
+    assert expert_features(expert, []) == []
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, True])
+def test_a_bad_feature_batch_size_is_refused(bad: Any) -> None:
+    expert = build_model(ModelConfig({"a": 3}, out_dim=2, hidden=4))
+    with pytest.raises(ValueError, match=rf"'batch_size' parameter of expert_features .* Got {bad!r}"):
+        expert_features(expert, [], batch_size=bad)
 
 
 def test_the_features_are_cached_by_expert_weights_and_data(toy: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import torch
 from mmfuse.data import ModalitySpec, SequenceRecord, TaskSpec, open_dataset, write_dataset
 from mmfuse.layers.pretrained import PretrainedTextEncoder
 from mmfuse.train import ExpertStage, TrainConfig, fit_staged
+from mmfuse.train.staged import expert_features
 
 L = 6
 TEXTS = ["good movie", "bad movie", "really funny", "not funny", "sad part", "a lot of good"]
@@ -59,3 +60,9 @@ def test_a_fine_tuned_text_expert_feeds_the_fusion_stage(tiny_bert: Path, tmp_pa
     assert result.features.modalities["text_expert"].kind == "embedding"
     trained = result.expert_models["text_expert"].pretrained["text"].backbone.embeddings.word_embeddings.weight
     assert not torch.equal(trained, enc.backbone.embeddings.word_embeddings.weight)  # the backbone was fine-tuned
+    # Texts of several sequences share the encoder's batch (their token padding masked): as each sequence alone.
+    fine_tuned, texts = result.expert_models["text_expert"], [ds[i] for i in range(len(ds))]
+    for together, alone in zip(
+        expert_features(fine_tuned, texts, batch_size=4), expert_features(fine_tuned, texts, batch_size=1), strict=True
+    ):
+        assert torch.allclose(torch.from_numpy(together), torch.from_numpy(alone), rtol=1e-5, atol=1e-6)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmfuse.data import ModalitySpec, MultimodalDataset, SequenceRecord, open_dataset, write_dataset
+from mmfuse.data import ModalitySpec, MultimodalDataset, SequenceRecord, collate, open_dataset, write_dataset
 from mmfuse.errors import DataError
 from mmfuse.models import ModelConfig, MultimodalModel, build_model
 from mmfuse.train.config import TrainConfig
@@ -45,6 +45,7 @@ __all__ = ["ExpertStage", "StagedResult", "expert_features", "fit_staged"]
 logger = logging.getLogger(__name__)
 
 _FEATURES_DIR = "features"
+_FEATURE_CHUNK = 1024  # records read and featurised together (sorted by length within), then written
 
 
 @dataclass(frozen=True)
@@ -135,33 +136,67 @@ def _model_config(dataset: MultimodalDataset, dims: Mapping[str, int], settings:
 
 
 @torch.no_grad()
-def expert_features(expert: MultimodalModel, record: SequenceRecord) -> np.ndarray:
-    """The expert's representation of one sequence before its head: ``[T, H]`` float32 (zero where masked).
+def expert_features(
+    expert: MultimodalModel, records: Sequence[SequenceRecord], *, batch_size: int = 32
+) -> list[np.ndarray]:
+    """The expert's representation of each sequence before its head: one ``[T, H]`` float32 per record, in order.
 
     It is ``expert.fuse(expert.encode(...))`` in evaluation mode, without gradients (for a decision-level fusion,
-    its per-step outputs).
+    its per-step outputs), zero where the expert's modality is missing. The records are sorted by length and run
+    ``batch_size`` at a time, padded by :func:`~mmfuse.data.collate` with the padding masked, so a sequence's
+    features do not depend on what it shares a batch with: they equal its features computed alone to float
+    rounding (the batched matrix products may round differently, so equality is to about 1e-6, not bit for bit;
+    ``tests/train/test_staged.py`` checks every encoder).
+
+    Args:
+        expert: The trained expert (its mode is restored afterwards).
+        records: The sequences, each with the expert's modalities.
+        batch_size: Sequences per forward pass.
+
+    Raises:
+        ValueError: ``batch_size`` is not a positive whole number.
 
     Example:
         >>> from mmfuse.models import ModelConfig, build_model
         >>> expert = build_model(ModelConfig(modality_dims={"a": 2}, out_dim=2, hidden=4))
-        >>> rec = SequenceRecord("s", "g", "train", {"a": np.ones((3, 2), np.float32)}, {"a": np.ones(3, bool)}, 0)
-        >>> expert_features(expert, rec).shape
-        (3, 4)
+        >>> recs = [
+        ...     SequenceRecord(f"s{t}", "g", "train", {"a": np.ones((t, 2), np.float32)}, {"a": np.ones(t, bool)}, 0)
+        ...     for t in (3, 5)
+        ... ]
+        >>> [f.shape for f in expert_features(expert, recs)]
+        [(3, 4), (5, 4)]
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(
+            f"The 'batch_size' parameter of expert_features must be a positive integer. Got {batch_size!r}."
+        )
+    order = np.argsort([len(r) for r in records], kind="stable")  # similar lengths share a batch: little padding
+    out: list[np.ndarray] = [np.empty(0)] * len(records)
     was_training = expert.training
     expert.eval()
     try:
         device = next(expert.parameters()).device
-        inputs, masks = {}, {}
-        for m in expert.modalities:
-            inputs[m] = torch.as_tensor(record.values[m], device=device)[None]  # [1, T, D_m]
-            masks[m] = torch.as_tensor(record.masks[m], device=device)[None]  # [1, T]
-        padding = torch.ones(1, len(record), dtype=torch.bool, device=device)  # [1, T]
-        encoded = expert.encode(inputs, masks, padding)  # {m: [1, T, H]}
-        fused = expert.fuse(encoded, masks)  # [1, T, H]
-        return fused[0].float().cpu().numpy()  # [T, H]
+        for start in range(0, len(order), batch_size):
+            chunk = [int(i) for i in order[start : start + batch_size]]
+            batch = collate(  # only the expert's modalities; no context (the expert reads none)
+                [
+                    replace(
+                        records[i],
+                        values={m: records[i].values[m] for m in expert.modalities},
+                        masks={m: records[i].masks[m] for m in expert.modalities if m in records[i].masks},
+                        context={},
+                    )
+                    for i in chunk
+                ]
+            ).to(device)
+            # collate's masks are False at padding, as encode and fuse expect
+            fused = expert.fuse(expert.encode(batch.inputs, batch.masks, batch.padding_mask), batch.masks)  # [B, T, H]
+            feats = fused.float().cpu().numpy()  # [B, T, H]
+            for row, i in enumerate(chunk):
+                out[i] = feats[row, : len(records[i])].copy()  # [T_i, H]
     finally:
         expert.train(was_training)
+    return out
 
 
 def _records_digest(views: Sequence[MultimodalDataset], modalities: Sequence[str]) -> str:
@@ -200,7 +235,7 @@ def _write_features(
     specs = kept + [  # the feature size as the expert gives it (H, or C for a decision-level expert fusion)
         ModalitySpec(
             e.feature_name,
-            expert_features(models[e.feature_name], first).shape[1],
+            expert_features(models[e.feature_name], [first])[0].shape[1],
             "embedding",
             f"{e.modality} expert features",
         )
@@ -209,14 +244,19 @@ def _write_features(
 
     def records() -> Any:
         for view in views:
-            for i in range(len(view)):
-                rec = view[i]
-                values = {s.name: rec.values[s.name] for s in kept}
-                masks = {s.name: rec.masks[s.name] for s in kept}
-                for e in experts:
-                    values[e.feature_name] = expert_features(models[e.feature_name], rec)  # [T, H]
-                    masks[e.feature_name] = rec.masks[e.modality]
-                yield replace(rec, values=values, masks=masks)
+            for start in range(0, len(view), _FEATURE_CHUNK):
+                chunk = [view[i] for i in range(start, min(start + _FEATURE_CHUNK, len(view)))]
+                features = {  # each expert at its training batch size: it fitted with gradients, so it fits here
+                    e.feature_name: expert_features(models[e.feature_name], chunk, batch_size=e.train.batch_size)
+                    for e in experts
+                }
+                for k, rec in enumerate(chunk):
+                    values = {s.name: rec.values[s.name] for s in kept}
+                    masks = {s.name: rec.masks[s.name] for s in kept}
+                    for e in experts:
+                        values[e.feature_name] = features[e.feature_name][k]  # [T, H]
+                        masks[e.feature_name] = rec.masks[e.modality]
+                    yield replace(rec, values=values, masks=masks)
 
     write_dataset(
         path,
