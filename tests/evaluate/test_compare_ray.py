@@ -82,3 +82,27 @@ def test_executor_options_are_checked() -> None:
         CompareConfig(executor="dask")
     with pytest.raises(ValueError, match="'ray_address' parameter needs executor 'ray'"):
         make_executor("local", address="auto")
+
+
+def _sleep(spec: dict[str, Any]) -> dict[str, Any]:
+    """A task that takes ``spec['seconds']``: long enough for the executor to call ``on_wait`` meanwhile."""
+    time.sleep(spec["seconds"])
+    return spec
+
+
+@pytest.mark.parametrize("name", ["local", "ray"])
+def test_on_wait_is_called_while_the_tasks_run(request: pytest.FixtureRequest, name: str) -> None:
+    fn = _sleep  # spawned processes import this module; Ray's workers cannot, so Ray gets a copy by value
+    if name == "ray":
+        request.getfixturevalue("local_ray")
+
+        def fn(spec: dict[str, Any]) -> dict[str, Any]:
+            time.sleep(spec["seconds"])
+            return spec
+
+    events: list[str] = []
+    make_executor(name, workers=1).run(
+        [{"seconds": 2.5}], fn, lambda i, row: events.append(f"done {i}"), on_wait=lambda: events.append("wait")
+    )
+    # polled at most POLL_S (1 s) apart while the task sleeps, and once more after the task has been reported
+    assert events.index("done 0") >= 2 and events[-1] == "wait", events

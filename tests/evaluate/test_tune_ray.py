@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from experiment_support import read_csv, without_time, write_shifted_toy
+from mmfuse.evaluate.executors import RunFailed
 from mmfuse.evaluate.tune import TuneConfig, tune
 
 ray = pytest.importorskip("ray", reason="the 'ray' extra is not installed (pip install 'mmfuse[ray]')")
@@ -50,6 +52,16 @@ def test_two_ray_workers_share_the_budget(local_ray: None, toy: Path, tmp_path: 
     rows = _trials(tmp_path / "two")
     assert sorted(int(r["trial"]) for r in rows) == [0, 1, 2]  # the budget exactly, none lost or duplicated
     assert {r["state"] for r in rows} == {"COMPLETE"}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fails every trial by asking for a CUDA device there is none of")
+def test_a_failing_ray_worker_is_retried_once_then_named(local_ray: None, toy: Path, tmp_path: Path) -> None:
+    # the executor's one retry rule: the worker raised, was run once more, and raised again
+    with pytest.raises(
+        RunFailed, match=r"tune worker 0 of fusion 'concat' \(study 'toy-tune:concat'\) failed after 1 retry"
+    ):
+        tune(_config(toy, tmp_path / "fail", executor="ray", device="cuda"))
+    assert [r["state"] for r in _trials(tmp_path / "fail")] == ["FAIL", "FAIL"]  # one failed trial per attempt
 
 
 def test_a_bad_executor_is_refused(toy: Path, tmp_path: Path) -> None:

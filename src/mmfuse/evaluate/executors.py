@@ -1,11 +1,13 @@
-"""Where the runs of a comparison (and the per-model work of an analysis) go: worker processes, or Ray tasks.
+"""Where comparison runs, search workers and analysis tasks go: worker processes, or Ray tasks.
 
-An executor takes JSON-safe specs (a comparison's name their ``fusion`` and ``seed``) and a module-level function
-that does one spec's work and returns its result row; it calls ``on_done(spec_index, row)`` as each finishes, so
-the caller writes results as they arrive (``--resume`` then reuses every finished run). A task that fails (after
-Ray's retries) stops the work with a :class:`RunFailed` that names the task (``describe(spec)``: the fusion and
-seed of a run, the analysis and model of an analysis task) and the error; no failure is silently lost. Every
-task is seeded on its own, so results do not depend on the executor.
+An executor takes JSON-safe specs (a comparison's name their ``fusion`` and ``seed``, a search's its ``worker``)
+and a module-level function that does one spec's work and returns its result row; it calls
+``on_done(spec_index, row)`` as each finishes, so the caller writes results as they arrive (``--resume`` then
+reuses every finished run), and ``on_wait()`` at least every :data:`POLL_S` seconds while tasks run, so a caller
+whose tasks take long (a search's workers) can report what they stored meanwhile. A task that fails (after Ray's
+retries) stops the work with a :class:`RunFailed` that names the task (``describe(spec)``: the fusion and seed of
+a run, the analysis and model of an analysis task, the worker of a search) and the error; no failure is silently
+lost. Every task is seeded on its own, so results do not depend on the executor.
 
 Example:
     >>> sorted(EXECUTORS)
@@ -15,10 +17,12 @@ Example:
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import torch
 
@@ -26,6 +30,7 @@ from mmfuse._ray import ensure_ray
 
 __all__ = [
     "EXECUTORS",
+    "POLL_S",
     "LocalProcessExecutor",
     "RayExecutor",
     "RunExecutor",
@@ -39,6 +44,10 @@ __all__ = [
 RunFn = Callable[[dict[str, Any]], dict[str, Any]]
 OnDone = Callable[[int, dict[str, Any]], None]
 Describe = Callable[[Mapping[str, Any]], str]
+OnWait = Callable[[], None]
+
+POLL_S = 1.0
+"""Seconds an executor waits for a task to finish before it calls ``on_wait`` again."""
 
 
 class RunFailed(RuntimeError):
@@ -69,19 +78,62 @@ def run_failed(what: str, exc: BaseException, retries: int | None = None) -> Run
     return RunFailed(f"The {what} failed{after}: {type(cause).__name__}: {cause}")
 
 
-class RunExecutor(Protocol):
-    """Runs specs with a function and reports each result as it finishes."""
+@dataclass
+class _Tasks:
+    """Tasks an executor submitted (futures, Ray object refs): ``handles[i]`` runs spec ``i``.
+
+    ``wait(pending, timeout) -> (done, pending)`` returns once one of ``pending`` finished or ``timeout`` seconds
+    passed (None: no limit); ``result(handle)`` is the task's row, or raises its error.
+    """
+
+    handles: list[Any]
+    wait: Callable[[list[Any], float | None], tuple[list[Any], list[Any]]]
+    result: Callable[[Any], dict[str, Any]]
+
+
+class RunExecutor(ABC):
+    """Runs specs with a function and reports each result as it finishes: the one loop of every executor.
+
+    A subclass says how its tasks are submitted, waited for and cancelled (:meth:`_submit`).
+    """
 
     name: ClassVar[str]
 
     def run(
-        self, specs: Sequence[dict[str, Any]], fn: RunFn, on_done: OnDone, describe: Describe = describe_run
+        self,
+        specs: Sequence[dict[str, Any]],
+        fn: RunFn,
+        on_done: OnDone,
+        describe: Describe = describe_run,
+        on_wait: OnWait | None = None,
     ) -> None:
         """Run ``fn(spec)`` for every spec; call ``on_done(index, row)`` in completion order.
 
-        A task that fails raises :class:`RunFailed` naming ``describe(spec)``.
+        ``on_wait()`` (when given) is called after each wait for the tasks, which lasts at most :data:`POLL_S`
+        seconds. A task that fails raises :class:`RunFailed` naming ``describe(spec)``; the tasks not yet finished
+        are cancelled.
         """
-        ...
+        with self._submit(specs, fn) as tasks:
+            index = {handle: i for i, handle in enumerate(tasks.handles)}
+            pending = list(tasks.handles)
+            while pending:
+                done, pending = tasks.wait(pending, None if on_wait is None else POLL_S)
+                for handle in sorted(done, key=index.__getitem__):
+                    try:
+                        row = tasks.result(handle)
+                    except Exception as exc:
+                        raise run_failed(describe(specs[index[handle]]), exc, self._retries()) from exc
+                    on_done(index[handle], row)
+                if on_wait is not None:
+                    on_wait()
+
+    @abstractmethod
+    def _submit(self, specs: Sequence[dict[str, Any]], fn: RunFn) -> AbstractContextManager[_Tasks]:
+        """Start a task per spec; leaving the block with an error cancels the tasks that have not finished."""
+
+    def _retries(self) -> int | None:
+        """How often a failed task was retried (said in :class:`RunFailed`); None: never."""
+        return None
 
 
 def _set_threads(num_threads: int | None) -> None:
@@ -89,33 +141,34 @@ def _set_threads(num_threads: int | None) -> None:
         torch.set_num_threads(num_threads)
 
 
+def _wait_futures(pending: list[Any], timeout: float | None) -> tuple[list[Any], list[Any]]:
+    done, still = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+    return list(done), list(still)
+
+
 @dataclass
-class LocalProcessExecutor:
+class LocalProcessExecutor(RunExecutor):
     """``workers`` spawned processes of this machine, ``num_threads`` torch threads each."""
 
     workers: int = 2
     num_threads: int | None = 1
     name: ClassVar[str] = "local"
 
-    def run(
-        self, specs: Sequence[dict[str, Any]], fn: RunFn, on_done: OnDone, describe: Describe = describe_run
-    ) -> None:
-        """Run the specs in a process pool (spawn: fork is unsafe with torch's thread pools)."""
+    @contextmanager
+    def _submit(self, specs: Sequence[dict[str, Any]], fn: RunFn) -> Iterator[_Tasks]:
+        """A process pool (spawn: fork is unsafe with torch's thread pools)."""
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
             max_workers=self.workers, mp_context=ctx, initializer=_set_threads, initargs=(self.num_threads,)
         ) as pool:
-            futures = {pool.submit(fn, dict(spec)): i for i, spec in enumerate(specs)}
-            for future in as_completed(futures):
-                index = futures[future]
-                try:
-                    row = future.result()
-                except Exception as exc:
-                    for pending in futures:  # the queued specs do not start; those already handed on end
-                        pending.cancel()
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise run_failed(describe(specs[index]), exc) from exc
-                on_done(index, row)
+            futures = [pool.submit(fn, dict(spec)) for spec in specs]
+            try:
+                yield _Tasks(futures, _wait_futures, Future.result)
+            except BaseException:
+                for queued in futures:  # the queued specs do not start; those already handed on end
+                    queued.cancel()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
 
 
 def _ray_call(fn: RunFn, spec: dict[str, Any], num_threads: int | None) -> dict[str, Any]:
@@ -125,12 +178,13 @@ def _ray_call(fn: RunFn, spec: dict[str, Any], num_threads: int | None) -> dict[
 
 
 @dataclass
-class RayExecutor:
+class RayExecutor(RunExecutor):
     """One Ray task per run, each reserving ``num_cpus`` CPUs and using ``num_threads`` torch threads.
 
     Ray is started on ``address`` (``"auto"``, ``"ray://head:10001"``) or as a local instance, unless it is already
-    running in this process. A task whose worker dies or that raises is retried ``max_retries`` times. The data set
-    and the run directory must be on a file system every worker sees.
+    running in this process. A task whose worker dies or that raises is retried ``max_retries`` times (the one retry
+    rule of every Ray task of a comparison, a search or an analysis). The data set and the run directory must be on
+    a file system every worker sees.
     """
 
     address: str | None = None
@@ -139,28 +193,22 @@ class RayExecutor:
     max_retries: int = 1
     name: ClassVar[str] = "ray"
 
-    def run(
-        self, specs: Sequence[dict[str, Any]], fn: RunFn, on_done: OnDone, describe: Describe = describe_run
-    ) -> None:
-        """Submit every spec as a task and report the results as they finish."""
+    @contextmanager
+    def _submit(self, specs: Sequence[dict[str, Any]], fn: RunFn) -> Iterator[_Tasks]:
+        """Every spec a task at once."""
         ray = ensure_ray(self.address)
         remote = ray.remote(num_cpus=self.num_cpus, max_retries=self.max_retries, retry_exceptions=True)(_ray_call)
         fn_ref = ray.put(fn)
         refs = [remote.remote(fn_ref, dict(spec), self.num_threads) for spec in specs]
-        index = {ref: i for i, ref in enumerate(refs)}
-        pending = list(refs)
         try:
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                for ref in done:
-                    try:
-                        row = ray.get(ref)
-                    except Exception as exc:
-                        raise run_failed(describe(specs[index[ref]]), exc, self.max_retries) from exc
-                    on_done(index[ref], row)
-        finally:
-            for ref in pending:  # a failed comparison or analysis does not leave tasks running
+            yield _Tasks(refs, lambda pending, timeout: ray.wait(pending, num_returns=1, timeout=timeout), ray.get)
+        except BaseException:
+            for ref in refs:  # a failed comparison, search or analysis does not leave tasks running
                 ray.cancel(ref, force=True)
+            raise
+
+    def _retries(self) -> int | None:
+        return self.max_retries
 
 
 EXECUTORS: dict[str, type] = {"local": LocalProcessExecutor, "ray": RayExecutor}

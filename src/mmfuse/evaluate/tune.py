@@ -28,16 +28,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import itertools
 import json
 import math
-import multiprocessing
 import shutil
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -50,10 +49,9 @@ from filelock import FileLock
 from optuna.trial import FrozenTrial, TrialState
 
 from mmfuse._io import atomic_write_csv, atomic_write_json
-from mmfuse._ray import ensure_ray
 from mmfuse.data import MultimodalDataset, open_or_load_dataset
 from mmfuse.errors import ConfigError, DataError
-from mmfuse.evaluate.executors import make_executor, run_failed
+from mmfuse.evaluate.executors import executor_or_none, make_executor
 from mmfuse.evaluate.protocol import (
     Preset,
     fit_normalizers,
@@ -122,9 +120,12 @@ class TuneConfig:
         study: Study name; default the data set's name. Fusion ``f`` is tuned in the study ``<study>:<f>``.
         resume: Continue the stored studies (their settings must match); without it they must not exist.
         workers: Worker processes optimising each study at the same time (spawned; 1: in this process).
-        executor: Where the workers run: ``"local"`` (processes of this machine) or ``"ray"`` (one Ray task per
-            worker, 1 CPU each, re-run once when its node dies, on ``ray_address`` or a local Ray instance). Ray
-            workers need a storage and ``out_dir`` that every node reaches (the budget lock lives in ``out_dir``).
+        executor: Where the workers run, through :mod:`mmfuse.evaluate.executors` as compare's runs do:
+            ``"local"`` (processes of this machine) or ``"ray"`` (one Ray task per worker, 1 CPU each, on
+            ``ray_address`` or a local Ray instance; a worker that raises or whose node dies is run once more, and
+            a dead worker's unfinished trial goes stale and is trained again). A worker that still fails raises
+            :class:`~mmfuse.evaluate.executors.RunFailed` naming it, its fusion and study. Ray workers need a
+            storage and ``out_dir`` that every node reaches (the budget lock lives in ``out_dir``).
         ray_address: The Ray cluster to join (``"auto"``, ``"ray://head:10001"``); only with ``executor="ray"``.
         epochs: Overrides the preset's maximum epochs.
         data_dir: Folder of local data sets (else ``MMFUSE_DATA_DIR``).
@@ -559,7 +560,7 @@ def _run_fusion(
     earlier: list[dict[str, Any]],
     progress: Callable[[dict[str, Any]], None] | None,
 ) -> list[dict[str, Any]]:
-    """Optimise one study until its budget is met, in this process or in ``config.workers`` processes."""
+    """Optimise one study until its budget is met, in this process or in ``config.workers`` executor tasks."""
     storage = _storage(url, config.heartbeat_s)
     study = _load(storage, plan, config, 0)
     seen = {r["trial"] for r in _rows(study, plan, config.criterion)}  # trials of an earlier run (resume)
@@ -573,52 +574,31 @@ def _run_fusion(
                     progress(row)
         atomic_write_csv(out_dir / "trials.csv", [*earlier, *rows])
 
-    if config.executor == "ray":
-        _run_ray_workers(config, url, plan, out_dir, report)
-    elif config.workers == 1:
-        data = _open(config)
-        _optimise(study, plan, config, data, out_dir, on_trial=report)
-    else:
-        ctx = multiprocessing.get_context("spawn")  # fork is unsafe with torch's thread pools
-        with ProcessPoolExecutor(max_workers=config.workers, mp_context=ctx) as pool:
-            futures = [pool.submit(_worker, config, url, plan, str(out_dir), w) for w in range(config.workers)]
-            pending = set(futures)
-            while pending:
-                finished, pending = wait(pending, timeout=1.0, return_when=FIRST_EXCEPTION)
-                for future in finished:
-                    future.result()  # a worker's error is raised here
-                report()
-    report()
+    executor = executor_or_none(
+        config.executor, workers=config.workers, num_threads=config.num_threads, address=config.ray_address
+    )
+    try:
+        if executor is None:
+            _optimise(study, plan, config, _open(config), out_dir, on_trial=report)
+        else:  # the study's workers as tasks of the shared executor; trials.csv follows the storage meanwhile
+            executor.run(
+                [{"worker": w} for w in range(config.workers)],
+                functools.partial(_worker, config, url, plan, str(out_dir)),
+                lambda _index, _row: report(),
+                describe=lambda spec: f"tune worker {spec['worker']} of fusion {plan.fusion!r} (study {plan.study!r})",
+                on_wait=report,
+            )
+    finally:
+        report()  # trials.csv holds every stored trial, those of a failed search too
     return _rows(study, plan, config.criterion)
 
 
-def _run_ray_workers(config: TuneConfig, url: str, plan: _Plan, out_dir: Path, report: Callable[[], None]) -> None:
-    """``config.workers`` Ray tasks on the study; ``report`` every second until all are done (a failure is named)."""
-    ray = ensure_ray(config.ray_address, what="'mmfuse tune --executor ray'")
-    remote = ray.remote(num_cpus=1, max_retries=1)(_worker)  # a dead node's worker is re-run; its trial goes stale
-    refs = [remote.remote(config, url, plan, str(out_dir), w) for w in range(config.workers)]
-    worker_of = {ref: w for w, ref in enumerate(refs)}
-    pending = list(refs)
-    try:
-        while pending:
-            done, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
-            for ref in done:
-                try:
-                    ray.get(ref)
-                except Exception as exc:
-                    what = f"tune worker {worker_of[ref]} of fusion {plan.fusion!r} (study {plan.study!r})"
-                    raise run_failed(what, exc) from exc
-            report()
-    finally:
-        for ref in pending:
-            ray.cancel(ref, force=True)
-
-
-def _worker(config: TuneConfig, url: str, plan: _Plan, out_dir: str, worker: int) -> None:
-    """One worker process (module level, so ``spawn`` can import it): the same loop on the same study."""
-    with torch_threads(config.num_threads), _quiet_optuna():
-        study = _load(_storage(url, config.heartbeat_s), plan, config, worker)
+def _worker(config: TuneConfig, url: str, plan: _Plan, out_dir: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """One worker task (module level, so ``spawn`` can import it; the executor set its torch threads)."""
+    with _quiet_optuna():
+        study = _load(_storage(url, config.heartbeat_s), plan, config, spec["worker"])
         _optimise(study, plan, config, _open(config), Path(out_dir), on_trial=None)
+    return dict(spec)
 
 
 def _optimise(
