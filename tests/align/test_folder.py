@@ -155,7 +155,7 @@ def test_read_stream_file_columns(tmp_path):
     s = read_stream_file(p, time_column="clock", name="clk")
     assert isinstance(s, Stream) and s.name == "clk" and s.dim == 1
     (tmp_path / "y.csv").write_text("t,a\n0.0,1.0\n1.0,\n")
-    with pytest.raises(DataError, match=r"y\.csv.*'a'.*row 1"):
+    with pytest.raises(DataError, match=r"y\.csv.*'a'.*data row 2 \(line 3\)"):
         read_stream_file(tmp_path / "y.csv")
     (tmp_path / "z.csv").write_text("t,a\n0.0,hello\n")
     with pytest.raises(DataError, match=r"z\.csv.*'a' must be numeric"):

@@ -168,9 +168,12 @@ def test_label_files_in_some_recordings_only(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("body", "match"),
     [
-        ("start,end,label\n0.0,1.0,walk\n1.0,1.5,\n", r"data row 1 \(line 3\): the label is empty"),
-        ("start,end,label\n0.0,1.0,walk\nabc,1.5,run\n", r"column 'start' must be numeric.*data row 1 holds 'abc'"),
-        ("start,end,label\n0.0,1.0,walk\n1.0,1.5,nan\n", r"data row 1 \(line 3\): the label is 'nan'"),
+        ("start,end,label\n0.0,1.0,walk\n1.0,1.5,\n", r"data row 2 \(line 3\): the label is empty"),
+        (
+            "start,end,label\n0.0,1.0,walk\nabc,1.5,run\n",
+            r"column 'start' must be numeric.*data row 2 \(line 3\) holds 'abc'",
+        ),
+        ("start,end,label\n0.0,1.0,walk\n1.0,1.5,nan\n", r"data row 2 \(line 3\): the label is 'nan'"),
         ("start,label\n0.0,walk\n", r"the 'start' column needs an 'end' column"),
         ("start,end,category\n0.0,1.0,walk\n", r"needs a 'label' column"),
     ],

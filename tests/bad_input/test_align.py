@@ -150,7 +150,7 @@ _ROWS: list[tuple[str, str, Callable[[Path], None], tuple[str, ...], str, tuple[
         _acc(lambda t, v: (t, _set2(v, 3, 1, np.nan))),
         (),
         "exit 2",
-        ("r2", "acc.csv", "column 'x1'", "NaN", "data row 3", "finite"),
+        ("r2", "acc.csv", "column 'x1'", "NaN", "data row 4", "finite"),
     ),
     (
         "inf-in-npz",
@@ -221,7 +221,7 @@ _ROWS: list[tuple[str, str, Callable[[Path], None], tuple[str, ...], str, tuple[
         _acc_text("timestamp,x0,x1\n0,1,2\n0.1,abc,3\n"),
         (),
         "exit 2",
-        ("r2", "acc.csv", "'x0'", "numeric", "data row 1", "'abc'"),
+        ("r2", "acc.csv", "'x0'", "numeric", "data row 2", "'abc'"),
     ),
     (
         "short-row",
@@ -639,7 +639,7 @@ _ROWS: list[tuple[str, str, Callable[[Path], None], tuple[str, ...], str, tuple[
         _step_labels_in(("r1", "r2", "r3"), "time,label\n0,0.5\n1,nan\n"),
         (),
         "exit 2",
-        ("labels.csv", "data row 1", "line 3", "finite"),
+        ("labels.csv", "data row 2", "line 3", "finite"),
     ),
     (
         "step-labels-empty-file",

@@ -161,7 +161,7 @@ _FILE_ROWS: list[tuple[str, str, Callable[[Path], Path], dict[str, Any], str, tu
         _text("imu.csv", "t,x\n0,1\n0.1,\n"),
         {},
         "DataError",
-        ("imu.csv", "column 'x'", "data row 1"),
+        ("imu.csv", "column 'x'", "data row 2"),
     ),
     (
         "nan-value-parquet",

@@ -73,6 +73,18 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _row_name(path: Path, index: int) -> str:
+    """Row ``index`` (0-based) of a table file, named as a person finds it (the one rule for every message here).
+
+    Data row 1 is the first row under the header, and a CSV's line number (the header is line 1) comes with it.
+    An NPZ file has array elements, not rows.
+    """
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        return f"element {index} (0-based)"
+    return f"data row {index + 1}" + (f" (line {index + 2})" if suffix == ".csv" else "")
+
+
 def _numeric_column(table: Any, col: str, path: Path) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -84,13 +96,13 @@ def _numeric_column(table: Any, col: str, path: Path) -> np.ndarray:
         at = ""
         if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
             bad = next((i for i, s in enumerate(arr.to_pylist()) if s is not None and not _is_number(s)), None)
-            at = "" if bad is None else f"; data row {bad} holds {arr[bad].as_py()!r}"
+            at = "" if bad is None else f"; {_row_name(path, bad)} holds {arr[bad].as_py()!r}"
         raise DataError(f"{path}: column {col!r} must be numeric. Got type {arr.type}{at}.")
     if arr.null_count:
         first = int(pc.index(pc.is_null(arr), True).as_py())
         raise DataError(
-            f"{path}: column {col!r} has an empty or NaN/NA value at data row {first}; stream values must be finite "
-            "numbers."
+            f"{path}: column {col!r} has an empty or NaN/NA value at {_row_name(path, first)}; stream values must be "
+            "finite numbers."
         )
     return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
 
@@ -396,16 +408,16 @@ def _read_labels(
         for i, row in enumerate(rows):
             if None in row:
                 raise DataError(
-                    f"{path}: data row {i + 1} (line {i + 2}) has "
+                    f"{path}: {_row_name(path, i)} has "
                     f"{len(header) + len(row[None])} cells but the header has {len(header)} columns {header}; "
                     f"extra cells {row[None]!r}."
                 )
             rec = (row.get("recording") or "").strip()
             lab = (row.get("label") or "").strip()
             if not rec or (not lab and not step_level):
-                raise DataError(f"{path}: data row {i + 1} has an empty recording or label.")
+                raise DataError(f"{path}: {_row_name(path, i)} has an empty recording or label.")
             if rec in raw:
-                raise DataError(f"{path}: recording {rec!r} is listed twice (data row {i + 1}).")
+                raise DataError(f"{path}: recording {rec!r} is listed twice ({_row_name(path, i)}).")
             raw[rec] = {k: (v or "").strip() for k, v in row.items() if k is not None}
         missing = [r for r in recordings if r not in raw]
         if missing:
@@ -510,11 +522,11 @@ class _StepLabels:
     texts: list[str]
 
 
-def _label_texts(values: Sequence[Any], path: Path, csv_lines: bool) -> list[str]:
+def _label_texts(values: Sequence[Any], path: Path) -> list[str]:
     """Each label as text (ints as written, floats by ``repr``); an empty, bool or non-finite label is refused."""
     texts = []
     for i, v in enumerate(values):
-        where = f"{path}: data row {i}" + (f" (line {i + 2})" if csv_lines else "")
+        where = f"{path}: {_row_name(path, i)}"
         if isinstance(v, (bool, np.bool_)) or not (v is None or isinstance(v, (str, int, float, np.number))):
             raise DataError(f"{where}: the label {v!r} must be a string or a number.")
         if isinstance(v, (float, np.floating)):
@@ -555,7 +567,7 @@ def _read_step_label_npz(path: Path) -> _StepLabels:
     shapes = {"labels": lab.shape, time_key: starts.shape} | ({} if ends is None else {"ends": ends.shape})
     if any(len(shape) != 1 or shape != lab.shape for shape in shapes.values()):
         raise DataError(f"{path}: the arrays must be 1-D and of one length. Got shapes {shapes}.")
-    return _StepLabels(path, starts, ends, _label_texts(lab.tolist(), path, csv_lines=False))
+    return _StepLabels(path, starts, ends, _label_texts(lab.tolist(), path))
 
 
 def _read_step_labels(path: Path, time_column: str | None) -> _StepLabels:
@@ -579,7 +591,7 @@ def _read_step_labels(path: Path, time_column: str | None) -> _StepLabels:
         starts = _time_column(table, tcol, path)
         ends = _time_column(table, END_COLUMN, path) if END_COLUMN in cols else None
         values = table.column(_LABEL_COLUMN).to_pylist()
-        out = _StepLabels(path, starts, ends, _label_texts(values, path, csv_lines=path.suffix.lower() == ".csv"))
+        out = _StepLabels(path, starts, ends, _label_texts(values, path))
     if not out.texts:
         raise DataError(f"{path}: the label file has no rows.")
     return out
