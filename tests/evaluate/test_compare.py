@@ -55,6 +55,7 @@ CLASSIFICATION_COLUMNS = [
     "f1_weighted",
     "f1_macro",
 ]
+VALIDATION_COLUMNS = ["val_accuracy", "val_f1_weighted", "val_f1_macro", "val_loss"]
 RUN_FILES = [
     "model.safetensors",
     "config.json",
@@ -107,8 +108,7 @@ def test_results_csv_has_one_row_per_fusion_and_seed(basic_run: tuple[CompareRes
     rows = read_csv(result.out_dir / "results.csv")
     assert [(r["fusion"], int(r["seed"])) for r in rows] == [(f, s) for f in FUSIONS for s in range(SEEDS)]
     assert set(CLASSIFICATION_COLUMNS) <= set(rows[0])
-    monitor = dataset_preset("basic-motions")["train"]["monitor"]
-    assert f"val_{monitor}" in rows[0]  # the validation value of the metric early stopping watched
+    assert all(set(VALIDATION_COLUMNS) <= set(row) for row in rows)  # whatever each run monitored
     for row, returned in zip(rows, result.rows, strict=True):
         assert int(row["params"]) == returned["params"] > 0
         assert float(row["train_seconds"]) > 0
@@ -293,6 +293,49 @@ def test_resume_reuses_finished_runs(
     assert {p: p.stat().st_mtime_ns for p in weights} == weights
     assert (out / "results.csv").read_text() == (result.out_dir / "results.csv").read_text()
     assert [r["fusion"] for r in resumed.summary] == [r["fusion"] for r in result.summary]
+
+
+def _check_validation_columns(run: RunDir, row: dict[str, Any]) -> None:
+    """val_<metric> is scored on the kept model's saved validation predictions; val_loss is the history's value at
+    the selected epoch."""
+    saved = run.read_predictions(row["fusion"], row["seed"], "val")
+    assert row["val_accuracy"] == pytest.approx(float(np.mean(saved.y_true == saved.y_pred)))
+    history = json.loads((run.model_dir(row["fusion"], row["seed"]) / "history.json").read_text(encoding="utf-8"))
+    assert row["val_loss"] == next(h["val_loss"] for h in history if h["epoch"] == row["best_epoch"])
+
+
+def test_every_row_has_the_same_validation_columns_whatever_it_monitored(tmp_path: Path) -> None:
+    preset = dataset_preset("basic-motions")
+    mixed = {"name": "mixed", **preset, "fusions": {"weighted": {"train": {"monitor": "accuracy"}}}}
+    result = compare(_config(tmp_path / "run", seeds=1, preset=mixed))
+    run = RunDir(result.out_dir)
+    for row in result.rows:
+        assert [k for k in row if k.startswith("val_")] == VALIDATION_COLUMNS
+        _check_validation_columns(run, row)
+    history = json.loads((run.model_dir("weighted", 0) / "history.json").read_text(encoding="utf-8"))
+    weighted = next(r for r in result.rows if r["fusion"] == "weighted")
+    selected = next(h for h in history if h["epoch"] == weighted["best_epoch"])
+    assert weighted["val_accuracy"] == pytest.approx(selected["val_accuracy"])  # what its monitor selected on
+    assert read_csv(result.out_dir / "results.csv")[0].keys() >= set(VALIDATION_COLUMNS)
+
+
+def test_resume_completes_a_row_of_an_older_run_without_the_validation_columns(
+    basic_run: tuple[CompareResult, list[CompareProgress]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run finished before every row carried the validation columns recorded val_<monitor> only."""
+    result, _ = basic_run
+    out = tmp_path / "run"
+    shutil.copytree(result.out_dir, out)
+    old = out / "models" / "concat-seed0" / "result.json"
+    row = json.loads(old.read_text(encoding="utf-8"))
+    old.write_text(json.dumps({k: v for k, v in row.items() if not k.startswith("val_")} | {"val_loss": 0.5}))
+    monkeypatch.setattr(Trainer, "fit", lambda *a, **k: pytest.fail("resume=True retrained a finished run"))
+    resumed = compare(_config(out, resume=True))
+    assert resumed.rows == result.rows  # computed from the saved validation predictions and history.json
+    assert json.loads(old.read_text(encoding="utf-8")) == row
+    assert (out / "results.csv").read_text() == (result.out_dir / "results.csv").read_text()
+    for done in resumed.rows:
+        _check_validation_columns(RunDir(out), done)
 
 
 def test_resume_reruns_only_the_unfinished_run(

@@ -427,8 +427,10 @@ def test_tied_fusions_are_reported_as_a_tie_not_ranked_by_name(tmp_path: Path) -
     assert not any(line.startswith("Best fusion") for line in lines)
     assert lines[1].startswith("They beat the next fusion \\<b\\>x\\</b\\>")
     page = write_report(run_dir).read_text(encoding="utf-8")
-    # Both tied accuracies are highlighted as best (and attention's val accuracy, which is the same numbers).
-    assert page.count('<td class="num best">0.930 ± 0.028</td>') == 3
+    # Both tied accuracies are highlighted as best; attention's val accuracy (the same numbers) is not: the
+    # checkpoints were chosen on the validation split.
+    assert page.count('<td class="num best">0.930 ± 0.028</td>') == 2
+    assert page.count('<td class="num">0.930 ± 0.028</td>') == 1
 
 
 def test_summary_states_best_fusion_against_best_unimodal_baseline_first(tmp_path: Path) -> None:
@@ -545,6 +547,24 @@ def test_many_distinct_confusion_matrices_fold_all_but_best_baseline_and_worst(t
     assert len(lowest) == 1  # one of the two tied lowest is shown, and its caption names the other
     other = {"late": "unimodal-accel", "unimodal-accel": "late"}[lowest[0]]
     assert f"Shown as the lowest test score (tied with {other})." in shown
+
+
+def test_the_table_shows_the_validation_main_metric_and_loss_and_crowns_neither(tmp_path: Path) -> None:
+    """results.csv has val_<metric> for every metric and val_loss; the table keeps val accuracy and val loss."""
+    run_dir = make_run(tmp_path / "run", with_summary=False)
+    results = pd.read_csv(run_dir / "results.csv", converters={"fusion": str})
+    results["val_f1_weighted"] = results["val_f1_macro"] = 0.5
+    results["val_loss"] = [0.41, 0.43, 0.61, 0.63, 0.81, 0.83]  # means 0.42 / 0.62 / 0.82
+    results.to_csv(run_dir / "results.csv", index=False)
+    page = write_report(run_dir).read_text(encoding="utf-8")
+    table = page[page.index('id="comparison"') :]
+    table = table[: table.index("</table>")]
+    assert "val accuracy" in table and "val loss" in table
+    assert "val weighted F1" not in table and "val macro F1" not in table
+    for mean in ("0.42", "0.62", "0.82"):
+        cell = table[: table.index(f"{mean}0 ± ")].rsplit("<td", 1)[1]
+        assert "best" not in cell  # the lowest validation loss is the selection at work, never crowned
+    assert "columns score each kept checkpoint on the validation split, which chose it" in page
 
 
 def test_one_seed_says_n_1_and_tiny_values_are_not_rounded_to_zero(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ from mmfuse.evaluate.protocol import (
     resolve_fusions,
     resolve_preset,
     settings_for,
+    split_metrics,
     stream_info,
     torch_threads,
     versions,
@@ -56,7 +57,7 @@ from mmfuse.models import (
     read_model_info,
     save_model,
 )
-from mmfuse.train import TrainConfig, Trainer, predict, seed_everything
+from mmfuse.train import Predictions, TrainConfig, Trainer, predict, seed_everything
 from mmfuse.train.tracking import TrackingConfig, closing_all
 
 __all__ = [
@@ -575,6 +576,7 @@ def _run_one(
     if resume and done_file.exists():
         finished = _reused_row(run, fusion, seed, model_config, expected_params, metric_names, dataset.name)
         _ensure_predictions(run, fusion, seed, {"val": val, "test": test}, task)
+        finished = _with_validation_columns(run, fusion, seed, finished, task, metric_names)
         logger.info("%s seed %d: reusing the finished run in %s", fusion, seed, run_dir)
         if progress is not None:
             progress(
@@ -649,9 +651,10 @@ def _train_and_test(
 
     best = load_model(run_dir)
     test_predictions = predict(best, test, task=task)
+    val_predictions = predict(best, val, task=task)
     metrics = write_test_metrics(run_dir, test_predictions, task, metric_names)
     run.write_predictions(fusion, seed, "test", RunPredictions.from_predictions(test_predictions))
-    run.write_predictions(fusion, seed, "val", RunPredictions.from_predictions(predict(best, val, task=task)))
+    run.write_predictions(fusion, seed, "val", RunPredictions.from_predictions(val_predictions))
     normalizers.save(run_dir)
     extra: dict[str, Any] = {"train_config": train_config.to_dict(), "dataset": dataset.name}
     if stream is not None:
@@ -665,11 +668,70 @@ def _train_and_test(
         "train_seconds": round(train_seconds, 2),
         "best_epoch": result.best_epoch,
     }
-    for name in metric_names:
-        row[name] = float(metrics[name]) if metrics.get(name) is not None else float("nan")
-    row[f"val_{result.monitor}"] = result.best_metric
+    row.update(_metric_numbers(metrics, metric_names))
+    row.update(_validation_columns(val_predictions, task, metric_names, result.history, result.best_epoch))
     run.write_result(fusion, seed, row)
     return row
+
+
+def _metric_numbers(metrics: Mapping[str, Any], names: Sequence[str], prefix: str = "") -> dict[str, float]:
+    """``{prefix + name: value}`` for every metric of ``names``: a float, NaN where it could not be computed."""
+    return {f"{prefix}{n}": float(metrics[n]) if metrics.get(n) is not None else float("nan") for n in names}
+
+
+def _validation_columns(
+    predictions: Predictions,
+    task: Any,
+    metric_names: Sequence[str],
+    history: Sequence[Mapping[str, Any]],
+    best_epoch: Any,
+) -> dict[str, float]:
+    """A results row's validation columns: the same in every row, whatever each run monitored.
+
+    ``val_<metric>`` for every metric of ``metric_names``, scored on the kept model's validation predictions, and
+    ``val_loss``, the validation loss at the selected epoch in the trainer's history (what the ``loss`` monitor
+    selects on), so the selection value is visible whatever the monitor.
+    """
+    columns = _metric_numbers(split_metrics(predictions, task, metric_names), metric_names, prefix="val_")
+    losses = [h.get("val_loss") for h in history if isinstance(h, Mapping) and h.get("epoch") == best_epoch]
+    loss = losses[0] if losses else None
+    columns["val_loss"] = float(loss) if isinstance(loss, int | float) and not isinstance(loss, bool) else float("nan")
+    return columns
+
+
+def _with_validation_columns(
+    run: RunDir, fusion: str, seed: int, row: dict[str, Any], task: Any, metric_names: Sequence[str]
+) -> dict[str, Any]:
+    """A reused row with the validation columns of :func:`_validation_columns`, from the run's saved files.
+
+    A run finished before every row carried them recorded only ``val_<monitor>``: its columns are computed from its
+    saved validation predictions and ``history.json`` (``val_loss`` is NaN without a readable history), and its
+    ``result.json`` is rewritten with them, so ``results.csv`` has the same columns in every row.
+    """
+    wanted = {f"val_{name}" for name in metric_names} | {"val_loss"}
+    if {k for k in row if k.startswith("val_")} == wanted:
+        return row
+    saved = run.read_predictions(fusion, seed, "val")
+    predictions = Predictions(
+        task.type.value,
+        task.level.value,
+        saved.y_pred,
+        saved.y_true,
+        saved.probs,
+        saved.item_ids,
+        np.arange(len(saved)),  # one row per item
+        None,
+    )
+    try:
+        history = json.loads((run.model_dir(fusion, seed) / RunDir.HISTORY_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        history = []
+    rows = history if isinstance(history, list) else []
+    columns = _validation_columns(predictions, task, metric_names, rows, row.get("best_epoch"))
+    completed = {k: v for k, v in row.items() if not k.startswith("val_")} | columns
+    run.write_result(fusion, seed, completed)
+    logger.info("%s seed %d: added the validation columns %s to the reused run", fusion, seed, sorted(columns))
+    return completed
 
 
 def _track_summary(

@@ -144,6 +144,25 @@ def _metric_columns(results: pd.DataFrame) -> list[str]:
     return order(test) + order(val)
 
 
+def _shown_columns(metrics: Sequence[str], main: str) -> list[str]:
+    """The results columns the report shows: every test metric, then the validation main metric and loss.
+
+    ``results.csv`` holds ``val_<metric>`` for every metric and ``val_loss``; the report's table keeps the two that
+    say how each fusion did where its checkpoint was chosen. A run whose rows carry neither (an older run recorded
+    only ``val_<monitor>``) shows the validation columns it has.
+
+    Example:
+        >>> _shown_columns(["accuracy", "f1_macro", "val_f1_macro", "val_accuracy", "val_loss"], "accuracy")
+        ['accuracy', 'f1_macro', 'val_accuracy', 'val_loss']
+        >>> _shown_columns(["mae", "val_rmse"], "mae")
+        ['mae', 'val_rmse']
+    """
+    test = [m for m in metrics if not m.startswith("val_")]
+    val = [m for m in metrics if m.startswith("val_")]
+    chosen = [m for m in (f"val_{main}", "val_loss") if m in val]
+    return test + (chosen or val)
+
+
 def _base_metric(metric: str) -> str:
     return metric.removeprefix("val_").removeprefix("test_")
 
@@ -249,6 +268,7 @@ def _load_run(run_dir: str | os.PathLike[str]) -> _Run:
     metrics = _metric_columns(results)
     task = _task_type(meta, metrics)
     main = _main_metric(task, metrics)
+    metrics = _shown_columns(metrics, main)
     recorded = meta.get("warnings")
     notes: list[str] = [str(w) for w in recorded] if isinstance(recorded, list) else []
     stats, params, seconds, n_seeds = _read_summary(root, results, metrics, notes)
@@ -1077,10 +1097,11 @@ def _comparison_table(run: _Run) -> dict[str, Any]:
     for metric in run.metrics:
         stats = [run.stats[f][metric] for f in run.fusions]
         dec = _decimals([s.mean for s in stats], [s.std for s in stats])
-        # The validation loss chose each checkpoint: a low one is the selection at work, not a result to crown.
+        # The checkpoints were chosen on the validation split: a good value there is the selection at work, not a
+        # result to crown.
         flags = (
             best_flags([s.mean for s in stats], _higher_is_better(metric))
-            if metric != "val_loss"
+            if not metric.startswith("val_")
             else [""] * len(stats)
         )
         columns.append([_Cell(_fmt_stat(s, dec), flag) for s, flag in zip(stats, flags, strict=True)])
@@ -1395,9 +1416,10 @@ def _report_html(run: _Run, title: str) -> str:
         "text": "Every test metric as mean ± standard deviation over seeds ('n=1': one seed, so no spread); the best "
         "value of each column is highlighted (fewest parameters and shortest training time count as best)."
         + (
-            " 'val loss' is the validation loss of the kept checkpoint: it chose that checkpoint, so it is not "
-            "highlighted (a low one shows the selection at work, not a better model)."
-            if "val_loss" in run.metrics
+            " The 'val' columns score each kept checkpoint on the validation split, which chose it (on the "
+            "validation loss or the monitored metric, as the run's training settings say), so they are not "
+            "highlighted: a good value there shows the selection at work, not a better model."
+            if any(m.startswith("val_") for m in run.metrics)
             else ""
         )
         + (
