@@ -4,7 +4,8 @@ A write goes to a temporary file in the destination folder, is flushed and fsync
 target with :func:`os.replace`, which is atomic on POSIX and Windows: readers see the old file or the new
 one, never half of one. :func:`read_settings_file` reads the YAML or JSON files users write (experiment files,
 presets) and :func:`atomic_write_yaml` writes them back. :func:`json_fields` is the one ``to_dict`` of a
-dataclass (or any object): its attributes as a JSON-safe dict.
+dataclass (or any object): its attributes as a JSON-safe dict. :func:`check_unpickling_allowed` is the one gate
+in front of every file that holds pickled data (checkpoints and saved state never do; users' model files may).
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
+
+from mmfuse.errors import MmfuseWarning, UnsafeLoadError
 
 __all__ = [
     "atomic_write",
@@ -27,6 +31,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "atomic_write_yaml",
+    "check_unpickling_allowed",
     "json_fields",
     "read_settings_file",
 ]
@@ -329,3 +334,54 @@ def atomic_write_yaml(path: str | os.PathLike[str], obj: Mapping[str, Any], *, h
     comment = "".join(f"# {line}\n".replace("# \n", "#\n") for line in header.splitlines())
     body = yaml.safe_dump(_json_safe(dict(obj)), sort_keys=False, default_flow_style=False, allow_unicode=True)
     return atomic_write_text(path, comment + body, newline="\n")
+
+
+def check_unpickling_allowed(
+    path: str | os.PathLike[str],
+    kind: str,
+    *,
+    allowed: bool,
+    instead: str,
+    option: str = "allow_unsafe",
+    cli_option: str | None = None,
+) -> None:
+    """Refuse to load ``path``, a ``kind`` file that holds pickled data, unless the user allowed it; warn if so.
+
+    Unpickling runs code chosen by whoever wrote the file, so mmfuse never writes such files and loads one only when
+    the caller passed ``option=True``. Every loader of such a file calls this first: one rule, one exception, one
+    message.
+
+    Args:
+        path: The file (named in the error and the warning).
+        kind: What the file is, e.g. ``"TorchScript"`` or ``"torch.export"``.
+        allowed: The value of the caller's opt-in; only True allows the load.
+        instead: What to do rather than trust the file (e.g. ``"export to ONNX"``).
+        option: The caller's keyword argument that allows the load.
+        cli_option: The command-line flag that sets ``option``, when there is one.
+
+    Raises:
+        UnsafeLoadError: ``allowed`` is not True (a :class:`~mmfuse.errors.DataError`; nothing has been read).
+
+    Warns:
+        MmfuseWarning: ``allowed`` is True; at the line that called the caller.
+
+    Example:
+        >>> try:
+        ...     check_unpickling_allowed("net.pt", "TorchScript", allowed=False, instead="use .safetensors")
+        ... except ValueError as e:
+        ...     print(e)
+        net.pt: refusing to load this TorchScript file: it holds pickled data, and loading it can run code chosen \
+by whoever wrote it. If you trust the file, pass allow_unsafe=True; otherwise use .safetensors.
+    """
+    if allowed is not True:
+        flag = f" (CLI: {cli_option})" if cli_option else ""
+        raise UnsafeLoadError(
+            f"{path}: refusing to load this {kind} file: it holds pickled data, and loading it can run code chosen by "
+            f"whoever wrote it. If you trust the file, pass {option}=True{flag}; otherwise {instead}."
+        )
+    warnings.warn(
+        f"Loading {path} with {option}=True: this {kind} file holds pickled data and can run code while it is loaded; "
+        "load only files you trust.",
+        MmfuseWarning,
+        stacklevel=3,
+    )

@@ -13,6 +13,7 @@ __all__ = [
     "MmfuseWarning",
     "NotFittedError",
     "StreamError",
+    "UnsafeLoadError",
 ]
 
 
@@ -26,6 +27,14 @@ class StreamError(MmfuseError, ValueError):
 
 class DataError(MmfuseError, ValueError):
     """A data set or file is malformed, truncated, corrupt or inconsistent."""
+
+
+class UnsafeLoadError(DataError):
+    """A file holds pickled data, which can run code while it loads, and loading it was not allowed.
+
+    Raised by :func:`mmfuse._io.check_unpickling_allowed`, the one gate of every loader of such files; the message
+    names the file and the option (and CLI flag) that allows it.
+    """
 
 
 class ConfigError(MmfuseError, ValueError):

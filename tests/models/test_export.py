@@ -14,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from mmfuse.cli._app import app
-from mmfuse.errors import MmfuseError, MmfuseWarning
+from mmfuse.errors import MmfuseWarning, UnsafeLoadError
 from mmfuse.models import ModelConfig, MultimodalModel, build_model, save_model
 from mmfuse.models.export import (
     ExportError,
@@ -171,7 +171,7 @@ def test_export_leaves_the_callers_model_as_it_was(tmp_path: Path) -> None:
 def test_a_torch_export_file_is_refused_without_the_unsafe_opt_in(program_export: Any) -> None:
     model, result = program_export
     inputs = example_inputs(model, 2, 3, seed=1)
-    with pytest.raises(MmfuseError, match=r"refusing to load a torch-export file: it contains pickled data"):
+    with pytest.raises(UnsafeLoadError, match=r"refusing to load this torch.export file: it holds pickled data"):
         run_exported(result.path, inputs)
     with pytest.warns(MmfuseWarning, match="allow_unsafe=True"):
         run_exported(result.path, inputs, allow_unsafe=True)

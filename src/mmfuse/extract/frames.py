@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -21,6 +20,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from mmfuse._io import check_unpickling_allowed
 from mmfuse._registry import Registry
 from mmfuse.extract.base import ExtractedStream, Extractor, Media, check_positive, register_extractor
 
@@ -139,11 +139,12 @@ class TorchFileEncoder:
         allow_unsafe: Load TorchScript and ``torch.export`` files. Both formats hold pickled data, and loading
             them can run code chosen by whoever wrote the file (``torch.export.load`` falls back to an unrestricted
             unpickler), so they are refused unless you opt in (CLI ``--allow-unsafe-load``); a warning is issued
-            even then. A ``.safetensors`` state dict with ``builder`` is always safe.
+            even then (:func:`mmfuse._io.check_unpickling_allowed`). A ``.safetensors`` state dict with ``builder``
+            is always safe.
 
     Raises:
-        DataError: the file is missing or of an unknown type; a ``.safetensors`` file without ``builder``; a
-            TorchScript or ``.pt2`` file without ``allow_unsafe=True``.
+        DataError: the file is missing or of an unknown type; a ``.safetensors`` file without ``builder``.
+        UnsafeLoadError: a TorchScript or ``.pt2`` file without ``allow_unsafe=True`` (a DataError too).
 
     Example:
         >>> import tempfile, pathlib, torch
@@ -171,7 +172,7 @@ class TorchFileEncoder:
         device: str = "cpu",
         allow_unsafe: bool = False,
     ) -> None:
-        from mmfuse.errors import DataError, MmfuseWarning
+        from mmfuse.errors import DataError
 
         self.path = Path(path)
         if not self.path.is_file():
@@ -185,18 +186,12 @@ class TorchFileEncoder:
         if suffix == ".safetensors" and builder is None:
             raise DataError(f"{self.path}: a .safetensors file holds weights only; pass builder=<module factory>.")
         if suffix != ".safetensors":
-            if not allow_unsafe:
-                raise DataError(
-                    f"{self.path}: refusing to load a {suffix} model file: TorchScript and torch.export files contain "
-                    "pickled data, and loading one can run code chosen by whoever wrote it. If you trust the file, "
-                    "pass allow_unsafe=True (CLI: --allow-unsafe-load); otherwise export the weights as .safetensors "
-                    "and pass builder=<module factory>."
-                )
-            warnings.warn(
-                f"Loading {self.path} with allow_unsafe=True: a {suffix} file can run code while it is loaded; "
-                "use only files you trust.",
-                MmfuseWarning,
-                stacklevel=2,
+            check_unpickling_allowed(
+                self.path,
+                "torch.export" if suffix == ".pt2" else "TorchScript",
+                allowed=allow_unsafe,
+                instead="export the weights as .safetensors and pass builder=<module factory>",
+                cli_option="--allow-unsafe-load",
             )
         self.allow_unsafe = bool(allow_unsafe)
         self.image_size = int(check_positive(image_size, "image_size", "TorchFileEncoder"))

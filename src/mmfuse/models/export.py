@@ -35,8 +35,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mmfuse._io import atomic_write
-from mmfuse.errors import MmfuseError, MmfuseWarning
+from mmfuse._io import atomic_write, check_unpickling_allowed
+from mmfuse.errors import MmfuseError
 from mmfuse.models.build import load_model
 from mmfuse.models.model import MultimodalModel
 from mmfuse.types import Batch, LabelLevel
@@ -226,26 +226,16 @@ def run_exported(
         format: ``"onnx"`` or ``"torch-export"``; default from the file's ending (``.onnx`` or else ``.pt2``).
         allow_unsafe: Load a ``torch-export`` (``.pt2``) file. It holds pickled data and ``torch.export.load`` can
             run code chosen by whoever wrote the file, so it is refused unless you opt in (a warning is issued even
-            then). ONNX files hold no pickled data and need no opt-in.
+            then: :func:`mmfuse._io.check_unpickling_allowed`). ONNX files hold no pickled data and need no opt-in.
 
     Raises:
-        MmfuseError: a ``.pt2`` file without ``allow_unsafe=True``.
+        UnsafeLoadError: a ``.pt2`` file without ``allow_unsafe=True`` (a DataError, as every refused file is).
     """
     path = Path(path)
     format = format or ("onnx" if path.suffix == ".onnx" else "torch-export")
     _check_format(format)
     if format == "torch-export":
-        if not allow_unsafe:
-            raise MmfuseError(
-                f"{path}: refusing to load a torch-export file: it contains pickled data, and loading one can run code "
-                "chosen by whoever wrote it. If you trust the file, pass allow_unsafe=True; otherwise export to ONNX."
-            )
-        warnings.warn(
-            f"Loading {path} with allow_unsafe=True: a torch-export file can run code while it is loaded; load only "
-            "files you trust.",
-            MmfuseWarning,
-            stacklevel=2,
-        )
+        check_unpickling_allowed(path, "torch.export", allowed=allow_unsafe, instead="export to ONNX")
         program = torch.export.load(str(path))
         with torch.no_grad():
             return program.module()(*inputs)
