@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mmfuse.data import open_dataset
-from mmfuse.errors import DataError, MmfuseWarning
+from mmfuse.errors import DataError, MmfuseWarning, UnsafeLoadError
 from mmfuse.importers import import_mmsa
 
 
@@ -44,7 +44,8 @@ def test_refused_without_allow_pickle(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for allow in (False, "yes", 1):
-            with pytest.raises(DataError, match=r"arbitrary code.*allow_pickle=True"):
+            refused = r"f\.pkl: refusing to load .* pass allow_pickle=True \(CLI: --allow-pickle\)"
+            with pytest.raises(UnsafeLoadError, match=refused):
                 import_mmsa(src, tmp_path / "ds", allow_pickle=allow)  # type: ignore[arg-type]
     assert not (tmp_path / "ds").exists()
 

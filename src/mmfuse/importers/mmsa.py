@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from mmfuse._io import check_unpickling_allowed
 from mmfuse.align import Stream, Timeline, align
 from mmfuse.errors import DataError, MmfuseWarning
 from mmfuse.importers._common import SPLIT_ALIASES, ImportReport, encode_labels, label_task, task_spec
@@ -32,11 +33,6 @@ log = logging.getLogger(__name__)
 
 MMSA_MODALITIES: tuple[str, ...] = ("audio", "text", "vision")
 """The modality keys of an MMSA split."""
-
-_PICKLE_RISK = (
-    "A pickle file can run arbitrary code on this machine while it is loaded: anyone who could write or alter it "
-    "controls what runs."
-)
 
 
 def _load(path: Path) -> Any:
@@ -123,7 +119,8 @@ def import_mmsa(
         ``(path of the data set, import report)``.
 
     Raises:
-        DataError: ``allow_pickle`` is not True (nothing is read), the file is missing, truncated or corrupt,
+        UnsafeLoadError: ``allow_pickle`` is not True (a DataError; nothing is read).
+        DataError: the file is missing, truncated or corrupt,
             a split or key is missing, shapes disagree, a label is not finite.
         ValueError: an unknown task or modality.
 
@@ -141,12 +138,15 @@ def import_mmsa(
         8
     """
     p = Path(path)
-    if allow_pickle is not True:
-        raise DataError(
-            f"Refusing to load {p}: MMSA feature files are Python pickles. {_PICKLE_RISK} Pass allow_pickle=True "
-            "(CLI: --allow-pickle) only for a file from a source you trust, e.g. one you downloaded from the MMSA "
-            "authors and checked against its published checksum."
-        )
+    check_unpickling_allowed(
+        p,
+        "MMSA feature",
+        allowed=allow_pickle,
+        instead="get the file from a source you trust (the MMSA authors' download, checked against its published "
+        "checksum)",
+        option="allow_pickle",
+        cli_option="--allow-pickle",
+    )
     label_task(task, "import_mmsa")
     mods = sorted(modalities)
     bad = sorted(set(mods) - set(MMSA_MODALITIES))
@@ -155,7 +155,6 @@ def import_mmsa(
             f"The 'modalities' parameter of import_mmsa must name some of {list(MMSA_MODALITIES)}. "
             f"Got {list(modalities)}."
         )
-    warnings.warn(f"Loading the pickle {p} because allow_pickle=True. {_PICKLE_RISK}", MmfuseWarning, stacklevel=2)
     data = _load(p)
     if not isinstance(data, Mapping):
         raise DataError(f"{p}: expected a dict of splits ('train', 'valid', 'test'). Got {type(data).__name__}.")
