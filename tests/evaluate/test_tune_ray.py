@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +41,21 @@ def _trials(out: Path) -> list[dict[str, str]]:
     return without_time(read_csv(out / "trials.csv"))
 
 
+def _json(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
 def test_one_ray_worker_gives_the_local_search(local_ray: None, toy: Path, tmp_path: Path) -> None:
     local = tune(_config(toy, tmp_path / "local"))
     on_ray = tune(_config(toy, tmp_path / "ray", executor="ray"))
     assert _trials(tmp_path / "ray") == _trials(tmp_path / "local")
     assert on_ray.best == local.best
+    assert _json(tmp_path / "ray" / "best.json") == _json(tmp_path / "local" / "best.json")
+    meta_ray, meta_local = (_json(tmp_path / run / "tune.json") for run in ("ray", "local"))
+    for meta in (meta_ray, meta_local):  # the folder's own storage path and the finishing time differ by design
+        del meta["storage"], meta["finished"]
+    assert meta_ray == meta_local
 
 
 def test_two_ray_workers_share_the_budget(local_ray: None, toy: Path, tmp_path: Path) -> None:
