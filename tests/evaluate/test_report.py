@@ -211,6 +211,43 @@ def test_report_has_header_details_and_per_seed_table(classification_report: tup
     assert per_seed.count("<tr>") == 1 + sum(len(v) for v in CLASSIFICATION_METRICS.values())
 
 
+def _css_rules(page: str) -> list[tuple[list[str], dict[str, str]]]:
+    """The inline style sheet's rules, those inside @media blocks included: (selectors, declarations)."""
+    css = re.sub(r"/\*.*?\*/", "", page[page.index("<style>") + 7 : page.index("</style>")], flags=re.S)
+    rules = []
+    for selectors, body in re.findall(r"([^{}]+)\{([^{}]*)\}", css):
+        pairs = (d.split(":", 1) for d in body.split(";") if ":" in d)
+        rules.append(([s.strip() for s in selectors.split(",")], {k.strip(): v.strip() for k, v in pairs}))
+    return rules
+
+
+def _declared(rules: list[tuple[list[str], dict[str, str]]], selector: str, prop: str) -> list[str]:
+    return [decl[prop] for selectors, decl in rules if selector in selectors and prop in decl]
+
+
+def test_report_reads_at_narrow_widths(classification_report: tuple[Path, str]) -> None:
+    _, page = classification_report
+    rules = _css_rules(page)
+    # Every data table sits in its own horizontal scroll box, whose first column (the fusion) stays in view.
+    tables = re.findall(r"(<[^<>]*>)<table>", page)
+    assert tables and all(t == '<div class="scroll">' for t in tables)
+    assert _declared(rules, ".scroll", "overflow-x") == ["auto"]
+    assert _declared(rules, ".scroll td:first-child", "position") == ["sticky"]
+    # A number never wraps: numeric cells are nowrap, and no rule (no @media block either) sets a td back to wrap.
+    assert _declared(rules, "td.num", "white-space") == ["nowrap"]
+    wrapping = [s for selectors, decl in rules if decl.get("white-space") == "normal" for s in selectors]
+    assert not [s for s in wrapping if "td" in s], wrapping
+    comparison = page[page.index('id="comparison"') : page.index('id="curves"')]
+    values = re.findall(r"<td([^>]*)>([^<]*±[^<]*)</td>", comparison)
+    assert len(values) == 4 * len(CLASSIFICATION_METRICS)  # three test metrics and val accuracy per fusion
+    assert all(re.fullmatch(r' class="num( best)?"', attrs) for attrs, _ in values)
+    # Figures and figure grids shrink to the page instead of overflowing it.
+    assert _declared(rules, "figure img", "max-width") == ["100%"]
+    for grid in (".grid", ".cols"):
+        (columns,) = _declared(rules, grid, "grid-template-columns")
+        assert re.search(r"minmax\(min\(\d+px,\s*100%\)", columns), columns
+
+
 def test_report_custom_path_and_title(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path / "run")
     out = write_report(run_dir, tmp_path / "out" / "mine.html", title="My <run>")
@@ -468,6 +505,9 @@ def test_significance_columns_of_the_summary_qualify_the_baseline_comparison(tmp
     assert "| [0.660, 0.760] | reference |" in rows["unimodal-accel"]
     page = write_report(run_dir).read_text(encoding="utf-8")
     assert '<td class="sig-better">better (p\u00a0=\u00a00.012)</td>' in page
+    # An interval is a number (one line); a verdict may wrap only before its p: "not different" stays whole.
+    assert '<td class="num">[0.880, 0.970]</td>' in page
+    assert "<td>not\u00a0different (p\u00a0=\u00a00.2)</td>" in page
     assert '<th class="num">95 % CI</th><th>vs best unimodal</th>' in page
     assert "pale bands: 95 % confidence interval" in page
     assert "no confidence intervals" not in page

@@ -608,6 +608,12 @@ def _versus_cell(run: _Run, fusion: str) -> tuple[str, str]:
     return f"{mark}{p_text}", {"better": "sig-better", "worse": "sig-worse"}.get(str(mark), "")
 
 
+def _break_only_before_p(text: str) -> str:
+    """A verdict such as "not different (p = 0.31)" may wrap before its parenthesis only: each part stays whole."""
+    verdict, paren, p_text = text.partition(" (")
+    return verdict.replace(" ", "\u00a0") + (" (" + p_text.replace(" ", "\u00a0") if paren else "")
+
+
 def _has_significance(run: _Run) -> bool:
     return any(_ci(run, f) is not None or "vs_best_unimodal" in run.extra.get(f, {}) for f in run.fusions)
 
@@ -1108,11 +1114,9 @@ def _comparison_table(run: _Run) -> dict[str, Any]:
     if _has_significance(run):
         header[2 + len(run.metrics) : 2 + len(run.metrics)] = ["95 % CI", "vs best unimodal"]  # fmt: skip
         numeric[2 + len(run.metrics) : 2 + len(run.metrics)] = [True, False]
-        columns.append([_Cell(_ci_text(run, f), "wrap") for f in run.fusions])
-        versus = [_versus_cell(run, f) for f in run.fusions]  # "p = 0.012" kept on one line
-        columns.append(
-            [_Cell(t.replace("p = ", "p\u00a0=\u00a0").replace("p < ", "p\u00a0<\u00a0"), c) for t, c in versus]
-        )
+        columns.append([_Cell(_ci_text(run, f)) for f in run.fusions])
+        versus = [_versus_cell(run, f) for f in run.fusions]
+        columns.append([_Cell(_break_only_before_p(text), cls) for text, cls in versus])
     params = [run.params[f] for f in run.fusions]
     columns.append([_Cell(_fmt_int(p), flag) for p, flag in zip(params, best_flags(params, False), strict=True)])
     seconds = [run.train_seconds[f] for f in run.fusions]
