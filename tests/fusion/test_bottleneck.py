@@ -133,7 +133,13 @@ def test_flops_grow_slower_in_t_than_pairwise_cross_attention() -> None:
         ({"bottleneck_dim": 0}, "'bottleneck_dim' parameter of BottleneckFusion must be a positive integer"),
         ({"num_tokens": 0}, "'num_tokens' parameter of BottleneckFusion must be a positive integer"),
         ({"layers": 1.5}, "'layers' parameter of BottleneckFusion must be a positive integer. Got 1.5"),
-        ({"num_heads": 3}, r"'num_heads' parameter of BottleneckFusion must be a positive divisor of bottleneck_dim"),
+        (
+            {"num_heads": 3},
+            r"^The 'num_heads' parameter of BottleneckFusion must be a positive divisor of bottleneck_dim \(32\)\. "
+            r"Got 3 instead\.$",
+        ),
+        ({"num_heads": True}, r"positive divisor of bottleneck_dim \(32\)\. Got True instead"),
+        ({"num_heads": 0, "bottleneck_dim": 16}, r"positive divisor of bottleneck_dim \(16\)\. Got 0 instead"),
         ({"dropout": 1.0}, r"'dropout' parameter of BottleneckFusion must be a number in \[0, 1\)"),
         ({"causal": True}, r"Unknown keyword argument\(s\) \['causal'\] for fusion 'bottleneck'"),
     ],

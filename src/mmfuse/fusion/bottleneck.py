@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from mmfuse.fusion._checks import check_int, check_probability
 from mmfuse.fusion.base import Fusion
 from mmfuse.fusion.registry import register_fusion
+from mmfuse.layers.attention import resolve_num_heads
 from mmfuse.layers.dropout import Dropout, dropout
 from mmfuse.layers.masking import masked_mean, masked_softmax
 
@@ -150,11 +151,7 @@ class BottleneckFusion(Fusion):
         check_int(owner, "layers", layers, 1)
         if num_heads is None:  # heads of 16 features: narrower heads cost more than they give on CPU
             num_heads = bottleneck_dim // 16 if bottleneck_dim >= 16 and bottleneck_dim % 16 == 0 else 1
-        if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads < 1 or bottleneck_dim % num_heads:
-            raise ValueError(
-                f"The 'num_heads' parameter of {owner} must be a positive divisor of bottleneck_dim "
-                f"({bottleneck_dim}). Got {num_heads!r} instead."
-            )
+        num_heads = resolve_num_heads(owner, num_heads, bottleneck_dim, dim_name="bottleneck_dim")
         check_probability(owner, "dropout", dropout)
         self.bottleneck_dim = bottleneck_dim
         self.num_tokens = num_tokens
