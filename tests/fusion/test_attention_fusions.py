@@ -43,9 +43,9 @@ def _gat(prefix: str) -> list[str]:
 
 TOKENS = ["modality_embedding", *_linear("in_proj.0"), *_linear("in_proj.1")]
 ENCODER_LAYER = [
-    *_linear("global_encoder.layers.0.norm1"),
+    *_linear("global_encoder.layers.0.norm_q"),
     *_mha("global_encoder.layers.0.attn"),
-    *_linear("global_encoder.layers.0.norm2"),
+    *_linear("global_encoder.layers.0.norm_ff"),
     *_linear("global_encoder.layers.0.ffn.0"),
     *_linear("global_encoder.layers.0.ffn.3"),
     *_linear("global_encoder.norm"),

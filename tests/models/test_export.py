@@ -57,7 +57,14 @@ def program_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Multimodal
     return model, export_model(model, tmp_path_factory.mktemp("pt2") / "model.pt2", format="torch-export")
 
 
-@pytest.mark.parametrize("which", ["onnx_export", "program_export"])
+@pytest.fixture(scope="module")
+def onnx_transformer_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[MultimodalModel, ExportResult]:
+    """Step-level, two transformer-encoder layers (AttentionBlocks) per modality, as ONNX."""
+    model = _model(encoder="transformer", encoder_layers=2, fusion="concat", label_level="step")
+    return model, export_model(model, tmp_path_factory.mktemp("onnx-tf") / "model.onnx", format="onnx")
+
+
+@pytest.mark.parametrize("which", ["onnx_export", "onnx_transformer_export", "program_export"])
 @pytest.mark.parametrize(("batch", "steps"), [(4, 9), (1, 3), (5, 1)])
 def test_exported_model_equals_eager_on_new_shapes(
     request: pytest.FixtureRequest, which: str, batch: int, steps: int

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import torch
 
 from mmfuse.errors import DataError
 from mmfuse.fusion import list_fusions
+from mmfuse.layers import TransformerEncoder
 from mmfuse.models import (
     ModelConfig,
     MultimodalModel,
@@ -274,6 +276,58 @@ def test_save_load_roundtrip(tmp_path: Path, fusion: str) -> None:
     info = read_model_info(tmp_path / "m")
     assert info["train_config"] == {"lr": 0.001} and info["model_config"]["fusion"] == fusion
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+
+
+@pytest.mark.parametrize(("fusion", "causal"), [("concat", False), ("concat", True), ("atcm", True)])
+def test_a_model_saved_with_the_old_transformer_layer_names_loads(tmp_path: Path, fusion: str, causal: bool) -> None:
+    """Before the transformer encoder's layers were AttentionBlocks, their LayerNorms were ``norm1`` / ``norm2``.
+
+    The old layers also gave a query with no allowed key the attention's output bias, where AttentionBlock gives a
+    zero update (``zero_unattended``): the reference below is the model with that switched off.
+    """
+    from safetensors.torch import load_file, save_file
+
+    config = ModelConfig(
+        DIMS,
+        out_dim=2,
+        hidden=16,
+        encoder="transformer",
+        encoder_layers=2,
+        causal=causal,
+        fusion=fusion,
+        fusion_kwargs={"causal": True} if fusion == "atcm" else {},
+        label_level="step",
+    )
+    model = build_model(config).eval()
+    save_model(model, tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    old = {k.replace(".norm_q.", ".norm1.").replace(".norm_ff.", ".norm2."): v for k, v in load_file(weights).items()}
+    assert "encoders.text.layers.1.norm1.weight" in old and "encoders.text.layers.1.norm_q.weight" not in old
+    assert (fusion == "atcm") == ("fusion.global_encoder.layers.0.norm2.bias" in old)
+    save_file(old, weights)
+    loaded = load_model(tmp_path / "m")
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+
+    before = copy.deepcopy(model)  # the model as the old layers computed it
+    for module in before.modules():
+        if isinstance(module, TransformerEncoder):
+            for block in module.layers:
+                block.attn.zero_unattended = False
+    batch = make_batch()
+    for m in DIMS:
+        batch.masks[m][0, :2] = False  # row 0 observes nothing before step 2
+        batch.inputs[m][0, :2] = 0.0
+    with torch.no_grad():
+        got, expected, ref = loaded(batch), model(batch), before(batch)
+    assert torch.equal(got, expected)
+    # Each modality's encoder output is zeroed where the modality is missing, so only ATCM's global encoder, which
+    # runs at every real step, sees the difference: at the steps before anything was observed (no key to attend to).
+    unobserved = torch.zeros(batch.padding_mask.shape, dtype=torch.bool)
+    if fusion == "atcm":
+        unobserved[0, :2] = True
+    assert torch.equal(got[~unobserved], ref[~unobserved])
+    assert bool((got[unobserved] != ref[unobserved]).any(dim=-1).all())
 
 
 def test_save_refuses_reserved_extra(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ uses only steps up to ``t`` for the output at ``t``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import ClassVar
 
 import torch
@@ -16,11 +17,19 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from mmfuse.layers._gru import gru_packed
-from mmfuse.layers.attention import MaskedMultiheadAttention
+from mmfuse.layers.attention import AttentionBlock, resolve_num_heads
 from mmfuse.layers.dropout import Dropout
 from mmfuse.layers.masking import zero_missing
 
-__all__ = ["ENCODERS", "ConvEncoder", "IdentityEncoder", "RNNEncoder", "TransformerEncoder", "make_encoder"]
+__all__ = [
+    "ENCODERS",
+    "ConvEncoder",
+    "IdentityEncoder",
+    "RNNEncoder",
+    "TransformerEncoder",
+    "make_encoder",
+    "rename_legacy_keys",
+]
 
 ENCODERS = ("conv", "gru", "lstm", "none", "transformer")
 """The encoder names :func:`make_encoder` accepts."""
@@ -159,23 +168,49 @@ def _sinusoidal_positions(t: int, dim: int, device: torch.device, dtype: torch.d
     return pe[:, :dim]  # [T, H]
 
 
-class _TransformerLayer(nn.Module):
-    def __init__(self, dim: int, num_heads: int, dropout: float) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = MaskedMultiheadAttention(dim, num_heads, dropout=dropout)
-        self.norm2 = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), Dropout(dropout), nn.Linear(2 * dim, dim))
-        self.dropout = Dropout(dropout)
+_LEGACY_LAYER_NAMES = {"norm1": "norm_q", "norm2": "norm_ff"}
+"""Submodule names of the transformer layers before they were :class:`AttentionBlock` -> their names now."""
 
-    def forward(self, x: Tensor, allowed: Tensor) -> Tensor:
-        h = self.norm1(x)
-        x = x + self.dropout(self.attn(h, h, h, allowed)[0])
-        return x + self.dropout(self.ffn(self.norm2(x)))
+
+def _rename_legacy_layer_keys(module: nn.Module, state_dict: dict[str, Tensor], prefix: str, *args: object) -> None:
+    """Rename, in place, the keys of a :class:`TransformerEncoder` saved before its layers were AttentionBlocks.
+
+    A load-state-dict pre-hook: ``layers.N.norm1.*`` -> ``layers.N.norm_q.*`` and ``norm2`` -> ``norm_ff``, so old
+    model directories and training checkpoints load unchanged.
+    """
+    head = f"{prefix}layers."
+    for key in [k for k in state_dict if k.startswith(head)]:
+        index, _, rest = key[len(head) :].partition(".")  # "N", "norm1.weight"
+        name, _, leaf = rest.partition(".")
+        if index.isdigit() and name in _LEGACY_LAYER_NAMES:
+            state_dict[f"{head}{index}.{_LEGACY_LAYER_NAMES[name]}.{leaf}"] = state_dict.pop(key)
+
+
+def rename_legacy_keys(model: nn.Module, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Return a copy of ``state_dict`` (of ``model``) with the keys older mmfuse versions wrote renamed.
+
+    ``model.load_state_dict`` renames them itself (a pre-hook); this is for code that checks the keys of a saved
+    state dict against a model before loading it (:func:`mmfuse.models.load_model`).
+
+    Example:
+        >>> enc = TransformerEncoder(4, num_heads=1)
+        >>> old = {k.replace("norm_q", "norm1"): v for k, v in enc.state_dict().items()}
+        >>> sorted(rename_legacy_keys(enc, old)) == sorted(enc.state_dict())
+        True
+    """
+    renamed = dict(state_dict)
+    for name, module in model.named_modules():
+        if isinstance(module, TransformerEncoder):
+            _rename_legacy_layer_keys(module, renamed, f"{name}." if name else "")
+    return renamed
 
 
 class TransformerEncoder(_StackedEncoder):
     """Pre-norm transformer layers with sinusoidal positions; attends only to present, unpadded steps.
+
+    Each layer is a self-attention :class:`~mmfuse.layers.attention.AttentionBlock`. Weights saved before the
+    layers were AttentionBlocks (``layers.N.norm1`` / ``norm2``) load as they are: a load-state-dict pre-hook
+    renames them (``norm_q`` / ``norm_ff``).
 
     Args:
         dim: Feature size ``H``.
@@ -194,7 +229,11 @@ class TransformerEncoder(_StackedEncoder):
         self, dim: int, *, num_layers: int = 1, num_heads: int = 4, causal: bool = False, dropout: float = 0.0
     ) -> None:
         super().__init__(dim, num_layers, causal)
-        self.layers = nn.ModuleList(_TransformerLayer(dim, num_heads, dropout) for _ in range(num_layers))
+        num_heads = resolve_num_heads("TransformerEncoder", num_heads, dim, dim_name="dim")
+        self.layers = nn.ModuleList(
+            AttentionBlock(dim, num_heads, dropout=dropout, attn_dropout=dropout) for _ in range(num_layers)
+        )
+        self.register_load_state_dict_pre_hook(_rename_legacy_layer_keys)
 
     def forward(self, x: Tensor, padding_mask: Tensor, present: Tensor | None = None) -> Tensor:
         """Encode ``x`` ``[B, T, H]``.
@@ -203,7 +242,7 @@ class TransformerEncoder(_StackedEncoder):
             x: Features ``[B, T, H]``.
             padding_mask: Bool ``[B, T]``, True at real steps.
             present: Optional bool ``[B, T]``: keys to attend to (default ``padding_mask``); a query with no
-                such key gets only its own residual path.
+                such key gets a zero attention update (only its residual path and the feed-forward).
 
         Returns:
             ``[B, T, H]``, zero at padded steps.
@@ -216,7 +255,7 @@ class TransformerEncoder(_StackedEncoder):
             allowed = allowed & (steps.unsqueeze(0) <= steps.unsqueeze(1)).unsqueeze(0)  # [B, Tq, Tk]
         x = x + _sinusoidal_positions(t, h, x.device, x.dtype).unsqueeze(0)  # [B, T, H]
         for layer in self.layers:
-            x = layer(x, allowed)
+            x, _ = layer(x, allowed)  # [B, T, H]
         return zero_missing(self.norm(x), padding_mask)
 
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from mmfuse._io import atomic_write, atomic_write_text
 from mmfuse.errors import DataError
+from mmfuse.layers.encoders import rename_legacy_keys
 from mmfuse.layers.pretrained import PretrainedTextEncoder
 from mmfuse.models.config import ModelConfig
 from mmfuse.models.model import MultimodalModel, _module_key
@@ -332,7 +333,8 @@ def load_model(directory: str | os.PathLike[str], map_location: str | torch.devi
     try:
         config = ModelConfig.from_dict(info["model_config"])
         with torch.device("meta"):  # shapes and dtypes only: a config far larger than its weights costs nothing
-            expected = {k: (tuple(v.shape), v.dtype) for k, v in MultimodalModel(config).state_dict().items()}
+            skeleton = MultimodalModel(config)
+        expected = {k: (tuple(v.shape), v.dtype) for k, v in skeleton.state_dict().items()}
     except (TypeError, ValueError, KeyError, RuntimeError) as exc:
         raise DataError(f"{config_path} holds an invalid model_config: {exc}") from None
     refs = _read_references(info, config, config_path)
@@ -347,6 +349,7 @@ def load_model(directory: str | os.PathLike[str], map_location: str | torch.devi
         raise DataError(
             f"{weights_path} could not be read as safetensors ({exc}); the saved model is corrupt."
         ) from None
+    state = rename_legacy_keys(skeleton, state)  # weights saved by an older mmfuse under older submodule names
     _check_weights(state, expected, weights_path, config_path)
     model = MultimodalModel(config)
     _check_references(model, refs, config_path)

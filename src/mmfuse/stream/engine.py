@@ -321,7 +321,7 @@ class IncrementalModel:
         for i, layer in enumerate(_any(enc.layers)):
             a: Any = layer.attn
             b = x.shape[0]
-            y = layer.norm1(x)
+            y = layer.norm_q(x)
             q = a.q_proj(y).view(b, 1, a.num_heads, a.head_dim)  # [B, 1, heads, hd]
             k_new = a.k_proj(y).view(b, 1, a.num_heads, a.head_dim)
             v_new = a.v_proj(y).view(b, 1, a.num_heads, a.head_dim)
@@ -331,7 +331,7 @@ class IncrementalModel:
             w = masked_softmax(scores, ok[:, None, None, :], dim=-1)  # [B, heads, 1, L]
             att = torch.einsum("bhql,blhd->bqhd", a.dropout(w), v).reshape(b, 1, -1)  # [B, 1, H]
             x = x + layer.dropout(a.out_proj(att))
-            x = x + layer.dropout(layer.ffn(layer.norm2(x)))
+            x = x + layer.dropout(layer.ffn(layer.norm_ff(x)))
         return enc.norm(x)
 
     def _positions(self, pos: Tensor, dim: int) -> Tensor:
