@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ import mmfuse.layers.dropout as dropout_module
 from mmfuse.evaluate.analysis.uncertainty import enable_mc_dropout
 from mmfuse.fusion import MulTFusion
 from mmfuse.layers.attention import MaskedMultiheadAttention
-from mmfuse.layers.dropout import MIN_FAST_NUMEL, Dropout, dropout
+from mmfuse.layers.dropout import DRAW_CHUNK, MIN_FAST_NUMEL, Dropout, dropout
 from mmfuse.layers.masking import all_present, masked_softmax, zero_missing
 
 
@@ -21,9 +22,17 @@ def _bits(x: torch.Tensor) -> torch.Tensor:
     return x.detach().contiguous().view(torch.uint8)
 
 
+SHAPES = [(3, 5), (32, 200), (4, 10, 50, 50), (7, 1031), (3, 100_003)]
+
+
+def test_the_shape_table_spans_several_draw_chunks() -> None:
+    """The equality test below must cover a mask drawn in more than one chunk."""
+    assert max(math.prod(shape) for shape in SHAPES) > DRAW_CHUNK
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("p", [0.1, 0.3, 0.5, 0.9])
-@pytest.mark.parametrize("shape", [(3, 5), (32, 200), (4, 10, 50, 50), (7, 1031)])
+@pytest.mark.parametrize("shape", SHAPES)
 def test_dropout_equals_torch_bit_for_bit(shape: tuple[int, ...], p: float, dtype: torch.dtype) -> None:
     x = torch.randn(shape, dtype=torch.float64).to(dtype).requires_grad_(True)
     upstream = torch.randn(shape, dtype=torch.float64).to(dtype)

@@ -27,6 +27,9 @@ __all__ = ["Dropout", "dropout"]
 MIN_FAST_NUMEL = 4096
 """Below this many elements the mask is cheap either way and ``F.dropout`` (fewer calls) is used."""
 
+DRAW_CHUNK = 1 << 18
+"""Uniforms drawn per call (2 MiB of float64): a large mask is drawn in chunks of this size."""
+
 
 def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     """``F.dropout(x, p, training)``, with the same draws and result, faster on CPU (see the module docstring).
@@ -58,8 +61,14 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     ):
         return F.dropout(x, p, training)
     keep = 1.0 - p
-    mask = torch.rand(x.shape, dtype=torch.float64).lt_(keep)  # [*x.shape], 1.0 = kept: bernoulli_(keep)'s draws
-    return x * mask.to(x.dtype).div_(keep)
+    noise = torch.empty(x.shape, dtype=x.dtype)  # [*x.shape], as F.dropout's: 1 / keep where kept, else 0
+    flat = noise.view(-1)
+    # The float64 draws are made a chunk at a time: consecutive calls continue one stream, so the mask is the same,
+    # and a bounded scratch buffer is reused by the allocator instead of mapping fresh pages for every call.
+    for start in range(0, flat.numel(), DRAW_CHUNK):
+        part = flat[start : start + DRAW_CHUNK]
+        part.copy_(torch.rand(part.numel(), dtype=torch.float64).lt_(keep))  # 1.0 = kept: bernoulli_(keep)'s draws
+    return x * noise.div_(keep)
 
 
 class Dropout(nn.Dropout):
