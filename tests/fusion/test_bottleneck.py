@@ -7,6 +7,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from mmfuse.evaluate.analysis.uncertainty import enable_mc_dropout
 from mmfuse.fusion import BottleneckFusion, create_fusion, fusion_kwargs
 from mmfuse.testing import make_fusion_inputs
 
@@ -95,6 +96,29 @@ def test_dropout_path_is_finite_and_varies() -> None:
     x, m = make_fusion_inputs(DIMS, 2, 6)
     a, b = f(x, m), f(x, m)
     assert bool(a.isfinite().all()) and not torch.allclose(a, b)
+
+
+def test_mc_dropout_samples_the_attention_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """enable_mc_dropout switches on the dropout modules of an evaluating model; the attention dropout follows them."""
+    seen: list[float] = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def recording(*args: object, **kwargs: object) -> torch.Tensor:
+        seen.append(float(kwargs.get("dropout_p", 0.0)))  # type: ignore[arg-type]
+        return sdpa(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording)
+    f = BottleneckFusion(DIMS, 8, dropout=0.5).eval()
+    x, m = make_fusion_inputs(DIMS, 2, 6)
+    f(x, m)
+    assert seen and set(seen) == {0.0}  # evaluation: no attention dropout
+    seen.clear()
+    with enable_mc_dropout(f):
+        f(x, m)
+    assert seen and set(seen) == {0.5}
+    seen.clear()
+    f.train()(x, m)
+    assert seen and set(seen) == {0.5}
 
 
 def _flops(name: str, steps: int, batch: int = 2, hidden: int = 64) -> int:

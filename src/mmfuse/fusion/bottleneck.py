@@ -39,7 +39,6 @@ class _BottleneckLayer(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.attn_dropout = dropout
         self.norm1 = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
@@ -61,7 +60,9 @@ class _BottleneckLayer(nn.Module):
         b, length, dim = x.shape
         qkv = self.qkv(self.norm1(x)).view(b, length, 3, self.num_heads, self.head_dim)  # [B, T+K, 3, heads, hd]
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, T+K, hd]
-        p = self.attn_dropout if self.training else 0.0
+        # The attention dropout follows the block's Dropout module, so MC dropout (which switches on only the
+        # dropout modules of an evaluating model) samples the attention weights too.
+        p = self.dropout.p if self.dropout.training else 0.0
         from_steps = F.scaled_dot_product_attention(q[:, :, :steps], k, v, attn_mask=allowed, dropout_p=p)
         scores = q[:, :, steps:] @ k.transpose(-2, -1) * self.head_dim**-0.5  # [B, heads, K, T+K]
         weights = masked_softmax(scores, allowed, dim=-1)  # [B, heads, K, T+K]
