@@ -330,7 +330,8 @@ class IncrementalModel:
             scores = torch.einsum("bqhd,blhd->bhql", q, k) / math.sqrt(a.head_dim)  # [B, heads, 1, L]
             w = masked_softmax(scores, ok[:, None, None, :], dim=-1)  # [B, heads, 1, L]
             att = torch.einsum("bhql,blhd->bqhd", a.dropout(w), v).reshape(b, 1, -1)  # [B, 1, H]
-            x = x + layer.dropout(a.out_proj(att))
+            # as AttentionBlock: a query with no present key so far gets a zero attention update, not the bias
+            x = x + layer.dropout(zero_missing(a.out_proj(att), ok.any(dim=-1, keepdim=True)))  # [B, 1, H]
             x = x + layer.dropout(layer.ffn(layer.norm_ff(x)))
         return enc.norm(x)
 
