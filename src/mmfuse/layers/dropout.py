@@ -11,9 +11,9 @@ output, its gradient and every later random draw are bit-for-bit those of ``F.dr
 it over sizes, dtypes and probabilities.
 
 Everywhere the equivalence is not established it simply calls ``F.dropout``: on other devices (CUDA's
-fused dropout draws from Philox), while ``torch.compile`` or ``torch.jit`` traces, for tensor subclasses (the
-compilers have their own dropout), in evaluation mode, for ``p`` of 0 or 1, and for tensors too small for the
-saving to pay for the extra calls.
+fused dropout draws from Philox), while ``torch.compile``, ``torch.export`` or ``torch.jit`` traces, for tensor
+subclasses (the compilers have their own dropout; :func:`~mmfuse.layers.masking.eager_cpu`), in evaluation mode,
+for ``p`` of 0 or 1, and for tensors too small for the saving to pay for the extra calls.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from mmfuse.layers.masking import eager_cpu
 
 __all__ = ["Dropout", "dropout"]
 
@@ -49,16 +51,7 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
         >>> torch.equal(a, F.dropout(torch.ones(64, 64), 0.25))
         True
     """
-    if (
-        not training
-        or not 0.0 < p < 1.0
-        or x.device.type != "cpu"
-        or x.numel() < MIN_FAST_NUMEL
-        or not x.is_floating_point()
-        or type(x) is not Tensor
-        or torch.jit.is_tracing()
-        or torch.compiler.is_compiling()
-    ):
+    if not (training and 0.0 < p < 1.0 and x.numel() >= MIN_FAST_NUMEL and x.is_floating_point() and eager_cpu(x)):
         return F.dropout(x, p, training)
     keep = 1.0 - p
     noise = torch.empty(x.shape, dtype=x.dtype)  # [*x.shape], as F.dropout's: 1 / keep where kept, else 0

@@ -16,7 +16,27 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["all_present", "masked_mean", "masked_softmax", "zero_missing"]
+__all__ = ["all_present", "eager_cpu", "masked_mean", "masked_softmax", "zero_missing"]
+
+
+def eager_cpu(t: Tensor) -> bool:
+    """True for a concrete CPU tensor in eager mode: the one condition for this package's CPU-only shortcuts.
+
+    False on any other device, under ``torch.jit`` tracing, ``torch.compile`` or ``torch.export``, and for tensor
+    subclasses (fake tensors), so that a shortcut that looks at values (:func:`all_present`) or changes how a
+    result is computed (:func:`mmfuse.layers.dropout.dropout`) is never recorded into a graph.
+
+    Example:
+        >>> eager_cpu(torch.zeros(2)), eager_cpu(torch.zeros(2, device="meta"))
+        (True, False)
+    """
+    return (
+        type(t) is Tensor
+        and t.device.type == "cpu"
+        and not torch.jit.is_tracing()
+        and not torch.compiler.is_compiling()
+        and not torch.compiler.is_exporting()
+    )
 
 
 def all_present(mask: Tensor) -> bool:
@@ -30,14 +50,7 @@ def all_present(mask: Tensor) -> bool:
         >>> all_present(torch.ones(2, 3, dtype=torch.bool)), all_present(torch.tensor([True, False]))
         (True, False)
     """
-    return (
-        type(mask) is Tensor
-        and mask.device.type == "cpu"
-        and not torch.jit.is_tracing()
-        and not torch.compiler.is_compiling()
-        and not torch.compiler.is_exporting()
-        and bool(mask.all())
-    )
+    return eager_cpu(mask) and bool(mask.all())
 
 
 def zero_missing(x: Tensor, mask: Tensor) -> Tensor:
