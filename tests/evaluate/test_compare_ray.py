@@ -39,12 +39,16 @@ def test_ray_runs_match_a_serial_run_and_resume_reuses_them(local_ray: None, tmp
     assert without_time(resumed.rows) == without_time(on_ray.rows)
 
 
-def test_a_failed_ray_task_is_retried_then_named(local_ray: None) -> None:
+def test_a_failed_ray_task_is_retried_then_named(local_ray: None, monkeypatch: pytest.MonkeyPatch) -> None:
     done: list[int] = []
+    cancelled: list[Any] = []
+    monkeypatch.setattr(ray, "cancel", lambda ref, **kwargs: cancelled.append(ref))
     with pytest.raises(RunFailed, match=r"The run broken seed 3 failed after 1 retry: TypeError"):
         # int(dict) raises TypeError in the task, every time
         RayExecutor(max_retries=1).run([{"fusion": "broken", "seed": 3}], int, lambda i, row: done.append(i))
     assert done == []
+    # The failed task has finished: it is not force-cancelled (doing so can abort the driver inside Ray).
+    assert cancelled == []
 
 
 def test_a_failed_local_run_is_named() -> None:

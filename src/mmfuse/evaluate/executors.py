@@ -203,7 +203,11 @@ class RayExecutor(RunExecutor):
         try:
             yield _Tasks(refs, lambda pending, timeout: ray.wait(pending, num_returns=1, timeout=timeout), ray.get)
         except BaseException:
-            for ref in refs:  # a failed comparison, search or analysis does not leave tasks running
+            # A failed comparison, search or analysis does not leave tasks running. Only the unfinished are
+            # cancelled: force-cancelling a task that has already failed or finished can abort this process in
+            # Ray's task manager (seen with Ray 2.60: "Check failed: it != submissible_tasks_.end()").
+            _, unfinished = ray.wait(refs, num_returns=len(refs), timeout=0)
+            for ref in unfinished:
                 ray.cancel(ref, force=True)
             raise
 
